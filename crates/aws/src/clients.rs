@@ -1,0 +1,32 @@
+//! Builds the SDK clients once per process, from the standard AWS configuration chain.
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+/// The SDK clients a function or the agent needs. Cheap to clone: clients share one connection pool.
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub ssm: aws_sdk_ssm::Client,
+}
+
+impl AwsClients {
+    /// Reads region, credentials and endpoint the standard way. `AWS_ENDPOINT_URL` points every
+    /// client at the local emulator.
+    pub async fn from_env() -> AwsClients {
+        Self::from_config(&load_sdk_config().await)
+    }
+
+    pub fn from_config(config: &SdkConfig) -> AwsClients {
+        AwsClients {
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+            sqs: aws_sdk_sqs::Client::new(config),
+            ssm: aws_sdk_ssm::Client::new(config),
+        }
+    }
+}
+
+/// The shared SDK configuration from the environment, profile and instance role.
+pub async fn load_sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}

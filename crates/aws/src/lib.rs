@@ -1,0 +1,13 @@
+//! AWS adapters for Titus: the resource definitions, the DynamoDB job store, and provisioning.
+//!
+//! Everything here goes through aws-sdk-rust, so the same code talks to AWS or to the local
+//! emulator named by `AWS_ENDPOINT_URL`.
+
+pub mod clients;
+pub mod dynamo;
+pub mod provision;
+pub mod resources;
+
+pub use clients::AwsClients;
+pub use dynamo::DynamoJobStore;
+pub use resources::{Definitions, Names};

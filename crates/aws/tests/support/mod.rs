@@ -1,0 +1,67 @@
+//! Shared set-up for the emulator tests: each test provisions a stage of its own, so tests run in
+//! parallel without seeing each other's items.
+
+#![allow(dead_code)]
+
+use titus_aws::provision::provision;
+use titus_aws::{AwsClients, Names};
+use titus_core::{Job, JobDescriptor, JobId, Limits};
+
+/// Clients for the emulator the test command started. Fails loudly rather than reaching AWS.
+pub async fn clients() -> AwsClients {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
+        "emulator tests need AWS_ENDPOINT_URL pointing at the local emulator (got {endpoint:?}); \
+         run them through scripts/test.sh, which starts it"
+    );
+    AwsClients::from_env().await
+}
+
+/// A freshly provisioned stage with a unique name.
+pub async fn fresh_stage() -> (AwsClients, Names) {
+    let clients = clients().await;
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    let names = Names::new(&format!("t{suffix}")).expect("valid stage name");
+    provision(&clients, &names.definitions())
+        .await
+        .expect("provisioning a fresh stage");
+    (clients, names)
+}
+
+/// A valid descriptor, from JSON the way the API receives it; `extra` is merged over the base.
+pub fn descriptor(extra: serde_json::Value) -> JobDescriptor {
+    let mut base = serde_json::json!({
+        "owner": {"teamEmail": "team@example.com"},
+        "applicationName": "app",
+        "container": {"image": {"name": "busybox", "tag": "stable"}},
+        "batch": {"size": 2}
+    });
+    merge(&mut base, extra);
+    titus_core::parse_descriptor(base.to_string().as_bytes(), &Limits::titus_defaults())
+        .expect("test descriptor is valid")
+}
+
+fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+    match (base, extra) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(extra)) => {
+            for (key, value) in extra {
+                if value.is_null() {
+                    base.remove(&key);
+                } else {
+                    merge(base.entry(key).or_insert(serde_json::Value::Null), value);
+                }
+            }
+        }
+        (base, extra) => *base = extra,
+    }
+}
+
+pub fn job(descriptor: JobDescriptor, now_ms: u64) -> Job {
+    Job::new(
+        JobId::generate(),
+        descriptor,
+        "caller@example.com".to_owned(),
+        now_ms,
+    )
+}

@@ -1,0 +1,197 @@
+//! The job store port: what the functions need from persistent storage, independent of DynamoDB.
+//!
+//! Every write that can race is conditional. Losing a race is `StoreError::Conflict`, never a
+//! silent overwrite: the caller re-reads and decides again.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use crate::ids::{JobId, TaskId};
+use crate::job::{Job, JobState, JobType};
+use crate::task::Task;
+
+/// What can go wrong talking to the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A conditional write found the item changed since it was read (or already present).
+    #[error("conflict on {entity} {id}: {detail}")]
+    Conflict {
+        entity: &'static str,
+        id: String,
+        detail: String,
+    },
+    /// An idempotency key was reused with a different request.
+    #[error(
+        "idempotency key {key:?} was already used for job {job_id} with a different request; \
+         expected the same request, or a new key"
+    )]
+    IdempotencyMismatch { key: String, job_id: JobId },
+    /// A pagination cursor that this store did not issue.
+    #[error("invalid cursor: {0}; expected a cursor returned by a previous page")]
+    InvalidCursor(String),
+    /// Throttled or temporarily unreachable; safe to retry.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug, a corrupt item, a misconfigured table.
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict { .. })
+    }
+}
+
+/// Makes a job creation safe to retry: the same key from the same caller returns the same job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// Who the key belongs to (the caller's identity), so two callers' keys never collide.
+    pub scope: String,
+    /// The key the client chose (`Idempotency-Key` header, the submit message's client token).
+    pub key: String,
+    /// A digest of the request, to detect a key reused for a different request.
+    pub request_hash: String,
+}
+
+/// The result of creating a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateOutcome {
+    /// The job is new.
+    Created(Job),
+    /// The idempotency key had been used: this is the job the first request created.
+    Existing(Job),
+}
+
+impl CreateOutcome {
+    pub fn job(&self) -> &Job {
+        match self {
+            CreateOutcome::Created(job) | CreateOutcome::Existing(job) => job,
+        }
+    }
+
+    pub fn into_job(self) -> Job {
+        match self {
+            CreateOutcome::Created(job) | CreateOutcome::Existing(job) => job,
+        }
+    }
+
+    pub fn was_created(&self) -> bool {
+        matches!(self, CreateOutcome::Created(_))
+    }
+}
+
+/// Which jobs to list. Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub states: Vec<JobState>,
+    pub owner: Option<String>,
+    pub application_name: Option<String>,
+    pub job_type: Option<JobType>,
+    /// Every listed attribute must be present with this value.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl JobFilter {
+    /// Whether a job passes the filter.
+    pub fn matches(&self, job: &Job) -> bool {
+        let descriptor = &job.job_descriptor;
+        (self.states.is_empty() || self.states.contains(&job.status.state))
+            && self
+                .owner
+                .as_ref()
+                .is_none_or(|owner| *owner == descriptor.owner.team_email)
+            && self
+                .application_name
+                .as_ref()
+                .is_none_or(|app| *app == descriptor.application_name)
+            && self.job_type.is_none_or(|t| t == job.job_type())
+            && self
+                .attributes
+                .iter()
+                .all(|(k, v)| descriptor.attributes.get(k) == Some(v))
+    }
+}
+
+/// A page request: at most `page_size` items after `cursor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub page_size: u32,
+    pub cursor: Option<String>,
+}
+
+impl PageRequest {
+    pub const DEFAULT_PAGE_SIZE: u32 = 50;
+    pub const MAX_PAGE_SIZE: u32 = 1_000;
+
+    pub fn first(page_size: u32) -> PageRequest {
+        PageRequest {
+            page_size,
+            cursor: None,
+        }
+    }
+}
+
+/// One page of results; `next_cursor` is `None` on the last page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Storage of jobs and tasks.
+pub trait JobStore: Send + Sync {
+    /// Stores a job with its initial tasks (`Task::initial_tasks_of`). With an idempotency key, a
+    /// repeat of the same request returns the first job (`Existing`), and a creation that was
+    /// interrupted part-way is completed by the repeat.
+    fn create_job(
+        &self,
+        job: &Job,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> impl Future<Output = Result<CreateOutcome, StoreError>> + Send;
+
+    fn get_job(&self, id: &JobId) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
+
+    fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<Page<Job>, StoreError>> + Send;
+
+    /// Writes a changed job; `Conflict` unless the stored job still has `expected_version`.
+    fn update_job(
+        &self,
+        job: &Job,
+        expected_version: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn get_task(
+        &self,
+        id: &TaskId,
+    ) -> impl Future<Output = Result<Option<Task>, StoreError>> + Send;
+
+    /// A job's tasks, replacements included, oldest first.
+    fn list_job_tasks(
+        &self,
+        job_id: &JobId,
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<Page<Task>, StoreError>> + Send;
+
+    /// Up to `limit` tasks waiting for placement and eligible by `now_ms`, oldest first.
+    fn list_pending_tasks(
+        &self,
+        limit: u32,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
+
+    /// Writes a changed task; `Conflict` unless the stored task still has `expected_version`.
+    fn update_task(
+        &self,
+        task: &Task,
+        expected_version: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores a new task (a replacement); `Conflict` if a task with its id exists.
+    fn insert_task(&self, task: &Task) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

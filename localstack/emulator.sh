@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The local AWS emulator: moto's server mode, pinned in requirements.txt and installed into
+# localstack/.venv. `emulator.sh start` installs it when missing and starts it on
+# 127.0.0.1:$TITUS_EMULATOR_PORT (4566) unless one already answers there; `stop` stops the one it
+# started; `status` says whether one answers. Safe to run again.
+set -euo pipefail
+source "$(dirname "$0")/../scripts/env.sh"
+TITUS_LOG_TAG=emulator
+
+HERE=$TITUS_ROOT/localstack
+VENV=$HERE/.venv
+RUN=$HERE/.run
+PIDFILE=$RUN/moto.pid
+ENDPOINT=http://127.0.0.1:$TITUS_EMULATOR_PORT
+
+http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true; }
+is_moto() { [ "$(http_code "$ENDPOINT/moto-api/data.json")" = 200 ]; }
+is_localstack() { [ "$(http_code "$ENDPOINT/_localstack/health")" = 200 ]; }
+
+install_moto() {
+    if [ -x "$VENV/bin/moto_server" ] && "$VENV/bin/pip" freeze 2>/dev/null | grep -qxF -f <(grep -v '^#' "$HERE/requirements.txt" | sed 's/\[server\]//'); then
+        return
+    fi
+    log "installing $(grep -v '^#' "$HERE/requirements.txt") into $VENV"
+    if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+        # Debian's python3 ships venv separately.
+        if [ "$(id -u)" = 0 ]; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null 2>&1 || true
+        fi
+        python3 -m venv "$VENV" || die "cannot create a Python virtualenv at $VENV; install python3-venv"
+    fi
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$HERE/requirements.txt" >"$RUN/pip.log" 2>&1 \
+        || { tail -n 20 "$RUN/pip.log" >&2; die "could not install the emulator from PyPI (log: $RUN/pip.log)"; }
+}
+
+start() {
+    mkdir -p "$RUN"
+    if is_moto || is_localstack; then
+        log "an emulator already answers at $ENDPOINT; using it"
+        return
+    fi
+    if ss -ltn "sport = :$TITUS_EMULATOR_PORT" 2>/dev/null | grep -q LISTEN; then
+        die "port $TITUS_EMULATOR_PORT is taken by something that is not an AWS emulator ($(ss -ltnp "sport = :$TITUS_EMULATOR_PORT" | tail -n +2 | awk '{print $NF}')); stop it or set TITUS_EMULATOR_PORT"
+    fi
+    install_moto
+    log "starting moto on $ENDPOINT (log: $RUN/moto.log)"
+    nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$TITUS_EMULATOR_PORT" >"$RUN/moto.log" 2>&1 &
+    echo $! >"$PIDFILE"
+    for _ in $(seq 1 120); do
+        if is_moto; then
+            configure
+            log "ready at $ENDPOINT"
+            return
+        fi
+        kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { tail -n 20 "$RUN/moto.log" >&2; die "moto exited at start; its log is above"; }
+        sleep 0.5
+    done
+    die "moto did not answer within 60 s (log: $RUN/moto.log)"
+}
+
+# Switched on before anything is created: state machines made before the Step Functions switch
+# are not visible after it, and moto's Lambda must not need Docker.
+configure() {
+    curl -fsS -m 5 -X POST "$ENDPOINT/moto-api/config" -H 'Content-Type: application/json' \
+        -d '{"stepfunctions": {"execute_state_machine": true}, "lambda": {"use_docker": false}}' >/dev/null \
+        || die "could not configure moto at $ENDPOINT/moto-api/config"
+}
+
+stop() {
+    if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+        kill "$(cat "$PIDFILE")"
+        log "stopped moto (pid $(cat "$PIDFILE"))"
+    else
+        log "no emulator started by this script is running"
+    fi
+    rm -f "$PIDFILE"
+}
+
+status() {
+    if is_moto; then echo "moto answers at $ENDPOINT"
+    elif is_localstack; then echo "LocalStack answers at $ENDPOINT"
+    else echo "no emulator answers at $ENDPOINT"; return 1
+    fi
+}
+
+# Empties the emulator's state (moto only), so a test run starts clean.
+reset() {
+    is_moto || die "reset needs moto at $ENDPOINT"
+    curl -fsS -m 10 -X POST "$ENDPOINT/moto-api/reset" >/dev/null
+    configure
+}
+
+case "${1:-start}" in
+    start) start ;;
+    stop) stop ;;
+    status) status ;;
+    reset) reset ;;
+    *) die "usage: $0 start|stop|status|reset" ;;
+esac
