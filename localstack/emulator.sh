@@ -13,8 +13,8 @@ RUN=$HERE/.run
 PIDFILE=$RUN/moto.pid
 ENDPOINT=http://127.0.0.1:$TITUS_EMULATOR_PORT
 
-http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true; }
-is_moto() { [ "$(http_code "$ENDPOINT/moto-api/data.json")" = 200 ]; }
+http_code() { curl -s -o /dev/null -m 5 -w '%{http_code}' "$1" 2>/dev/null || true; }
+is_moto() { [[ "$(http_code "$ENDPOINT/moto-api/config")" == 2?? ]]; }
 is_localstack() { [ "$(http_code "$ENDPOINT/_localstack/health")" = 200 ]; }
 
 install_moto() {

@@ -1,0 +1,215 @@
+//! Agent records and agent command queues against the emulator.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use support::fresh_stage;
+use titus_aws::provision::ensure_queue;
+use titus_aws::resources::QueueDef;
+use titus_aws::{DynamoAgentStore, SqsCommandQueue};
+use titus_core::messages::{AgentCommand, CommandQueue, KillTask};
+use titus_core::{Agent, AgentState, AgentStore, Resources, StoreError, TaskId, TaskReason};
+
+fn agent(id: &str, now_ms: u64) -> Agent {
+    Agent {
+        id: id.to_owned(),
+        queue_url: format!("http://queue/{id}"),
+        zone: "us-east-1a".to_owned(),
+        machine_type: "m5.large".to_owned(),
+        machine_group: "default".to_owned(),
+        state: AgentState::Active,
+        capacity: Resources {
+            cpu_millis: 2000,
+            memory_mb: 8192,
+            disk_mb: 50_000,
+            network_mbps: 1000,
+            gpu: 0,
+        },
+        allocated: Resources::ZERO,
+        task_count: 0,
+        registered_at_ms: now_ms,
+        heartbeat_at_ms: now_ms,
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_agent_keeps_its_allocation_and_draining_state() {
+    let (clients, names) = fresh_stage().await;
+    let store = DynamoAgentStore::new(clients.dynamodb.clone(), &names);
+    store.register_agent(&agent("a1", 1_000)).await.unwrap();
+    // The scheduler allocated resources and an operator started a drain.
+    clients
+        .dynamodb
+        .update_item()
+        .table_name(names.agents_table())
+        .key("agentId", AttributeValue::S("a1".to_owned()))
+        .update_expression("ADD allocMemoryMb :m, taskCount :one")
+        .expression_attribute_values(":m", AttributeValue::N("512".to_owned()))
+        .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
+        .send()
+        .await
+        .unwrap();
+    store
+        .set_agent_state("a1", AgentState::Active, AgentState::Draining)
+        .await
+        .unwrap();
+
+    let mut restarted = agent("a1", 5_000);
+    restarted.capacity.memory_mb = 16_384;
+    let registered = store.register_agent(&restarted).await.unwrap();
+
+    assert_eq!(registered.allocated.memory_mb, 512);
+    assert_eq!(registered.task_count, 1);
+    assert_eq!(registered.state, AgentState::Draining);
+    assert_eq!(
+        registered.capacity.memory_mb, 16_384,
+        "capacity is the agent's to report"
+    );
+    assert_eq!(
+        registered.registered_at_ms, 1_000,
+        "first registration time is kept"
+    );
+    assert_eq!(registered.heartbeat_at_ms, 5_000);
+    assert_eq!(store.get_agent("a1").await.unwrap(), Some(registered));
+}
+
+#[tokio::test]
+async fn a_lost_agent_that_comes_back_is_active_again() {
+    let (clients, names) = fresh_stage().await;
+    let store = DynamoAgentStore::new(clients.dynamodb, &names);
+    store.register_agent(&agent("a1", 1_000)).await.unwrap();
+    store
+        .set_agent_state("a1", AgentState::Active, AgentState::Lost)
+        .await
+        .unwrap();
+
+    let registered = store.register_agent(&agent("a1", 9_000)).await.unwrap();
+
+    assert_eq!(registered.state, AgentState::Active);
+}
+
+#[tokio::test]
+async fn state_changes_and_heartbeats_are_conditional() {
+    let (clients, names) = fresh_stage().await;
+    let store = DynamoAgentStore::new(clients.dynamodb, &names);
+    store.register_agent(&agent("a1", 1_000)).await.unwrap();
+
+    let wrong_from = store
+        .set_agent_state("a1", AgentState::Draining, AgentState::Lost)
+        .await;
+    let unknown = store.heartbeat("nobody", 2_000).await;
+    store.heartbeat("a1", 3_000).await.unwrap();
+
+    assert!(
+        matches!(wrong_from, Err(StoreError::Conflict { .. })),
+        "{wrong_from:?}"
+    );
+    assert!(
+        matches!(unknown, Err(StoreError::Conflict { .. })),
+        "{unknown:?}"
+    );
+    let stored = store.get_agent("a1").await.unwrap().unwrap();
+    assert_eq!(stored.state, AgentState::Active);
+    assert_eq!(stored.heartbeat_at_ms, 3_000);
+}
+
+#[tokio::test]
+async fn agents_are_listed_in_id_order_and_can_deregister() {
+    let (clients, names) = fresh_stage().await;
+    let store = DynamoAgentStore::new(clients.dynamodb, &names);
+    for id in ["c", "a", "b"] {
+        store.register_agent(&agent(id, 1_000)).await.unwrap();
+    }
+
+    store.deregister_agent("b").await.unwrap();
+
+    let ids: Vec<String> = store
+        .list_agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(ids, vec!["a", "c"]);
+}
+
+#[tokio::test]
+async fn commands_reach_the_agent_queue_in_batches() {
+    let (clients, names) = fresh_stage().await;
+    let (url, _) = ensure_queue(
+        &clients.sqs,
+        &QueueDef {
+            role: "agent",
+            name: names.agent_queue("a1"),
+            visibility_timeout_secs: 30,
+            message_retention_secs: 3600,
+            dead_letter: None,
+        },
+    )
+    .await
+    .unwrap();
+    let commands: Vec<AgentCommand> = (0..23)
+        .map(|i| {
+            AgentCommand::KillTask(KillTask {
+                task_id: TaskId::from_string(format!("t{i}")),
+                reason: TaskReason::Killed,
+                grace_period_sec: 10,
+            })
+        })
+        .collect();
+
+    let failures = SqsCommandQueue::new(clients.sqs.clone())
+        .send_commands(&url, &commands)
+        .await
+        .unwrap();
+
+    assert!(failures.is_empty(), "{failures:?}");
+    let mut received = Vec::new();
+    for _ in 0..10 {
+        let out = clients
+            .sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        for message in out.messages() {
+            let command: AgentCommand = serde_json::from_str(message.body().unwrap()).unwrap();
+            received.push(command.task_id().to_string());
+        }
+        if received.len() == commands.len() {
+            break;
+        }
+    }
+    received.sort();
+    let mut expected: Vec<String> = (0..23).map(|i| format!("t{i}")).collect();
+    expected.sort();
+    assert_eq!(received, expected);
+}
+
+#[tokio::test]
+async fn sending_to_a_missing_queue_is_a_clear_error() {
+    let (clients, _names) = fresh_stage().await;
+    let queue = SqsCommandQueue::new(clients.sqs);
+    let command = AgentCommand::KillTask(KillTask {
+        task_id: TaskId::from_string("t"),
+        reason: TaskReason::Killed,
+        grace_period_sec: 1,
+    });
+
+    let err = queue
+        .send_commands(
+            "http://127.0.0.1:4566/123456789012/titus-none-agent-x",
+            &[command],
+        )
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(err, titus_core::messages::QueueError::NoSuchQueue(_)),
+        "{err:?}"
+    );
+}

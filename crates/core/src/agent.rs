@@ -1,0 +1,187 @@
+//! Agents: the hosts that run tasks, as the scheduler, the scaler and the reconciler see them.
+
+use std::fmt;
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::ContainerResources;
+use crate::store::StoreError;
+
+/// An amount of each schedulable resource. CPU is in millicores so sums are exact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    pub cpu_millis: u64,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub network_mbps: u64,
+    pub gpu: u64,
+}
+
+impl Resources {
+    pub const ZERO: Resources = Resources {
+        cpu_millis: 0,
+        memory_mb: 0,
+        disk_mb: 0,
+        network_mbps: 0,
+        gpu: 0,
+    };
+
+    /// What a container asks for; fractional CPU rounds up to the next millicore.
+    pub fn of_container(resources: &ContainerResources) -> Resources {
+        Resources {
+            cpu_millis: (resources.cpu * 1000.0).ceil().max(0.0) as u64,
+            memory_mb: resources.memory_mb,
+            disk_mb: resources.disk_mb,
+            network_mbps: resources.network_mbps,
+            gpu: u64::from(resources.gpu),
+        }
+    }
+
+    pub fn saturating_add(self, other: Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
+            memory_mb: self.memory_mb.saturating_add(other.memory_mb),
+            disk_mb: self.disk_mb.saturating_add(other.disk_mb),
+            network_mbps: self.network_mbps.saturating_add(other.network_mbps),
+            gpu: self.gpu.saturating_add(other.gpu),
+        }
+    }
+
+    pub fn saturating_sub(self, other: Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_sub(other.cpu_millis),
+            memory_mb: self.memory_mb.saturating_sub(other.memory_mb),
+            disk_mb: self.disk_mb.saturating_sub(other.disk_mb),
+            network_mbps: self.network_mbps.saturating_sub(other.network_mbps),
+            gpu: self.gpu.saturating_sub(other.gpu),
+        }
+    }
+
+    /// Whether every resource of `self` is at most `other`'s.
+    pub fn fits_within(&self, other: &Resources) -> bool {
+        self.cpu_millis <= other.cpu_millis
+            && self.memory_mb <= other.memory_mb
+            && self.disk_mb <= other.disk_mb
+            && self.network_mbps <= other.network_mbps
+            && self.gpu <= other.gpu
+    }
+
+    /// The names of the resources in which `self` exceeds `other`.
+    pub fn shortfalls(&self, other: &Resources) -> Vec<&'static str> {
+        let mut short = Vec::new();
+        if self.cpu_millis > other.cpu_millis {
+            short.push("cpu");
+        }
+        if self.memory_mb > other.memory_mb {
+            short.push("memory");
+        }
+        if self.disk_mb > other.disk_mb {
+            short.push("disk");
+        }
+        if self.network_mbps > other.network_mbps {
+            short.push("network");
+        }
+        if self.gpu > other.gpu {
+            short.push("gpu");
+        }
+        short
+    }
+}
+
+/// An agent's life: Active agents get placements; Draining ones finish their work and get none;
+/// Lost ones stopped heartbeating and their tasks are replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AgentState {
+    Active,
+    Draining,
+    Lost,
+}
+
+impl AgentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Active => "active",
+            AgentState::Draining => "draining",
+            AgentState::Lost => "lost",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<AgentState> {
+        [AgentState::Active, AgentState::Draining, AgentState::Lost]
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+impl fmt::Display for AgentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An agent's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Agent {
+    /// Stable across restarts: the EC2 instance id, or a configured id locally.
+    pub id: String,
+    /// The SQS queue the agent receives its launches and kills on.
+    pub queue_url: String,
+    pub zone: String,
+    pub machine_type: String,
+    /// The pool the agent belongs to (Titus' machine group / capacity group).
+    pub machine_group: String,
+    pub state: AgentState,
+    /// What the agent offers to tasks.
+    pub capacity: Resources,
+    /// What placed and not yet finished tasks hold. Only the scheduler adds and the status path
+    /// releases, both atomically, so concurrent writers commute.
+    pub allocated: Resources,
+    /// How many tasks hold resources here.
+    pub task_count: u64,
+    pub registered_at_ms: u64,
+    pub heartbeat_at_ms: u64,
+}
+
+impl Agent {
+    pub fn free(&self) -> Resources {
+        self.capacity.saturating_sub(self.allocated)
+    }
+}
+
+/// Storage of agent records.
+pub trait AgentStore: Send + Sync {
+    /// Registers the agent or, when it exists (a restart), refreshes its identity fields and
+    /// heartbeat while keeping its allocation and state.
+    fn register_agent(
+        &self,
+        agent: &Agent,
+    ) -> impl Future<Output = Result<Agent, StoreError>> + Send;
+
+    fn get_agent(&self, id: &str)
+        -> impl Future<Output = Result<Option<Agent>, StoreError>> + Send;
+
+    /// Every agent, in id order.
+    fn list_agents(&self) -> impl Future<Output = Result<Vec<Agent>, StoreError>> + Send;
+
+    /// Records a heartbeat; `Conflict` if the agent is not registered.
+    fn heartbeat(
+        &self,
+        id: &str,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Moves the agent to `to` only if it is in `from`; `Conflict` otherwise.
+    fn set_agent_state(
+        &self,
+        id: &str,
+        from: AgentState,
+        to: AgentState,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes the agent's record (after it drained).
+    fn deregister_agent(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

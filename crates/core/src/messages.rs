@@ -1,0 +1,143 @@
+//! The messages that cross SQS between the scheduler, the agents and the status function. Defined
+//! once here so every side agrees on the wire format.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{JobId, TaskId};
+use crate::job::{ContainerResources, HostMount};
+use crate::state::{TaskReason, TaskState};
+
+/// A message on an agent's own queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum AgentCommand {
+    LaunchTask(LaunchTask),
+    KillTask(KillTask),
+}
+
+impl AgentCommand {
+    pub fn task_id(&self) -> &TaskId {
+        match self {
+            AgentCommand::LaunchTask(launch) => &launch.task_id,
+            AgentCommand::KillTask(kill) => &kill.task_id,
+        }
+    }
+}
+
+/// Run this task's container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LaunchTask {
+    pub task_id: TaskId,
+    pub job_id: JobId,
+    /// `name:tag` or `name@digest`.
+    pub image: String,
+    #[serde(default)]
+    pub entry_point: Vec<String>,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub resources: ContainerResources,
+    pub kill_grace_period_sec: u32,
+    /// Batch tasks only: the agent kills the container with `runtimeLimitExceeded` after this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_limit_sec: Option<u64>,
+    #[serde(default)]
+    pub privileged: bool,
+    #[serde(default)]
+    pub host_network: bool,
+    #[serde(default)]
+    pub host_mounts: Vec<HostMount>,
+}
+
+/// Stop this task's container: SIGTERM, then SIGKILL after the grace period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KillTask {
+    pub task_id: TaskId,
+    pub reason: TaskReason,
+    pub grace_period_sec: u32,
+}
+
+/// A task's new state as an agent saw it, on the status queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskStatusUpdate {
+    pub task_id: TaskId,
+    pub job_id: JobId,
+    pub agent_id: String,
+    pub state: TaskState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<TaskReason>,
+    #[serde(default)]
+    pub message: String,
+    pub timestamp_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    #[serde(default)]
+    pub oom_killed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+}
+
+/// What can go wrong sending to a queue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// Throttled or unreachable; safe to retry.
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    /// The queue does not exist.
+    #[error("queue {0} does not exist")]
+    NoSuchQueue(String),
+    #[error("queue error: {0}")]
+    Internal(String),
+}
+
+/// One command that a batch send did not deliver, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFailure {
+    pub task_id: TaskId,
+    pub reason: String,
+}
+
+/// Delivers commands to agents' queues.
+pub trait CommandQueue: Send + Sync {
+    /// Sends `commands` to the queue at `queue_url`, batched within SQS's limits. Returns the
+    /// commands that were not delivered; the caller keeps them to retry.
+    fn send_commands(
+        &self,
+        queue_url: &str,
+        commands: &[AgentCommand],
+    ) -> impl Future<Output = Result<Vec<SendFailure>, QueueError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_carry_a_type_tag() {
+        let kill = AgentCommand::KillTask(KillTask {
+            task_id: TaskId::from_string("t1"),
+            reason: TaskReason::Killed,
+            grace_period_sec: 10,
+        });
+        let json = serde_json::to_value(&kill).unwrap();
+        assert_eq!(json["type"], "killTask");
+        assert_eq!(json["reason"], "killed");
+        let back: AgentCommand = serde_json::from_value(json).unwrap();
+        assert_eq!(back, kill);
+    }
+
+    #[test]
+    fn a_status_update_with_an_unknown_field_is_refused() {
+        let text = r#"{"taskId":"t","jobId":"j","agentId":"a","state":"Started","timestampMs":1,"bogus":1}"#;
+        let err = serde_json::from_str::<TaskStatusUpdate>(text).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command: every test of the project, against the local AWS emulator and a real Docker
+# engine, both started here when they are not already up. Safe to run again.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+TITUS_LOG_TAG=test
+cd "$TITUS_ROOT"
+
+command -v cargo >/dev/null || die "cargo is not installed; install Rust (rustup) first"
+"$TITUS_ROOT/scripts/ensure-docker.sh"
+"$TITUS_ROOT/localstack/emulator.sh" start
+
+log "format and lint"
+cargo fmt --all --check || die "code is not formatted: run 'cargo fmt --all'"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+log "tests (target dir: $CARGO_TARGET_DIR)"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast --failure-output final
+else
+    cargo test --workspace --no-fail-fast
+fi
