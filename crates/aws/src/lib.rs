@@ -6,6 +6,7 @@
 pub mod agents;
 pub mod clients;
 pub mod dynamo;
+pub mod lease;
 pub mod provision;
 pub mod resources;
 pub mod sqs;
@@ -13,5 +14,6 @@ pub mod sqs;
 pub use agents::DynamoAgentStore;
 pub use clients::AwsClients;
 pub use dynamo::DynamoJobStore;
+pub use lease::{DynamoAllocationStore, DynamoLeaseStore};
 pub use resources::{Definitions, Names};
 pub use sqs::SqsCommandQueue;

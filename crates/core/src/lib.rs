@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod ids;
 pub mod job;
+pub mod lease;
 pub mod messages;
 pub mod state;
 pub mod store;
