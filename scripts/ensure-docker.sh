@@ -5,6 +5,13 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 TITUS_LOG_TAG=docker
 
+# The agent's tests build their image from Debian's static busybox: no registry is reachable.
+if ! dpkg -s busybox-static >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    log "installing busybox-static for the agent's test image"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null \
+        || die "apt-get install busybox-static failed"
+fi
+
 if docker info >/dev/null 2>&1; then
     log "engine answers ($(docker version --format '{{.Server.Version}}' 2>/dev/null))"
     exit 0

@@ -20,3 +20,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --no-fail-fast
 fi
+
+log "API fuzzing: schemathesis against the local server, from the OpenAPI document"
+"$TITUS_ROOT/functions/api/tests/schemathesis.sh"
+
+log "infrastructure: the CDK app (offline synth, assertions, cdk-nag, definitions, cfn-lint)"
+"$TITUS_ROOT/infra/test.sh"

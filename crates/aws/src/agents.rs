@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_dynamodb::Client;
-use titus_core::{Agent, AgentState, AgentStore, Resources, StoreError};
+use titus_core::{Agent, AgentHeartbeat, AgentState, AgentStore, Resources, StoreError, TaskId};
 
 use crate::dynamo::sdk_error;
 use crate::resources::{attr, Names};
@@ -23,6 +23,10 @@ pub mod agent_attr {
     pub const TASK_COUNT: &str = "taskCount";
     pub const REGISTERED_AT_MS: &str = "registeredAtMs";
     pub const HEARTBEAT_AT_MS: &str = "heartbeatAtMs";
+    /// The agent's own report (`AgentHeartbeat`): the tasks it runs, their count, and what they
+    /// use (`used` + the dimension). Written only by the agent.
+    pub const RUNNING_TASK_IDS: &str = "runningTaskIds";
+    pub const RUNNING_TASK_COUNT: &str = "runningTaskCount";
     /// Capacity attributes are `cap` + the dimension, allocation ones `alloc` + the dimension.
     pub const DIMENSIONS: [&str; 5] = ["CpuMillis", "MemoryMb", "DiskMb", "NetworkMbps", "Gpu"];
 }
@@ -109,6 +113,40 @@ impl DynamoAgentStore {
 
     pub fn table_name(&self) -> &str {
         &self.table
+    }
+
+    /// The agent's last heartbeat report, if it ever sent one.
+    pub async fn heartbeat_report(&self, id: &str) -> Result<Option<AgentHeartbeat>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::AGENT_ID, s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem agents", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        if !item.contains_key(agent_attr::RUNNING_TASK_IDS) {
+            return Ok(None);
+        }
+        let running_task_ids = item
+            .get(agent_attr::RUNNING_TASK_IDS)
+            .and_then(|v| v.as_l().ok())
+            .map(|list| {
+                list.iter()
+                    .filter_map(|v| v.as_s().ok())
+                    .map(|id| TaskId::from_string(id.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(AgentHeartbeat {
+            at_ms: number_attr(&item, agent_attr::HEARTBEAT_AT_MS)?,
+            running_task_ids,
+            used: resources_from(&item, "used")?,
+        }))
     }
 }
 
@@ -288,6 +326,70 @@ impl AgentStore for DynamoAgentStore {
                 })
             }
             Err(e) => Err(sdk_error("UpdateItem agents state", e)),
+        }
+    }
+
+    async fn report_heartbeat(
+        &self,
+        id: &str,
+        report: &AgentHeartbeat,
+    ) -> Result<AgentState, StoreError> {
+        let mut sets = vec![
+            "#heartbeat = :now".to_owned(),
+            "#running = :running".to_owned(),
+            "#runningCount = :runningCount".to_owned(),
+        ];
+        let running = report
+            .running_task_ids
+            .iter()
+            .map(|id| s(id.as_str()))
+            .collect();
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::AGENT_ID, s(id))
+            .condition_expression("attribute_exists(#id)")
+            .expression_attribute_names("#id", attr::AGENT_ID)
+            .expression_attribute_names("#heartbeat", agent_attr::HEARTBEAT_AT_MS)
+            .expression_attribute_names("#running", agent_attr::RUNNING_TASK_IDS)
+            .expression_attribute_names("#runningCount", agent_attr::RUNNING_TASK_COUNT)
+            .expression_attribute_values(":now", n(report.at_ms))
+            .expression_attribute_values(":running", AttributeValue::L(running))
+            .expression_attribute_values(":runningCount", n(report.running_task_ids.len() as u64));
+        for (dimension, value) in agent_attr::DIMENSIONS
+            .iter()
+            .zip(dimension_values(&report.used))
+        {
+            sets.push(format!("#used{dimension} = :used{dimension}"));
+            request = request
+                .expression_attribute_names(format!("#used{dimension}"), format!("used{dimension}"))
+                .expression_attribute_values(format!(":used{dimension}"), n(value));
+        }
+        let result = request
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let item = out.attributes.unwrap_or_default();
+                let state_text = string_attr(&item, agent_attr::STATE)?;
+                AgentState::parse(&state_text).ok_or_else(|| {
+                    StoreError::Internal(format!("agent item has state {state_text:?}"))
+                })
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict {
+                    entity: "agent",
+                    id: id.to_owned(),
+                    detail: "not registered".to_owned(),
+                })
+            }
+            Err(e) => Err(sdk_error("UpdateItem agents heartbeat report", e)),
         }
     }
 

@@ -251,7 +251,8 @@ impl DynamoJobStore {
         limit: u32,
         start_key: Option<Item>,
     ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
-        let table = if index_name == index::TASKS_BY_JOB {
+        let table = if index_name == index::TASKS_BY_JOB || index_name == index::TASKS_ACTIVE_BY_JOB
+        {
             &self.tasks_table
         } else {
             &self.jobs_table
@@ -271,6 +272,99 @@ impl DynamoJobStore {
             .await
             .map_err(|e| sdk_error("Query", e))?;
         Ok((out.items.unwrap_or_default(), out.last_evaluated_key))
+    }
+}
+
+impl DynamoJobStore {
+    /// Reads a sharded, sparse task index: every shard's items keyed at or before `upto_ms`,
+    /// merged oldest first. Items whose task has moved on are dropped, since indexes are
+    /// eventually consistent.
+    async fn query_shards(
+        &self,
+        index_name: &str,
+        (shard_attr, key_attr): (&str, &str),
+        limit: u32,
+        upto_ms: u64,
+        state: TaskState,
+    ) -> Result<Vec<Task>, StoreError> {
+        let limit = limit.clamp(1, PageRequest::MAX_PAGE_SIZE);
+        // Keys are "{ms:013}#{task_id}"; '$' sorts just after '#', so this bound takes every
+        // key at or before `upto_ms`.
+        let upper = format!("{upto_ms:013}$");
+        let queries = (0..PENDING_TASK_SHARDS).map(|shard| {
+            self.client
+                .query()
+                .table_name(&self.tasks_table)
+                .index_name(index_name)
+                .key_condition_expression("#shard = :shard AND #key < :upper")
+                .expression_attribute_names("#shard", shard_attr)
+                .expression_attribute_names("#key", key_attr)
+                .expression_attribute_values(":shard", s(&pending_shard_key(shard)))
+                .expression_attribute_values(":upper", s(&upper))
+                .limit(limit as i32)
+                .send()
+        });
+        let mut found: Vec<(String, Task)> = Vec::new();
+        for result in futures::future::join_all(queries).await {
+            let out = result.map_err(|e| sdk_error("Query task shards", e))?;
+            for item in out.items.unwrap_or_default() {
+                let task: Task = decode_doc(&item)?;
+                if task.state() == state {
+                    found.push((string_attr(&item, key_attr)?, task));
+                }
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.truncate(limit as usize);
+        Ok(found.into_iter().map(|(_, task)| task).collect())
+    }
+}
+
+/// The states a task should soon leave; the `transitional` index holds tasks in them, keyed by
+/// when they entered the state, for the reconciler's stuck-task timeouts.
+pub const TRANSITIONAL_STATES: [TaskState; 3] = [
+    TaskState::Launched,
+    TaskState::StartInitiated,
+    TaskState::KillInitiated,
+];
+
+impl DynamoJobStore {
+    /// Reads the sharded `transitional` index: every shard's tasks that entered their state at
+    /// or before `changed_before_ms`, merged oldest first. Like `query_shards`, but keeping any
+    /// of the transitional states, since one query per shard serves all three.
+    async fn query_transitional(
+        &self,
+        limit: u32,
+        changed_before_ms: u64,
+    ) -> Result<Vec<Task>, StoreError> {
+        let limit = limit.clamp(1, PageRequest::MAX_PAGE_SIZE);
+        let upper = format!("{changed_before_ms:013}$");
+        let queries = (0..PENDING_TASK_SHARDS).map(|shard| {
+            self.client
+                .query()
+                .table_name(&self.tasks_table)
+                .index_name(index::TASKS_TRANSITIONAL)
+                .key_condition_expression("#shard = :shard AND #key < :upper")
+                .expression_attribute_names("#shard", attr::TRANSIT_SHARD)
+                .expression_attribute_names("#key", attr::TRANSIT_KEY)
+                .expression_attribute_values(":shard", s(&pending_shard_key(shard)))
+                .expression_attribute_values(":upper", s(&upper))
+                .limit(limit as i32)
+                .send()
+        });
+        let mut found: Vec<(String, Task)> = Vec::new();
+        for result in futures::future::join_all(queries).await {
+            let out = result.map_err(|e| sdk_error("Query transitional tasks", e))?;
+            for item in out.items.unwrap_or_default() {
+                let task: Task = decode_doc(&item)?;
+                if TRANSITIONAL_STATES.contains(&task.state()) {
+                    found.push((string_attr(&item, attr::TRANSIT_KEY)?, task));
+                }
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.truncate(limit as usize);
+        Ok(found.into_iter().map(|(_, task)| task).collect())
     }
 }
 
@@ -395,6 +489,7 @@ impl JobStore for DynamoJobStore {
             };
         let key_attrs = [attr::JOB_ID, partition_attr, attr::CREATED_KEY];
         let mut cursor = Cursor::decode(page.cursor.as_deref(), &key_attrs)?;
+        cursor.check_partition(partition_attr, partitions.get(cursor.partition))?;
         let page_size = page.page_size.clamp(1, PageRequest::MAX_PAGE_SIZE);
         let mut jobs = Vec::new();
         let mut queries = 0;
@@ -499,6 +594,7 @@ impl JobStore for DynamoJobStore {
     ) -> Result<Page<Task>, StoreError> {
         let key_attrs = [attr::TASK_ID, attr::JOB_ID, attr::CREATED_KEY];
         let cursor = Cursor::decode(page.cursor.as_deref(), &key_attrs)?;
+        cursor.check_partition(attr::JOB_ID, Some(&job_id.to_string()))?;
         let page_size = page.page_size.clamp(1, PageRequest::MAX_PAGE_SIZE);
         let (items, last_key) = self
             .query_page(
@@ -531,37 +627,29 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn list_pending_tasks(&self, limit: u32, now_ms: u64) -> Result<Vec<Task>, StoreError> {
-        let limit = limit.clamp(1, PageRequest::MAX_PAGE_SIZE);
-        // Keys are "{eligible_ms:013}#{task_id}"; '$' sorts just after '#', so this bound takes
-        // every task eligible by now.
-        let upper = format!("{now_ms:013}$");
-        let queries = (0..PENDING_TASK_SHARDS).map(|shard| {
-            self.client
-                .query()
-                .table_name(&self.tasks_table)
-                .index_name(index::TASKS_PENDING)
-                .key_condition_expression("#shard = :shard AND #key < :upper")
-                .expression_attribute_names("#shard", attr::PENDING_SHARD)
-                .expression_attribute_names("#key", attr::PENDING_KEY)
-                .expression_attribute_values(":shard", s(&pending_shard_key(shard)))
-                .expression_attribute_values(":upper", s(&upper))
-                .limit(limit as i32)
-                .send()
-        });
-        let mut pending: Vec<(String, Task)> = Vec::new();
-        for result in futures::future::join_all(queries).await {
-            let out = result.map_err(|e| sdk_error("Query pending tasks", e))?;
-            for item in out.items.unwrap_or_default() {
-                let task: Task = decode_doc(&item)?;
-                // The index is eventually consistent; a task placed a moment ago may still show.
-                if task.state() == TaskState::Accepted {
-                    pending.push((string_attr(&item, attr::PENDING_KEY)?, task));
-                }
-            }
-        }
-        pending.sort_by(|a, b| a.0.cmp(&b.0));
-        pending.truncate(limit as usize);
-        Ok(pending.into_iter().map(|(_, task)| task).collect())
+        self.query_shards(
+            index::TASKS_PENDING,
+            (attr::PENDING_SHARD, attr::PENDING_KEY),
+            limit,
+            now_ms,
+            TaskState::Accepted,
+        )
+        .await
+    }
+
+    async fn list_unacknowledged_tasks(
+        &self,
+        limit: u32,
+        dispatched_before_ms: u64,
+    ) -> Result<Vec<Task>, StoreError> {
+        self.query_shards(
+            index::TASKS_UNACKNOWLEDGED,
+            (attr::DISPATCH_SHARD, attr::DISPATCH_KEY),
+            limit,
+            dispatched_before_ms,
+            TaskState::Launched,
+        )
+        .await
     }
 
     async fn update_task(&self, task: &Task, expected_version: u64) -> Result<(), StoreError> {
@@ -612,6 +700,87 @@ impl JobStore for DynamoJobStore {
             }
             Err(e) => Err(sdk_error("PutItem tasks", e)),
         }
+    }
+
+    async fn list_agent_tasks(&self, agent_id: &str) -> Result<Vec<Task>, StoreError> {
+        let mut tasks = Vec::new();
+        let mut start_key = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.tasks_table)
+                .index_name(index::TASKS_BY_AGENT)
+                .key_condition_expression("#agent = :agent")
+                .expression_attribute_names("#agent", attr::AGENT_ID)
+                .expression_attribute_values(":agent", s(agent_id))
+                .set_exclusive_start_key(start_key)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query tasks by agent", e))?;
+            for item in out.items.unwrap_or_default() {
+                let task: Task = decode_doc(&item)?;
+                // The index is eventually consistent; a task finished a moment ago may still show.
+                if task.state().occupies_agent() && task.agent_id.as_deref() == Some(agent_id) {
+                    tasks.push(task);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start_key = Some(key),
+                _ => return Ok(tasks),
+            }
+        }
+    }
+
+    async fn list_transitional_tasks(
+        &self,
+        limit: u32,
+        changed_before_ms: u64,
+    ) -> Result<Vec<Task>, StoreError> {
+        self.query_transitional(limit, changed_before_ms).await
+    }
+
+    async fn list_active_job_tasks(
+        &self,
+        job_id: &JobId,
+        page: &PageRequest,
+    ) -> Result<Page<Task>, StoreError> {
+        let key_attrs = [attr::TASK_ID, attr::ACTIVE_JOB_ID, attr::CREATED_KEY];
+        let cursor = Cursor::decode(page.cursor.as_deref(), &key_attrs)?;
+        cursor.check_partition(attr::ACTIVE_JOB_ID, Some(&job_id.to_string()))?;
+        let page_size = page.page_size.clamp(1, PageRequest::MAX_PAGE_SIZE);
+        let (items, last_key) = self
+            .query_page(
+                index::TASKS_ACTIVE_BY_JOB,
+                attr::ACTIVE_JOB_ID,
+                job_id.as_str(),
+                true,
+                page_size,
+                cursor.key_item(),
+            )
+            .await?;
+        let mut tasks = Vec::with_capacity(items.len());
+        for item in &items {
+            let task: Task = decode_doc(item)?;
+            // The index is eventually consistent; a task finished a moment ago may still show.
+            if !task.state().is_terminal() {
+                tasks.push(task);
+            }
+        }
+        let next_cursor = match last_key {
+            Some(key) => Some(
+                Cursor {
+                    partition: 0,
+                    key: key_of(&key, &key_attrs)?,
+                }
+                .encode(),
+            ),
+            None => None,
+        };
+        Ok(Page {
+            items: tasks,
+            next_cursor,
+        })
     }
 }
 
@@ -688,8 +857,33 @@ pub(crate) fn task_item(task: &Task) -> Result<Item, StoreError> {
             s(&created_key(eligible_ms, task.id.as_str())),
         );
     }
+    if let (TaskState::Launched, Some(dispatched_ms)) = (task.state(), task.dispatched_at_ms) {
+        item.insert(
+            attr::DISPATCH_SHARD.to_owned(),
+            s(&pending_shard_key(pending_shard(task.id.as_str()))),
+        );
+        item.insert(
+            attr::DISPATCH_KEY.to_owned(),
+            s(&created_key(dispatched_ms, task.id.as_str())),
+        );
+    }
     if let (true, Some(agent)) = (task.state().occupies_agent(), &task.agent_id) {
         item.insert(attr::AGENT_ID.to_owned(), s(agent));
+    }
+    // The reconciler's sparse indexes: tasks in a state they should soon leave, keyed by when
+    // they entered it; and every task not yet Finished, by job.
+    if TRANSITIONAL_STATES.contains(&task.state()) {
+        item.insert(
+            attr::TRANSIT_SHARD.to_owned(),
+            s(&pending_shard_key(pending_shard(task.id.as_str()))),
+        );
+        item.insert(
+            attr::TRANSIT_KEY.to_owned(),
+            s(&created_key(task.status.timestamp_ms, task.id.as_str())),
+        );
+    }
+    if !task.state().is_terminal() {
+        item.insert(attr::ACTIVE_JOB_ID.to_owned(), s(task.job_id.as_str()));
     }
     Ok(item)
 }
@@ -760,17 +954,39 @@ impl Cursor {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
     }
 
+    /// A cursor from a listing with other filters (or forged) must not reach DynamoDB, which
+    /// refuses a start key outside the queried partition with a ValidationException.
+    fn check_partition(&self, attribute: &str, queried: Option<&String>) -> Result<(), StoreError> {
+        if self.key.is_empty() {
+            return Ok(());
+        }
+        let value = self
+            .key
+            .iter()
+            .find(|(k, _)| k == attribute)
+            .map(|(_, v)| v);
+        if value.is_none() || value != queried {
+            return Err(StoreError::InvalidCursor(
+                "it belongs to a listing with other filters".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     fn key_item(&self) -> Option<Item> {
         (!self.key.is_empty()).then(|| self.key.iter().map(|(k, v)| (k.clone(), s(v))).collect())
     }
 }
 
 /// Maps an SDK error to the store's error: throttling and transport trouble are retryable
-/// (`Unavailable`), anything else is `Internal` with the operation and AWS's code.
-pub(crate) fn sdk_error<E, R>(op: &str, err: SdkError<E, R>) -> StoreError
+/// (`Unavailable`), and so is any HTTP 5xx answer, whose body may not even name an error code;
+/// anything else is `Internal` with the operation and AWS's code.
+pub(crate) fn sdk_error<E>(
+    op: &str,
+    err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     const RETRYABLE: [&str; 6] = [
         "ThrottlingException",
@@ -790,7 +1006,10 @@ where
         _ => {
             let code = err.code().unwrap_or("Unknown").to_owned();
             let message = err.message().unwrap_or_default().to_owned();
-            if RETRYABLE.contains(&code.as_str()) {
+            let server_error = err
+                .raw_response()
+                .is_some_and(|response| response.status().is_server_error());
+            if server_error || RETRYABLE.contains(&code.as_str()) {
                 StoreError::Unavailable(format!("{op}: {code}: {message}"))
             } else {
                 StoreError::Internal(format!("{op}: {code}: {message}"))

@@ -5,8 +5,10 @@
 
 pub mod agents;
 pub mod clients;
+pub mod config;
 pub mod dynamo;
 pub mod lease;
+pub mod parameters;
 pub mod provision;
 pub mod resources;
 pub mod sqs;

@@ -14,6 +14,13 @@ pub const PENDING_TASK_SHARDS: u32 = 16;
 /// How long an idempotency record is kept, in seconds (DynamoDB TTL removes it afterwards).
 pub const IDEMPOTENCY_TTL_SECS: u64 = 7 * 24 * 3600;
 
+/// How long a received agent command stays hidden from other receives. The agent extends it
+/// while it works on a command that takes longer (an image pull, a kill's grace period).
+pub const AGENT_QUEUE_VISIBILITY_TIMEOUT_SECS: u32 = 60;
+
+/// Receives of one agent command before SQS moves it to the agent queue's DLQ.
+pub const AGENT_QUEUE_MAX_RECEIVE_COUNT: u32 = 3;
+
 /// Attribute names shared by the store code and the table definitions.
 pub mod attr {
     pub const JOB_ID: &str = "jobId";
@@ -29,6 +36,11 @@ pub mod attr {
     pub const CREATED_KEY: &str = "createdKey";
     pub const PENDING_SHARD: &str = "pendingShard";
     pub const PENDING_KEY: &str = "pendingKey";
+    pub const DISPATCH_SHARD: &str = "dispatchShard";
+    pub const DISPATCH_KEY: &str = "dispatchKey";
+    pub const TRANSIT_SHARD: &str = "transitShard";
+    pub const TRANSIT_KEY: &str = "transitKey";
+    pub const ACTIVE_JOB_ID: &str = "activeJobId";
     pub const VERSION: &str = "version";
     pub const DOC: &str = "doc";
     pub const MATERIALIZED: &str = "materialized";
@@ -44,6 +56,9 @@ pub mod index {
     pub const TASKS_BY_JOB: &str = "byJob";
     pub const TASKS_PENDING: &str = "pending";
     pub const TASKS_BY_AGENT: &str = "byAgent";
+    pub const TASKS_UNACKNOWLEDGED: &str = "unacknowledged";
+    pub const TASKS_TRANSITIONAL: &str = "transitional";
+    pub const TASKS_ACTIVE_BY_JOB: &str = "activeByJob";
 }
 
 /// A key attribute; all of Titus' keys are strings.
@@ -175,6 +190,11 @@ impl Names {
     pub fn status_queue(&self) -> String {
         self.resource("status")
     }
+    /// Where status messages that cannot be applied are kept: SQS's redrive after
+    /// `maxReceiveCount` failures, and the status function itself for malformed messages.
+    pub fn status_dead_letter_queue(&self) -> String {
+        self.resource("status-dlq")
+    }
     /// The queue an agent receives its placements and kills on.
     pub fn agent_queue(&self, agent_id: &str) -> String {
         self.resource(&format!("agent-{agent_id}"))
@@ -185,6 +205,66 @@ impl Names {
     }
     pub fn job_limits_parameter(&self) -> String {
         format!("{}/limits/job", self.parameter_path())
+    }
+    /// The platform's job policy (privileged, host network, host mounts, image registries).
+    pub fn job_policy_parameter(&self) -> String {
+        format!("{}/policy/jobs", self.parameter_path())
+    }
+    /// The API's local bearer tokens: a JSON object of token to caller identity.
+    pub fn api_identities_parameter(&self) -> String {
+        format!("{}/api/identities", self.parameter_path())
+    }
+    /// The identities that may change any job: a JSON array.
+    pub fn api_admins_parameter(&self) -> String {
+        format!("{}/api/admins", self.parameter_path())
+    }
+    /// The SSM path under which the agent's parameters live.
+    pub fn agent_parameter_path(&self) -> String {
+        format!("{}/agent", self.parameter_path())
+    }
+    /// The agent's settings: one JSON object, snake_case keys with units in their names.
+    pub fn agent_config_parameter(&self) -> String {
+        format!("{}/config", self.agent_parameter_path())
+    }
+    /// The scheduler's tunables: one JSON object (`scheduler_config_default`).
+    pub fn scheduler_config_parameter(&self) -> String {
+        format!("{}/scheduler/config", self.parameter_path())
+    }
+    /// The SSM path under which the scaler's parameters live; the scaler reads all of it.
+    pub fn scaler_parameter_path(&self) -> String {
+        format!("{}/scaler", self.parameter_path())
+    }
+    /// The scaler's own settings: one JSON object (`scaler_config_default`).
+    pub fn scaler_config_parameter(&self) -> String {
+        format!("{}/config", self.scaler_parameter_path())
+    }
+    /// The path under which each agent pool has one parameter, named after the pool.
+    pub fn scaler_pools_path(&self) -> String {
+        format!("{}/pools", self.scaler_parameter_path())
+    }
+    /// One agent pool's limits, instance types and purchase options (`scaler_pool_default`).
+    pub fn scaler_pool_parameter(&self, pool: &str) -> String {
+        format!("{}/{pool}", self.scaler_pools_path())
+    }
+    /// The EC2 launch template the scaler starts agents from (the CDK app creates it).
+    pub fn agent_launch_template(&self) -> String {
+        self.resource("agent")
+    }
+
+    /// An agent's own queue and its dead-letter queue. The agent creates them at start; a
+    /// message it cannot process moves to the DLQ after `AGENT_QUEUE_MAX_RECEIVE_COUNT` receives.
+    pub fn agent_queue_def(&self, agent_id: &str) -> QueueDef {
+        let name = self.agent_queue(agent_id);
+        QueueDef {
+            role: "agent",
+            dead_letter: Some(DeadLetterDef {
+                name: format!("{name}-dlq"),
+                max_receive_count: AGENT_QUEUE_MAX_RECEIVE_COUNT,
+            }),
+            name,
+            visibility_timeout_secs: AGENT_QUEUE_VISIBILITY_TIMEOUT_SECS,
+            message_retention_secs: FOUR_DAYS_SECS,
+        }
     }
 
     /// Every table, queue and parameter of the stage.
@@ -238,8 +318,29 @@ impl Names {
                         attr::PENDING_SHARD,
                         Some(attr::PENDING_KEY),
                     ),
+                    // Sparse: only tasks dispatched and not yet acknowledged by their agent.
+                    gsi(
+                        index::TASKS_UNACKNOWLEDGED,
+                        attr::DISPATCH_SHARD,
+                        Some(attr::DISPATCH_KEY),
+                    ),
                     // Sparse: only tasks holding resources on an agent carry the agent id.
                     gsi(index::TASKS_BY_AGENT, attr::AGENT_ID, Some(attr::TASK_ID)),
+                    // Sparse: only tasks in a state they should soon leave (Launched,
+                    // StartInitiated, KillInitiated), sharded and keyed by when they entered it,
+                    // so the reconciler finds stuck tasks without reading running ones.
+                    gsi(
+                        index::TASKS_TRANSITIONAL,
+                        attr::TRANSIT_SHARD,
+                        Some(attr::TRANSIT_KEY),
+                    ),
+                    // Sparse: only tasks not yet Finished, by job, so a job's live tasks are
+                    // read without its history of finished ones.
+                    gsi(
+                        index::TASKS_ACTIVE_BY_JOB,
+                        attr::ACTIVE_JOB_ID,
+                        Some(attr::CREATED_KEY),
+                    ),
                 ],
                 ttl_attribute: None,
             },
@@ -293,7 +394,7 @@ impl Names {
                 visibility_timeout_secs: 60,
                 message_retention_secs: FOUR_DAYS_SECS,
                 dead_letter: Some(DeadLetterDef {
-                    name: self.resource("status-dlq"),
+                    name: self.status_dead_letter_queue(),
                     max_receive_count: 5,
                 }),
             },
@@ -301,13 +402,152 @@ impl Names {
     }
 
     fn parameters(&self) -> Vec<ParameterDef> {
-        vec![ParameterDef {
-            name: self.job_limits_parameter(),
-            description: "Limits every job descriptor is validated against (JSON, camelCase)",
-            default_value: serde_json::to_string(&titus_core::Limits::titus_defaults())
-                .unwrap_or_default(),
-        }]
+        vec![
+            ParameterDef {
+                name: self.job_limits_parameter(),
+                description: "Limits every job descriptor is validated against (JSON, camelCase)",
+                default_value: serde_json::to_string(&titus_core::Limits::titus_defaults())
+                    .unwrap_or_default(),
+            },
+            ParameterDef {
+                name: self.job_policy_parameter(),
+                description:
+                    "What jobs may ask of their hosts (JSON, camelCase): allowPrivileged, \
+                              allowHostNetwork, allowHostMounts, registries (empty: any)",
+                default_value: serde_json::json!({
+                    "allowPrivileged": false,
+                    "allowHostNetwork": false,
+                    "allowHostMounts": false,
+                    "registries": []
+                })
+                .to_string(),
+            },
+            ParameterDef {
+                name: self.api_identities_parameter(),
+                description: "Bearer tokens the API accepts outside AWS (JSON object: token to \
+                              identity); in AWS, API Gateway's IAM auth names the caller instead",
+                default_value: serde_json::json!({
+                    "local-dev-token": "dev@titus.local",
+                    "local-admin-token": "admin@titus.local"
+                })
+                .to_string(),
+            },
+            ParameterDef {
+                name: self.api_admins_parameter(),
+                description: "Identities that may kill or change any job (JSON array)",
+                default_value: serde_json::json!(["admin@titus.local"]).to_string(),
+            },
+            ParameterDef {
+                name: self.agent_config_parameter(),
+                description: "Settings of every agent of the stage (JSON, snake_case); \
+                              TITUS_AGENT_* environment variables override them per host",
+                default_value: agent_config_default().to_string(),
+            },
+            ParameterDef {
+                name: self.scheduler_config_parameter(),
+                description: "Scheduler tunables (JSON, snake_case): lease, batch size, \
+                              acknowledgement timeout, loop budget, strategy (binpack|spread); \
+                              TITUS_SCHEDULER_* environment variables override them",
+                default_value: scheduler_config_default().to_string(),
+            },
+            ParameterDef {
+                name: self.scaler_config_parameter(),
+                description: "Capacity scaler settings (JSON, snake_case): lease, how many \
+                              pending tasks it reads, registration timeout",
+                default_value: scaler_config_default().to_string(),
+            },
+            ParameterDef {
+                name: self.scaler_pool_parameter(DEFAULT_POOL),
+                description: "Agent pool (JSON, snake_case): min/max agents, instance types, \
+                              on-demand/spot mix, subnets (empty: default VPC), cool-down, \
+                              idle threshold, launch template",
+                default_value: scaler_pool_default(self).to_string(),
+            },
+        ]
     }
+}
+
+/// The stage-wide agent settings provisioning writes. The agent crate's tests check that these
+/// equal the agent's built-in defaults; per-host settings (id, zone, capacity) are left out.
+pub fn agent_config_default() -> serde_json::Value {
+    serde_json::json!({
+        "machine_group": "default",
+        "network_mbps": 1000,
+        "gpu": 0,
+        "allow_privileged": false,
+        "allow_host_network": false,
+        "allow_host_mounts": false,
+        "log_driver": "json-file",
+        "log_max_size_mb": 10,
+        "log_max_files": 3,
+        "pids_limit": 4096,
+        "drain_policy": "finish",
+        "drain_timeout_secs": 3600,
+        "image_pull_timeout_secs": 300,
+        "docker_timeout_secs": 120,
+        "heartbeat_interval_secs": 5,
+        "poll_wait_secs": 20,
+        "max_concurrent_messages": 16,
+        "finished_retention_secs": 3600,
+        "ecr_auth_from_instance_role": true,
+        "imds_timeout_millis": 1000
+    })
+}
+
+/// The agent pool (machine group) provisioning configures; agents join it by default.
+pub const DEFAULT_POOL: &str = "default";
+
+/// EC2 tags on the instances the scaler launches: how the scaler finds its pool's instances and
+/// how an agent learns its pool (instance metadata tags).
+pub mod tag {
+    pub const STAGE: &str = "titus:stage";
+    pub const POOL: &str = "titus:pool";
+    pub const MANAGED_BY: &str = "titus:managed-by";
+    /// The value of `MANAGED_BY` on instances the scaler launched.
+    pub const SCALER: &str = "titus-scaler";
+}
+
+/// The scheduler tunables provisioning writes; equal to the scheduler's built-in defaults (its
+/// tests check it).
+pub fn scheduler_config_default() -> serde_json::Value {
+    serde_json::json!({
+        "lease_ttl_ms": 15_000,
+        "max_tasks_per_tick": 500,
+        "ack_timeout_ms": 30_000,
+        "loop_budget_ms": 240_000,
+        "strategy": "binpack"
+    })
+}
+
+/// The scaler settings provisioning writes; equal to the scaler's built-in defaults.
+pub fn scaler_config_default() -> serde_json::Value {
+    serde_json::json!({
+        "lease_ttl_secs": 120,
+        "max_pending_tasks": 1_000,
+        "registration_timeout_secs": 600,
+        "config_max_age_secs": 60
+    })
+}
+
+/// The default pool provisioning writes: on-demand Graviton instances from the stage's launch
+/// template in the default VPC's subnets, none kept when idle, at most ten.
+pub fn scaler_pool_default(names: &Names) -> serde_json::Value {
+    serde_json::json!({
+        "min_agents": 0,
+        "max_agents": 10,
+        "instance_types": ["m7g.large", "m7g.xlarge", "m7g.2xlarge"],
+        "launch_template": names.agent_launch_template(),
+        "subnet_ids": [],
+        "on_demand_base": 0,
+        "on_demand_percent_above_base": 100,
+        "spot_allocation_strategy": "price-capacity-optimized",
+        "cooldown_secs": 120,
+        "idle_threshold_secs": 600,
+        "max_launches_per_run": 20,
+        "memory_reserved_mb": 512,
+        "disk_mb": 40_000,
+        "network_mbps": 1000
+    })
 }
 
 /// Which pending-index shard a task's writes go to: a stable hash of its id (FNV-1a), so every

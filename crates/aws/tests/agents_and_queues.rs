@@ -213,3 +213,80 @@ async fn sending_to_a_missing_queue_is_a_clear_error() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_heartbeat_report_is_stored_and_tells_the_agent_its_state() {
+    let (clients, names) = fresh_stage().await;
+    let store = DynamoAgentStore::new(clients.dynamodb, &names);
+    store.register_agent(&agent("a1", 1_000)).await.unwrap();
+    let report = titus_core::AgentHeartbeat {
+        at_ms: 7_000,
+        running_task_ids: vec![TaskId::from_string("t1"), TaskId::from_string("t2")],
+        used: Resources {
+            cpu_millis: 1500,
+            memory_mb: 1024,
+            disk_mb: 20_000,
+            network_mbps: 256,
+            gpu: 0,
+        },
+    };
+
+    let active = store.report_heartbeat("a1", &report).await.unwrap();
+    store
+        .set_agent_state("a1", AgentState::Active, AgentState::Draining)
+        .await
+        .unwrap();
+    let draining = store.report_heartbeat("a1", &report).await.unwrap();
+    let unknown = store.report_heartbeat("nobody", &report).await;
+
+    assert_eq!(active, AgentState::Active);
+    assert_eq!(draining, AgentState::Draining);
+    assert!(
+        matches!(unknown, Err(StoreError::Conflict { .. })),
+        "{unknown:?}"
+    );
+    assert_eq!(store.heartbeat_report("a1").await.unwrap(), Some(report));
+    let stored = store.get_agent("a1").await.unwrap().unwrap();
+    assert_eq!(stored.heartbeat_at_ms, 7_000);
+    assert_eq!(
+        stored.task_count, 0,
+        "the task count is the control plane's"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_queue_has_a_dead_letter_queue() {
+    let (clients, names) = fresh_stage().await;
+    let definition = names.agent_queue_def("i-0abc");
+
+    let (url, created) = ensure_queue(&clients.sqs, &definition).await.unwrap();
+
+    assert!(created);
+    assert!(url.ends_with(&names.agent_queue("i-0abc")), "{url}");
+    let attributes = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .unwrap();
+    let redrive = attributes
+        .attributes()
+        .unwrap()
+        .get(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
+        .unwrap()
+        .clone();
+    let redrive: serde_json::Value = serde_json::from_str(&redrive).unwrap();
+    let target = redrive["deadLetterTargetArn"].as_str().unwrap();
+    assert!(
+        target.ends_with(&format!("{}-dlq", names.agent_queue("i-0abc"))),
+        "{redrive}"
+    );
+    // SQS gives the count as a string; the emulator as a number.
+    let max_receives = redrive["maxReceiveCount"]
+        .to_string()
+        .trim_matches('"')
+        .to_owned();
+    assert_eq!(max_receives, "3", "{redrive}");
+}

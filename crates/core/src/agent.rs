@@ -10,6 +10,7 @@ use crate::store::StoreError;
 
 /// An amount of each schedulable resource. CPU is in millicores so sums are exact.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
     pub cpu_millis: u64,
@@ -93,6 +94,7 @@ impl Resources {
 /// An agent's life: Active agents get placements; Draining ones finish their work and get none;
 /// Lost ones stopped heartbeating and their tasks are replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum AgentState {
     Active,
@@ -124,6 +126,7 @@ impl fmt::Display for AgentState {
 
 /// An agent's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Agent {
     /// Stable across restarts: the EC2 instance id, or a configured id locally.
@@ -184,4 +187,38 @@ pub trait AgentStore: Send + Sync {
 
     /// Removes the agent's record (after it drained).
     fn deregister_agent(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records a heartbeat together with the agent's own view of its work, and returns the
+    /// agent's state, so that an agent learns from its heartbeat that it is being drained or was
+    /// declared lost. `Conflict` if the agent is not registered. The default keeps no report: it
+    /// records the heartbeat and reads the state back.
+    fn report_heartbeat(
+        &self,
+        id: &str,
+        report: &AgentHeartbeat,
+    ) -> impl Future<Output = Result<AgentState, StoreError>> + Send {
+        async move {
+            self.heartbeat(id, report.at_ms).await?;
+            match self.get_agent(id).await? {
+                Some(agent) => Ok(agent.state),
+                None => Err(StoreError::Conflict {
+                    entity: "agent",
+                    id: id.to_owned(),
+                    detail: "not registered".to_owned(),
+                }),
+            }
+        }
+    }
+}
+
+/// What an agent reports with each heartbeat: the tasks whose containers it runs and what they
+/// use. Informational for the reconciler; the allocation stays the control plane's to keep.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentHeartbeat {
+    pub at_ms: u64,
+    /// The tasks with a container on the agent that has not finished, sorted.
+    pub running_task_ids: Vec<crate::ids::TaskId>,
+    /// The sum of the running tasks' resources.
+    pub used: Resources,
 }

@@ -22,6 +22,7 @@ pub const DEFAULT_IMAGE_TAG: &str = "latest";
 
 /// Everything a user submits to create a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobDescriptor {
     pub owner: Owner,
@@ -68,6 +69,7 @@ impl JobDescriptor {
 
 /// Batch or service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum JobType {
     Batch,
@@ -99,6 +101,7 @@ impl fmt::Display for JobType {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Owner {
     pub team_email: String,
@@ -106,6 +109,7 @@ pub struct Owner {
 
 /// Titus' stack/detail/sequence naming of a job's group.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobGroupInfo {
     #[serde(default)]
@@ -117,6 +121,7 @@ pub struct JobGroupInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Container {
     #[serde(default)]
@@ -156,6 +161,7 @@ fn default_kill_grace_period_sec() -> u32 {
 
 /// A container's share of its host. Defaults are Titus' minimums.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerResources {
     #[serde(default = "ContainerResources::default_cpu")]
@@ -198,6 +204,7 @@ impl Default for ContainerResources {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecurityProfile {
     #[serde(default)]
@@ -210,6 +217,7 @@ pub struct SecurityProfile {
 
 /// An image reference: a name with a tag or a digest (not both; `latest` when neither is given).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Image {
     pub name: String,
@@ -232,6 +240,7 @@ impl Image {
 
 /// Constraints by name (case-insensitive, e.g. `uniqueHost`) with a string value (`"true"`, a zone).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Constraints {
     #[serde(default)]
@@ -398,6 +407,7 @@ impl Constraint {
 
 /// A host path mounted into the container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HostMount {
     pub host_path: String,
@@ -412,6 +422,7 @@ fn default_true() -> bool {
 
 /// How a failed task is retried. Titus' JSON: `{"immediate": {"retries": 3}}` and so on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum RetryPolicy {
     Immediate {
@@ -483,6 +494,7 @@ impl RetryPolicy {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BatchJobSpec {
     #[serde(default = "default_batch_size")]
@@ -504,6 +516,7 @@ fn default_runtime_limit_sec() -> u64 {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceJobSpec {
     pub capacity: Capacity,
@@ -515,6 +528,7 @@ pub struct ServiceJobSpec {
 
 /// A service's task count bounds; `min ≤ desired ≤ max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Capacity {
     #[serde(default)]
@@ -525,6 +539,7 @@ pub struct Capacity {
 
 /// A job's lifecycle: forward only, `Accepted → KillInitiated → Finished` (or straight to Finished).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobState {
     Accepted,
     KillInitiated,
@@ -565,6 +580,7 @@ impl fmt::Display for JobState {
 
 /// A job's current status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobStatus {
     pub state: JobState,
@@ -577,6 +593,7 @@ pub struct JobStatus {
 
 /// A stored job: the descriptor plus what the platform records about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
     pub id: JobId,

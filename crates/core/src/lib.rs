@@ -13,7 +13,7 @@ pub mod store;
 pub mod task;
 pub mod validation;
 
-pub use agent::{Agent, AgentState, AgentStore, Resources};
+pub use agent::{Agent, AgentHeartbeat, AgentState, AgentStore, Resources};
 pub use ids::{JobId, TaskId};
 pub use job::{Job, JobDescriptor, JobState, JobStatus, JobType};
 pub use state::{TaskReason, TaskState, TransitionError};

@@ -7,8 +7,9 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{JobId, TaskId};
-use crate::job::{ContainerResources, HostMount};
+use crate::job::{ContainerResources, HostMount, Job};
 use crate::state::{TaskReason, TaskState};
+use crate::task::Task;
 
 /// A message on an agent's own queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +53,35 @@ pub struct LaunchTask {
     pub host_network: bool,
     #[serde(default)]
     pub host_mounts: Vec<HostMount>,
+}
+
+impl LaunchTask {
+    /// The launch of `task` with its job's container settings. The platform adds `TITUS_TASK_ID`
+    /// and `TITUS_JOB_ID` to the environment (users may not set `TITUS_` names).
+    pub fn for_task(task: &Task, job: &Job) -> LaunchTask {
+        let container = &job.job_descriptor.container;
+        let mut env = container.env.clone();
+        env.insert("TITUS_TASK_ID".to_owned(), task.id.to_string());
+        env.insert("TITUS_JOB_ID".to_owned(), job.id.to_string());
+        LaunchTask {
+            task_id: task.id.clone(),
+            job_id: job.id.clone(),
+            image: container.image.reference(),
+            entry_point: container.entry_point.clone(),
+            command: container.command.clone(),
+            env,
+            resources: task.resources,
+            kill_grace_period_sec: container.kill_grace_period_sec,
+            runtime_limit_sec: job
+                .job_descriptor
+                .batch
+                .as_ref()
+                .map(|b| b.runtime_limit_sec),
+            privileged: container.privileged,
+            host_network: container.host_network,
+            host_mounts: container.host_mounts.clone(),
+        }
+    }
 }
 
 /// Stop this task's container: SIGTERM, then SIGKILL after the grace period.

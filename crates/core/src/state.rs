@@ -14,6 +14,7 @@ use crate::job::JobState;
 
 /// Where a task is in its life. The order of the variants is the order of the lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TaskState {
     /// Stored, waiting to be placed.
     Accepted,
@@ -86,6 +87,7 @@ impl fmt::Display for TaskState {
 
 /// Titus' reason codes: why a task reached its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub enum TaskReason {

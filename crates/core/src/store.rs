@@ -185,6 +185,14 @@ pub trait JobStore: Send + Sync {
         now_ms: u64,
     ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
 
+    /// Up to `limit` tasks in Launched that were dispatched before `dispatched_before_ms` and not
+    /// acknowledged by their agent since: candidates to dispatch again. Oldest dispatch first.
+    fn list_unacknowledged_tasks(
+        &self,
+        limit: u32,
+        dispatched_before_ms: u64,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
+
     /// Writes a changed task; `Conflict` unless the stored task still has `expected_version`.
     fn update_task(
         &self,
@@ -194,4 +202,52 @@ pub trait JobStore: Send + Sync {
 
     /// Stores a new task (a replacement); `Conflict` if a task with its id exists.
     fn insert_task(&self, task: &Task) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The tasks holding resources on agent `agent_id` (Launched to KillInitiated), for the
+    /// reconciler to finish when the agent is lost. An index read: a task that moved on a moment
+    /// ago may still show, so callers write conditionally on its version. The default refuses:
+    /// only stores that index tasks by agent support it.
+    fn list_agent_tasks(
+        &self,
+        agent_id: &str,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send {
+        async move {
+            Err(StoreError::Internal(format!(
+                "this store cannot list the tasks of agent {agent_id}; expected a store that \
+                 indexes tasks by agent"
+            )))
+        }
+    }
+
+    /// Up to `limit` tasks in a state they should soon leave (Launched, StartInitiated,
+    /// KillInitiated) that entered it at or before `changed_before_ms`, oldest first: the
+    /// reconciler's candidates for stuck tasks. An index read, like `list_agent_tasks`. The
+    /// default refuses: only stores with such an index support it.
+    fn list_transitional_tasks(
+        &self,
+        limit: u32,
+        changed_before_ms: u64,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send {
+        async move {
+            Err(StoreError::Internal(format!(
+                "this store cannot list tasks stuck since {changed_before_ms} (limit {limit}); \
+                 expected a store that indexes tasks by state and time"
+            )))
+        }
+    }
+
+    /// A job's tasks that are not Finished, oldest first, without its finished history. An index
+    /// read, like `list_agent_tasks`. The default filters `list_job_tasks`, so a page may hold
+    /// fewer than `page_size` tasks and still have a cursor.
+    fn list_active_job_tasks(
+        &self,
+        job_id: &JobId,
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<Page<Task>, StoreError>> + Send {
+        async move {
+            let mut tasks = self.list_job_tasks(job_id, page).await?;
+            tasks.items.retain(|t| !t.state().is_terminal());
+            Ok(tasks)
+        }
+    }
 }

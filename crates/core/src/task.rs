@@ -8,6 +8,7 @@ use crate::state::{TaskReason, TaskState, TransitionError};
 
 /// A task's status at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TaskStatus {
     pub state: TaskState,
@@ -20,6 +21,7 @@ pub struct TaskStatus {
 
 /// A stored task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Task {
     pub id: TaskId,
@@ -49,6 +51,10 @@ pub struct Task {
     /// The task is not placed before this time (a delayed retry); 0 means at once.
     #[serde(default)]
     pub not_before_ms: u64,
+    /// When the scheduler last sent the task to its agent. A task still Launched long after this
+    /// was not acknowledged and is sent again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatched_at_ms: Option<u64>,
     /// When the container started; the runtime-limit clock starts here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at_ms: Option<u64>,
@@ -83,6 +89,7 @@ impl Task {
             resources: job.job_descriptor.container.resources,
             created_at_ms: now_ms,
             not_before_ms: 0,
+            dispatched_at_ms: None,
             started_at_ms: None,
             exit_code: None,
             oom_killed: false,
@@ -123,6 +130,7 @@ impl Task {
             resources: self.resources,
             created_at_ms: now_ms,
             not_before_ms,
+            dispatched_at_ms: None,
             started_at_ms: None,
             exit_code: None,
             oom_killed: false,

@@ -203,7 +203,7 @@ fn summarize(errors: &[FieldError]) -> String {
 /// The only way user text may enter a message or a field path: escaped by `{:?}` (quotes,
 /// newlines and control characters cannot break out) and cut to [`QUOTED_MAX_CHARS`] so a huge
 /// value cannot bloat the error.
-fn quoted(text: &str) -> String {
+pub fn quoted(text: &str) -> String {
     match text.char_indices().nth(QUOTED_MAX_CHARS) {
         None => format!("{text:?}"),
         Some((cut, _)) => format!("{:?}…", &text[..cut]),

@@ -1,0 +1,265 @@
+//! Benchmark (not a test): the agent's launch latency against Docker's own, and its resident
+//! memory. Needs the Docker engine and the AWS emulator (`source scripts/env.sh`):
+//!
+//!     cargo bench -p titus-agent --bench launch
+//!
+//! 1. Launch latency: from a launch message in hand to its container running (and its Started
+//!    status handed to the status sink), against a plain bollard create + start of the same image
+//!    in the same run, interleaved. The agent runs in this process with in-memory queues so that
+//!    only its own work and Docker's are measured.
+//! 2. Resident memory of the `titus-agent` binary, idle and with 50 task containers running,
+//!    against the emulator.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use support::*;
+use titus_agent::agent::AgentIdentity;
+use titus_agent::aws::NoRegistryAuth;
+use titus_agent::testing::{MemoryAgentStore, MemoryCommandSource, MemoryStatusSink};
+use titus_agent::{Agent, AgentSettings, DockerRuntime};
+use titus_core::messages::AgentCommand;
+use titus_core::{Resources, TaskState};
+
+const ROUNDS: usize = 30;
+const CONTAINERS_FOR_MEMORY: usize = 50;
+
+fn summary(samples: &mut [Duration]) -> (f64, f64, f64) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let median = ms(samples[samples.len() / 2]);
+    let p90 = ms(samples[samples.len() * 9 / 10]);
+    let mean = samples.iter().map(|d| ms(*d)).sum::<f64>() / samples.len() as f64;
+    (median, p90, mean)
+}
+
+async fn remove(docker: &bollard::Docker, name: &str) {
+    let _ = docker
+        .remove_container(
+            name,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await;
+}
+
+async fn launch_latency() {
+    let runtime = docker().await;
+    let docker = runtime.client().clone();
+    let agent_id = agent_id("bench");
+    let _cleanup = ContainerCleanup(agent_id.clone());
+    let settings = AgentSettings {
+        agent_id: Some(agent_id.clone()),
+        finished_retention_secs: 0,
+        ..AgentSettings::default()
+    };
+    let agent = Agent::start(
+        AgentIdentity {
+            agent_id: agent_id.clone(),
+            queue_url: "memory://bench".to_owned(),
+            zone: "local".to_owned(),
+            machine_type: "local".to_owned(),
+            machine_group: "default".to_owned(),
+            capacity: Resources {
+                cpu_millis: 64_000,
+                memory_mb: 65_536,
+                disk_mb: 100_000,
+                network_mbps: 1000,
+                gpu: 0,
+            },
+        },
+        settings,
+        DockerRuntime::from_client(docker.clone(), Duration::from_secs(60)),
+        MemoryCommandSource::default(),
+        MemoryStatusSink::default(),
+        MemoryAgentStore::default(),
+        Arc::new(NoRegistryAuth),
+    )
+    .await
+    .unwrap();
+
+    let (mut plain, mut configured, mut agent_samples) = (Vec::new(), Vec::new(), Vec::new());
+    // One warm-up round of each, not counted.
+    for round in 0..=ROUNDS {
+        let name = format!("titus-bench-plain-{agent_id}-{round}");
+        let started = Instant::now();
+        docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                ContainerCreateBody {
+                    image: Some(TEST_IMAGE.to_owned()),
+                    cmd: Some(vec!["sleep".to_owned(), "60".to_owned()]),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        docker.start_container(&name, None).await.unwrap();
+        let plain_elapsed = started.elapsed();
+        remove(&docker, &name).await;
+
+        // Docker's own create + start with the settings the agent gives a task's container.
+        let name = format!("titus-bench-configured-{agent_id}-{round}");
+        let started = Instant::now();
+        docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                ContainerCreateBody {
+                    image: Some(TEST_IMAGE.to_owned()),
+                    cmd: Some(vec![
+                        "sh".to_owned(),
+                        "-c".to_owned(),
+                        "sleep 60".to_owned(),
+                    ]),
+                    labels: Some(HashMap::from([("titus.bench".to_owned(), "1".to_owned())])),
+                    host_config: Some(HostConfig {
+                        nano_cpus: Some(500_000_000),
+                        memory: Some(512 * 1024 * 1024),
+                        memory_swap: Some(512 * 1024 * 1024),
+                        pids_limit: Some(4096),
+                        init: Some(true),
+                        log_config: Some(HostConfigLogConfig {
+                            typ: Some("json-file".to_owned()),
+                            config: Some(HashMap::from([
+                                ("max-size".to_owned(), "10m".to_owned()),
+                                ("max-file".to_owned(), "3".to_owned()),
+                            ])),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        docker.start_container(&name, None).await.unwrap();
+        let configured_elapsed = started.elapsed();
+        remove(&docker, &name).await;
+
+        let task = launch("sleep 60");
+        let body = serde_json::to_string(&AgentCommand::LaunchTask(task.clone())).unwrap();
+        let started = Instant::now();
+        let disposition = agent.handle_message(&body).await;
+        let agent_elapsed = started.elapsed();
+        assert_eq!(disposition, titus_agent::Disposition::Delete);
+        remove(&docker, &format!("titus-{}", task.task_id)).await;
+
+        if round > 0 {
+            plain.push(plain_elapsed);
+            configured.push(configured_elapsed);
+            agent_samples.push(agent_elapsed);
+        }
+    }
+    agent.shutdown();
+    let (plain_median, plain_p90, plain_mean) = summary(&mut plain);
+    let (configured_median, configured_p90, configured_mean) = summary(&mut configured);
+    let (agent_median, agent_p90, agent_mean) = summary(&mut agent_samples);
+    println!("launch latency, {ROUNDS} rounds, interleaved (ms):");
+    println!(
+        "  docker create+start (bollard, same image): median {plain_median:7.1}  p90 {plain_p90:7.1}  mean {plain_mean:7.1}"
+    );
+    println!(
+        "  docker create+start, the agent's settings:  median {configured_median:7.1}  p90 {configured_p90:7.1}  mean {configured_mean:7.1}"
+    );
+    println!(
+        "  agent: launch message -> container running: median {agent_median:7.1}  p90 {agent_p90:7.1}  mean {agent_mean:7.1}"
+    );
+    println!(
+        "  ratio agent / docker (median): {:.2} (goal <= 1.10); against the same settings: {:.2}",
+        agent_median / plain_median,
+        agent_median / configured_median
+    );
+}
+
+fn resident_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+async fn resident_memory() {
+    let runtime = docker().await;
+    let (clients, _, names) = fresh_stage().await;
+    let agent_id = agent_id("benchmem");
+    let _cleanup = ContainerCleanup(agent_id.clone());
+    let env: BTreeMap<String, String> = agent_env(&names, &agent_id, &[]);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_titus-agent"))
+        .env_clear()
+        .envs(&env)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut queue = None;
+    for _ in 0..100 {
+        if let Ok(out) = clients
+            .sqs
+            .get_queue_url()
+            .queue_name(names.agent_queue(&agent_id))
+            .send()
+            .await
+        {
+            queue = out.queue_url().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let queue = queue.expect("the agent created its queue");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_kb = resident_kb(pid);
+
+    let mut status = StatusReader::new(&clients, &names).await;
+    let tasks: Vec<_> = (0..CONTAINERS_FOR_MEMORY)
+        .map(|_| launch("sleep 600"))
+        .collect();
+    for task in &tasks {
+        send_command(&clients, &queue, &AgentCommand::LaunchTask(task.clone())).await;
+    }
+    for task in &tasks {
+        status
+            .wait_for(&task.task_id, TaskState::Started, Duration::from_secs(300))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let busy_kb = resident_kb(pid);
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    remove_containers(&runtime, &agent_id).await;
+
+    println!("agent resident memory (VmRSS of the titus-agent process):");
+    println!(
+        "  idle:                         {:6.1} MiB",
+        idle_kb as f64 / 1024.0
+    );
+    println!(
+        "  with {CONTAINERS_FOR_MEMORY} containers running:  {:6.1} MiB",
+        busy_kb as f64 / 1024.0
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything else that looks like a filter is ignored.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        launch_latency().await;
+        resident_memory().await;
+    });
+}

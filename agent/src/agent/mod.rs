@@ -1,0 +1,846 @@
+//! The agent's logic, over its ports: receiving commands, running each task's container through
+//! its life, reporting every step, heartbeats, drains, and picking up its containers again after
+//! a restart.
+//!
+//! Each task has a supervisor (a tokio task) that owns it from launch to its Finished status.
+//! Its container is named after the task, so a second launch of the same task finds the name
+//! taken, and it is renamed once its Finished status was sent: a container still under its
+//! first name is one whose exit has not been reported. After a restart the agent lists its
+//! containers by label, re-adopts the running ones, reports those that exited while it was down,
+//! and removes what is past its retention.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use titus_core::messages::{AgentCommand, KillTask, LaunchTask};
+use titus_core::{
+    Agent as AgentRecord, AgentHeartbeat, AgentState, AgentStore, JobId, Resources, StoreError,
+    TaskId, TaskReason,
+};
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+use crate::aws::RegistryAuth;
+use crate::config::{AgentSettings, DrainPolicy};
+use crate::outbox::Outbox;
+use crate::ports::{CommandSource, ReceivedMessage, StatusSink};
+use crate::runtime::{
+    label, ContainerInfo, ContainerRuntime, LogConfig, RuntimeError, FINISHED_SUFFIX,
+};
+use crate::time::now_ms;
+use supervisor::log_config;
+
+mod supervisor;
+
+/// Tasks remembered after they finished (or were killed before their launch arrived), so that a
+/// late or duplicated launch does not run them again.
+const TOMBSTONES: usize = 10_000;
+/// Status senders working at once; a task's updates are still sent one at a time.
+const STATUS_SENDERS: usize = 4;
+/// How long a received command stays hidden; the agent extends it at half this while it works.
+const VISIBILITY: Duration =
+    Duration::from_secs(titus_aws::resources::AGENT_QUEUE_VISIBILITY_TIMEOUT_SECS as u64);
+
+/// Who the agent is and what it offers, settled at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentIdentity {
+    pub agent_id: String,
+    pub queue_url: String,
+    pub zone: String,
+    pub machine_type: String,
+    pub machine_group: String,
+    pub capacity: Resources,
+}
+
+/// What became of a received command's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Its work is safe: delete it.
+    Delete,
+    /// It cannot be processed: make it visible again at once, so that after the queue's
+    /// maximum receives it moves to the dead-letter queue.
+    Release,
+}
+
+/// Why `run` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Drained and deregistered.
+    Drained,
+    /// Stopped on request, leaving its containers running for the next start to re-adopt.
+    Stopped,
+}
+
+/// Errors that stop the agent from starting or running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    #[error("registering agent {agent_id} failed: {source}")]
+    Register {
+        agent_id: String,
+        source: StoreError,
+    },
+    #[error("listing this agent's containers failed: {0}")]
+    Reconcile(RuntimeError),
+    #[error("deregistering agent {agent_id} failed: {source}")]
+    Deregister {
+        agent_id: String,
+        source: StoreError,
+    },
+}
+
+/// How far a task has got, as its command handlers need to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Starting,
+    /// Its Started status was sent: a launch message can be deleted.
+    Running,
+    /// Its Finished status was sent.
+    Finished,
+}
+
+/// A request to stop a task, from a kill command, its runtime limit, a drain or a lost agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KillRequest {
+    reason: TaskReason,
+    /// SIGTERM to SIGKILL; `None` takes the task's own grace period.
+    grace: Option<Duration>,
+    message: String,
+}
+
+#[derive(Debug)]
+struct TaskHandle {
+    resources: Resources,
+    kill: watch::Sender<Option<KillRequest>>,
+    phase: watch::Receiver<Phase>,
+}
+
+impl TaskHandle {
+    /// Asks the supervisor to stop the task; the first request wins.
+    fn request_kill(&self, request: KillRequest) {
+        self.kill.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(request);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tombstone {
+    Finished,
+    /// A kill arrived before the task's launch (SQS does not keep order).
+    KilledBeforeLaunch(KillRequest),
+}
+
+#[derive(Debug, Default)]
+struct Tombstones {
+    entries: HashMap<TaskId, Tombstone>,
+    order: VecDeque<TaskId>,
+}
+
+impl Tombstones {
+    fn insert(&mut self, task: TaskId, tombstone: Tombstone) {
+        if self.entries.insert(task.clone(), tombstone).is_none() {
+            self.order.push_back(task);
+        }
+        while self.order.len() > TOMBSTONES {
+            if let Some(old) = self.order.pop_front() {
+                self.entries.remove(&old);
+            }
+        }
+    }
+}
+
+/// What a task's supervisor starts from.
+#[derive(Debug)]
+enum Plan {
+    Launch(Box<LaunchTask>),
+    /// A container found at start.
+    Adopt(ContainerInfo),
+}
+
+/// The task's fixed facts, from its launch or its container's labels.
+#[derive(Debug, Clone)]
+struct TaskContext {
+    task_id: TaskId,
+    job_id: JobId,
+    name: String,
+    grace: Duration,
+    runtime_limit: Option<Duration>,
+    memory_mb: u64,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone)]
+struct Outcome {
+    reason: TaskReason,
+    message: String,
+    exit_code: Option<i64>,
+    oom_killed: bool,
+    at_ms: u64,
+    /// The container, when one was created.
+    container_id: Option<String>,
+}
+
+impl Outcome {
+    fn without_container(reason: TaskReason, message: String) -> Outcome {
+        Outcome {
+            reason,
+            message,
+            exit_code: None,
+            oom_killed: false,
+            at_ms: now_ms(),
+            container_id: None,
+        }
+    }
+}
+
+/// The agent. Shared as `Arc<Agent<..>>` between its loops and its tasks' supervisors.
+#[derive(Debug)]
+pub struct Agent<R, Q, S, A> {
+    identity: AgentIdentity,
+    settings: AgentSettings,
+    runtime: R,
+    commands: Q,
+    store: A,
+    outbox: Outbox<S>,
+    registry_auth: Arc<dyn RegistryAuth>,
+    log: LogConfig,
+    tasks: Mutex<HashMap<TaskId, TaskHandle>>,
+    tombstones: Mutex<Tombstones>,
+    /// Finished containers kept for their logs, with when to remove them.
+    retained: Mutex<VecDeque<(String, u64)>>,
+    running_count: watch::Sender<usize>,
+    draining: AtomicBool,
+    drain_requested: CancellationToken,
+    /// Stops the status senders, which run from `start` on.
+    outbox_stop: CancellationToken,
+}
+
+impl<R, Q, S, A> Agent<R, Q, S, A>
+where
+    R: ContainerRuntime,
+    Q: CommandSource,
+    S: StatusSink,
+    A: AgentStore + 'static,
+{
+    /// Registers the agent and takes over the containers it left behind. The caller then
+    /// `run`s it.
+    pub async fn start(
+        identity: AgentIdentity,
+        settings: AgentSettings,
+        runtime: R,
+        commands: Q,
+        status: S,
+        store: A,
+        registry_auth: Arc<dyn RegistryAuth>,
+    ) -> Result<Arc<Self>, AgentError> {
+        let log = log_config(&settings);
+        let agent = Arc::new(Agent {
+            identity,
+            settings,
+            runtime,
+            commands,
+            store,
+            outbox: Outbox::new(status),
+            registry_auth,
+            log,
+            tasks: Mutex::new(HashMap::new()),
+            tombstones: Mutex::new(Tombstones::default()),
+            retained: Mutex::new(VecDeque::new()),
+            running_count: watch::Sender::new(0),
+            draining: AtomicBool::new(false),
+            drain_requested: CancellationToken::new(),
+            outbox_stop: CancellationToken::new(),
+        });
+        for _ in 0..STATUS_SENDERS {
+            let sender = agent.clone();
+            tokio::spawn(async move { sender.outbox.run(sender.outbox_stop.clone()).await });
+        }
+        let registered = agent.register().await?;
+        tracing::info!(
+            agent_id = %agent.identity.agent_id,
+            state = %registered.state,
+            cpu_millis = registered.capacity.cpu_millis,
+            memory_mb = registered.capacity.memory_mb,
+            disk_mb = registered.capacity.disk_mb,
+            "agent registered"
+        );
+        agent.reconcile().await?;
+        if registered.state == AgentState::Draining {
+            agent.begin_drain("its record is marked draining");
+        }
+        Ok(agent)
+    }
+
+    pub fn identity(&self) -> &AgentIdentity {
+        &self.identity
+    }
+
+    pub fn settings(&self) -> &AgentSettings {
+        &self.settings
+    }
+
+    pub fn runtime(&self) -> &R {
+        &self.runtime
+    }
+
+    /// Stops sending status updates; for tests and benchmarks that drive the agent without
+    /// `run`.
+    pub fn shutdown(&self) {
+        self.outbox_stop.cancel();
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The tasks whose containers have not finished, sorted.
+    pub fn running_tasks(&self) -> Vec<TaskId> {
+        let mut ids: Vec<TaskId> = self.lock_tasks().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Status updates not yet accepted by the status queue.
+    pub fn pending_status_updates(&self) -> usize {
+        self.outbox.pending()
+    }
+
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, TaskHandle>> {
+        // Every mutation under these locks is a single insert or remove, so a poisoned lock
+        // still guards a consistent map.
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_tombstones(&self) -> std::sync::MutexGuard<'_, Tombstones> {
+        self.tombstones.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn register(&self) -> Result<AgentRecord, AgentError> {
+        let now = now_ms();
+        let record = AgentRecord {
+            id: self.identity.agent_id.clone(),
+            queue_url: self.identity.queue_url.clone(),
+            zone: self.identity.zone.clone(),
+            machine_type: self.identity.machine_type.clone(),
+            machine_group: self.identity.machine_group.clone(),
+            state: AgentState::Active,
+            capacity: self.identity.capacity,
+            allocated: Resources::ZERO,
+            task_count: 0,
+            registered_at_ms: now,
+            heartbeat_at_ms: now,
+        };
+        self.store
+            .register_agent(&record)
+            .await
+            .map_err(|source| AgentError::Register {
+                agent_id: self.identity.agent_id.clone(),
+                source,
+            })
+    }
+
+    // ---- the loops -------------------------------------------------------------------------
+
+    /// Works until `stop` (leave the containers running) or a drain completes. A drain starts
+    /// when `drain` is cancelled (SIGTERM) or the agent's record is marked draining.
+    pub async fn run(
+        self: &Arc<Self>,
+        drain: CancellationToken,
+        stop: CancellationToken,
+    ) -> Result<RunOutcome, AgentError> {
+        let outbox_stop = self.outbox_stop.clone();
+        let mut background = tokio::task::JoinSet::new();
+        let poll_stop = CancellationToken::new();
+        let handlers = TaskTracker::new();
+        {
+            let agent = self.clone();
+            let token = poll_stop.clone();
+            let handlers = handlers.clone();
+            background.spawn(async move { agent.poll_loop(token, handlers).await });
+        }
+        let heartbeat_stop = CancellationToken::new();
+        {
+            let agent = self.clone();
+            let token = heartbeat_stop.clone();
+            background.spawn(async move { agent.heartbeat_loop(token).await });
+        }
+
+        let stopped = tokio::select! {
+            () = stop.cancelled() => true,
+            () = drain.cancelled() => {
+                self.begin_drain("the agent received SIGTERM");
+                false
+            }
+            () = self.drain_requested.cancelled() => false,
+        };
+        if stopped {
+            tracing::info!(
+                "stopping; containers keep running and are re-adopted at the next start"
+            );
+            poll_stop.cancel();
+            heartbeat_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.outbox.flushed()).await;
+            outbox_stop.cancel();
+            background.shutdown().await;
+            return Ok(RunOutcome::Stopped);
+        }
+
+        // Draining: launches are handed back as they arrive, kills still work. Wait for the
+        // tasks to end, then for the commands in hand, then for their statuses to be sent.
+        let finished = async {
+            self.wait_for_no_tasks().await;
+            poll_stop.cancel();
+            handlers.close();
+            handlers.wait().await;
+            self.wait_for_no_tasks().await;
+            self.outbox.flushed().await;
+        };
+        tokio::select! {
+            () = finished => {}
+            () = stop.cancelled() => {
+                poll_stop.cancel();
+                heartbeat_stop.cancel();
+                outbox_stop.cancel();
+                background.shutdown().await;
+                return Ok(RunOutcome::Stopped);
+            }
+        }
+        heartbeat_stop.cancel();
+        outbox_stop.cancel();
+        background.shutdown().await;
+        self.store
+            .deregister_agent(&self.identity.agent_id)
+            .await
+            .map_err(|source| AgentError::Deregister {
+                agent_id: self.identity.agent_id.clone(),
+                source,
+            })?;
+        tracing::info!(agent_id = %self.identity.agent_id, "drained and deregistered");
+        Ok(RunOutcome::Drained)
+    }
+
+    async fn wait_for_no_tasks(&self) {
+        let mut count = self.running_count.subscribe();
+        let _ = count.wait_for(|&n| n == 0).await;
+    }
+
+    async fn poll_loop(self: Arc<Self>, stop: CancellationToken, handlers: TaskTracker) {
+        let permits = Arc::new(Semaphore::new(
+            self.settings.max_concurrent_messages as usize,
+        ));
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let first = tokio::select! {
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                () = stop.cancelled() => return,
+            };
+            let room = 1 + permits.available_permits().min(9) as u32;
+            let received = tokio::select! {
+                received = self.commands.receive(room, self.settings.poll_wait()) => received,
+                () = stop.cancelled() => return,
+            };
+            let messages = match received {
+                Ok(messages) => {
+                    backoff = Duration::from_millis(200);
+                    messages
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "receiving commands failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            let mut first = Some(first);
+            for message in messages {
+                let permit = match first.take() {
+                    Some(permit) => permit,
+                    None => match permits.clone().acquire_owned().await {
+                        Ok(permit) => permit,
+                        Err(_) => return,
+                    },
+                };
+                let agent = self.clone();
+                handlers.spawn(async move {
+                    agent.handle_received(message).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    /// Works on one received message, keeping it hidden while the work goes on, then deletes or
+    /// releases it.
+    async fn handle_received(self: Arc<Self>, message: ReceivedMessage) {
+        let work = self.handle_message(&message.body);
+        tokio::pin!(work);
+        let disposition = loop {
+            tokio::select! {
+                disposition = &mut work => break disposition,
+                () = tokio::time::sleep(VISIBILITY / 2) => {
+                    if let Err(e) = self.commands.extend(&message.receipt, VISIBILITY).await {
+                        tracing::warn!(error = %e, "extending a command's visibility failed");
+                    }
+                }
+            }
+        };
+        let result = match disposition {
+            Disposition::Delete => {
+                let mut result = self.commands.delete(&message.receipt).await;
+                for attempt in 1..=3 {
+                    if result.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                    result = self.commands.delete(&message.receipt).await;
+                }
+                result
+            }
+            Disposition::Release => self.commands.release(&message.receipt).await,
+        };
+        if let Err(e) = result {
+            // The message comes back after its visibility timeout; handling it again is safe.
+            tracing::warn!(error = %e, ?disposition, "settling a command message failed");
+        }
+    }
+
+    /// Handles one command. Public so that tests and benchmarks can drive the agent without a
+    /// queue.
+    pub async fn handle_message(self: &Arc<Self>, body: &str) -> Disposition {
+        let command: AgentCommand = match serde_json::from_str(body) {
+            Ok(command) => command,
+            Err(e) => {
+                let preview: String = body.chars().take(200).collect();
+                tracing::warn!(error = %e, body = %preview, "command is not valid; it goes to the dead-letter queue after its last receive");
+                return Disposition::Release;
+            }
+        };
+        match command {
+            AgentCommand::LaunchTask(launch) => self.handle_launch(launch).await,
+            AgentCommand::KillTask(kill) => self.handle_kill(kill).await,
+        }
+    }
+
+    async fn handle_launch(self: &Arc<Self>, launch: LaunchTask) -> Disposition {
+        let task_id = launch.task_id.clone();
+        let mut phase = {
+            let mut tasks = self.lock_tasks();
+            if let Some(handle) = tasks.get(&task_id) {
+                tracing::info!(task_id = %task_id, "launch of a task this agent already runs; no second container");
+                handle.phase.clone()
+            } else {
+                let mut kill = None;
+                match self.lock_tombstones().entries.get(&task_id) {
+                    Some(Tombstone::Finished) => {
+                        tracing::info!(task_id = %task_id, "launch of a task that already finished here; ignored");
+                        return Disposition::Delete;
+                    }
+                    Some(Tombstone::KilledBeforeLaunch(request)) => kill = Some(request.clone()),
+                    None => {}
+                }
+                if kill.is_none() && self.is_draining() {
+                    kill = Some(KillRequest {
+                        reason: TaskReason::TransientSystemError,
+                        grace: None,
+                        message: format!(
+                            "handed back: agent {} is draining",
+                            self.identity.agent_id
+                        ),
+                    });
+                }
+                let resources = Resources::of_container(&launch.resources);
+                self.spawn_supervisor(
+                    &mut tasks,
+                    task_id.clone(),
+                    resources,
+                    kill,
+                    Plan::Launch(Box::new(launch)),
+                )
+            }
+        };
+        let settled = phase.wait_for(|p| *p >= Phase::Running).await.is_ok();
+        if settled {
+            Disposition::Delete
+        } else {
+            tracing::error!(task_id = %task_id, "the task's supervisor ended without reporting; the launch goes back to the queue");
+            Disposition::Release
+        }
+    }
+
+    async fn handle_kill(self: &Arc<Self>, kill: KillTask) -> Disposition {
+        let request = KillRequest {
+            reason: kill.reason,
+            grace: Some(Duration::from_secs(u64::from(kill.grace_period_sec))),
+            message: format!("killed on request ({})", kill.reason),
+        };
+        let phase = {
+            let tasks = self.lock_tasks();
+            match tasks.get(&kill.task_id) {
+                Some(handle) => {
+                    handle.request_kill(request);
+                    Some(handle.phase.clone())
+                }
+                None => {
+                    let mut tombstones = self.lock_tombstones();
+                    if tombstones.entries.get(&kill.task_id) != Some(&Tombstone::Finished) {
+                        tracing::info!(task_id = %kill.task_id, "kill of a task this agent does not run; remembered in case its launch arrives");
+                        tombstones
+                            .insert(kill.task_id.clone(), Tombstone::KilledBeforeLaunch(request));
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(mut phase) = phase {
+            if phase.wait_for(|p| *p == Phase::Finished).await.is_err() {
+                tracing::error!(task_id = %kill.task_id, "the task's supervisor ended without reporting; the kill goes back to the queue");
+                return Disposition::Release;
+            }
+        }
+        Disposition::Delete
+    }
+
+    /// Registers the task and starts its supervisor. The caller holds the task map's lock, so
+    /// that checking for the task and adding it are one step.
+    fn spawn_supervisor(
+        self: &Arc<Self>,
+        tasks: &mut HashMap<TaskId, TaskHandle>,
+        task_id: TaskId,
+        resources: Resources,
+        kill: Option<KillRequest>,
+        plan: Plan,
+    ) -> watch::Receiver<Phase> {
+        let (kill_tx, kill_rx) = watch::channel(kill);
+        let (phase_tx, phase_rx) = watch::channel(Phase::Starting);
+        tasks.insert(
+            task_id.clone(),
+            TaskHandle {
+                resources,
+                kill: kill_tx,
+                phase: phase_rx.clone(),
+            },
+        );
+        self.running_count.send_replace(tasks.len());
+        let agent = self.clone();
+        let span = tracing::info_span!("task", task_id = %task_id);
+        tokio::spawn(
+            async move {
+                agent
+                    .supervise(task_id, plan, kill_rx, Arc::new(phase_tx))
+                    .await
+            }
+            .instrument(span),
+        );
+        phase_rx
+    }
+
+    fn kill_all(&self, reason: TaskReason, message: &str) {
+        for handle in self.lock_tasks().values() {
+            handle.request_kill(KillRequest {
+                reason,
+                grace: None,
+                message: message.to_owned(),
+            });
+        }
+    }
+
+    /// Starts draining: no new work, the running tasks finish or are handed back.
+    pub fn begin_drain(self: &Arc<Self>, why: &str) {
+        if self.draining.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::info!(why, policy = ?self.settings.drain_policy, tasks = self.lock_tasks().len(), "draining");
+        let agent = self.clone();
+        tokio::spawn(async move {
+            match agent
+                .store
+                .set_agent_state(
+                    &agent.identity.agent_id,
+                    AgentState::Active,
+                    AgentState::Draining,
+                )
+                .await
+            {
+                Ok(()) | Err(StoreError::Conflict { .. }) => {}
+                Err(e) => tracing::warn!(error = %e, "marking the agent draining failed"),
+            }
+        });
+        match self.settings.drain_policy {
+            DrainPolicy::HandBack => self.kill_all(
+                TaskReason::TransientSystemError,
+                "handed back: the agent is draining",
+            ),
+            DrainPolicy::Finish => {
+                let agent = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(agent.settings.drain_timeout()).await;
+                    agent.kill_all(
+                        TaskReason::TransientSystemError,
+                        "handed back: the agent's drain timed out",
+                    );
+                });
+            }
+        }
+        self.drain_requested.cancel();
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut ticks = tokio::time::interval(self.settings.heartbeat_interval());
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            self.heartbeat().await;
+            self.remove_expired_containers().await;
+        }
+    }
+
+    async fn heartbeat(self: &Arc<Self>) {
+        let report = {
+            let tasks = self.lock_tasks();
+            let mut running_task_ids: Vec<TaskId> = tasks.keys().cloned().collect();
+            running_task_ids.sort();
+            AgentHeartbeat {
+                at_ms: now_ms(),
+                running_task_ids,
+                used: tasks
+                    .values()
+                    .fold(Resources::ZERO, |sum, t| sum.saturating_add(t.resources)),
+            }
+        };
+        match self
+            .store
+            .report_heartbeat(&self.identity.agent_id, &report)
+            .await
+        {
+            Ok(AgentState::Active) => {}
+            Ok(AgentState::Draining) => self.begin_drain("its record is marked draining"),
+            Ok(AgentState::Lost) => {
+                // The control plane gave up on this agent and replaced its tasks: running them
+                // on would run them twice.
+                tracing::warn!(
+                    "this agent was declared lost; killing its tasks and registering again"
+                );
+                self.kill_all(
+                    TaskReason::Lost,
+                    "the agent was declared lost; the task was replaced",
+                );
+                if let Err(e) = self.register().await {
+                    tracing::warn!(error = %e, "registering again failed");
+                }
+            }
+            Err(StoreError::Conflict { .. }) if !self.is_draining() => {
+                tracing::warn!("the agent's record is gone; registering again");
+                if let Err(e) = self.register().await {
+                    tracing::warn!(error = %e, "registering again failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+
+    // ---- start-up reconciliation -------------------------------------------------------------
+
+    async fn reconcile(self: &Arc<Self>) -> Result<(), AgentError> {
+        let containers = self
+            .runtime
+            .list(&[(label::AGENT_ID, &self.identity.agent_id)])
+            .await
+            .map_err(AgentError::Reconcile)?;
+        let (mut adopted, mut retained) = (0, 0);
+        for summary in containers {
+            let Some(task_id) = summary.labels.get(label::TASK_ID).map(TaskId::from_string) else {
+                continue;
+            };
+            if summary.name.ends_with(FINISHED_SUFFIX) {
+                // Reported already; kept for its log until the retention ends.
+                let finished_at = match self.runtime.inspect(&summary.name).await {
+                    Ok(info) => info.finished_at_ms.unwrap_or_else(now_ms),
+                    Err(_) => now_ms(),
+                };
+                self.retain(&summary.name, finished_at);
+                self.lock_tombstones().insert(task_id, Tombstone::Finished);
+                retained += 1;
+                continue;
+            }
+            let info = match self.runtime.inspect(&summary.name).await {
+                Ok(info) => info,
+                Err(RuntimeError::NotFound(_)) => continue,
+                Err(e) => return Err(AgentError::Reconcile(e)),
+            };
+            let resources = info
+                .labels
+                .get(label::RESOURCES)
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_default();
+            tracing::info!(task_id = %task_id, status = ?info.status, "re-adopting a container");
+            let mut tasks = self.lock_tasks();
+            if !tasks.contains_key(&task_id) {
+                self.spawn_supervisor(&mut tasks, task_id, resources, None, Plan::Adopt(info));
+                adopted += 1;
+            }
+        }
+        tracing::info!(adopted, retained, "reconciled this agent's containers");
+        Ok(())
+    }
+
+    fn retain(&self, name: &str, finished_at_ms: u64) {
+        let expires = finished_at_ms.saturating_add(self.settings.finished_retention_secs * 1000);
+        let mut retained = self.retained.lock().unwrap_or_else(|p| p.into_inner());
+        let position = retained.partition_point(|(_, e)| *e <= expires);
+        retained.insert(position, (name.to_owned(), expires));
+    }
+
+    async fn remove_expired_containers(&self) {
+        let now = now_ms();
+        loop {
+            let expired = {
+                let mut retained = self.retained.lock().unwrap_or_else(|p| p.into_inner());
+                match retained.front() {
+                    Some((_, expires)) if *expires <= now => retained.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((name, _)) = expired else {
+                return;
+            };
+            if let Err(e) = self.runtime.remove(&name).await {
+                tracing::warn!(container = %name, error = %e, "removing a finished container failed");
+            }
+        }
+    }
+}
+
+/// The tail of a task's container log, running or finished (while it is retained).
+pub async fn task_log_tail<R: ContainerRuntime>(
+    runtime: &R,
+    task_id: &str,
+    lines: usize,
+) -> Result<String, RuntimeError> {
+    let containers = runtime.list(&[(label::TASK_ID, task_id)]).await?;
+    let container = containers
+        .first()
+        .ok_or_else(|| RuntimeError::NotFound(format!("a container of task {task_id}")))?;
+    runtime.logs_tail(&container.name, lines).await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,789 @@
+//! Unit tests of the agent's logic over in-memory ports and a fake container runtime.
+use std::collections::BTreeMap;
+
+use titus_core::job::{ContainerResources, HostMount};
+use titus_core::messages::TaskStatusUpdate;
+use titus_core::TaskState;
+
+use super::*;
+use crate::aws::NoRegistryAuth;
+use crate::runtime::{container_name, finished_container_name, ContainerSpec, ContainerStatus};
+use crate::testing::{FakeRuntime, MemoryAgentStore, MemoryCommandSource, MemoryStatusSink};
+
+type TestAgent = Agent<FakeRuntime, MemoryCommandSource, MemoryStatusSink, MemoryAgentStore>;
+
+const IMAGE: &str = "titus-test/busybox:1";
+
+struct Harness {
+    agent: Arc<TestAgent>,
+    runtime: FakeRuntime,
+    sink: MemoryStatusSink,
+    queue: MemoryCommandSource,
+    store: MemoryAgentStore,
+}
+
+fn identity() -> AgentIdentity {
+    AgentIdentity {
+        agent_id: "agent-1".to_owned(),
+        queue_url: "memory://agent-1".to_owned(),
+        zone: "local".to_owned(),
+        machine_type: "local".to_owned(),
+        machine_group: "default".to_owned(),
+        capacity: Resources {
+            cpu_millis: 4000,
+            memory_mb: 8192,
+            disk_mb: 100_000,
+            network_mbps: 1000,
+            gpu: 0,
+        },
+    }
+}
+
+async fn harness_with(
+    runtime: FakeRuntime,
+    store: MemoryAgentStore,
+    settings: AgentSettings,
+) -> Harness {
+    let sink = MemoryStatusSink::default();
+    let queue = MemoryCommandSource::default();
+    let agent = Agent::start(
+        identity(),
+        settings,
+        runtime.clone(),
+        queue.clone(),
+        sink.clone(),
+        store.clone(),
+        Arc::new(NoRegistryAuth),
+    )
+    .await
+    .unwrap();
+    Harness {
+        agent,
+        runtime,
+        sink,
+        queue,
+        store,
+    }
+}
+
+async fn harness() -> Harness {
+    let runtime = FakeRuntime::new();
+    runtime.add_image(IMAGE);
+    harness_with(
+        runtime,
+        MemoryAgentStore::default(),
+        AgentSettings::default(),
+    )
+    .await
+}
+
+fn launch(task: &str, command: &[&str]) -> LaunchTask {
+    LaunchTask {
+        task_id: TaskId::from_string(task),
+        job_id: JobId::from_string("job-1"),
+        image: IMAGE.to_owned(),
+        entry_point: vec![],
+        command: command.iter().map(|c| (*c).to_owned()).collect(),
+        env: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
+        resources: ContainerResources {
+            cpu: 0.5,
+            gpu: 0,
+            memory_mb: 512,
+            disk_mb: 10_000,
+            network_mbps: 128,
+        },
+        kill_grace_period_sec: 7,
+        runtime_limit_sec: None,
+        privileged: false,
+        host_network: false,
+        host_mounts: vec![],
+    }
+}
+
+fn body(command: AgentCommand) -> String {
+    serde_json::to_string(&command).unwrap()
+}
+
+fn updates(sink: &MemoryStatusSink, task: &str) -> Vec<TaskStatusUpdate> {
+    sink.sent()
+        .into_iter()
+        .filter(|u| u.task_id.as_str() == task)
+        .collect()
+}
+
+fn states(sink: &MemoryStatusSink, task: &str) -> Vec<TaskState> {
+    updates(sink, task).iter().map(|u| u.state).collect()
+}
+
+async fn finished(sink: &MemoryStatusSink, task: &str) -> TaskStatusUpdate {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(update) = updates(sink, task)
+                .into_iter()
+                .find(|u| u.state == TaskState::Finished)
+            {
+                return update;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the task finishes")
+}
+
+#[tokio::test]
+async fn a_task_that_exits_zero_is_reported_in_order_and_finishes_normal() {
+    let h = harness().await;
+
+    let disposition = h
+        .agent
+        .handle_message(&body(AgentCommand::LaunchTask(launch(
+            "t1",
+            &["exit", "0"],
+        ))))
+        .await;
+    let finished = finished(&h.sink, "t1").await;
+
+    assert_eq!(disposition, Disposition::Delete);
+    assert_eq!(
+        states(&h.sink, "t1"),
+        vec![
+            TaskState::StartInitiated,
+            TaskState::Started,
+            TaskState::Finished
+        ]
+    );
+    assert_eq!(finished.reason, Some(TaskReason::Normal));
+    assert_eq!(finished.exit_code, Some(0));
+    assert_eq!(finished.agent_id, "agent-1");
+    assert!(!finished.oom_killed);
+}
+
+#[tokio::test]
+async fn a_non_zero_exit_finishes_failed_with_its_code() {
+    let h = harness().await;
+
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(launch(
+            "t1",
+            &["exit", "3"],
+        ))))
+        .await;
+    let finished = finished(&h.sink, "t1").await;
+
+    assert_eq!(finished.reason, Some(TaskReason::Failed));
+    assert_eq!(finished.exit_code, Some(3));
+    assert!(finished.message.contains("code 3"), "{}", finished.message);
+}
+
+#[tokio::test]
+async fn an_oom_kill_finishes_failed_with_the_oom_flag() {
+    let h = harness().await;
+
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(launch("t1", &["oom"]))))
+        .await;
+    let finished = finished(&h.sink, "t1").await;
+
+    assert_eq!(finished.reason, Some(TaskReason::Failed));
+    assert!(finished.oom_killed);
+    assert!(finished.message.contains("OOM"), "{}", finished.message);
+}
+
+#[tokio::test]
+async fn the_container_gets_the_tasks_settings_and_labels() {
+    let h = harness().await;
+
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(LaunchTask {
+            runtime_limit_sec: Some(600),
+            ..launch("t1", &["sleep", "100"])
+        })))
+        .await;
+    let spec = h.runtime.spec("titus-t1").unwrap();
+
+    assert_eq!(spec.image, IMAGE);
+    assert_eq!(spec.nano_cpus, 500_000_000);
+    assert_eq!(spec.memory_bytes, 512 * 1024 * 1024);
+    assert_eq!(spec.pids_limit, 4096);
+    assert!(!spec.privileged && !spec.host_network && spec.host_mounts.is_empty());
+    assert_eq!(spec.labels[label::AGENT_ID], "agent-1");
+    assert_eq!(spec.labels[label::JOB_ID], "job-1");
+    assert_eq!(spec.labels[label::TASK_ID], "t1");
+    assert_eq!(spec.labels[label::RUNTIME_LIMIT_SECS], "600");
+    assert_eq!(spec.env["GREETING"], "hello");
+    assert_eq!(spec.env["TITUS_TASK_ID"], "t1");
+    assert_eq!(spec.log.driver, "json-file");
+    h.agent.shutdown();
+}
+
+#[tokio::test]
+async fn a_privileged_launch_is_refused_without_a_container() {
+    let h = harness().await;
+    let mut request = launch("t1", &["exit", "0"]);
+    request.privileged = true;
+    request.host_mounts = vec![HostMount {
+        host_path: "/etc".to_owned(),
+        container_path: "/host-etc".to_owned(),
+        read_only: true,
+    }];
+
+    let disposition = h
+        .agent
+        .handle_message(&body(AgentCommand::LaunchTask(request)))
+        .await;
+    let finished = finished(&h.sink, "t1").await;
+
+    assert_eq!(disposition, Disposition::Delete);
+    assert_eq!(finished.reason, Some(TaskReason::InvalidRequest));
+    assert!(
+        finished.message.contains("privileged"),
+        "{}",
+        finished.message
+    );
+    assert!(
+        finished.message.contains("host mounts"),
+        "{}",
+        finished.message
+    );
+    assert_eq!(states(&h.sink, "t1"), vec![TaskState::Finished]);
+    assert!(h.runtime.container_names().is_empty());
+}
+
+#[tokio::test]
+async fn privileges_are_granted_when_configured() {
+    let runtime = FakeRuntime::new();
+    runtime.add_image(IMAGE);
+    let settings = AgentSettings {
+        allow_privileged: true,
+        allow_host_network: true,
+        ..AgentSettings::default()
+    };
+    let h = harness_with(runtime, MemoryAgentStore::default(), settings).await;
+    let mut request = launch("t1", &["sleep", "100"]);
+    request.privileged = true;
+    request.host_network = true;
+
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(request)))
+        .await;
+
+    let spec = h.runtime.spec("titus-t1").unwrap();
+    assert!(spec.privileged && spec.host_network);
+    h.agent.shutdown();
+}
+
+#[tokio::test]
+async fn a_duplicate_launch_creates_no_second_container() {
+    let h = harness().await;
+    let message = body(AgentCommand::LaunchTask(launch("t1", &["sleep", "100"])));
+
+    let (first, second) = tokio::join!(
+        h.agent.handle_message(&message),
+        h.agent.handle_message(&message)
+    );
+    let third = h.agent.handle_message(&message).await;
+
+    assert_eq!(
+        (first, second, third),
+        (
+            Disposition::Delete,
+            Disposition::Delete,
+            Disposition::Delete
+        )
+    );
+    let creates = h
+        .runtime
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("create"))
+        .count();
+    assert_eq!(creates, 1);
+    assert_eq!(h.runtime.container_names(), vec!["titus-t1"]);
+    h.agent.shutdown();
+}
+
+#[tokio::test]
+async fn a_launch_of_a_finished_task_is_ignored() {
+    let h = harness().await;
+    let message = body(AgentCommand::LaunchTask(launch("t1", &["exit", "0"])));
+    h.agent.handle_message(&message).await;
+    finished(&h.sink, "t1").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let again = h.agent.handle_message(&message).await;
+
+    assert_eq!(again, Disposition::Delete);
+    let creates = h
+        .runtime
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("create"))
+        .count();
+    assert_eq!(creates, 1);
+    assert_eq!(states(&h.sink, "t1").len(), 3);
+}
+
+#[tokio::test]
+async fn a_missing_image_is_pulled_then_run() {
+    let runtime = FakeRuntime::new();
+    let h = harness_with(
+        runtime,
+        MemoryAgentStore::default(),
+        AgentSettings::default(),
+    )
+    .await;
+
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(launch(
+            "t1",
+            &["exit", "0"],
+        ))))
+        .await;
+    let finished = finished(&h.sink, "t1").await;
+
+    assert_eq!(finished.reason, Some(TaskReason::Normal));
+    let calls = h.runtime.calls();
+    assert_eq!(
+        &calls[..3],
+        &[
+            "create titus-t1",
+            format!("pull {IMAGE}").as_str(),
+            "create titus-t1"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_finishes_the_task_with_a_local_system_error() {
+    let runtime = FakeRuntime::new();
+    runtime.fail_pull(
+        IMAGE,
+        RuntimeError::PullFailed {
+            image: IMAGE.to_owned(),
+            message: "dial tcp: lookup registry: no such host".to_owned(),
+        },
+    );
+    let h = harness_with(
+        runtime,
+        MemoryAgentStore::default(),
+        AgentSettings::default(),
+    )
+    .await;
+
+    let disposition = h
+        .agent
+        .handle_message(&body(AgentCommand::LaunchTask(launch(
+            "t1",
+            &["exit", "0"],
+        ))))
+        .await;
+    let finished = finished(&h.sink, "t1").await;
+
+    assert_eq!(disposition, Disposition::Delete);
+    assert_eq!(finished.reason, Some(TaskReason::LocalSystemError));
+    assert!(
+        finished.message.contains("could not pull image"),
+        "{}",
+        finished.message
+    );
+    assert_eq!(finished.exit_code, None);
+    assert!(h.runtime.container_names().is_empty());
+}
+
+#[tokio::test]
+async fn an_image_the_registry_does_not_have_is_an_invalid_request() {
+    let runtime = FakeRuntime::new();
+    runtime.fail_pull(
+        IMAGE,
+        RuntimeError::ImageNotFound {
+            image: IMAGE.to_owned(),
+            message: "manifest unknown".to_owned(),
+        },
+    );
+    let h = harness_with(
+        runtime,
+        MemoryAgentStore::default(),
+        AgentSettings::default(),
+    )
+    .await;
+
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(launch(
+            "t1",
+            &["exit", "0"],
+        ))))
+        .await;
+
+    assert_eq!(
+        finished(&h.sink, "t1").await.reason,
+        Some(TaskReason::InvalidRequest)
+    );
+}
+
+#[tokio::test]
+async fn a_kill_reports_kill_initiated_then_finished_killed_with_its_grace_period() {
+    let h = harness().await;
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(launch(
+            "t1",
+            &["sleep", "100"],
+        ))))
+        .await;
+
+    let disposition = h
+        .agent
+        .handle_message(&body(AgentCommand::KillTask(KillTask {
+            task_id: TaskId::from_string("t1"),
+            reason: TaskReason::Killed,
+            grace_period_sec: 3,
+        })))
+        .await;
+
+    assert_eq!(disposition, Disposition::Delete);
+    assert_eq!(
+        states(&h.sink, "t1"),
+        vec![
+            TaskState::StartInitiated,
+            TaskState::Started,
+            TaskState::KillInitiated,
+            TaskState::Finished
+        ]
+    );
+    let finished = finished(&h.sink, "t1").await;
+    assert_eq!(finished.reason, Some(TaskReason::Killed));
+    assert_eq!(finished.exit_code, Some(143));
+    assert!(h.runtime.calls().contains(&"stop titus-t1 3".to_owned()));
+    assert!(h.agent.running_tasks().is_empty());
+}
+
+#[tokio::test]
+async fn a_kill_that_arrives_before_its_launch_stops_the_launch() {
+    let h = harness().await;
+
+    let kill = h
+        .agent
+        .handle_message(&body(AgentCommand::KillTask(KillTask {
+            task_id: TaskId::from_string("t1"),
+            reason: TaskReason::ScaledDown,
+            grace_period_sec: 10,
+        })))
+        .await;
+    let launch = h
+        .agent
+        .handle_message(&body(AgentCommand::LaunchTask(launch(
+            "t1",
+            &["sleep", "100"],
+        ))))
+        .await;
+    let finished = finished(&h.sink, "t1").await;
+
+    assert_eq!((kill, launch), (Disposition::Delete, Disposition::Delete));
+    assert_eq!(finished.reason, Some(TaskReason::ScaledDown));
+    assert_eq!(states(&h.sink, "t1"), vec![TaskState::Finished]);
+    assert!(h.runtime.container_names().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_runtime_limit_stops_the_task() {
+    let h = harness().await;
+    let mut request = launch("t1", &["sleep", "100"]);
+    request.runtime_limit_sec = Some(5);
+
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(request)))
+        .await;
+    let finished = finished(&h.sink, "t1").await;
+
+    assert_eq!(finished.reason, Some(TaskReason::RuntimeLimitExceeded));
+    assert!(finished.message.contains("5 s"), "{}", finished.message);
+    assert_eq!(
+        states(&h.sink, "t1"),
+        vec![
+            TaskState::StartInitiated,
+            TaskState::Started,
+            TaskState::KillInitiated,
+            TaskState::Finished
+        ]
+    );
+    assert!(h.runtime.calls().contains(&"stop titus-t1 7".to_owned()));
+}
+
+#[tokio::test]
+async fn a_malformed_command_is_released_for_the_dead_letter_queue() {
+    let h = harness().await;
+
+    let disposition = h
+        .agent
+        .handle_message("{\"type\":\"launchTask\",\"taskId\":3}")
+        .await;
+
+    assert_eq!(disposition, Disposition::Release);
+    assert!(h.sink.sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_finished_container_is_renamed_after_its_status_was_sent() {
+    let h = harness().await;
+
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(launch(
+            "t1",
+            &["exit", "0"],
+        ))))
+        .await;
+    finished(&h.sink, "t1").await;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !h.agent.running_tasks().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(h.runtime.container_names(), vec!["titus-t1-finished"]);
+    let tail = task_log_tail(&h.runtime, "t1", 10).await.unwrap();
+    assert!(tail.contains("titus-t1-finished"), "{tail}");
+}
+
+fn leftover(
+    task: &str,
+    runtime: &FakeRuntime,
+    name: String,
+    status: ContainerStatus,
+    exit_code: Option<i64>,
+) {
+    let mut spec = ContainerSpec {
+        name,
+        image: IMAGE.to_owned(),
+        entry_point: vec![],
+        command: vec!["sleep".to_owned(), "100".to_owned()],
+        env: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        nano_cpus: 1,
+        memory_bytes: 1,
+        pids_limit: 0,
+        privileged: false,
+        host_network: false,
+        host_mounts: vec![],
+        log: LogConfig {
+            driver: "json-file".to_owned(),
+            options: BTreeMap::new(),
+        },
+    };
+    spec.labels
+        .insert(label::AGENT_ID.to_owned(), "agent-1".to_owned());
+    spec.labels
+        .insert(label::JOB_ID.to_owned(), "job-1".to_owned());
+    spec.labels
+        .insert(label::TASK_ID.to_owned(), task.to_owned());
+    runtime.insert_container(spec, status, exit_code);
+}
+
+#[tokio::test]
+async fn a_restart_reports_exits_once_and_readopts_running_containers() {
+    let runtime = FakeRuntime::new();
+    runtime.add_image(IMAGE);
+    leftover(
+        "exited",
+        &runtime,
+        container_name("exited"),
+        ContainerStatus::Exited,
+        Some(2),
+    );
+    leftover(
+        "running",
+        &runtime,
+        container_name("running"),
+        ContainerStatus::Running,
+        None,
+    );
+    leftover(
+        "reported",
+        &runtime,
+        finished_container_name("reported"),
+        ContainerStatus::Exited,
+        Some(0),
+    );
+    leftover(
+        "other-agent",
+        &runtime,
+        container_name("other"),
+        ContainerStatus::Exited,
+        Some(0),
+    );
+
+    let h = harness_with(
+        runtime,
+        MemoryAgentStore::default(),
+        AgentSettings::default(),
+    )
+    .await;
+    let exited = finished(&h.sink, "exited").await;
+
+    assert_eq!(exited.reason, Some(TaskReason::Failed));
+    assert_eq!(exited.exit_code, Some(2));
+    assert_eq!(states(&h.sink, "exited"), vec![TaskState::Finished]);
+    assert_eq!(
+        h.agent.running_tasks(),
+        vec![TaskId::from_string("running")]
+    );
+    assert!(
+        states(&h.sink, "reported").is_empty(),
+        "reported before the restart"
+    );
+
+    // The re-adopted task is watched: its exit is reported.
+    h.runtime.exit("titus-running", 0, false);
+    let running = finished(&h.sink, "running").await;
+    assert_eq!(running.reason, Some(TaskReason::Normal));
+    assert_eq!(
+        states(&h.sink, "running"),
+        vec![TaskState::Started, TaskState::Finished]
+    );
+
+    // A redelivered launch of a reported task starts nothing.
+    let again = h
+        .agent
+        .handle_message(&body(AgentCommand::LaunchTask(launch(
+            "reported",
+            &["exit", "0"],
+        ))))
+        .await;
+    assert_eq!(again, Disposition::Delete);
+    assert!(!h
+        .runtime
+        .calls()
+        .iter()
+        .any(|c| c == "create titus-reported"));
+}
+
+#[tokio::test]
+async fn heartbeats_report_running_tasks_and_a_draining_record_starts_a_drain() {
+    let runtime = FakeRuntime::new();
+    runtime.add_image(IMAGE);
+    let settings = AgentSettings {
+        heartbeat_interval_secs: 1,
+        poll_wait_secs: 0,
+        drain_policy: DrainPolicy::HandBack,
+        ..AgentSettings::default()
+    };
+    let h = harness_with(runtime, MemoryAgentStore::default(), settings).await;
+    h.queue.push(body(AgentCommand::LaunchTask(launch(
+        "t1",
+        &["sleep", "100"],
+    ))));
+    let run = tokio::spawn({
+        let agent = h.agent.clone();
+        async move {
+            agent
+                .run(CancellationToken::new(), CancellationToken::new())
+                .await
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while h
+            .store
+            .report("agent-1")
+            .is_none_or(|r| r.running_task_ids.is_empty())
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let report = h.store.report("agent-1").unwrap();
+    assert_eq!(report.running_task_ids, vec![TaskId::from_string("t1")]);
+    assert_eq!(report.used.cpu_millis, 500);
+
+    // An operator marks the agent draining; the next heartbeat sees it.
+    h.store
+        .set_agent_state("agent-1", AgentState::Active, AgentState::Draining)
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(outcome, RunOutcome::Drained);
+    let finished = finished(&h.sink, "t1").await;
+    assert_eq!(finished.reason, Some(TaskReason::TransientSystemError));
+    assert!(
+        finished.message.contains("handed back"),
+        "{}",
+        finished.message
+    );
+    assert_eq!(
+        h.store.get_agent("agent-1").await.unwrap(),
+        None,
+        "deregistered"
+    );
+    assert_eq!(h.queue.deleted().len(), 1);
+}
+
+#[tokio::test]
+async fn a_drain_that_finishes_tasks_hands_back_new_launches() {
+    let runtime = FakeRuntime::new();
+    runtime.add_image(IMAGE);
+    let settings = AgentSettings {
+        poll_wait_secs: 0,
+        ..AgentSettings::default()
+    };
+    let h = harness_with(runtime, MemoryAgentStore::default(), settings).await;
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(launch(
+            "running",
+            &["sleep", "100"],
+        ))))
+        .await;
+    let drain = CancellationToken::new();
+    let run = tokio::spawn({
+        let agent = h.agent.clone();
+        let drain = drain.clone();
+        async move { agent.run(drain, CancellationToken::new()).await }
+    });
+
+    drain.cancel();
+    h.queue.push(body(AgentCommand::LaunchTask(launch(
+        "late",
+        &["sleep", "100"],
+    ))));
+    let late = finished(&h.sink, "late").await;
+    assert!(!run.is_finished(), "the running task holds the drain");
+    h.runtime.exit("titus-running", 0, false);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(outcome, RunOutcome::Drained);
+    assert_eq!(late.reason, Some(TaskReason::TransientSystemError));
+    assert_eq!(states(&h.sink, "late"), vec![TaskState::Finished]);
+    assert_eq!(
+        finished(&h.sink, "running").await.reason,
+        Some(TaskReason::Normal)
+    );
+    assert!(!h.runtime.calls().iter().any(|c| c == "create titus-late"));
+}
+
+#[tokio::test]
+async fn a_stop_leaves_containers_running() {
+    let h = harness().await;
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(launch(
+            "t1",
+            &["sleep", "100"],
+        ))))
+        .await;
+    let stop = CancellationToken::new();
+    stop.cancel();
+
+    let outcome = h.agent.run(CancellationToken::new(), stop).await.unwrap();
+
+    assert_eq!(outcome, RunOutcome::Stopped);
+    assert!(!h.runtime.calls().iter().any(|c| c.starts_with("stop")));
+    assert!(h.store.get_agent("agent-1").await.unwrap().is_some());
+}

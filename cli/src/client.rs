@@ -1,0 +1,253 @@
+//! The HTTP client for Titus' REST API: bearer tokens locally, SigV4 to API Gateway in AWS, and one
+//! error type whose kinds map to documented exit codes.
+
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::provider::ProvideCredentials;
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// How the CLI proves who it is.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// `Authorization: Bearer <token>`, for the local stack.
+    Bearer(String),
+    /// AWS SigV4 for API Gateway's IAM authorization, with credentials from the standard chain.
+    SigV4 { region: String },
+}
+
+/// What went wrong, by kind; each kind has its own exit code (see `exit_code`).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The request was refused as invalid (HTTP 400, 413, 415, 422) or the input file was bad.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// HTTP 401 or 403.
+    #[error("{0}")]
+    Denied(String),
+    /// The API could not be reached, or failed (5xx).
+    #[error("{0}")]
+    Unavailable(String),
+    /// `job wait`: the job finished, but not every task ended normally.
+    #[error("{0}")]
+    JobFailed(String),
+    /// `job wait`: the time limit passed first.
+    #[error("{0}")]
+    Timeout(String),
+}
+
+impl CliError {
+    /// The documented exit codes (README, `titus --help`).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Invalid(_) => 2,
+            CliError::NotFound(_) => 3,
+            CliError::Conflict(_) => 4,
+            CliError::Denied(_) => 5,
+            CliError::Unavailable(_) => 6,
+            CliError::JobFailed(_) => 7,
+            CliError::Timeout(_) => 8,
+        }
+    }
+}
+
+/// The API's error body: `{"error", "message", "details": [{"field", "message"}]}`.
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    details: Vec<ErrorDetail>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    field: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// A client of one Titus deployment.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base_url: String,
+    auth: Auth,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base_url: &str, auth: Auth) -> Result<Client, CliError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| CliError::Unavailable(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Client {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            auth,
+            http,
+        })
+    }
+
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, CliError> {
+        self.send(reqwest::Method::GET, path, query, None, &[])
+            .await
+    }
+
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Result<T, CliError> {
+        let mut url = reqwest::Url::parse(&format!("{}{}", self.base_url, path))
+            .map_err(|e| CliError::Invalid(format!("bad API URL {:?}: {e}", self.base_url)))?;
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        let body_bytes = body
+            .map(|b| serde_json::to_vec(b).unwrap_or_default())
+            .unwrap_or_default();
+        let mut request = self.http.request(method.clone(), url.clone());
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        if body.is_some() {
+            request = request
+                .header("content-type", "application/json")
+                .body(body_bytes.clone());
+        }
+        request = match &self.auth {
+            Auth::Bearer(token) => request.bearer_auth(token),
+            Auth::SigV4 { region } => {
+                for (name, value) in sigv4_headers(&method, &url, &body_bytes, region).await? {
+                    request = request.header(name, value);
+                }
+                request
+            }
+        };
+        let response = request.send().await.map_err(|e| {
+            CliError::Unavailable(format!(
+                "cannot reach the Titus API at {}: {e}",
+                self.base_url
+            ))
+        })?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| CliError::Unavailable(format!("reading the answer failed: {e}")))?;
+        if status.is_success() {
+            let text = if text.is_empty() { "null" } else { &text };
+            return serde_json::from_str(text).map_err(|e| {
+                CliError::Unavailable(format!("the API answered with unexpected JSON: {e}"))
+            });
+        }
+        Err(error_for(status.as_u16(), &text))
+    }
+}
+
+fn error_for(status: u16, text: &str) -> CliError {
+    let message = match serde_json::from_str::<ErrorBody>(text) {
+        Ok(body) => {
+            let mut message = format!("{}: {}", body.error, body.message);
+            for detail in body.details {
+                message.push_str(&format!("\n  {}: {}", detail.field, detail.message));
+            }
+            message
+        }
+        Err(_) => format!(
+            "HTTP {status}: {}",
+            text.chars().take(500).collect::<String>()
+        ),
+    };
+    match status {
+        400 | 413 | 415 | 422 => CliError::Invalid(message),
+        401 | 403 => CliError::Denied(message),
+        404 => CliError::NotFound(message),
+        409 => CliError::Conflict(message),
+        _ => CliError::Unavailable(message),
+    }
+}
+
+/// Signs a request for API Gateway (`execute-api`) with the caller's AWS credentials.
+async fn sigv4_headers(
+    method: &reqwest::Method,
+    url: &reqwest::Url,
+    body: &[u8],
+    region: &str,
+) -> Result<Vec<(String, String)>, CliError> {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let provider = config
+        .credentials_provider()
+        .ok_or_else(|| CliError::Denied("no AWS credentials found for SigV4 signing".to_owned()))?;
+    let credentials = provider
+        .provide_credentials()
+        .await
+        .map_err(|e| CliError::Denied(format!("cannot load AWS credentials: {e}")))?;
+    let identity = credentials.into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("execute-api")
+        .time(SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| CliError::Invalid(format!("cannot sign the request: {e}")))?
+        .into();
+    let host = url.host_str().unwrap_or_default().to_owned();
+    let headers = [("host", host.as_str())];
+    let signable = SignableRequest::new(
+        method.as_str(),
+        url.as_str(),
+        headers.into_iter(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| CliError::Invalid(format!("cannot sign the request: {e}")))?;
+    let (instructions, _) = sign(signable, &params)
+        .map_err(|e| CliError::Invalid(format!("cannot sign the request: {e}")))?
+        .into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_map_to_their_exit_codes() {
+        let body = r#"{"error":"invalid_request","message":"job descriptor has 1 problem","details":[{"field":"container.resources.cpu","message":"must be between 0.1 and 96, got 500"}]}"#;
+        let err = error_for(400, body);
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string()
+                .contains("container.resources.cpu: must be between"),
+            "{err}"
+        );
+        assert_eq!(error_for(404, "{}").exit_code(), 3);
+        assert_eq!(error_for(409, "{}").exit_code(), 4);
+        assert_eq!(error_for(403, "{}").exit_code(), 5);
+        assert_eq!(error_for(502, "<html>").exit_code(), 6);
+    }
+}

@@ -1,0 +1,691 @@
+//! The `job`, `task` and `agent` subcommands.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use titus_core::{Agent, Job, JobState, Task, TaskReason, TaskState};
+
+use crate::client::{CliError, Client};
+use crate::output::{emit, table, time};
+use crate::Output;
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Submit a job from a JSON or YAML file, or from flags.
+    Submit(SubmitArgs),
+    /// List jobs, newest first.
+    List(ListJobsArgs),
+    /// Show one job.
+    Get { id: String },
+    /// Kill a job and all its tasks.
+    Kill { id: String },
+    /// Change a service job's capacity.
+    Scale {
+        id: String,
+        #[arg(long)]
+        min: Option<u32>,
+        #[arg(long)]
+        desired: Option<u32>,
+        #[arg(long)]
+        max: Option<u32>,
+    },
+    /// Let a service job's capacity changes take effect.
+    Enable { id: String },
+    /// Keep a service job's tasks but ignore capacity changes.
+    Disable { id: String },
+    /// Wait until the job finishes, with a progress bar. Exit 7 if a task did not end normally.
+    Wait {
+        id: String,
+        /// Give up after this many seconds (exit 8).
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// A job descriptor (JSON, or YAML when the name ends in .yaml or .yml); `-` reads stdin.
+    #[arg(long, short, conflicts_with_all = ["image", "app"])]
+    file: Option<String>,
+    /// The image, `name[:tag]` or `name@digest`.
+    #[arg(long)]
+    image: Option<String>,
+    /// The application name.
+    #[arg(long)]
+    app: Option<String>,
+    /// The owner's team email.
+    #[arg(long, env = "TITUS_OWNER", default_value = "dev@titus.local")]
+    owner: String,
+    #[arg(long)]
+    cpu: Option<f64>,
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    /// A batch job of this many tasks (the default is one).
+    #[arg(long, conflicts_with = "service")]
+    batch: Option<u32>,
+    /// A service job with capacity `MIN:DESIRED:MAX`.
+    #[arg(long)]
+    service: Option<String>,
+    /// Environment variables, `NAME=VALUE`; repeatable.
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// Makes a retried submission return the same job.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// The command to run, after `--`.
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListJobsArgs {
+    /// Comma-separated states: Accepted, KillInitiated, Finished.
+    #[arg(long)]
+    state: Option<String>,
+    #[arg(long)]
+    owner: Option<String>,
+    #[arg(long)]
+    app: Option<String>,
+    /// batch or service.
+    #[arg(long = "type")]
+    job_type: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    page_size: u32,
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// List tasks.
+    List {
+        #[arg(long)]
+        job: Option<String>,
+        /// Comma-separated states.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one task with its history.
+    Get { id: String },
+    /// Kill a task. With --shrink a service job's desired count drops by one; without, the task
+    /// is replaced.
+    Kill {
+        id: String,
+        #[arg(long)]
+        shrink: bool,
+    },
+    /// Print the end of a task's log. The local stack only: tasks log to the local Docker engine
+    /// (in AWS, to CloudWatch Logs).
+    Logs {
+        id: String,
+        #[arg(long, default_value_t = 100)]
+        tail: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// List the agents.
+    List,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Page<T> {
+    items: Vec<T>,
+    #[serde(default)]
+    pagination: Option<Value>,
+}
+
+pub async fn job(client: &Client, command: JobCommand, output: Output) -> Result<(), CliError> {
+    match command {
+        JobCommand::Submit(args) => submit(client, args, output).await,
+        JobCommand::List(args) => {
+            let mut query = vec![("pageSize", args.page_size.to_string())];
+            for (name, value) in [
+                ("state", args.state),
+                ("owner", args.owner),
+                ("applicationName", args.app),
+                ("jobType", args.job_type),
+                ("cursor", args.cursor),
+            ] {
+                if let Some(value) = value {
+                    query.push((name, value));
+                }
+            }
+            let page: Page<Job> = client.get("/api/v3/jobs", &query).await?;
+            emit(output, &page, |page| {
+                print_jobs(&page.items);
+                if let Some(cursor) = page.pagination.as_ref().and_then(|p| p["cursor"].as_str()) {
+                    println!("more: --cursor {cursor}");
+                }
+            })
+        }
+        JobCommand::Get { id } => {
+            let job: Job = client.get(&format!("/api/v3/jobs/{id}"), &[]).await?;
+            emit(output, &job, |job| print_jobs(std::slice::from_ref(job)))
+        }
+        JobCommand::Kill { id } => {
+            let answer: Value = client
+                .send(
+                    Method::DELETE,
+                    &format!("/api/v3/jobs/{id}"),
+                    &[],
+                    None,
+                    &[],
+                )
+                .await?;
+            emit(output, &answer, |_| println!("job {id}: kill requested"))
+        }
+        JobCommand::Scale {
+            id,
+            min,
+            desired,
+            max,
+        } => {
+            if min.is_none() && desired.is_none() && max.is_none() {
+                return Err(CliError::Invalid(
+                    "job scale needs at least one of --min, --desired, --max".to_owned(),
+                ));
+            }
+            let body = json!({"min": min, "desired": desired, "max": max});
+            let answer: Value = client
+                .send(
+                    Method::PUT,
+                    &format!("/api/v3/jobs/{id}/instances"),
+                    &[],
+                    Some(&body),
+                    &[],
+                )
+                .await?;
+            emit(output, &answer, |_| println!("job {id}: capacity updated"))
+        }
+        JobCommand::Enable { id } => job_toggle(client, &id, true, output).await,
+        JobCommand::Disable { id } => job_toggle(client, &id, false, output).await,
+        JobCommand::Wait { id, timeout_secs } => wait(client, &id, timeout_secs, output).await,
+    }
+}
+
+async fn job_toggle(
+    client: &Client,
+    id: &str,
+    enable: bool,
+    output: Output,
+) -> Result<(), CliError> {
+    let verb = if enable { "enable" } else { "disable" };
+    let answer: Value = client
+        .send(
+            Method::POST,
+            &format!("/api/v3/jobs/{id}/{verb}"),
+            &[],
+            None,
+            &[],
+        )
+        .await?;
+    emit(output, &answer, |_| println!("job {id}: {verb}d"))
+}
+
+fn print_jobs(jobs: &[Job]) {
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|job| {
+            let d = &job.job_descriptor;
+            let size = match (&d.batch, &d.service) {
+                (Some(batch), _) => format!("batch {}", batch.size),
+                (None, Some(service)) => format!(
+                    "service {}/{}/{}",
+                    service.capacity.min, service.capacity.desired, service.capacity.max
+                ),
+                _ => "-".to_owned(),
+            };
+            vec![
+                job.id.to_string(),
+                d.application_name.clone(),
+                size,
+                job.status.state.to_string(),
+                job.status.reason_code.clone(),
+                time(job.created_at_ms),
+            ]
+        })
+        .collect();
+    table(&["ID", "APP", "TYPE", "STATE", "REASON", "CREATED"], &rows);
+}
+
+async fn submit(client: &Client, args: SubmitArgs, output: Output) -> Result<(), CliError> {
+    let descriptor = match &args.file {
+        Some(path) => read_descriptor(path)?,
+        None => descriptor_from_flags(&args)?,
+    };
+    let mut headers = Vec::new();
+    if let Some(key) = &args.idempotency_key {
+        headers.push(("idempotency-key", key.clone()));
+    }
+    let job: Job = client
+        .send(
+            Method::POST,
+            "/api/v3/jobs",
+            &[],
+            Some(&descriptor),
+            &headers,
+        )
+        .await?;
+    emit(output, &job, |job| println!("{}", job.id))
+}
+
+fn read_descriptor(path: &str) -> Result<Value, CliError> {
+    let text = if path == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| CliError::Invalid(format!("cannot read stdin: {e}")))?
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|e| CliError::Invalid(format!("cannot read {path:?}: {e}")))?
+    };
+    if path.ends_with(".yaml") || path.ends_with(".yml") {
+        serde_yaml::from_str(&text)
+            .map_err(|e| CliError::Invalid(format!("{path:?} is not valid YAML: {e}")))
+    } else {
+        serde_json::from_str(&text)
+            .map_err(|e| CliError::Invalid(format!("{path:?} is not valid JSON: {e}")))
+    }
+}
+
+fn descriptor_from_flags(args: &SubmitArgs) -> Result<Value, CliError> {
+    let image = args.image.as_deref().ok_or_else(|| {
+        CliError::Invalid("job submit needs --file, or --image and --app".to_owned())
+    })?;
+    let app = args
+        .app
+        .as_deref()
+        .ok_or_else(|| CliError::Invalid("job submit needs --app with --image".to_owned()))?;
+    let (name, tag, digest) = split_image(image);
+    let mut env = BTreeMap::new();
+    for pair in &args.env {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| CliError::Invalid(format!("--env {pair:?}: expected NAME=VALUE")))?;
+        env.insert(key.to_owned(), value.to_owned());
+    }
+    let mut resources = serde_json::Map::new();
+    if let Some(cpu) = args.cpu {
+        resources.insert("cpu".to_owned(), json!(cpu));
+    }
+    if let Some(memory) = args.memory_mb {
+        resources.insert("memoryMB".to_owned(), json!(memory));
+    }
+    let mut image_json = json!({"name": name});
+    if let Some(tag) = tag {
+        image_json["tag"] = json!(tag);
+    }
+    if let Some(digest) = digest {
+        image_json["digest"] = json!(digest);
+    }
+    let mut descriptor = json!({
+        "owner": {"teamEmail": args.owner},
+        "applicationName": app,
+        "container": {
+            "image": image_json,
+            "resources": resources,
+            "env": env,
+            "command": args.command,
+        },
+    });
+    match &args.service {
+        Some(capacity) => {
+            let parts: Vec<&str> = capacity.split(':').collect();
+            let numbers: Option<Vec<u32>> = parts.iter().map(|p| p.parse().ok()).collect();
+            let Some([min, desired, max]) = numbers
+                .as_deref()
+                .and_then(|n| <[u32; 3]>::try_from(n).ok())
+            else {
+                return Err(CliError::Invalid(format!(
+                    "--service {capacity:?}: expected MIN:DESIRED:MAX, e.g. 1:2:4"
+                )));
+            };
+            descriptor["service"] =
+                json!({"capacity": {"min": min, "desired": desired, "max": max}});
+        }
+        None => descriptor["batch"] = json!({"size": args.batch.unwrap_or(1)}),
+    }
+    Ok(descriptor)
+}
+
+/// `name:tag`, `name@digest` or `name`; a `:` inside a registry host (`host:5000/x`) is not a tag.
+fn split_image(image: &str) -> (&str, Option<&str>, Option<&str>) {
+    if let Some((name, digest)) = image.split_once('@') {
+        return (name, None, Some(digest));
+    }
+    match image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, Some(tag), None),
+        _ => (image, None, None),
+    }
+}
+
+async fn all_tasks(client: &Client, job_id: &str) -> Result<Vec<Task>, CliError> {
+    let mut tasks = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![("jobId", job_id.to_owned()), ("pageSize", "500".to_owned())];
+        if let Some(cursor) = &cursor {
+            query.push(("cursor", cursor.clone()));
+        }
+        let page: Page<Task> = client.get("/api/v3/tasks", &query).await?;
+        tasks.extend(page.items);
+        cursor = page
+            .pagination
+            .as_ref()
+            .and_then(|p| p["cursor"].as_str())
+            .map(str::to_owned);
+        if cursor.is_none() {
+            return Ok(tasks);
+        }
+    }
+}
+
+/// The tasks nothing replaced: the last of each slot's chain.
+fn latest_tasks(tasks: &[Task]) -> Vec<&Task> {
+    let replaced: HashSet<&str> = tasks
+        .iter()
+        .filter_map(|t| t.resubmit_of.as_ref().map(|id| id.as_str()))
+        .collect();
+    tasks
+        .iter()
+        .filter(|t| !replaced.contains(t.id.as_str()))
+        .collect()
+}
+
+async fn wait(
+    client: &Client,
+    id: &str,
+    timeout_secs: u64,
+    output: Output,
+) -> Result<(), CliError> {
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    let bar = match output {
+        Output::Table => indicatif::ProgressBar::new(0),
+        Output::Json => indicatif::ProgressBar::hidden(),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} finished")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    loop {
+        let job: Job = client.get(&format!("/api/v3/jobs/{id}"), &[]).await?;
+        let tasks = all_tasks(client, id).await?;
+        let latest = latest_tasks(&tasks);
+        let finished = latest
+            .iter()
+            .filter(|t| t.state() == TaskState::Finished)
+            .count();
+        let started = latest
+            .iter()
+            .filter(|t| t.state() == TaskState::Started)
+            .count();
+        bar.set_length(latest.len() as u64);
+        bar.set_position(finished as u64);
+        bar.set_message(format!(
+            "job {} {}, {started} running",
+            short(id),
+            job.status.state
+        ));
+        if job.status.state == JobState::Finished {
+            bar.finish_and_clear();
+            let failed: Vec<&&Task> = latest
+                .iter()
+                .filter(|t| t.status.reason_code != Some(TaskReason::Normal))
+                .collect();
+            emit(output, &job, |job| {
+                println!("job {} finished: {}", job.id, job.status.reason_code);
+            })?;
+            if failed.is_empty() {
+                return Ok(());
+            }
+            return Err(CliError::JobFailed(format!(
+                "job {id} finished with {} of {} tasks not ending normally",
+                failed.len(),
+                latest.len()
+            )));
+        }
+        if Instant::now() >= deadline {
+            bar.abandon();
+            return Err(CliError::Timeout(format!(
+                "job {id} still {} after {timeout_secs} s",
+                job.status.state
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+pub async fn task(client: &Client, command: TaskCommand, output: Output) -> Result<(), CliError> {
+    match command {
+        TaskCommand::List {
+            job,
+            state,
+            page_size,
+            cursor,
+        } => {
+            let mut query = vec![("pageSize", page_size.to_string())];
+            for (name, value) in [("jobId", job), ("state", state), ("cursor", cursor)] {
+                if let Some(value) = value {
+                    query.push((name, value));
+                }
+            }
+            let page: Page<Task> = client.get("/api/v3/tasks", &query).await?;
+            emit(output, &page, |page| print_tasks(&page.items))
+        }
+        TaskCommand::Get { id } => {
+            let task: Task = client.get(&format!("/api/v3/tasks/{id}"), &[]).await?;
+            emit(output, &task, |task| {
+                print_tasks(std::slice::from_ref(task));
+                println!();
+                let mut history = task.status_history.clone();
+                history.push(task.status.clone());
+                let rows: Vec<Vec<String>> = history
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            time(s.timestamp_ms),
+                            s.state.to_string(),
+                            s.reason_code.map(|r| r.to_string()).unwrap_or_default(),
+                            s.reason_message.clone(),
+                        ]
+                    })
+                    .collect();
+                table(&["TIME", "STATE", "REASON", "MESSAGE"], &rows);
+            })
+        }
+        TaskCommand::Kill { id, shrink } => {
+            let answer: Value = client
+                .send(
+                    Method::DELETE,
+                    &format!("/api/v3/tasks/{id}"),
+                    &[("shrink", shrink.to_string())],
+                    None,
+                    &[],
+                )
+                .await?;
+            emit(output, &answer, |_| println!("task {id}: kill requested"))
+        }
+        TaskCommand::Logs { id, tail } => logs(&id, tail),
+    }
+}
+
+fn print_tasks(tasks: &[Task]) {
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                short(t.job_id.as_str()).to_owned(),
+                t.index.to_string(),
+                t.state().to_string(),
+                t.status
+                    .reason_code
+                    .map(|r| r.to_string())
+                    .unwrap_or_default(),
+                t.agent_id.clone().unwrap_or_else(|| "-".to_owned()),
+                t.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".to_owned()),
+                time(t.status.timestamp_ms),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "JOB", "SLOT", "STATE", "REASON", "AGENT", "EXIT", "SINCE",
+        ],
+        &rows,
+    );
+}
+
+fn logs(id: &str, tail: u32) -> Result<(), CliError> {
+    let found = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=titus.task.id={id}"),
+        ])
+        .output()
+        .map_err(|e| CliError::Unavailable(format!("cannot run docker: {e}")))?;
+    let container = String::from_utf8_lossy(&found.stdout)
+        .lines()
+        .next()
+        .map(str::to_owned);
+    let Some(container) = container else {
+        return Err(CliError::NotFound(format!(
+            "no container of task {id} on this machine's Docker engine"
+        )));
+    };
+    let status = std::process::Command::new("docker")
+        .args(["logs", "--tail", &tail.to_string(), &container])
+        .status()
+        .map_err(|e| CliError::Unavailable(format!("cannot run docker: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(CliError::Unavailable(format!(
+            "docker logs failed for task {id}"
+        )))
+    }
+}
+
+pub async fn agent(client: &Client, command: AgentCommand, output: Output) -> Result<(), CliError> {
+    match command {
+        AgentCommand::List => {
+            let list: Page<Agent> = client.get("/api/v3/agents", &[]).await?;
+            emit(output, &list, |list| {
+                let rows: Vec<Vec<String>> = list
+                    .items
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.id.clone(),
+                            a.state.to_string(),
+                            a.zone.clone(),
+                            a.machine_type.clone(),
+                            format!("{}/{}", a.allocated.cpu_millis, a.capacity.cpu_millis),
+                            format!("{}/{}", a.allocated.memory_mb, a.capacity.memory_mb),
+                            a.task_count.to_string(),
+                            time(a.heartbeat_at_ms),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "ID",
+                        "STATE",
+                        "ZONE",
+                        "TYPE",
+                        "CPU(m)",
+                        "MEMORY(MB)",
+                        "TASKS",
+                        "HEARTBEAT",
+                    ],
+                    &rows,
+                );
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_split_into_name_tag_and_digest() {
+        assert_eq!(split_image("busybox"), ("busybox", None, None));
+        assert_eq!(split_image("busybox:1.36"), ("busybox", Some("1.36"), None));
+        assert_eq!(
+            split_image("reg:5000/team/app"),
+            ("reg:5000/team/app", None, None)
+        );
+        assert_eq!(
+            split_image("reg:5000/app:v2"),
+            ("reg:5000/app", Some("v2"), None)
+        );
+        assert_eq!(
+            split_image("app@sha256:ab"),
+            ("app", None, Some("sha256:ab"))
+        );
+    }
+
+    #[test]
+    fn flags_make_a_service_descriptor() {
+        let args = SubmitArgs {
+            file: None,
+            image: Some("busybox:1".to_owned()),
+            app: Some("web".to_owned()),
+            owner: "me@example.com".to_owned(),
+            cpu: Some(0.5),
+            memory_mb: None,
+            batch: None,
+            service: Some("1:2:4".to_owned()),
+            env: vec!["A=b=c".to_owned()],
+            idempotency_key: None,
+            command: vec!["sleep".to_owned(), "5".to_owned()],
+        };
+        let descriptor = descriptor_from_flags(&args).unwrap();
+        assert_eq!(descriptor["service"]["capacity"]["desired"], 2);
+        assert_eq!(descriptor["container"]["env"]["A"], "b=c");
+        assert_eq!(descriptor["container"]["resources"]["cpu"], 0.5);
+        assert_eq!(descriptor["container"]["image"]["tag"], "1");
+        assert!(descriptor.get("batch").is_none());
+    }
+
+    #[test]
+    fn a_bad_service_capacity_says_what_is_expected() {
+        let args = SubmitArgs {
+            file: None,
+            image: Some("busybox".to_owned()),
+            app: Some("web".to_owned()),
+            owner: "me@example.com".to_owned(),
+            cpu: None,
+            memory_mb: None,
+            batch: None,
+            service: Some("2:x".to_owned()),
+            env: vec![],
+            idempotency_key: None,
+            command: vec![],
+        };
+        let err = descriptor_from_flags(&args).unwrap_err();
+        assert!(
+            err.to_string().contains("expected MIN:DESIRED:MAX"),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), 2);
+    }
+}

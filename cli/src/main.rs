@@ -1,0 +1,92 @@
+//! `titus`: the command line for Titus. It talks to any deployment by URL — a bearer token for
+//! the local stack, SigV4 for API Gateway — and prints tables, or JSON with `--output json`.
+//!
+//! Exit codes: 0 success; 2 invalid input (bad flags, a descriptor the API refused); 3 not found;
+//! 4 conflict; 5 not authenticated or not allowed; 6 API unreachable or failing; 7 `job wait`: the
+//! job finished but not every task ended normally; 8 `job wait`: timed out.
+
+mod client;
+mod commands;
+mod output;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::client::{Auth, CliError, Client};
+
+#[derive(Debug, Parser)]
+#[command(name = "titus", version, about = "Run containers on Titus", after_help = EXIT_CODES)]
+struct Cli {
+    /// The API's base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "TITUS_URL",
+        default_value = "http://127.0.0.1:7001"
+    )]
+    url: String,
+    /// Bearer token for the local stack (its default identity's token by default).
+    #[arg(
+        long,
+        global = true,
+        env = "TITUS_TOKEN",
+        default_value = "local-dev-token"
+    )]
+    token: String,
+    /// Sign requests with AWS SigV4 for API Gateway in this region, instead of a bearer token.
+    #[arg(long, global = true, env = "TITUS_SIGV4_REGION")]
+    sigv4_region: Option<String>,
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 success, 2 invalid input, 3 not found, 4 conflict, \
+5 not authenticated or not allowed, 6 API unreachable or failing, 7 job finished unsuccessfully \
+(job wait), 8 timed out (job wait).";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Submit, inspect and change jobs.
+    #[command(subcommand)]
+    Job(commands::JobCommand),
+    /// Inspect and kill tasks.
+    #[command(subcommand)]
+    Task(commands::TaskCommand),
+    /// Inspect agents.
+    #[command(subcommand)]
+    Agent(commands::AgentCommand),
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let auth = match &cli.sigv4_region {
+        Some(region) => Auth::SigV4 {
+            region: region.clone(),
+        },
+        None => Auth::Bearer(cli.token.clone()),
+    };
+    let result = match Client::new(&cli.url, auth) {
+        Ok(client) => run(&client, cli.command, cli.output).await,
+        Err(e) => Err(e),
+    };
+    if let Err(err) = result {
+        eprintln!("titus: {err}");
+        std::process::exit(err.exit_code());
+    }
+}
+
+async fn run(client: &Client, command: Command, output: Output) -> Result<(), CliError> {
+    match command {
+        Command::Job(command) => commands::job(client, command, output).await,
+        Command::Task(command) => commands::task(client, command, output).await,
+        Command::Agent(command) => commands::agent(client, command, output).await,
+    }
+}

@@ -1,0 +1,75 @@
+//! `titus-api-lambda`: the API. Under Lambda (`AWS_LAMBDA_RUNTIME_API` set) it serves API Gateway
+//! HTTP API events; with `--listen ADDR` it serves plain HTTP, as the local stack and the tests do.
+//! Clients, configuration and the router are built once, before the first request.
+
+use anyhow::Context as _;
+use clap::Parser;
+use titus_api::{lambda_service, router, serve, ApiConfig, AppState};
+use titus_aws::{AwsClients, DynamoAgentStore, DynamoJobStore, Names, SqsCommandQueue};
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The stage whose tables, queues and parameters to use.
+    #[arg(long, env = "TITUS_STAGE", default_value = titus_aws::resources::DEFAULT_STAGE)]
+    stage: String,
+    /// Serve plain HTTP on this address (e.g. 127.0.0.1:7001; port 0 picks a free one) instead of
+    /// Lambda events. The bound address is printed as `listening on ADDR`.
+    #[arg(long, env = "TITUS_API_LISTEN")]
+    listen: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    init_tracing(in_lambda);
+    let args = Args::parse();
+    let names = Names::new(&args.stage).map_err(anyhow::Error::msg)?;
+    let clients = AwsClients::from_env().await;
+    let config = ApiConfig::load(&clients.ssm, &args.stage)
+        .await
+        .with_context(|| format!("loading the API's configuration for stage {:?}", args.stage))?;
+    let state = AppState::new(
+        DynamoJobStore::new(clients.dynamodb.clone(), &names),
+        DynamoAgentStore::new(clients.dynamodb.clone(), &names),
+        SqsCommandQueue::new(clients.sqs.clone()),
+        config,
+    );
+    let app = router(state);
+
+    match (args.listen, in_lambda) {
+        (Some(address), _) => {
+            let listener = tokio::net::TcpListener::bind(&address)
+                .await
+                .with_context(|| format!("binding {address}"))?;
+            println!("listening on {}", listener.local_addr()?);
+            serve(listener, app, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("serving HTTP")
+        }
+        (None, true) => lambda_http::run(lambda_service(app))
+            .await
+            .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}")),
+        (None, false) => anyhow::bail!(
+            "not running under Lambda (AWS_LAMBDA_RUNTIME_API is unset); pass --listen ADDR to serve \
+             plain HTTP, e.g. --listen 127.0.0.1:{}",
+            titus_api::DEFAULT_LOCAL_PORT
+        ),
+    }
+}
+
+/// JSON logs in Lambda (CloudWatch), plain text elsewhere; `RUST_LOG` sets the filter.
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().with_current_span(true).without_time().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,273 @@
+//! Titus' Gateway: the v3 REST API as one axum [`router`], served by API Gateway (HTTP API, IAM
+//! auth) through lambda_http in AWS ([`lambda_service`]) and as plain HTTP locally ([`serve`]).
+//!
+//! Routes (all under `/api/v3` but `/healthz`): `POST/GET /jobs`, `GET/DELETE /jobs/{id}`,
+//! `PUT /jobs/{id}/instances`, `POST /jobs/{id}/enable|disable`, `PUT/DELETE /jobs/{id}/attributes`,
+//! `GET /tasks`, `GET/DELETE /tasks/{id}?shrink=`, `GET /agents`, `GET /openapi.json`.
+
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod models;
+pub mod openapi;
+pub mod params;
+pub mod routes;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use titus_core::messages::CommandQueue;
+use titus_core::{AgentStore, JobStore};
+use tracing::Instrument;
+
+pub use auth::{Caller, GatewayIdentity};
+pub use config::{ApiConfig, ConfigError};
+pub use error::{ApiError, ErrorBody};
+
+/// The port Titus served its REST API on, kept for the local server.
+pub const DEFAULT_LOCAL_PORT: u16 = 7001;
+/// The header carrying a request's id, in and out.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// What the handlers share: the ports and the configuration. Cheap to clone.
+#[derive(Debug)]
+pub struct AppState<S, A, Q> {
+    inner: Arc<Shared<S, A, Q>>,
+}
+
+#[derive(Debug)]
+struct Shared<S, A, Q> {
+    store: S,
+    agents: A,
+    queue: Q,
+    config: ApiConfig,
+}
+
+impl<S, A, Q> Clone for AppState<S, A, Q> {
+    fn clone(&self) -> Self {
+        AppState {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S, A, Q> AppState<S, A, Q> {
+    pub fn new(store: S, agents: A, queue: Q, config: ApiConfig) -> AppState<S, A, Q> {
+        AppState {
+            inner: Arc::new(Shared {
+                store,
+                agents,
+                queue,
+                config,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    pub fn agents(&self) -> &A {
+        &self.inner.agents
+    }
+
+    pub fn queue(&self) -> &Q {
+        &self.inner.queue
+    }
+
+    pub fn config(&self) -> &ApiConfig {
+        &self.inner.config
+    }
+}
+
+/// The whole API as one router.
+pub fn router<S, A, Q>(state: AppState<S, A, Q>) -> Router
+where
+    S: JobStore + 'static,
+    A: AgentStore + 'static,
+    Q: CommandQueue + 'static,
+{
+    let body_limit = state.config().limits.descriptor_max_bytes;
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/api/v3/openapi.json", get(routes::openapi_document))
+        .route(
+            "/api/v3/jobs",
+            get(routes::list_jobs::<S, A, Q>).post(routes::create_job::<S, A, Q>),
+        )
+        .route(
+            "/api/v3/jobs/{id}",
+            get(routes::get_job::<S, A, Q>).delete(routes::kill_job::<S, A, Q>),
+        )
+        .route(
+            "/api/v3/jobs/{id}/instances",
+            put(routes::update_capacity::<S, A, Q>),
+        )
+        .route(
+            "/api/v3/jobs/{id}/enable",
+            post(routes::enable_job::<S, A, Q>),
+        )
+        .route(
+            "/api/v3/jobs/{id}/disable",
+            post(routes::disable_job::<S, A, Q>),
+        )
+        .route(
+            "/api/v3/jobs/{id}/attributes",
+            put(routes::update_attributes::<S, A, Q>).delete(routes::delete_attributes::<S, A, Q>),
+        )
+        .route("/api/v3/tasks", get(routes::list_tasks::<S, A, Q>))
+        .route(
+            "/api/v3/tasks/{id}",
+            get(routes::get_task::<S, A, Q>).delete(routes::kill_task::<S, A, Q>),
+        )
+        .route("/api/v3/agents", get(routes::list_agents::<S, A, Q>))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+async fn unknown_route(request: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "no route {} {}; expected one of the routes in /api/v3/openapi.json",
+        request.method(),
+        titus_core::validation::quoted(request.uri().path())
+    ))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::method_not_allowed(format!(
+        "method {} is not allowed on {}; see /api/v3/openapi.json for the allowed methods",
+        titus_core::validation::quoted(request.method().as_str()),
+        titus_core::validation::quoted(request.uri().path())
+    ))
+}
+
+/// The id a request is known by in logs and answers: the caller's `x-request-id` when it is a
+/// sane token (API Gateway's request id in Lambda), else a fresh UUID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+fn request_id_of(request: &Request) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| {
+            (1..=128).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Gives each request an id and a span, logs internal errors with that id, and answers them with
+/// the id instead of their detail.
+async fn request_context(mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = request_id_of(&request);
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    if let Some(error::InternalDetail(detail)) = response.extensions_mut().remove() {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            span.in_scope(|| tracing::warn!(error = %detail, "dependency unavailable"));
+        } else {
+            span.in_scope(|| tracing::error!(error = %detail, "internal error"));
+            let answer = ErrorBody {
+                error: "internal".to_owned(),
+                message: format!("internal error; quote request id {request_id} when reporting it"),
+                details: Vec::new(),
+            };
+            let headers = std::mem::take(response.headers_mut());
+            response = (status, error::json_body(&answer)).into_response();
+            *response.headers_mut() = headers;
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    span.in_scope(|| {
+        tracing::debug!(
+            status = status.as_u16(),
+            latency_us = started.elapsed().as_micros() as u64,
+            "answered"
+        )
+    });
+    response
+}
+
+/// The router as the Lambda entry serves it: API Gateway's IAM caller and request id are taken
+/// from the request context before the router sees the request.
+pub fn lambda_service(
+    router: Router,
+) -> impl tower::Service<
+    lambda_http::Request,
+    Response = Response,
+    Error = Infallible,
+    Future = impl Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    tower::ServiceBuilder::new()
+        .map_request(with_gateway_context)
+        .service(router)
+}
+
+fn with_gateway_context(mut request: lambda_http::Request) -> lambda_http::Request {
+    use lambda_http::request::RequestContext;
+    use lambda_http::RequestExt as _;
+    let (identity, request_id) = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => {
+            let iam = context.authorizer.as_ref().and_then(|a| a.iam.as_ref());
+            let identity = iam
+                .and_then(|iam| iam.user_arn.clone().or_else(|| iam.caller_id.clone()))
+                .filter(|id| !id.is_empty());
+            (identity, context.request_id.clone())
+        }
+        _ => (None, None),
+    };
+    request.extensions_mut().insert(GatewayIdentity(identity));
+    if let Some(value) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        request.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    request
+}
+
+/// Serves the router as plain HTTP on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}

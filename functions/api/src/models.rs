@@ -1,0 +1,118 @@
+//! Response and request shapes of the API that are not domain types, with their schemas.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use titus_core::store::Page;
+use titus_core::{Agent, Job, JobState, JobType, Task, TaskState};
+use utoipa::{IntoParams, ToSchema};
+
+/// Where a list stopped. Pass `cursor` back, with the same filters, for the next page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pagination {
+    /// The page size that was asked for; a page may hold fewer items and still have more after it.
+    pub page_size: u32,
+    pub has_more: bool,
+    /// Present when `hasMore` is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+impl Pagination {
+    pub fn of<T>(page: &Page<T>, page_size: u32) -> Pagination {
+        Pagination {
+            page_size,
+            has_more: page.next_cursor.is_some(),
+            cursor: page.next_cursor.clone(),
+        }
+    }
+}
+
+/// One page of jobs, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobPage {
+    pub items: Vec<Job>,
+    pub pagination: Pagination,
+}
+
+/// One page of tasks, oldest first within each job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskPage {
+    pub items: Vec<Task>,
+    pub pagination: Pagination,
+}
+
+/// Every registered agent, in id order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentList {
+    pub items: Vec<Agent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`: the function answers.
+    pub status: String,
+}
+
+/// A change of a service job's capacity. An omitted (or null) field keeps its current value; the
+/// result must satisfy min <= desired <= max.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityRequest {
+    #[schema(maximum = 4294967295_u64)]
+    pub min: Option<u32>,
+    #[schema(maximum = 4294967295_u64)]
+    pub desired: Option<u32>,
+    #[schema(maximum = 4294967295_u64)]
+    pub max: Option<u32>,
+}
+
+/// Attributes to add or replace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttributesRequest {
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Query parameters of `GET /api/v3/jobs` (documentation; the handler parses the query itself).
+#[allow(dead_code)]
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListJobsParams {
+    /// Job states to include, comma-separated (default: all).
+    #[param(rename = "jobState", style = Form, explode = false)]
+    job_state: Option<Vec<JobState>>,
+    /// The owner's team email.
+    owner: Option<String>,
+    #[param(rename = "applicationName")]
+    application_name: Option<String>,
+    #[param(rename = "jobType")]
+    job_type: Option<JobType>,
+    /// Attributes that must be set, as comma-separated `key:value` pairs.
+    #[param(style = Form, explode = false)]
+    attributes: Option<Vec<String>>,
+    /// Items per page, 1 to 1000 (default 50).
+    #[param(rename = "pageSize", minimum = 1, maximum = 1000)]
+    page_size: Option<u32>,
+    /// The `pagination.cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Query parameters of `GET /api/v3/tasks`.
+#[allow(dead_code)]
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListTasksParams {
+    /// Only this job's tasks.
+    #[param(rename = "jobId", format = Uuid)]
+    job_id: Option<String>,
+    /// Task states to include, comma-separated (default: all).
+    #[param(rename = "taskStates", style = Form, explode = false)]
+    task_states: Option<Vec<TaskState>>,
+    /// Items per page, 1 to 1000 (default 50).
+    #[param(rename = "pageSize", minimum = 1, maximum = 1000)]
+    page_size: Option<u32>,
+    /// The `pagination.cursor` of the previous page.
+    cursor: Option<String>,
+}

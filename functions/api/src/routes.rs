@@ -1,0 +1,612 @@
+//! The v3 REST handlers. Each one: parameters and caller, then the body, then the store; a change
+//! to a job is authorized against the job's creator before it is made.
+
+use axum::extract::{RawQuery, State};
+use axum::http::header::LOCATION;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use titus_control::{request_hash, ControlError};
+use titus_core::messages::CommandQueue;
+use titus_core::store::IdempotencyKey;
+use titus_core::{AgentStore, Job, JobDescriptor, JobId, JobStore, Task};
+
+use crate::auth::Caller;
+use crate::body::{attributes_update, capacity_update, JsonBody};
+use crate::error::{json_body, ApiError, ErrorBody};
+use crate::models::{
+    AgentList, AttributesRequest, CapacityRequest, Health, JobPage, ListJobsParams,
+    ListTasksParams, Pagination, TaskPage,
+};
+use crate::params::{self, IdParam, Query};
+use crate::{now_ms, AppState};
+
+/// A 200 (or other status) answer with a JSON body.
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    let mut response = (status, json_body(value)).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+async fn load_job<S: JobStore>(store: &S, id: &JobId) -> Result<Job, ApiError> {
+    store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("job {id} does not exist")))
+}
+
+#[utoipa::path(
+    get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The function answers", body = Health))
+)]
+pub async fn healthz() -> Response {
+    json(
+        StatusCode::OK,
+        &Health {
+            status: "ok".to_owned(),
+        },
+    )
+}
+
+/// Creates a job. With an `Idempotency-Key` header a retry returns the job the first request
+/// created, with status 200 instead of 201; the same key with a different descriptor is a 409.
+#[utoipa::path(
+    post, path = "/api/v3/jobs", tag = "jobs",
+    request_body(content = JobDescriptor, content_type = "application/json",
+        example = json!({
+            "owner": {"teamEmail": "team@example.com"},
+            "applicationName": "nightly-report",
+            "container": {
+                "image": {"name": "busybox", "tag": "stable"},
+                "resources": {"cpu": 1.0, "memoryMB": 512},
+                "command": ["sh", "-c", "echo hello"]
+            },
+            "batch": {"size": 1, "retryPolicy": {"immediate": {"retries": 2}}}
+        })),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
+         pattern = "^[!-~]+$",
+         description = "Makes the request safe to retry: the same key and descriptor from the same caller return the same job"),
+    ),
+    responses(
+        (status = 201, description = "The job was created", body = Job,
+         headers(("Location" = String, description = "The job's URL"))),
+        (status = 200, description = "A retry with the same Idempotency-Key: the job the first request created", body = Job),
+        (status = 400, description = "The descriptor is invalid; every problem is listed", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used for a different descriptor", body = ErrorBody),
+        (status = 413, description = "The body is over the descriptor size limit", body = ErrorBody),
+        (status = 415, description = "The body is not declared as application/json", body = ErrorBody),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store is throttling or unreachable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_job<S, A, Q>(
+    State(app): State<AppState<S, A, Q>>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError>
+where
+    S: JobStore + 'static,
+    A: AgentStore + 'static,
+    Q: CommandQueue + 'static,
+{
+    let key = params::idempotency_key(&headers)?;
+    let config = app.config();
+    let descriptor = titus_control::admit(&body, &config.limits, &config.policy)
+        .map_err(ApiError::from_parse)?;
+    let idempotency = key.map(|key| IdempotencyKey {
+        scope: caller.identity.clone(),
+        key,
+        request_hash: request_hash(&descriptor),
+    });
+    let outcome = titus_control::create_job(
+        app.store(),
+        descriptor,
+        &caller.identity,
+        idempotency,
+        now_ms(),
+    )
+    .await?;
+    let status = if outcome.was_created() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let job = outcome.into_job();
+    let mut response = json(status, &job);
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v3/jobs/{}", job.id)) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    Ok(response)
+}
+
+#[utoipa::path(
+    get, path = "/api/v3/jobs", tag = "jobs",
+    params(ListJobsParams),
+    responses(
+        (status = 200, description = "A page of jobs, newest first", body = JobPage),
+        (status = 400, description = "A query parameter or the cursor is invalid", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store is throttling or unreachable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_jobs<S, A, Q>(
+    State(app): State<AppState<S, A, Q>>,
+    _caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError>
+where
+    S: JobStore + 'static,
+    A: AgentStore + 'static,
+    Q: CommandQueue + 'static,
+{
+    let mut query = Query::parse(
+        raw.as_deref(),
+        &[
+            "jobState",
+            "owner",
+            "applicationName",
+            "jobType",
+            "attributes",
+            "pageSize",
+            "cursor",
+        ],
+    );
+    let filter = query.job_filter();
+    let page = query.page();
+    query.finish()?;
+    let result = app.store().list_jobs(&filter, &page).await?;
+    let pagination = Pagination::of(&result, page.page_size);
+    Ok(json(
+        StatusCode::OK,
+        &JobPage {
+            items: result.items,
+            pagination,
+        },
+    ))
+}
+
+#[utoipa::path(
+    get, path = "/api/v3/jobs/{id}", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 404, description = "No job has this id", body = ErrorBody),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store is throttling or unreachable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_job<S, A, Q>(
+    State(app): State<AppState<S, A, Q>>,
+    IdParam(id): IdParam,
+    _caller: Caller,
+) -> Result<Response, ApiError>
+where
+    S: JobStore + 'static,
+    A: AgentStore + 'static,
+    Q: CommandQueue + 'static,
+{
+    let id = params::job_id(&id)?;
+    let job = load_job(app.store(), &id).await?;
+    Ok(json(StatusCode::OK, &job))
+}
+
+/// Kills a job: it moves to KillInitiated and its tasks are killed; it is Finished once none runs.
+#[utoipa::path(
+    delete, path = "/api/v3/jobs/{id}", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The kill is under way (KillInitiated) or done (Finished)", body = Job),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 403, description = "Only the job's creator or an admin may kill it", body = ErrorBody),
+        (status = 404, description = "No job has this id", body = ErrorBody),
+        (status = 409, description = "The job is already finished, or kept changing", body = ErrorBody),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store or an agent queue is unavailable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn kill_job<S, A, Q>(
+    State(app): State<AppState<S, A, Q>>,
+    IdParam(id): IdParam,
+    caller: Caller,
+) -> Result<Response, ApiError>
+where
+    S: JobStore + 'static,
+    A: AgentStore + 'static,
+    Q: CommandQueue + 'static,
+{
+    let id = params::job_id(&id)?;
+    caller.authorize(&load_job(app.store(), &id).await?)?;
+    let job =
+        titus_control::kill_job(app.store(), app.agents(), app.queue(), &id, now_ms()).await?;
+    Ok(json(StatusCode::OK, &job))
+}
+
+/// Changes a service job's capacity.
+#[utoipa::path(
+    put, path = "/api/v3/jobs/{id}/instances", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "The job's id")),
+    request_body(content = CapacityRequest, content_type = "application/json",
+        example = json!({"min": 1, "desired": 2, "max": 3})),
+    responses(
+        (status = 200, description = "The job with its new capacity", body = Job),
+        (status = 400, description = "The body or id is invalid, the capacity is over the platform's limit, or the job is a batch job", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 403, description = "Only the job's creator or an admin may change it", body = ErrorBody),
+        (status = 404, description = "No job has this id", body = ErrorBody),
+        (status = 409, description = "Desired is outside min..max, the job is not active, or it kept changing", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not declared as application/json", body = ErrorBody),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store or an agent queue is unavailable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update_capacity<S, A, Q>(
+    State(app): State<AppState<S, A, Q>>,
+    IdParam(id): IdParam,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError>
+where
+    S: JobStore + 'static,
+    A: AgentStore + 'static,
+    Q: CommandQueue + 'static,
+{
+    let id = params::job_id(&id)?;
+    let update = capacity_update(&body)?;
+    caller.authorize(&load_job(app.store(), &id).await?)?;
+    let job = titus_control::update_capacity(
+        app.store(),
+        app.agents(),
+        app.queue(),
+        &id,
+        update,
+        &app.config().limits,
+        now_ms(),
+    )
+    .await?;
+    Ok(json(StatusCode::OK, &job))
+}
+
+async fn set_enabled<S, A, Q>(
+    app: &AppState<S, A, Q>,
+    id: &str,
+    caller: &Caller,
+    enabled: bool,
+) -> Result<Response, ApiError>
+where
+    S: JobStore + 'static,
+    A: AgentStore + 'static,
+    Q: CommandQueue + 'static,
+{
+    let id = params::job_id(id)?;
+    caller.authorize(&load_job(app.store(), &id).await?)?;
+    let job = titus_control::set_enabled(
+        app.store(),
+        app.agents(),
+        app.queue(),
+        &id,
+        enabled,
+        now_ms(),
+    )
+    .await?;
+    Ok(json(StatusCode::OK, &job))
+}
+
+/// Enables a service job: it gets tasks up to its desired capacity again.
+#[utoipa::path(
+    post, path = "/api/v3/jobs/{id}/enable", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, enabled", body = Job),
+        (status = 400, description = "The id is invalid, or the job is a batch job", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 403, description = "Only the job's creator or an admin may change it", body = ErrorBody),
+        (status = 404, description = "No job has this id", body = ErrorBody),
+        (status = 409, description = "The job is not active, or it kept changing", body = ErrorBody),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store or an agent queue is unavailable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn enable_job<S, A, Q>(
+    State(app): State<AppState<S, A, Q>>,
+    IdParam(id): IdParam,
+    caller: Caller,
+) -> Result<Response, ApiError>
+where
+    S: JobStore + 'static,
+    A: AgentStore + 'static,
+    Q: CommandQueue + 'static,
+{
+    set_enabled(&app, &id, &caller, true).await
+}
+
+/// Disables a service job: it keeps its tasks but gets no new ones.
+#[utoipa::path(
+    post, path = "/api/v3/jobs/{id}/disable", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, disabled", body = Job),
+        (status = 400, description = "The id is invalid, or the job is a batch job", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 403, description = "Only the job's creator or an admin may change it", body = ErrorBody),
+        (status = 404, description = "No job has this id", body = ErrorBody),
+        (status = 409, description = "The job is not active, or it kept changing", body = ErrorBody),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store is throttling or unreachable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn disable_job<S, A, Q>(
+    State(app): State<AppState<S, A, Q>>,
+    IdParam(id): IdParam,
+    caller: Caller,
+) -> Result<Response, ApiError>
+where
+    S: JobStore + 'static,
+    A: AgentStore + 'static,
+    Q: CommandQueue + 'static,
+{
+    set_enabled(&app, &id, &caller, false).await
+}
+
+/// Adds or replaces job attributes.
+#[utoipa::path(
+    put, path = "/api/v3/jobs/{id}/attributes", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "The job's id")),
+    request_body(content = AttributesRequest, content_type = "application/json",
+        example = json!({"attributes": {"team": "red"}})),
+    responses(
+        (status = 200, description = "The job with its attributes", body = Job),
+        (status = 400, description = "The body or id is invalid, or an attribute breaks a limit", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 403, description = "Only the job's creator or an admin may change it", body = ErrorBody),
+        (status = 404, description = "No job has this id", body = ErrorBody),
+        (status = 409, description = "The job is finished, or it kept changing", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not declared as application/json", body = ErrorBody),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store is throttling or unreachable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update_attributes<S, A, Q>(
+    State(app): State<AppState<S, A, Q>>,
+    IdParam(id): IdParam,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError>
+where
+    S: JobStore + 'static,
+    A: AgentStore + 'static,
+    Q: CommandQueue + 'static,
+{
+    let id = params::job_id(&id)?;
+    let upserts = attributes_update(&body)?;
+    caller.authorize(&load_job(app.store(), &id).await?)?;
+    let job =
+        titus_control::update_attributes(app.store(), &id, &upserts, &app.config().limits).await?;
+    Ok(json(StatusCode::OK, &job))
+}
+
+/// Removes job attributes; keys that are not set are ignored.
+#[utoipa::path(
+    delete, path = "/api/v3/jobs/{id}/attributes", tag = "jobs",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The job's id"),
+        ("keys" = Vec<String>, Query, style = Form, explode = false, min_items = 1,
+         description = "Attribute keys to remove, comma-separated"),
+    ),
+    responses(
+        (status = 200, description = "The job without those attributes", body = Job),
+        (status = 400, description = "The id or keys are invalid", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 403, description = "Only the job's creator or an admin may change it", body = ErrorBody),
+        (status = 404, description = "No job has this id", body = ErrorBody),
+        (status = 409, description = "The job is finished, or it kept changing", body = ErrorBody),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store is throttling or unreachable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_attributes<S, A, Q>(
+    State(app): State<AppState<S, A, Q>>,
+    IdParam(id): IdParam,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError>
+where
+    S: JobStore + 'static,
+    A: AgentStore + 'static,
+    Q: CommandQueue + 'static,
+{
+    let id = params::job_id(&id)?;
+    let mut query = Query::parse(raw.as_deref(), &["keys"]);
+    let keys = query.attribute_keys();
+    query.finish()?;
+    caller.authorize(&load_job(app.store(), &id).await?)?;
+    let job = titus_control::delete_attributes(app.store(), &id, &keys).await?;
+    Ok(json(StatusCode::OK, &job))
+}
+
+#[utoipa::path(
+    get, path = "/api/v3/tasks", tag = "tasks",
+    params(ListTasksParams),
+    responses(
+        (status = 200, description = "A page of tasks", body = TaskPage),
+        (status = 400, description = "A query parameter or the cursor is invalid", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store is throttling or unreachable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_tasks<S, A, Q>(
+    State(app): State<AppState<S, A, Q>>,
+    _caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError>
+where
+    S: JobStore + 'static,
+    A: AgentStore + 'static,
+    Q: CommandQueue + 'static,
+{
+    let mut query = Query::parse(
+        raw.as_deref(),
+        &["jobId", "taskStates", "pageSize", "cursor"],
+    );
+    let filter = query.task_filter();
+    let page = query.page();
+    query.finish()?;
+    let result = titus_control::list_tasks(app.store(), &filter, &page).await?;
+    let pagination = Pagination::of(&result, page.page_size);
+    Ok(json(
+        StatusCode::OK,
+        &TaskPage {
+            items: result.items,
+            pagination,
+        },
+    ))
+}
+
+#[utoipa::path(
+    get, path = "/api/v3/tasks/{id}", tag = "tasks",
+    params(("id" = uuid::Uuid, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The task", body = Task),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 404, description = "No task has this id", body = ErrorBody),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store is throttling or unreachable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_task<S, A, Q>(
+    State(app): State<AppState<S, A, Q>>,
+    IdParam(id): IdParam,
+    _caller: Caller,
+) -> Result<Response, ApiError>
+where
+    S: JobStore + 'static,
+    A: AgentStore + 'static,
+    Q: CommandQueue + 'static,
+{
+    let id = params::task_id(&id)?;
+    let task = app
+        .store()
+        .get_task(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("task {id} does not exist")))?;
+    Ok(json(StatusCode::OK, &task))
+}
+
+/// Kills a task. With `shrink=true` (service jobs only) the job's desired capacity drops by one
+/// and the task is not replaced.
+#[utoipa::path(
+    delete, path = "/api/v3/tasks/{id}", tag = "tasks",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The task's id"),
+        ("shrink" = Option<bool>, Query, description = "Also lower the service job's desired capacity (default false)"),
+    ),
+    responses(
+        (status = 200, description = "The task, being killed (KillInitiated) or Finished", body = Task),
+        (status = 400, description = "The id or shrink is invalid, or shrink was asked for a batch job", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 403, description = "Only the job's creator or an admin may kill its tasks", body = ErrorBody),
+        (status = 404, description = "No task has this id", body = ErrorBody),
+        (status = 409, description = "The task is finished, desired would go below min, or it kept changing", body = ErrorBody),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store or the agent's queue is unavailable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn kill_task<S, A, Q>(
+    State(app): State<AppState<S, A, Q>>,
+    IdParam(id): IdParam,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError>
+where
+    S: JobStore + 'static,
+    A: AgentStore + 'static,
+    Q: CommandQueue + 'static,
+{
+    let id = params::task_id(&id)?;
+    let mut query = Query::parse(raw.as_deref(), &["shrink"]);
+    let shrink = query.shrink();
+    query.finish()?;
+    let task: Task = app
+        .store()
+        .get_task(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("task {id} does not exist")))?;
+    let job = app.store().get_job(&task.job_id).await?.ok_or_else(|| {
+        ApiError::from(ControlError::NotFound {
+            entity: "job",
+            id: task.job_id.to_string(),
+        })
+    })?;
+    caller.authorize(&job)?;
+    let task = titus_control::kill_task(
+        app.store(),
+        app.agents(),
+        app.queue(),
+        &id,
+        shrink,
+        now_ms(),
+    )
+    .await?;
+    Ok(json(StatusCode::OK, &task))
+}
+
+#[utoipa::path(
+    get, path = "/api/v3/agents", tag = "agents",
+    responses(
+        (status = 200, description = "Every registered agent", body = AgentList),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store is throttling or unreachable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_agents<S, A, Q>(
+    State(app): State<AppState<S, A, Q>>,
+    _caller: Caller,
+) -> Result<Response, ApiError>
+where
+    S: JobStore + 'static,
+    A: AgentStore + 'static,
+    Q: CommandQueue + 'static,
+{
+    let items = app.agents().list_agents().await?;
+    Ok(json(StatusCode::OK, &AgentList { items }))
+}
+
+#[utoipa::path(
+    get, path = "/api/v3/openapi.json", tag = "health",
+    responses((status = 200, description = "This document", content_type = "application/json"))
+)]
+pub async fn openapi_document() -> Response {
+    let mut response = (StatusCode::OK, crate::openapi::document_json()).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

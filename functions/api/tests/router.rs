@@ -1,0 +1,917 @@
+//! Every route and every error status of the API, through the router (tower `oneshot`) against
+//! the emulator-backed store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashSet;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::{json, Value};
+use support::{batch, request, service, Api, ADMIN, ALICE, BOB};
+use titus_aws::provision::ensure_queue;
+use titus_core::{Agent, AgentState, AgentStore, JobStore, Resources, TaskId, TaskState};
+
+fn id_of(job: &Value) -> String {
+    job["id"].as_str().unwrap().to_owned()
+}
+
+async fn tasks_of(api: &Api, job_id: &str) -> Vec<Value> {
+    let reply = api
+        .get(
+            &format!("/api/v3/tasks?jobId={job_id}&pageSize=1000"),
+            ALICE,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    reply.json["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn health_and_the_openapi_document_need_no_credentials() {
+    let api = Api::new().await;
+
+    let health = api.send(request(Method::GET, "/healthz", None, None)).await;
+    let document = api
+        .send(request(Method::GET, "/api/v3/openapi.json", None, None))
+        .await;
+
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.json, json!({"status": "ok"}));
+    assert_eq!(document.status, StatusCode::OK);
+    assert_eq!(document.text, titus_api::openapi::document_json());
+    assert!(health.headers.contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn a_caller_without_known_credentials_gets_401() {
+    let api = Api::new().await;
+
+    let missing = api
+        .send(request(Method::GET, "/api/v3/jobs", None, None))
+        .await;
+    let unknown = api.get("/api/v3/jobs", "not-a-token").await;
+    let basic = api
+        .send(
+            Request::builder()
+                .uri("/api/v3/agents")
+                .header("authorization", "Basic YWxpY2U6cHc=")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let create = api
+        .send(request(
+            Method::POST,
+            "/api/v3/jobs",
+            None,
+            Some(batch(1).to_string()),
+        ))
+        .await;
+
+    for reply in [&missing, &unknown, &basic, &create] {
+        assert_eq!(reply.error(StatusCode::UNAUTHORIZED), "unauthorized");
+        assert_eq!(reply.headers.get("www-authenticate").unwrap(), "Bearer");
+    }
+}
+
+#[tokio::test]
+async fn a_created_job_is_returned_with_its_location_and_read_back() {
+    let api = Api::new().await;
+
+    let reply = api.post_json("/api/v3/jobs", ALICE, &batch(2)).await;
+
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let id = id_of(&reply.json);
+    assert_eq!(
+        reply.headers.get("location").unwrap(),
+        &format!("/api/v3/jobs/{id}")
+    );
+    assert_eq!(reply.json["createdBy"], "alice@example.com");
+    assert_eq!(reply.json["status"]["state"], "Accepted");
+    assert_eq!(reply.json["jobDescriptor"]["applicationName"], "app");
+    let read = api.get(&format!("/api/v3/jobs/{id}"), BOB).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.json, reply.json);
+    let upper = api
+        .get(&format!("/api/v3/jobs/{}", id.to_uppercase()), BOB)
+        .await;
+    assert_eq!(upper.json, reply.json, "ids are read in canonical form");
+    assert_eq!(tasks_of(&api, &id).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_returns_the_same_job() {
+    let api = Api::new().await;
+    let with_key = |token: &'static str, key: &'static str, body: Value| {
+        let mut request = request(
+            Method::POST,
+            "/api/v3/jobs",
+            Some(token),
+            Some(body.to_string()),
+        );
+        request
+            .headers_mut()
+            .insert("idempotency-key", key.parse().unwrap());
+        request
+    };
+
+    let first = api.send(with_key(ALICE, "order-1", batch(1))).await;
+    // The same request spelt differently (a default spelt out) is the same request.
+    let mut spelt_out = batch(1);
+    spelt_out["container"]["killGracePeriodSec"] = json!(10);
+    let retry = api.send(with_key(ALICE, "order-1", spelt_out)).await;
+    let other_body = api.send(with_key(ALICE, "order-1", batch(2))).await;
+    let other_caller = api.send(with_key(BOB, "order-1", batch(1))).await;
+    let bad_key = api.send(with_key(ALICE, "has space", batch(1))).await;
+
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.text);
+    assert_eq!(retry.json, first.json);
+    assert_eq!(
+        other_body.error(StatusCode::CONFLICT),
+        "idempotency_mismatch"
+    );
+    assert_eq!(other_body.fields(), ["Idempotency-Key"]);
+    assert_eq!(
+        other_caller.status,
+        StatusCode::CREATED,
+        "keys are per caller"
+    );
+    assert_ne!(id_of(&other_caller.json), id_of(&first.json));
+    assert_eq!(bad_key.error(StatusCode::BAD_REQUEST), "invalid_request");
+    assert_eq!(bad_key.fields(), ["Idempotency-Key"]);
+}
+
+#[tokio::test]
+async fn an_invalid_descriptor_gets_400_listing_every_problem() {
+    let api = Api::new().await;
+    let mut invalid = batch(1);
+    invalid["owner"]["teamEmail"] = json!("not-an-email");
+    invalid["container"]["resources"] = json!({"cpu": 500, "memoryMB": 1});
+    invalid["container"]["privileged"] = json!(true);
+    invalid["container"]["hostNetwork"] = json!(true);
+
+    let reply = api.post_json("/api/v3/jobs", ALICE, &invalid).await;
+    let malformed = api
+        .send(request(
+            Method::POST,
+            "/api/v3/jobs",
+            Some(ALICE),
+            Some("{\"owner\": ".to_owned()),
+        ))
+        .await;
+    let unknown_field = api
+        .post_json(
+            "/api/v3/jobs",
+            ALICE,
+            &json!({"owner": {"teamEmail": "a@b.c"}, "x\n${jndi}": 1}),
+        )
+        .await;
+
+    assert_eq!(reply.error(StatusCode::BAD_REQUEST), "invalid_request");
+    let fields: HashSet<String> = reply.fields().into_iter().collect();
+    for field in [
+        "owner.teamEmail",
+        "container.resources.cpu",
+        "container.resources.memoryMB",
+        "container.privileged",
+        "container.hostNetwork",
+    ] {
+        assert!(fields.contains(field), "{field} missing from {fields:?}");
+    }
+    assert_eq!(malformed.error(StatusCode::BAD_REQUEST), "invalid_request");
+    assert_eq!(
+        unknown_field.error(StatusCode::BAD_REQUEST),
+        "invalid_request"
+    );
+    assert!(
+        !unknown_field.text.contains("x\n"),
+        "user text is only ever quoted: {}",
+        unknown_field.text
+    );
+    let listed = api.get("/api/v3/jobs", ALICE).await;
+    assert_eq!(listed.json["items"], json!([]), "nothing was stored");
+}
+
+#[tokio::test]
+async fn a_policy_that_allows_privileged_containers_and_restricts_registries_is_applied() {
+    let api = Api::with_config(|mut config| {
+        config.policy.allow_privileged = true;
+        config.policy.registries = vec!["registry.example.com".to_owned()];
+        config
+    })
+    .await;
+    let mut privileged = batch(1);
+    privileged["container"]["privileged"] = json!(true);
+    privileged["container"]["image"]["name"] = json!("registry.example.com/team/app");
+    let mut hub = batch(1);
+    hub["container"]["image"]["name"] = json!("busybox");
+
+    let allowed = api.post_json("/api/v3/jobs", ALICE, &privileged).await;
+    let refused = api.post_json("/api/v3/jobs", ALICE, &hub).await;
+
+    assert_eq!(allowed.status, StatusCode::CREATED, "{}", allowed.text);
+    assert_eq!(refused.error(StatusCode::BAD_REQUEST), "invalid_request");
+    assert_eq!(refused.fields(), ["container.image.name"]);
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_gets_415_and_an_oversized_one_413() {
+    let api = Api::new().await;
+    let text_plain = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v3/jobs")
+        .header("authorization", format!("Bearer {ALICE}"))
+        .header("content-type", "text/plain")
+        .body(Body::from(batch(1).to_string()))
+        .unwrap();
+    let no_type = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v3/jobs")
+        .header("authorization", format!("Bearer {ALICE}"))
+        .body(Body::from(batch(1).to_string()))
+        .unwrap();
+    let mut huge = batch(1);
+    huge["container"]["env"] = json!({"BIG": "x".repeat(300 * 1024)});
+
+    let wrong_type = api.send(text_plain).await;
+    let missing_type = api.send(no_type).await;
+    let too_large = api.post_json("/api/v3/jobs", ALICE, &huge).await;
+    let too_large_put = api
+        .put_json(
+            &format!("/api/v3/jobs/{}/attributes", uuid::Uuid::new_v4()),
+            ALICE,
+            &json!({"attributes": {"a": "x".repeat(300 * 1024)}}),
+        )
+        .await;
+
+    assert_eq!(
+        wrong_type.error(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        "unsupported_media_type"
+    );
+    assert_eq!(
+        missing_type.error(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        "unsupported_media_type"
+    );
+    assert_eq!(
+        too_large.error(StatusCode::PAYLOAD_TOO_LARGE),
+        "payload_too_large"
+    );
+    assert_eq!(
+        too_large_put.error(StatusCode::PAYLOAD_TOO_LARGE),
+        "payload_too_large"
+    );
+}
+
+#[tokio::test]
+async fn jobs_are_listed_by_filter_page_by_page() {
+    let api = Api::new().await;
+    let mut ids = HashSet::new();
+    for _ in 0..3 {
+        ids.insert(id_of(&api.create(ALICE, &batch(1)).await));
+    }
+    let mut labelled = service(0, 1, 2);
+    labelled["attributes"] = json!({"team": "red"});
+    let web = id_of(&api.create(BOB, &labelled).await);
+    let mut other_owner = batch(1);
+    other_owner["owner"]["teamEmail"] = json!("other@example.com");
+    let other = id_of(&api.create(ALICE, &other_owner).await);
+    api.delete(&format!("/api/v3/jobs/{other}"), ALICE).await;
+
+    let mut seen = Vec::new();
+    let mut uri = "/api/v3/jobs?jobType=batch&owner=team@example.com&pageSize=2".to_owned();
+    loop {
+        let page = api.get(&uri, ALICE).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert_eq!(page.json["pagination"]["pageSize"], 2);
+        seen.extend(page.json["items"].as_array().unwrap().iter().map(id_of));
+        if page.json["pagination"]["hasMore"] == json!(false) {
+            break;
+        }
+        let cursor = page.json["pagination"]["cursor"].as_str().unwrap();
+        uri =
+            format!("/api/v3/jobs?jobType=batch&owner=team@example.com&pageSize=2&cursor={cursor}");
+    }
+    let by_attribute = api.get("/api/v3/jobs?attributes=team:red", ALICE).await;
+    let by_app = api.get("/api/v3/jobs?applicationName=web", ALICE).await;
+    let finished = api.get("/api/v3/jobs?jobState=Finished", ALICE).await;
+    let active = api
+        .get("/api/v3/jobs?jobState=Accepted,KillInitiated", ALICE)
+        .await;
+
+    assert_eq!(seen.len(), 3, "each exactly once: {seen:?}");
+    assert_eq!(seen.into_iter().collect::<HashSet<_>>(), ids);
+    assert_eq!(by_attribute.json["items"][0]["id"], json!(web));
+    assert_eq!(by_attribute.json["items"].as_array().unwrap().len(), 1);
+    assert_eq!(by_app.json["items"].as_array().unwrap().len(), 1);
+    assert_eq!(finished.json["items"][0]["id"], json!(other));
+    assert_eq!(active.json["items"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn bad_query_parameters_and_cursors_get_400() {
+    let api = Api::new().await;
+    api.create(ALICE, &batch(1)).await;
+    api.create(ALICE, &batch(1)).await;
+    let first = api.get("/api/v3/jobs?pageSize=1", ALICE).await;
+    let cursor = first.json["pagination"]["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    for uri in [
+        "/api/v3/jobs?pageSize=0".to_owned(),
+        "/api/v3/jobs?pageSize=1001".to_owned(),
+        "/api/v3/jobs?pageSize=abc".to_owned(),
+        "/api/v3/jobs?jobState=Running".to_owned(),
+        "/api/v3/jobs?jobType=cron".to_owned(),
+        "/api/v3/jobs?jobType=".to_owned(),
+        "/api/v3/jobs?attributes=novalue".to_owned(),
+        "/api/v3/jobs?bogus=1".to_owned(),
+        "/api/v3/jobs?pageSize=1&pageSize=2".to_owned(),
+        "/api/v3/jobs?cursor=%%%".to_owned(),
+        "/api/v3/jobs?cursor=bm90LWEtY3Vyc29y".to_owned(),
+        format!("/api/v3/jobs?owner=someone@example.com&cursor={cursor}"),
+        "/api/v3/tasks?jobId=not-a-uuid".to_owned(),
+        "/api/v3/tasks?jobId=".to_owned(),
+        "/api/v3/tasks?taskStates=Running".to_owned(),
+        "/api/v3/tasks?cursor=garbage!".to_owned(),
+        format!(
+            "/api/v3/tasks?jobId={}&cursor={cursor}",
+            uuid::Uuid::new_v4()
+        ),
+    ] {
+        let reply = api.get(&uri, ALICE).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{uri}: {}",
+            reply.text
+        );
+        assert_eq!(
+            reply.error(StatusCode::BAD_REQUEST),
+            "invalid_request",
+            "{uri}"
+        );
+    }
+    let same_filter = api
+        .get(&format!("/api/v3/jobs?pageSize=1&cursor={cursor}"), ALICE)
+        .await;
+    assert_eq!(same_filter.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unknown_ids_get_404_and_malformed_ids_400() {
+    let api = Api::new().await;
+    let unknown = uuid::Uuid::new_v4();
+
+    for uri in [
+        format!("/api/v3/jobs/{unknown}"),
+        format!("/api/v3/tasks/{unknown}"),
+    ] {
+        assert_eq!(
+            api.get(&uri, ALICE).await.error(StatusCode::NOT_FOUND),
+            "not_found"
+        );
+        assert_eq!(
+            api.delete(&uri, ALICE).await.error(StatusCode::NOT_FOUND),
+            "not_found"
+        );
+    }
+    for (method, uri) in [
+        (Method::POST, format!("/api/v3/jobs/{unknown}/enable")),
+        (Method::POST, format!("/api/v3/jobs/{unknown}/disable")),
+        (
+            Method::DELETE,
+            format!("/api/v3/jobs/{unknown}/attributes?keys=a"),
+        ),
+    ] {
+        let reply = api.send(request(method, &uri, Some(ALICE), None)).await;
+        assert_eq!(reply.error(StatusCode::NOT_FOUND), "not_found", "{uri}");
+    }
+    let capacity = api
+        .put_json(
+            &format!("/api/v3/jobs/{unknown}/instances"),
+            ALICE,
+            &json!({"desired": 1}),
+        )
+        .await;
+    let attributes = api
+        .put_json(
+            &format!("/api/v3/jobs/{unknown}/attributes"),
+            ALICE,
+            &json!({"attributes": {"a": "1"}}),
+        )
+        .await;
+    assert_eq!(capacity.error(StatusCode::NOT_FOUND), "not_found");
+    assert_eq!(attributes.error(StatusCode::NOT_FOUND), "not_found");
+
+    for uri in [
+        "/api/v3/jobs/not-a-uuid",
+        "/api/v3/tasks/123",
+        "/api/v3/jobs/%E2%80%A8x",
+        "/api/v3/jobs/%FF%FE",
+        "/api/v3/tasks/%C3%28",
+    ] {
+        let reply = api.get(uri, ALICE).await;
+        assert_eq!(
+            reply.error(StatusCode::BAD_REQUEST),
+            "invalid_request",
+            "{uri}"
+        );
+        assert_eq!(reply.fields(), ["id"]);
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_get_404_and_wrong_methods_405_in_the_error_shape() {
+    let api = Api::new().await;
+
+    let unknown = api.get("/api/v3/nope", ALICE).await;
+    let wrong_method = api
+        .send(request(Method::PATCH, "/api/v3/jobs", Some(ALICE), None))
+        .await;
+
+    assert_eq!(unknown.error(StatusCode::NOT_FOUND), "not_found");
+    assert_eq!(
+        wrong_method.error(StatusCode::METHOD_NOT_ALLOWED),
+        "method_not_allowed"
+    );
+    let allow = wrong_method
+        .headers
+        .get("allow")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert!(
+        allow
+            .as_deref()
+            .is_some_and(|a| a.contains("GET") && a.contains("POST")),
+        "{allow:?}"
+    );
+}
+
+#[tokio::test]
+async fn only_the_creator_or_an_admin_may_kill_or_change_a_job() {
+    let api = Api::new().await;
+    let job = id_of(&api.create(ALICE, &service(0, 1, 3)).await);
+    let task = tasks_of(&api, &job).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let refused = [
+        api.delete(&format!("/api/v3/jobs/{job}"), BOB).await,
+        api.put_json(
+            &format!("/api/v3/jobs/{job}/instances"),
+            BOB,
+            &json!({"desired": 2}),
+        )
+        .await,
+        api.send(request(
+            Method::POST,
+            &format!("/api/v3/jobs/{job}/disable"),
+            Some(BOB),
+            None,
+        ))
+        .await,
+        api.send(request(
+            Method::POST,
+            &format!("/api/v3/jobs/{job}/enable"),
+            Some(BOB),
+            None,
+        ))
+        .await,
+        api.put_json(
+            &format!("/api/v3/jobs/{job}/attributes"),
+            BOB,
+            &json!({"attributes": {"a": "1"}}),
+        )
+        .await,
+        api.delete(&format!("/api/v3/jobs/{job}/attributes?keys=a"), BOB)
+            .await,
+        api.delete(&format!("/api/v3/tasks/{task}"), BOB).await,
+    ];
+    for reply in &refused {
+        assert_eq!(reply.error(StatusCode::FORBIDDEN), "forbidden");
+    }
+    let unchanged = api.get(&format!("/api/v3/jobs/{job}"), BOB).await;
+    assert_eq!(unchanged.json["version"], 1, "nothing was changed");
+
+    let by_admin = api
+        .put_json(
+            &format!("/api/v3/jobs/{job}/instances"),
+            ADMIN,
+            &json!({"desired": 2}),
+        )
+        .await;
+    let killed = api.delete(&format!("/api/v3/jobs/{job}"), ALICE).await;
+    assert_eq!(by_admin.status, StatusCode::OK, "{}", by_admin.text);
+    assert_eq!(killed.status, StatusCode::OK, "{}", killed.text);
+    assert_eq!(
+        killed.json["status"]["state"], "Finished",
+        "no task was placed"
+    );
+}
+
+#[tokio::test]
+async fn killing_a_job_reports_its_state_and_a_finished_job_cannot_change() {
+    let api = Api::new().await;
+    let job = id_of(&api.create(ALICE, &service(0, 2, 3)).await);
+
+    let killed = api.delete(&format!("/api/v3/jobs/{job}"), ALICE).await;
+    let again = api.delete(&format!("/api/v3/jobs/{job}"), ALICE).await;
+    let capacity = api
+        .put_json(
+            &format!("/api/v3/jobs/{job}/instances"),
+            ALICE,
+            &json!({"desired": 1}),
+        )
+        .await;
+    let enable = api
+        .send(request(
+            Method::POST,
+            &format!("/api/v3/jobs/{job}/enable"),
+            Some(ALICE),
+            None,
+        ))
+        .await;
+    let attributes = api
+        .put_json(
+            &format!("/api/v3/jobs/{job}/attributes"),
+            ALICE,
+            &json!({"attributes": {"a": "1"}}),
+        )
+        .await;
+    let delete_attributes = api
+        .delete(&format!("/api/v3/jobs/{job}/attributes?keys=a"), ALICE)
+        .await;
+
+    assert_eq!(killed.status, StatusCode::OK);
+    assert_eq!(killed.json["status"]["state"], "Finished");
+    for reply in [&again, &capacity, &enable, &attributes, &delete_attributes] {
+        assert_eq!(reply.error(StatusCode::CONFLICT), "conflict");
+    }
+    assert!(tasks_of(&api, &job)
+        .await
+        .iter()
+        .all(|t| t["status"]["state"] == "Finished" && t["status"]["reasonCode"] == "killed"));
+}
+
+#[tokio::test]
+async fn a_service_job_is_scaled_enabled_and_disabled() {
+    let api = Api::new().await;
+    let job = id_of(&api.create(ALICE, &service(1, 1, 5)).await);
+    let batch_job = id_of(&api.create(ALICE, &batch(1)).await);
+
+    let grown = api
+        .put_json(
+            &format!("/api/v3/jobs/{job}/instances"),
+            ALICE,
+            &json!({"desired": 3}),
+        )
+        .await;
+    let outside = api
+        .put_json(
+            &format!("/api/v3/jobs/{job}/instances"),
+            ALICE,
+            &json!({"desired": 6}),
+        )
+        .await;
+    let inverted = api
+        .put_json(
+            &format!("/api/v3/jobs/{job}/instances"),
+            ALICE,
+            &json!({"min": 4, "desired": 3, "max": 2}),
+        )
+        .await;
+    let over_limit = api
+        .put_json(
+            &format!("/api/v3/jobs/{job}/instances"),
+            ALICE,
+            &json!({"max": 20_000}),
+        )
+        .await;
+    let bad_body = api
+        .put_json(
+            &format!("/api/v3/jobs/{job}/instances"),
+            ALICE,
+            &json!({"desired": -1, "size": 3}),
+        )
+        .await;
+    let of_batch = api
+        .put_json(
+            &format!("/api/v3/jobs/{batch_job}/instances"),
+            ALICE,
+            &json!({"desired": 3}),
+        )
+        .await;
+    let disabled = api
+        .send(request(
+            Method::POST,
+            &format!("/api/v3/jobs/{job}/disable"),
+            Some(ALICE),
+            None,
+        ))
+        .await;
+    let enabled = api
+        .send(request(
+            Method::POST,
+            &format!("/api/v3/jobs/{job}/enable"),
+            Some(ALICE),
+            None,
+        ))
+        .await;
+    let disable_batch = api
+        .send(request(
+            Method::POST,
+            &format!("/api/v3/jobs/{batch_job}/disable"),
+            Some(ALICE),
+            None,
+        ))
+        .await;
+
+    assert_eq!(grown.status, StatusCode::OK, "{}", grown.text);
+    assert_eq!(
+        grown.json["jobDescriptor"]["service"]["capacity"],
+        json!({"min": 1, "desired": 3, "max": 5})
+    );
+    assert_eq!(tasks_of(&api, &job).await.len(), 3);
+    assert_eq!(outside.error(StatusCode::CONFLICT), "conflict");
+    assert_eq!(outside.fields(), ["desired"]);
+    assert_eq!(inverted.error(StatusCode::CONFLICT), "conflict");
+    assert_eq!(inverted.fields(), ["min", "desired", "desired"]);
+    assert_eq!(over_limit.error(StatusCode::BAD_REQUEST), "invalid_request");
+    assert_eq!(bad_body.error(StatusCode::BAD_REQUEST), "invalid_request");
+    assert_eq!(bad_body.fields(), ["\"size\"", "desired"]);
+    assert_eq!(of_batch.error(StatusCode::BAD_REQUEST), "invalid_request");
+    assert_eq!(disabled.status, StatusCode::OK);
+    assert_eq!(disabled.json["jobDescriptor"]["service"]["enabled"], false);
+    assert_eq!(enabled.json["jobDescriptor"]["service"]["enabled"], true);
+    assert_eq!(
+        disable_batch.error(StatusCode::BAD_REQUEST),
+        "invalid_request"
+    );
+}
+
+#[tokio::test]
+async fn attributes_are_set_and_deleted() {
+    let api = Api::new().await;
+    let job = id_of(&api.create(ALICE, &batch(1)).await);
+
+    let set = api
+        .put_json(
+            &format!("/api/v3/jobs/{job}/attributes"),
+            ALICE,
+            &json!({"attributes": {"team": "red", "tier": "1"}}),
+        )
+        .await;
+    let deleted = api
+        .delete(
+            &format!("/api/v3/jobs/{job}/attributes?keys=tier,absent"),
+            ALICE,
+        )
+        .await;
+    let no_keys = api
+        .delete(&format!("/api/v3/jobs/{job}/attributes"), ALICE)
+        .await;
+    let not_strings = api
+        .put_json(
+            &format!("/api/v3/jobs/{job}/attributes"),
+            ALICE,
+            &json!({"attributes": {"n": 1}}),
+        )
+        .await;
+    let too_long_key = api
+        .put_json(
+            &format!("/api/v3/jobs/{job}/attributes"),
+            ALICE,
+            &json!({"attributes": {"k".repeat(300): "v"}}),
+        )
+        .await;
+
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+    assert_eq!(
+        set.json["jobDescriptor"]["attributes"],
+        json!({"team": "red", "tier": "1"})
+    );
+    assert_eq!(deleted.status, StatusCode::OK);
+    assert_eq!(
+        deleted.json["jobDescriptor"]["attributes"],
+        json!({"team": "red"})
+    );
+    assert_eq!(no_keys.error(StatusCode::BAD_REQUEST), "invalid_request");
+    assert_eq!(no_keys.fields(), ["keys"]);
+    assert_eq!(
+        not_strings.error(StatusCode::BAD_REQUEST),
+        "invalid_request"
+    );
+    assert_eq!(
+        too_long_key.error(StatusCode::BAD_REQUEST),
+        "invalid_request"
+    );
+}
+
+#[tokio::test]
+async fn tasks_are_listed_read_and_killed() {
+    let api = Api::new().await;
+    let (queue_url, _) = ensure_queue(&api.clients.sqs, &api.names.agent_queue_def("a1"))
+        .await
+        .unwrap();
+    api.agents
+        .register_agent(&Agent {
+            id: "a1".to_owned(),
+            queue_url: queue_url.clone(),
+            zone: "us-east-1a".to_owned(),
+            machine_type: "m5.large".to_owned(),
+            machine_group: "default".to_owned(),
+            state: AgentState::Active,
+            capacity: Resources {
+                cpu_millis: 4000,
+                memory_mb: 16_384,
+                disk_mb: 100_000,
+                network_mbps: 1000,
+                gpu: 0,
+            },
+            allocated: Resources::ZERO,
+            task_count: 0,
+            registered_at_ms: 1,
+            heartbeat_at_ms: 1,
+        })
+        .await
+        .unwrap();
+    let web = id_of(&api.create(ALICE, &service(1, 3, 3)).await);
+    let batch_job = id_of(&api.create(ALICE, &batch(2)).await);
+    let web_tasks = tasks_of(&api, &web).await;
+    // The scheduler placed the first web task on a1 and it started.
+    let placed_id = TaskId::from_string(web_tasks[0]["id"].as_str().unwrap());
+    let mut placed = api.store.get_task(&placed_id).await.unwrap().unwrap();
+    let version = placed.version;
+    for state in [
+        TaskState::Launched,
+        TaskState::StartInitiated,
+        TaskState::Started,
+    ] {
+        placed.transition(state, None, "test", 1).unwrap();
+    }
+    placed.agent_id = Some("a1".to_owned());
+    api.store.update_task(&placed, version).await.unwrap();
+
+    let started = api.get("/api/v3/tasks?taskStates=Started", ALICE).await;
+    let accepted_of_web = api
+        .get(
+            &format!("/api/v3/tasks?jobId={web}&taskStates=Accepted"),
+            ALICE,
+        )
+        .await;
+    let all = api.get("/api/v3/tasks?pageSize=2", ALICE).await;
+    let one = api.get(&format!("/api/v3/tasks/{placed_id}"), BOB).await;
+    let killed = api
+        .delete(&format!("/api/v3/tasks/{placed_id}?shrink=true"), ALICE)
+        .await;
+    let shrink_to_below_min = [
+        api.delete(
+            &format!(
+                "/api/v3/tasks/{}?shrink=true",
+                web_tasks[1]["id"].as_str().unwrap()
+            ),
+            ALICE,
+        )
+        .await,
+        api.delete(
+            &format!(
+                "/api/v3/tasks/{}?shrink=true",
+                web_tasks[2]["id"].as_str().unwrap()
+            ),
+            ALICE,
+        )
+        .await,
+    ];
+    let batch_task = tasks_of(&api, &batch_job).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let shrink_batch = api
+        .delete(&format!("/api/v3/tasks/{batch_task}?shrink=true"), ALICE)
+        .await;
+    let bad_shrink = api
+        .delete(&format!("/api/v3/tasks/{batch_task}?shrink=maybe"), ALICE)
+        .await;
+    let killed_batch = api
+        .delete(&format!("/api/v3/tasks/{batch_task}"), ALICE)
+        .await;
+    let killed_again = api
+        .delete(&format!("/api/v3/tasks/{batch_task}"), ALICE)
+        .await;
+    let agents = api.get("/api/v3/agents", BOB).await;
+
+    assert_eq!(started.status, StatusCode::OK, "{}", started.text);
+    assert_eq!(started.json["items"][0]["id"], json!(placed_id.as_str()));
+    assert_eq!(started.json["items"].as_array().unwrap().len(), 1);
+    assert_eq!(accepted_of_web.json["items"].as_array().unwrap().len(), 2);
+    assert_eq!(all.json["items"].as_array().unwrap().len(), 2);
+    assert_eq!(all.json["pagination"]["hasMore"], true);
+    assert_eq!(one.status, StatusCode::OK);
+    assert_eq!(one.json["agentId"], "a1");
+    assert_eq!(killed.status, StatusCode::OK, "{}", killed.text);
+    assert_eq!(killed.json["status"]["state"], "KillInitiated");
+    assert_eq!(killed.json["status"]["reasonCode"], "scaledDown");
+    assert_eq!(
+        shrink_to_below_min[0].status,
+        StatusCode::OK,
+        "desired 2 -> 1"
+    );
+    assert_eq!(
+        shrink_to_below_min[1].error(StatusCode::CONFLICT),
+        "conflict"
+    );
+    assert_eq!(
+        shrink_batch.error(StatusCode::BAD_REQUEST),
+        "invalid_request"
+    );
+    assert_eq!(shrink_batch.fields(), ["shrink"]);
+    assert_eq!(bad_shrink.error(StatusCode::BAD_REQUEST), "invalid_request");
+    assert_eq!(killed_batch.json["status"]["state"], "Finished");
+    assert_eq!(killed_again.error(StatusCode::CONFLICT), "conflict");
+    assert_eq!(agents.status, StatusCode::OK);
+    assert_eq!(agents.json["items"][0]["id"], "a1");
+    assert_eq!(agents.json["items"][0]["queueUrl"], json!(queue_url));
+    let messages = api
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(&queue_url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let bodies: Vec<Value> = messages
+        .messages()
+        .iter()
+        .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            json!({"type": "killTask", "taskId": placed_id.as_str(), "reason": "scaledDown", "gracePeriodSec": 10})
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_internal_error_is_answered_with_a_request_id_and_no_internals() {
+    // The tables of this stage were never created: every store call fails inside DynamoDB.
+    let clients = support::clients().await;
+    let names = support::unique_stage("u");
+    let config = support::config(&names);
+    let api = Api::over(clients, names, config);
+
+    let reply = api.get("/api/v3/jobs", ALICE).await;
+    let with_id = api
+        .send(
+            Request::builder()
+                .uri(format!("/api/v3/jobs/{}", uuid::Uuid::new_v4()))
+                .header("authorization", format!("Bearer {ALICE}"))
+                .header("x-request-id", "req-123")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+
+    assert_eq!(reply.error(StatusCode::INTERNAL_SERVER_ERROR), "internal");
+    let request_id = reply.headers.get("x-request-id").unwrap().to_str().unwrap();
+    assert!(reply.json["message"].as_str().unwrap().contains(request_id));
+    for leak in [
+        "ResourceNotFound",
+        "titus-",
+        "Query",
+        "DynamoDB",
+        "dynamodb",
+    ] {
+        assert!(!reply.text.contains(leak), "{leak} leaked: {}", reply.text);
+    }
+    assert_eq!(with_id.error(StatusCode::INTERNAL_SERVER_ERROR), "internal");
+    assert_eq!(with_id.headers.get("x-request-id").unwrap(), "req-123");
+    assert!(with_id.text.contains("req-123"));
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_a_503_to_retry() {
+    // A DynamoDB endpoint where nothing listens: the SDK cannot connect.
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url("http://127.0.0.1:9")
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await;
+    let clients = titus_aws::AwsClients::from_config(&config);
+    let names = support::unique_stage("u");
+    let api_config = support::config(&names);
+    let api = Api::over(clients, names, api_config);
+
+    let reply = api.get("/api/v3/jobs", ALICE).await;
+
+    assert_eq!(reply.error(StatusCode::SERVICE_UNAVAILABLE), "unavailable");
+    assert_eq!(reply.headers.get("retry-after").unwrap(), "1");
+    assert!(!reply.text.contains("127.0.0.1"), "{}", reply.text);
+}

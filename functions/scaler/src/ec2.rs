@@ -1,0 +1,445 @@
+//! The scaler's EC2 port: the pool's instances, instance types and subnets, launching from a
+//! launch template with EC2 Fleet, and terminating. `Ec2Fleet` implements it with aws-sdk-ec2.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Mutex;
+
+use aws_sdk_ec2::types::{
+    DefaultTargetCapacityType, FleetLaunchTemplateConfigRequest,
+    FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest, FleetType,
+    InstanceType, ResourceType, SpotAllocationStrategy, SpotOptionsRequest, Tag, TagSpecification,
+    TargetCapacitySpecificationRequest,
+};
+use aws_sdk_ec2::Client;
+use serde::{Deserialize, Serialize};
+use titus_aws::resources::tag;
+
+/// How an instance is paid for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Lifecycle {
+    OnDemand,
+    Spot,
+}
+
+/// A running or starting instance of one of the stage's pools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolInstance {
+    /// The instance id, which is also its agent's id.
+    pub id: String,
+    pub pool: String,
+    pub machine_type: String,
+    pub zone: String,
+    pub lifecycle: Lifecycle,
+    pub launched_at_ms: u64,
+}
+
+/// What an instance type offers, as EC2 describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceTypeInfo {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub gpus: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet {
+    pub id: String,
+    pub zone: String,
+}
+
+/// Instances of one type in one subnet, for one pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchRequest {
+    pub stage: String,
+    pub pool: String,
+    pub launch_template: String,
+    pub machine_type: String,
+    pub subnet_id: String,
+    /// The subnet's availability zone.
+    pub zone: String,
+    pub on_demand: u32,
+    pub spot: u32,
+    pub spot_allocation_strategy: String,
+    /// Makes a retried request launch nothing more (EC2's idempotency token, at most 64 chars).
+    pub client_token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchedInstance {
+    pub id: String,
+    pub machine_type: String,
+    pub zone: String,
+    pub lifecycle: Lifecycle,
+}
+
+/// What a launch started, and why any part of it did not start (e.g. no spot capacity).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaunchOutcome {
+    pub launched: Vec<LaunchedInstance>,
+    pub errors: Vec<String>,
+}
+
+/// An EC2 call that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("EC2 {operation} failed: {message}")]
+pub struct Ec2Error {
+    pub operation: &'static str,
+    pub message: String,
+}
+
+fn ec2_error(operation: &'static str, err: impl std::error::Error + 'static) -> Ec2Error {
+    Ec2Error {
+        operation,
+        message: aws_sdk_ec2::error::DisplayErrorContext(err).to_string(),
+    }
+}
+
+/// What the scaler needs from EC2.
+pub trait Ec2Api: Send + Sync {
+    /// The stage's pool instances that are pending or running.
+    fn pool_instances(
+        &self,
+        stage: &str,
+    ) -> impl Future<Output = Result<Vec<PoolInstance>, Ec2Error>> + Send;
+
+    /// The named instance types; an unknown name is an error.
+    fn instance_types(
+        &self,
+        names: &[String],
+    ) -> impl Future<Output = Result<BTreeMap<String, InstanceTypeInfo>, Ec2Error>> + Send;
+
+    /// The named subnets in the given order, or the region's default subnets when none is named.
+    fn subnets(&self, ids: &[String])
+        -> impl Future<Output = Result<Vec<Subnet>, Ec2Error>> + Send;
+
+    fn launch(
+        &self,
+        request: &LaunchRequest,
+    ) -> impl Future<Output = Result<LaunchOutcome, Ec2Error>> + Send;
+
+    fn terminate(&self, ids: &[String]) -> impl Future<Output = Result<(), Ec2Error>> + Send;
+}
+
+/// EC2 through aws-sdk-ec2. Instance types and subnets change rarely; they are cached for the
+/// life of the process.
+#[derive(Debug)]
+pub struct Ec2Fleet {
+    client: Client,
+    types: Mutex<HashMap<String, InstanceTypeInfo>>,
+    subnets: Mutex<HashMap<Vec<String>, Vec<Subnet>>>,
+}
+
+impl Ec2Fleet {
+    pub fn new(client: Client) -> Ec2Fleet {
+        Ec2Fleet {
+            client,
+            types: Mutex::new(HashMap::new()),
+            subnets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+fn instance_tags(request: &LaunchRequest) -> TagSpecification {
+    let tag = |key: &str, value: &str| Tag::builder().key(key).value(value).build();
+    TagSpecification::builder()
+        .resource_type(ResourceType::Instance)
+        .tags(tag(tag::STAGE, &request.stage))
+        .tags(tag(tag::POOL, &request.pool))
+        .tags(tag(tag::MANAGED_BY, tag::SCALER))
+        .tags(tag(
+            "Name",
+            &format!("titus-{}-{}", request.stage, request.pool),
+        ))
+        .build()
+}
+
+fn millis(time: Option<&aws_sdk_ec2::primitives::DateTime>) -> u64 {
+    time.and_then(|t| t.to_millis().ok())
+        .and_then(|ms| u64::try_from(ms).ok())
+        .unwrap_or(0)
+}
+
+impl Ec2Api for Ec2Fleet {
+    async fn pool_instances(&self, stage: &str) -> Result<Vec<PoolInstance>, Ec2Error> {
+        use aws_sdk_ec2::types::Filter;
+        let mut instances = Vec::new();
+        let mut next_token = None;
+        loop {
+            let out = self
+                .client
+                .describe_instances()
+                .filters(
+                    Filter::builder()
+                        .name(format!("tag:{}", tag::STAGE))
+                        .values(stage)
+                        .build(),
+                )
+                .filters(
+                    Filter::builder()
+                        .name("instance-state-name")
+                        .values("pending")
+                        .values("running")
+                        .build(),
+                )
+                .set_next_token(next_token)
+                .send()
+                .await
+                .map_err(|e| ec2_error("DescribeInstances", e))?;
+            for instance in out.reservations().iter().flat_map(|r| r.instances()) {
+                let tag_value = |key: &str| {
+                    instance
+                        .tags()
+                        .iter()
+                        .find(|t| t.key() == Some(key))
+                        .and_then(|t| t.value())
+                        .map(str::to_owned)
+                };
+                let (Some(id), Some(pool)) = (instance.instance_id(), tag_value(tag::POOL)) else {
+                    continue;
+                };
+                let lifecycle = match instance.instance_lifecycle() {
+                    Some(aws_sdk_ec2::types::InstanceLifecycleType::Spot) => Lifecycle::Spot,
+                    _ => Lifecycle::OnDemand,
+                };
+                instances.push(PoolInstance {
+                    id: id.to_owned(),
+                    pool,
+                    machine_type: instance
+                        .instance_type()
+                        .map(|t| t.as_str().to_owned())
+                        .unwrap_or_default(),
+                    zone: instance
+                        .placement()
+                        .and_then(|p| p.availability_zone())
+                        .unwrap_or_default()
+                        .to_owned(),
+                    lifecycle,
+                    launched_at_ms: millis(instance.launch_time()),
+                });
+            }
+            match out.next_token {
+                Some(token) if !token.is_empty() => next_token = Some(token),
+                _ => break,
+            }
+        }
+        instances.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(instances)
+    }
+
+    async fn instance_types(
+        &self,
+        names: &[String],
+    ) -> Result<BTreeMap<String, InstanceTypeInfo>, Ec2Error> {
+        let missing: Vec<String> = {
+            let cache = self.types.lock().unwrap_or_else(|e| e.into_inner());
+            names
+                .iter()
+                .filter(|n| !cache.contains_key(*n))
+                .cloned()
+                .collect()
+        };
+        if !missing.is_empty() {
+            let out = self
+                .client
+                .describe_instance_types()
+                .set_instance_types(Some(
+                    missing
+                        .iter()
+                        .map(|n| InstanceType::from(n.as_str()))
+                        .collect(),
+                ))
+                .send()
+                .await
+                .map_err(|e| ec2_error("DescribeInstanceTypes", e))?;
+            let mut cache = self.types.lock().unwrap_or_else(|e| e.into_inner());
+            for info in out.instance_types() {
+                let Some(name) = info.instance_type() else {
+                    continue;
+                };
+                let gpus = info
+                    .gpu_info()
+                    .map(|g| {
+                        g.gpus()
+                            .iter()
+                            .map(|d| d.count().unwrap_or(0).max(0) as u32)
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                cache.insert(
+                    name.as_str().to_owned(),
+                    InstanceTypeInfo {
+                        vcpus: info
+                            .v_cpu_info()
+                            .and_then(|v| v.default_v_cpus())
+                            .unwrap_or(0)
+                            .max(0) as u32,
+                        memory_mib: info
+                            .memory_info()
+                            .and_then(|m| m.size_in_mib())
+                            .unwrap_or(0)
+                            .max(0) as u64,
+                        gpus,
+                    },
+                );
+            }
+        }
+        let cache = self.types.lock().unwrap_or_else(|e| e.into_inner());
+        names
+            .iter()
+            .map(|n| {
+                cache
+                    .get(n)
+                    .map(|info| (n.clone(), *info))
+                    .ok_or_else(|| Ec2Error {
+                        operation: "DescribeInstanceTypes",
+                        message: format!("instance type {n:?} is not offered in this region"),
+                    })
+            })
+            .collect()
+    }
+
+    async fn subnets(&self, ids: &[String]) -> Result<Vec<Subnet>, Ec2Error> {
+        if let Some(subnets) = self
+            .subnets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(ids)
+        {
+            return Ok(subnets.clone());
+        }
+        let mut request = self.client.describe_subnets();
+        if ids.is_empty() {
+            request = request.filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("default-for-az")
+                    .values("true")
+                    .build(),
+            );
+        } else {
+            request = request.set_subnet_ids(Some(ids.to_vec()));
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| ec2_error("DescribeSubnets", e))?;
+        let mut subnets: Vec<Subnet> = out
+            .subnets()
+            .iter()
+            .filter_map(|s| {
+                Some(Subnet {
+                    id: s.subnet_id()?.to_owned(),
+                    zone: s.availability_zone()?.to_owned(),
+                })
+            })
+            .collect();
+        if ids.is_empty() {
+            subnets.sort_by(|a, b| a.zone.cmp(&b.zone));
+        } else {
+            // The configured order is the order of preference.
+            subnets.sort_by_key(|s| ids.iter().position(|id| *id == s.id));
+        }
+        self.subnets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ids.to_vec(), subnets.clone());
+        Ok(subnets)
+    }
+
+    async fn launch(&self, request: &LaunchRequest) -> Result<LaunchOutcome, Ec2Error> {
+        let total = request.on_demand + request.spot;
+        if total == 0 {
+            return Ok(LaunchOutcome::default());
+        }
+        let default_type = if request.on_demand >= request.spot {
+            DefaultTargetCapacityType::OnDemand
+        } else {
+            DefaultTargetCapacityType::Spot
+        };
+        let mut fleet = self
+            .client
+            .create_fleet()
+            .r#type(FleetType::Instant)
+            .client_token(&request.client_token)
+            .launch_template_configs(
+                FleetLaunchTemplateConfigRequest::builder()
+                    .launch_template_specification(
+                        FleetLaunchTemplateSpecificationRequest::builder()
+                            .launch_template_name(&request.launch_template)
+                            .version("$Latest")
+                            .build(),
+                    )
+                    .overrides(
+                        FleetLaunchTemplateOverridesRequest::builder()
+                            .instance_type(InstanceType::from(request.machine_type.as_str()))
+                            .subnet_id(&request.subnet_id)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .target_capacity_specification(
+                TargetCapacitySpecificationRequest::builder()
+                    .total_target_capacity(total as i32)
+                    .on_demand_target_capacity(request.on_demand as i32)
+                    .spot_target_capacity(request.spot as i32)
+                    .default_target_capacity_type(default_type)
+                    .build(),
+            )
+            .tag_specifications(instance_tags(request));
+        if request.spot > 0 {
+            fleet = fleet.spot_options(
+                SpotOptionsRequest::builder()
+                    .allocation_strategy(SpotAllocationStrategy::from(
+                        request.spot_allocation_strategy.as_str(),
+                    ))
+                    .build(),
+            );
+        }
+        let out = fleet
+            .send()
+            .await
+            .map_err(|e| ec2_error("CreateFleet", e))?;
+        let mut outcome = LaunchOutcome::default();
+        for group in out.instances() {
+            let lifecycle = match group.lifecycle() {
+                Some(aws_sdk_ec2::types::InstanceLifecycle::Spot) => Lifecycle::Spot,
+                _ => Lifecycle::OnDemand,
+            };
+            for id in group.instance_ids() {
+                outcome.launched.push(LaunchedInstance {
+                    id: id.clone(),
+                    machine_type: request.machine_type.clone(),
+                    zone: request.zone.clone(),
+                    lifecycle,
+                });
+            }
+        }
+        for error in out.errors() {
+            outcome.errors.push(format!(
+                "{}: {}",
+                error.error_code().unwrap_or("error"),
+                error.error_message().unwrap_or_default()
+            ));
+        }
+        Ok(outcome)
+    }
+
+    async fn terminate(&self, ids: &[String]) -> Result<(), Ec2Error> {
+        // TerminateInstances takes at most 1000 ids.
+        for chunk in ids.chunks(1000) {
+            self.client
+                .terminate_instances()
+                .set_instance_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| ec2_error("TerminateInstances", e))?;
+        }
+        Ok(())
+    }
+}

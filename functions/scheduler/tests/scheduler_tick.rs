@@ -1,0 +1,432 @@
+//! The scheduler's tick against the emulator: placement, dispatch, fencing and races.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use titus_aws::provision::{ensure_queue, provision};
+use titus_aws::resources::QueueDef;
+use titus_aws::{AwsClients, DynamoAgentStore, DynamoJobStore, DynamoLeaseStore, Names};
+use titus_core::lease::{Lease, LeaseError, LeaseStore};
+use titus_core::messages::AgentCommand;
+use titus_core::store::PageRequest;
+use titus_core::{
+    Agent, AgentState, AgentStore, Job, JobId, JobStore, Limits, Resources, StoreError, Task,
+    TaskState,
+};
+use titus_scheduler::{now_ms, AwsScheduler, Scheduler, SchedulerConfig, TickInput};
+
+async fn fresh_stage() -> (AwsClients, Names) {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        endpoint.starts_with("http://127.0.0.1"),
+        "run through scripts/test.sh (AWS_ENDPOINT_URL={endpoint:?})"
+    );
+    let clients = AwsClients::from_env().await;
+    let names = Names::new(&format!(
+        "s{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    ))
+    .unwrap();
+    provision(&clients, &names.definitions()).await.unwrap();
+    (clients, names)
+}
+
+async fn add_agent(clients: &AwsClients, names: &Names, id: &str, memory_mb: u64) -> Agent {
+    let (queue_url, _) = ensure_queue(
+        &clients.sqs,
+        &QueueDef {
+            role: "agent",
+            name: names.agent_queue(id),
+            visibility_timeout_secs: 30,
+            message_retention_secs: 3600,
+            dead_letter: None,
+        },
+    )
+    .await
+    .unwrap();
+    let agent = Agent {
+        id: id.to_owned(),
+        queue_url,
+        zone: "z1".to_owned(),
+        machine_type: "m5.large".to_owned(),
+        machine_group: "default".to_owned(),
+        state: AgentState::Active,
+        capacity: Resources {
+            cpu_millis: 64_000,
+            memory_mb,
+            disk_mb: 10_000_000,
+            network_mbps: 100_000,
+            gpu: 0,
+        },
+        allocated: Resources::ZERO,
+        task_count: 0,
+        registered_at_ms: now_ms(),
+        heartbeat_at_ms: now_ms(),
+    };
+    DynamoAgentStore::new(clients.dynamodb.clone(), names)
+        .register_agent(&agent)
+        .await
+        .unwrap()
+}
+
+async fn submit(
+    clients: &AwsClients,
+    names: &Names,
+    size: u32,
+    constraints: serde_json::Value,
+) -> Job {
+    let descriptor = serde_json::json!({
+        "owner": {"teamEmail": "team@example.com"},
+        "applicationName": "app",
+        "container": {"image": {"name": "busybox", "tag": "1"}, "hardConstraints": {"constraints": constraints}},
+        "batch": {"size": size}
+    });
+    let descriptor =
+        titus_core::parse_descriptor(descriptor.to_string().as_bytes(), &Limits::default())
+            .unwrap();
+    let job = Job::new(JobId::generate(), descriptor, "me".to_owned(), now_ms());
+    DynamoJobStore::new(clients.dynamodb.clone(), names)
+        .create_job(&job, None)
+        .await
+        .unwrap();
+    job
+}
+
+async fn tasks_of(clients: &AwsClients, names: &Names, job: &Job) -> Vec<Task> {
+    DynamoJobStore::new(clients.dynamodb.clone(), names)
+        .list_job_tasks(&job.id, &PageRequest::first(1000))
+        .await
+        .unwrap()
+        .items
+}
+
+/// Every command waiting on the agent's queue, by task id.
+async fn drain_queue(clients: &AwsClients, url: &str) -> Vec<AgentCommand> {
+    let mut commands = Vec::new();
+    let mut empty_polls = 0;
+    while empty_polls < 2 {
+        let out = clients
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        if out.messages().is_empty() {
+            empty_polls += 1;
+        }
+        for message in out.messages() {
+            commands.push(serde_json::from_str(message.body().unwrap()).unwrap());
+            clients
+                .sqs
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    commands
+}
+
+fn config(names: &Names) -> SchedulerConfig {
+    SchedulerConfig {
+        stage: names.stage().to_owned(),
+        ..SchedulerConfig::default()
+    }
+}
+
+fn input(owner: &str) -> TickInput {
+    TickInput {
+        owner: owner.to_owned(),
+        started_at_ms: Some(now_ms()),
+        iteration: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_tick_places_pending_tasks_and_sends_them_to_their_agents() {
+    let (clients, names) = fresh_stage().await;
+    let a1 = add_agent(&clients, &names, "a1", 4096).await;
+    let a2 = add_agent(&clients, &names, "a2", 4096).await;
+    let job = submit(
+        &clients,
+        &names,
+        3,
+        serde_json::json!({"uniqueHost": "true"}),
+    )
+    .await;
+    let scheduler = AwsScheduler::with_clients(&clients, config(&names));
+
+    let summary = scheduler.tick(input("loop-1")).await.unwrap();
+
+    // uniqueHost on two agents: two placed, one left with a reason.
+    assert_eq!(
+        (summary.placed, summary.unplaced, summary.pending_left),
+        (2, 1, 1)
+    );
+    assert!(summary.lease_held && summary.continue_loop);
+    let tasks = tasks_of(&clients, &names, &job).await;
+    let launched: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| t.state() == TaskState::Launched)
+        .collect();
+    assert_eq!(launched.len(), 2);
+    let mut hosts: Vec<_> = launched
+        .iter()
+        .map(|t| t.agent_id.clone().unwrap())
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, vec!["a1", "a2"]);
+    for agent in [&a1, &a2] {
+        let commands = drain_queue(&clients, &agent.queue_url).await;
+        assert_eq!(commands.len(), 1);
+        let AgentCommand::LaunchTask(launch) = &commands[0] else {
+            panic!("expected a launch")
+        };
+        let task = launched.iter().find(|t| t.id == launch.task_id).unwrap();
+        assert_eq!(task.agent_id.as_deref(), Some(agent.id.as_str()));
+        assert_eq!(launch.image, "busybox:1");
+        assert_eq!(
+            launch.env.get("TITUS_TASK_ID").map(String::as_str),
+            Some(task.id.as_str())
+        );
+        let stored = DynamoAgentStore::new(clients.dynamodb.clone(), &names)
+            .get_agent(&agent.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.allocated.memory_mb, 512);
+    }
+}
+
+#[tokio::test]
+async fn a_scheduler_without_the_lease_places_nothing() {
+    let (clients, names) = fresh_stage().await;
+    add_agent(&clients, &names, "a1", 4096).await;
+    let job = submit(&clients, &names, 2, serde_json::json!({})).await;
+    DynamoLeaseStore::new(clients.dynamodb.clone(), &names)
+        .acquire_or_renew("scheduler", "the-leader", now_ms(), 60_000)
+        .await
+        .unwrap();
+    let scheduler = AwsScheduler::with_clients(&clients, config(&names));
+
+    let summary = scheduler.tick(input("a-follower")).await.unwrap();
+
+    assert!(!summary.lease_held && !summary.continue_loop);
+    assert_eq!(summary.placed, 0);
+    assert!(tasks_of(&clients, &names, &job)
+        .await
+        .iter()
+        .all(|t| t.state() == TaskState::Accepted));
+}
+
+#[tokio::test]
+async fn an_unacknowledged_placement_is_sent_again_and_a_failed_send_loses_nothing() {
+    let (clients, names) = fresh_stage().await;
+    let mut broken = add_agent(&clients, &names, "a1", 4096).await;
+    // The agent's queue disappears: the first dispatch fails.
+    broken.queue_url = format!("{}-missing", broken.queue_url);
+    DynamoAgentStore::new(clients.dynamodb.clone(), &names)
+        .register_agent(&broken)
+        .await
+        .unwrap();
+    let job = submit(&clients, &names, 1, serde_json::json!({})).await;
+    let mut cfg = config(&names);
+    cfg.ack_timeout_ms = 0;
+    let scheduler = AwsScheduler::with_clients(&clients, cfg);
+
+    let first = scheduler.tick(input("loop")).await.unwrap();
+    let task = tasks_of(&clients, &names, &job).await.remove(0);
+    assert_eq!((first.placed, first.dispatch_failures), (1, 1));
+    assert_eq!(
+        task.state(),
+        TaskState::Launched,
+        "a failed dispatch keeps the placement"
+    );
+
+    // The queue is back; the next tick finds the placement unacknowledged and sends it again.
+    let (url, _) = ensure_queue(
+        &clients.sqs,
+        &QueueDef {
+            role: "agent",
+            name: names.agent_queue("a1"),
+            visibility_timeout_secs: 30,
+            message_retention_secs: 3600,
+            dead_letter: None,
+        },
+    )
+    .await
+    .unwrap();
+    broken.queue_url = url.clone();
+    DynamoAgentStore::new(clients.dynamodb.clone(), &names)
+        .register_agent(&broken)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let second = scheduler.tick(input("loop")).await.unwrap();
+
+    assert_eq!(second.redispatched, 1);
+    let commands = drain_queue(&clients, &url).await;
+    assert_eq!(
+        commands
+            .iter()
+            .map(|c| c.task_id().clone())
+            .collect::<Vec<_>>(),
+        vec![task.id.clone()]
+    );
+}
+
+/// Lets another scheduler take the lease over right after this one got it, as if this one was
+/// paused past its lease between renewing it and committing.
+struct LosesLeaseMidTick {
+    inner: DynamoLeaseStore,
+    lose: AtomicBool,
+}
+
+impl LeaseStore for LosesLeaseMidTick {
+    async fn acquire_or_renew(
+        &self,
+        name: &str,
+        owner: &str,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<Lease, LeaseError> {
+        let lease = self
+            .inner
+            .acquire_or_renew(name, owner, now_ms, ttl_ms)
+            .await?;
+        if self.lose.load(Ordering::SeqCst) {
+            // The usurper sees the lease expired.
+            self.inner
+                .acquire_or_renew(name, "usurper", lease.expires_at_ms + 1, ttl_ms)
+                .await?;
+        }
+        Ok(lease)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.release(lease).await
+    }
+}
+
+#[tokio::test]
+async fn a_scheduler_that_loses_its_lease_mid_tick_commits_nothing() {
+    let (clients, names) = fresh_stage().await;
+    add_agent(&clients, &names, "a1", 4096).await;
+    let job = submit(&clients, &names, 2, serde_json::json!({})).await;
+    let base = AwsScheduler::with_clients(&clients, config(&names));
+    let scheduler = Scheduler {
+        jobs: base.jobs,
+        agents: base.agents,
+        leases: LosesLeaseMidTick {
+            inner: base.leases,
+            lose: AtomicBool::new(true),
+        },
+        allocations: base.allocations,
+        queue: base.queue,
+        config: base.config,
+        clock: base.clock,
+    };
+
+    let summary = scheduler.tick(input("paused")).await.unwrap();
+
+    assert_eq!(summary.placed, 0);
+    assert!(!summary.lease_held);
+    assert!(tasks_of(&clients, &names, &job)
+        .await
+        .iter()
+        .all(|t| t.state() == TaskState::Accepted));
+    let agent = DynamoAgentStore::new(clients.dynamodb.clone(), &names)
+        .get_agent("a1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(agent.allocated, Resources::ZERO);
+}
+
+#[tokio::test]
+async fn two_schedulers_at_once_never_place_a_task_twice_nor_overcommit() {
+    let (clients, names) = fresh_stage().await;
+    // Room for 10 tasks of 512 MB over two agents, and far more work than that.
+    let agents = [
+        add_agent(&clients, &names, "a1", 2560).await,
+        add_agent(&clients, &names, "a2", 2560).await,
+    ];
+    let mut jobs = Vec::new();
+    let mut cfg = config(&names);
+    // A short lease, so it changes hands between the two schedulers during the run.
+    cfg.lease_ttl_ms = 50;
+    cfg.max_tasks_per_tick = 4;
+    let one = AwsScheduler::with_clients(&clients, cfg.clone());
+    let two = AwsScheduler::with_clients(&clients, cfg);
+
+    for round in 0..12 {
+        jobs.push(submit(&clients, &names, 2, serde_json::json!({})).await);
+        let (a, b) = tokio::join!(
+            one.tick(TickInput {
+                owner: "one".to_owned(),
+                started_at_ms: None,
+                iteration: round
+            }),
+            two.tick(TickInput {
+                owner: "two".to_owned(),
+                started_at_ms: None,
+                iteration: round
+            })
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(
+            !(a.lease_held && b.lease_held && a.epoch == b.epoch && a.placed > 0 && b.placed > 0),
+            "both placed under one epoch in round {round}: {a:?} {b:?}"
+        );
+        if round % 3 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        }
+    }
+
+    let mut launched_on: BTreeMap<String, Resources> = BTreeMap::new();
+    let mut placed_tasks = 0;
+    for job in &jobs {
+        for task in tasks_of(&clients, &names, job).await {
+            if task.state() == TaskState::Launched {
+                placed_tasks += 1;
+                let entry = launched_on
+                    .entry(task.agent_id.clone().unwrap())
+                    .or_default();
+                *entry = entry.saturating_add(Resources::of_container(&task.resources));
+            }
+        }
+    }
+    assert_eq!(placed_tasks, 10, "exactly the room there was");
+    let mut launches: HashMap<String, u32> = HashMap::new();
+    for agent in &agents {
+        let stored = DynamoAgentStore::new(clients.dynamodb.clone(), &names)
+            .get_agent(&agent.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            stored.allocated.fits_within(&stored.capacity),
+            "{} over-committed: {:?}",
+            agent.id,
+            stored.allocated
+        );
+        assert_eq!(
+            stored.allocated,
+            launched_on.get(&agent.id).copied().unwrap_or_default()
+        );
+        for command in drain_queue(&clients, &agent.queue_url).await {
+            *launches.entry(command.task_id().to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(launches.len(), 10);
+    assert!(
+        launches.values().all(|&n| n == 1),
+        "a task was sent twice: {launches:?}"
+    );
+}

@@ -1,0 +1,355 @@
+//! Status ingest: applies the agents' `TaskStatusUpdate` messages from the status queue to tasks.
+//!
+//! # Guarantees
+//! - Idempotent and safe against reordering: an update applies only when its state is later than
+//!   the task's (states only move forward), so a duplicate, late or reordered message changes
+//!   nothing. An update from an agent the task is not placed on (an earlier placement's agent)
+//!   changes nothing either.
+//! - Every write is conditional on the version read; a lost race is re-read and decided again.
+//! - Finished records the exit code, reason and OOM flag, and gives the task's resources back to
+//!   its agent in the same transaction, so the allocation is released exactly once. Then the task
+//!   is replaced per its job's policy, or its job finishes. A redelivered Finished repeats those
+//!   follow-ups, which are idempotent, so a crash between the two writes is repaired.
+//! - A message that can never apply (not JSON, an unknown field, an unknown task, the wrong job) is
+//!   sent to the status DLQ with its reason, then acknowledged. A store or queue error makes it a
+//!   batch item failure, which SQS redelivers (and after `maxReceiveCount` moves to the DLQ).
+//! - Messages of one task in one batch apply in batch order; different tasks at once.
+
+use std::collections::BTreeMap;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use futures::stream::{self, StreamExt};
+use titus_core::lease::AllocationStore;
+use titus_core::messages::{CommandQueue, TaskStatusUpdate};
+use titus_core::validation::quoted;
+use titus_core::{AgentStore, JobStore, Task, TaskReason, TaskState};
+use tracing::{error, info, info_span, warn, Instrument};
+
+use crate::dead_letter::{DeadLetter, DeadLetterSink};
+use crate::error::StatusError;
+use crate::lifecycle::{StatusContext, MAX_WRITE_ATTEMPTS};
+
+/// How many tasks' messages are applied at once.
+const CONCURRENT_TASKS: usize = 8;
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The task moved from `from` to `to`.
+    Applied { from: TaskState, to: TaskState },
+    /// Not later than the task's state: changed nothing.
+    Duplicate,
+    /// From an agent the task is not placed on: changed nothing.
+    StaleAgent,
+    /// Sent to the status DLQ with its reason.
+    DeadLettered { reason: String },
+    /// To be redelivered.
+    Failed,
+}
+
+/// Why an update did not apply.
+#[derive(Debug)]
+pub enum ApplyError {
+    /// The message can never apply; the reason goes to the DLQ with it.
+    Malformed(String),
+    /// The store or a queue failed; the message is redelivered.
+    Failed(StatusError),
+}
+
+impl<E: Into<StatusError>> From<E> for ApplyError {
+    fn from(err: E) -> Self {
+        ApplyError::Failed(err.into())
+    }
+}
+
+/// Handles one SQS batch; the response lists the messages SQS must redeliver.
+pub async fn handle_batch<J, A, C, Q, D>(
+    ctx: &StatusContext<J, A, C, Q, D>,
+    event: SqsEvent,
+    now_ms: u64,
+) -> SqsBatchResponse
+where
+    J: JobStore,
+    A: AgentStore,
+    C: AllocationStore,
+    Q: CommandQueue,
+    D: DeadLetterSink,
+{
+    let outcomes = process_batch(ctx, event, now_ms).await;
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = outcomes
+        .into_iter()
+        .filter(|(_, outcome)| *outcome == Outcome::Failed)
+        .map(|(message_id, _)| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = message_id;
+            failure
+        })
+        .collect();
+    response
+}
+
+/// Handles one SQS batch and says what became of each message, by message id, in batch order.
+pub async fn process_batch<J, A, C, Q, D>(
+    ctx: &StatusContext<J, A, C, Q, D>,
+    event: SqsEvent,
+    now_ms: u64,
+) -> Vec<(String, Outcome)>
+where
+    J: JobStore,
+    A: AgentStore,
+    C: AllocationStore,
+    Q: CommandQueue,
+    D: DeadLetterSink,
+{
+    let mut outcomes: Vec<(String, Option<Outcome>)> = Vec::new();
+    let mut by_task: BTreeMap<String, Vec<(usize, String, String, TaskStatusUpdate)>> =
+        BTreeMap::new();
+    let mut malformed = Vec::new();
+    for message in event.records {
+        let position = outcomes.len();
+        let message_id = message.message_id.clone().unwrap_or_default();
+        let body = message.body.unwrap_or_default();
+        outcomes.push((message_id.clone(), None));
+        match serde_json::from_str::<TaskStatusUpdate>(&body) {
+            Ok(update) => by_task
+                .entry(update.task_id.to_string())
+                .or_default()
+                .push((position, message_id, body, update)),
+            Err(e) => malformed.push((
+                position,
+                DeadLetter {
+                    message_id,
+                    body,
+                    reason: format!(
+                        "not a task status update: {e}; expected the JSON of a TaskStatusUpdate \
+                         (taskId, jobId, agentId, state, timestampMs, ...)"
+                    ),
+                    dead_lettered_at_ms: now_ms,
+                },
+            )),
+        }
+    }
+
+    let refused = stream::iter(malformed)
+        .map(|(position, letter)| async move {
+            let span = info_span!("status_message", message_id = %letter.message_id);
+            (position, dead_letter(ctx, letter).instrument(span).await)
+        })
+        .buffer_unordered(CONCURRENT_TASKS)
+        .collect::<Vec<_>>();
+    let applied = stream::iter(by_task.into_values())
+        .map(|group| async move {
+            let mut results = Vec::with_capacity(group.len());
+            for (position, message_id, body, update) in group {
+                let span = info_span!(
+                    "status_message",
+                    message_id = %message_id,
+                    task_id = %update.task_id,
+                    state = %update.state,
+                );
+                let outcome = apply_message(ctx, message_id, body, &update, now_ms)
+                    .instrument(span)
+                    .await;
+                results.push((position, outcome));
+            }
+            results
+        })
+        .buffer_unordered(CONCURRENT_TASKS)
+        .collect::<Vec<_>>();
+    let (refused, applied) = futures::join!(refused, applied);
+    for (position, outcome) in refused.into_iter().chain(applied.into_iter().flatten()) {
+        if let Some(slot) = outcomes.get_mut(position) {
+            slot.1 = Some(outcome);
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|(id, outcome)| (id, outcome.unwrap_or(Outcome::Failed)))
+        .collect()
+}
+
+async fn apply_message<J, A, C, Q, D>(
+    ctx: &StatusContext<J, A, C, Q, D>,
+    message_id: String,
+    body: String,
+    update: &TaskStatusUpdate,
+    now_ms: u64,
+) -> Outcome
+where
+    J: JobStore,
+    A: AgentStore,
+    C: AllocationStore,
+    Q: CommandQueue,
+    D: DeadLetterSink,
+{
+    match apply_update(ctx, update, now_ms).await {
+        Ok(outcome) => outcome,
+        Err(ApplyError::Malformed(reason)) => {
+            let letter = DeadLetter {
+                message_id,
+                body,
+                reason,
+                dead_lettered_at_ms: now_ms,
+            };
+            dead_letter(ctx, letter).await
+        }
+        Err(ApplyError::Failed(e)) if e.is_transient() => {
+            warn!(error = %e, "status not applied; SQS will redeliver it");
+            Outcome::Failed
+        }
+        Err(ApplyError::Failed(e)) => {
+            error!(error = %e, error_type = e.error_type(), "status not applied; SQS will redeliver it and, after repeated failures, move it to the DLQ");
+            Outcome::Failed
+        }
+    }
+}
+
+async fn dead_letter<J, A, C, Q, D>(
+    ctx: &StatusContext<J, A, C, Q, D>,
+    letter: DeadLetter,
+) -> Outcome
+where
+    D: DeadLetterSink,
+{
+    match ctx.dead_letters.send(&letter).await {
+        Ok(()) => {
+            warn!(reason = %letter.reason, "status message sent to the DLQ");
+            Outcome::DeadLettered {
+                reason: letter.reason,
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, reason = %letter.reason, "status message could not be sent to the DLQ; SQS will redeliver it");
+            Outcome::Failed
+        }
+    }
+}
+
+/// Applies one update to its task; see the module's guarantees.
+pub async fn apply_update<J, A, C, Q, D>(
+    ctx: &StatusContext<J, A, C, Q, D>,
+    update: &TaskStatusUpdate,
+    now_ms: u64,
+) -> Result<Outcome, ApplyError>
+where
+    J: JobStore,
+    A: AgentStore,
+    C: AllocationStore,
+    Q: CommandQueue,
+    D: DeadLetterSink,
+{
+    for _ in 0..MAX_WRITE_ATTEMPTS {
+        let Some(task) = ctx.jobs.get_task(&update.task_id).await? else {
+            return Err(ApplyError::Malformed(format!(
+                "task {} does not exist; expected the id of a task placed on agent {}",
+                quoted(update.task_id.as_str()),
+                quoted(&update.agent_id)
+            )));
+        };
+        if task.job_id != update.job_id {
+            return Err(ApplyError::Malformed(format!(
+                "task {} belongs to job {}, but the message names job {}; expected the task's own job",
+                task.id,
+                task.job_id,
+                quoted(update.job_id.as_str())
+            )));
+        }
+        if task.agent_id.as_deref() != Some(update.agent_id.as_str()) {
+            info!(
+                placed_on = ?task.agent_id,
+                from_agent = %quoted(&update.agent_id),
+                "status from an agent the task is not placed on; changes nothing"
+            );
+            return Ok(Outcome::StaleAgent);
+        }
+        let from = task.state();
+        if !from.can_transition_to(update.state) {
+            if from == TaskState::Finished && update.state == TaskState::Finished {
+                // A redelivery: the first may have stopped between the Finished write and the
+                // replacement. The follow-ups are idempotent.
+                ctx.after_finished(&task, now_ms).await?;
+            }
+            info!(current = %from, "status not later than the task's; changes nothing");
+            return Ok(Outcome::Duplicate);
+        }
+        let mut next = task.clone();
+        if update.state == TaskState::Finished {
+            let reason = finished_reason(&task, update);
+            let message = finished_message(update);
+            if next
+                .transition(
+                    TaskState::Finished,
+                    Some(reason),
+                    &message,
+                    update.timestamp_ms,
+                )
+                .is_err()
+            {
+                return Ok(Outcome::Duplicate);
+            }
+            next.exit_code = update.exit_code;
+            next.oom_killed = update.oom_killed;
+            match ctx.write_finished(&task, &next).await {
+                Ok(()) => {}
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+            info!(from = %from, reason = %reason, exit_code = ?update.exit_code, oom_killed = update.oom_killed, "task finished");
+            let follow_up = ctx.after_finished(&next, now_ms).await?;
+            info!(?follow_up, "after the task finished");
+        } else {
+            if next
+                .transition(
+                    update.state,
+                    update.reason,
+                    &update.message,
+                    update.timestamp_ms,
+                )
+                .is_err()
+            {
+                return Ok(Outcome::Duplicate);
+            }
+            match ctx.jobs.update_task(&next, task.version).await {
+                Ok(()) => {}
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+            info!(from = %from, to = %update.state, "task status applied");
+        }
+        return Ok(Outcome::Applied {
+            from,
+            to: update.state,
+        });
+    }
+    Err(ApplyError::Failed(StatusError::StoreUnavailable(format!(
+        "task {} kept changing while its status was applied ({MAX_WRITE_ATTEMPTS} attempts)",
+        update.task_id
+    ))))
+}
+
+/// Why the task finished. A kill the control plane or the agent initiated keeps its reason: the
+/// container's exit after SIGTERM is the kill's doing. Otherwise the agent's reason, or the exit
+/// code's (0 is normal).
+fn finished_reason(task: &Task, update: &TaskStatusUpdate) -> TaskReason {
+    if task.state() == TaskState::KillInitiated {
+        if let Some(reason) = task.status.reason_code {
+            return reason;
+        }
+    }
+    update.reason.unwrap_or(match update.exit_code {
+        Some(0) => TaskReason::Normal,
+        Some(_) => TaskReason::Failed,
+        None => TaskReason::UnknownSystemError,
+    })
+}
+
+fn finished_message(update: &TaskStatusUpdate) -> String {
+    if !update.message.is_empty() {
+        return update.message.clone();
+    }
+    match update.exit_code {
+        Some(code) => format!("container exited with code {code}"),
+        None => "finished".to_owned(),
+    }
+}

@@ -1,0 +1,344 @@
+//! The submit function against the emulator, fed a recorded-shape SQS event that mixes valid,
+//! invalid and duplicate messages: the stored jobs, the rejection queue and the batch item
+//! failures.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use titus_aws::provision::provision;
+use titus_aws::{AwsClients, DynamoJobStore, Names};
+use titus_core::store::{JobFilter, PageRequest};
+use titus_core::JobStore;
+use titus_submit::{
+    handle_batch, process_batch, Admission, Outcome, Rejection, SqsRejectionQueue, SubmitConfig,
+};
+
+const NOW_MS: u64 = 1_764_000_001_000;
+
+struct Stage {
+    clients: AwsClients,
+    names: Names,
+    store: DynamoJobStore,
+    rejections: SqsRejectionQueue,
+    rejected_queue_url: String,
+}
+
+async fn clients() -> AwsClients {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
+        "emulator tests need AWS_ENDPOINT_URL pointing at the local emulator (got {endpoint:?}); \
+         run them through scripts/test.sh, which starts it"
+    );
+    AwsClients::from_env().await
+}
+
+async fn fresh_stage() -> Stage {
+    let clients = clients().await;
+    let names = Names::new(&format!(
+        "s{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    ))
+    .unwrap();
+    provision(&clients, &names.definitions()).await.unwrap();
+    let config = SubmitConfig::load(&clients.ssm, &clients.sqs, names.stage())
+        .await
+        .unwrap();
+    Stage {
+        store: DynamoJobStore::new(clients.dynamodb.clone(), &names),
+        rejections: SqsRejectionQueue::new(clients.sqs.clone(), config.rejected_queue_url.clone()),
+        rejected_queue_url: config.rejected_queue_url,
+        clients,
+        names,
+    }
+}
+
+impl Stage {
+    async fn jobs(&self) -> Vec<titus_core::Job> {
+        self.store
+            .list_jobs(&JobFilter::default(), &PageRequest::first(100))
+            .await
+            .unwrap()
+            .items
+    }
+
+    async fn rejected(&self) -> Vec<Rejection> {
+        let mut rejections = Vec::new();
+        loop {
+            let out = self
+                .clients
+                .sqs
+                .receive_message()
+                .queue_url(&self.rejected_queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                rejections.sort_by(|a: &Rejection, b| a.message_id.cmp(&b.message_id));
+                return rejections;
+            }
+            for message in messages {
+                rejections.push(serde_json::from_str(message.body().unwrap()).unwrap());
+                self.clients
+                    .sqs
+                    .delete_message()
+                    .queue_url(&self.rejected_queue_url)
+                    .receipt_handle(message.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+fn recorded_batch() -> SqsEvent {
+    let path = format!(
+        "{}/tests/data/sqs-submit-batch.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn id(n: u32) -> String {
+    format!("0a6d2c4e-5f1b-4d8e-9c3a-1b2e3f4a5b{n:02}")
+}
+
+#[tokio::test]
+async fn a_mixed_batch_stores_the_valid_once_and_rejects_the_invalid_with_their_errors() {
+    let stage = fresh_stage().await;
+    let admission = Admission::default();
+
+    let outcomes = process_batch(
+        &stage.store,
+        &stage.rejections,
+        &admission,
+        recorded_batch(),
+        NOW_MS,
+    )
+    .await;
+
+    let Outcome::Stored {
+        job_id: plain,
+        created: true,
+    } = &outcomes[0].1
+    else {
+        panic!("{outcomes:?}")
+    };
+    let Outcome::Stored {
+        job_id: by_token,
+        created: true,
+    } = &outcomes[1].1
+    else {
+        panic!("{outcomes:?}")
+    };
+    assert_eq!(
+        outcomes[2].1,
+        Outcome::Stored {
+            job_id: by_token.clone(),
+            created: false
+        },
+        "the same client token is the same job"
+    );
+    assert_eq!(outcomes[3].1, Outcome::Rejected);
+    assert_eq!(outcomes[4].1, Outcome::Rejected);
+    assert_eq!(
+        outcomes[5].1,
+        Outcome::Rejected,
+        "token reused for another descriptor"
+    );
+    let ids: Vec<&str> = outcomes.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, (1..=6).map(id).collect::<Vec<_>>());
+
+    let jobs = stage.jobs().await;
+    assert_eq!(
+        jobs.iter()
+            .map(|j| j.id.to_string())
+            .collect::<HashSet<_>>(),
+        HashSet::from([plain.clone(), by_token.clone()])
+    );
+    assert!(jobs
+        .iter()
+        .all(|j| j.created_by == "sqs:AIDAEXAMPLEPRODUCER"));
+
+    let rejected = stage.rejected().await;
+    assert_eq!(
+        rejected
+            .iter()
+            .map(|r| r.message_id.clone())
+            .collect::<Vec<_>>(),
+        [id(4), id(5), id(6)]
+    );
+    let invalid = &rejected[0];
+    assert_eq!(invalid.reason, "invalid");
+    let fields: HashSet<&str> = invalid.errors.iter().map(|e| e.field.as_str()).collect();
+    assert!(fields.contains("container.resources.cpu"), "{fields:?}");
+    assert!(fields.contains("container.privileged"), "{fields:?}");
+    assert!(
+        invalid.body.contains("\"privileged\": true"),
+        "the original body is kept"
+    );
+    assert_eq!(invalid.rejected_at_ms, NOW_MS);
+    assert!(
+        rejected[1].errors[0].message.contains("not valid JSON"),
+        "{:?}",
+        rejected[1]
+    );
+    assert_eq!(rejected[1].body, "run busybox please");
+    assert_eq!(rejected[2].reason, "idempotencyMismatch");
+    assert_eq!(rejected[2].client_token.as_deref(), Some("order-7731"));
+}
+
+#[tokio::test]
+async fn a_redelivered_batch_stores_nothing_twice_and_reports_no_failures() {
+    let stage = fresh_stage().await;
+    let admission = Admission::default();
+    handle_batch(
+        &stage.store,
+        &stage.rejections,
+        &admission,
+        recorded_batch(),
+        NOW_MS,
+    )
+    .await;
+    let first_jobs = stage.jobs().await;
+    stage.rejected().await;
+
+    let response = handle_batch(
+        &stage.store,
+        &stage.rejections,
+        &admission,
+        recorded_batch(),
+        NOW_MS + 60_000,
+    )
+    .await;
+
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(
+        stage.jobs().await,
+        first_jobs,
+        "no new job, nothing changed"
+    );
+    assert_eq!(
+        stage.rejected().await.len(),
+        3,
+        "refusals are reported again: the producer may not have seen the first ones"
+    );
+}
+
+#[tokio::test]
+async fn a_store_failure_is_a_batch_item_failure_for_sqs_to_redeliver() {
+    let stage = fresh_stage().await;
+    // The job tables of another, never provisioned stage: every write fails inside DynamoDB.
+    let missing = Names::new(&format!(
+        "m{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    ))
+    .unwrap();
+    let broken_store = DynamoJobStore::new(stage.clients.dynamodb.clone(), &missing);
+
+    let response = handle_batch(
+        &broken_store,
+        &stage.rejections,
+        &Admission::default(),
+        recorded_batch(),
+        NOW_MS,
+    )
+    .await;
+
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(
+        failed.len(),
+        4,
+        "every message that needed the store: {failed:?}"
+    );
+    for n in [1, 2, 3, 6] {
+        assert!(
+            failed.contains(&id(n).as_str()),
+            "{n} not redelivered: {failed:?}"
+        );
+    }
+    assert_eq!(
+        stage.rejected().await.len(),
+        2,
+        "the invalid ones need no store and were rejected"
+    );
+    let json = serde_json::to_value(&response).unwrap();
+    assert_eq!(
+        json["batchItemFailures"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["itemIdentifier"],
+        "the shape Lambda's ReportBatchItemFailures reads"
+    );
+    let _ = stage.names;
+}
+
+#[tokio::test]
+async fn a_rejection_that_cannot_be_sent_is_redelivered_rather_than_dropped() {
+    let stage = fresh_stage().await;
+    let nowhere = SqsRejectionQueue::new(
+        stage.clients.sqs.clone(),
+        format!("{}-gone", stage.rejected_queue_url),
+    );
+
+    let response = handle_batch(
+        &stage.store,
+        &nowhere,
+        &Admission::default(),
+        recorded_batch(),
+        NOW_MS,
+    )
+    .await;
+
+    let failed: HashSet<String> = response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect();
+    assert_eq!(failed, HashSet::from([id(4), id(5), id(6)]));
+    assert_eq!(stage.jobs().await.len(), 2);
+}
+
+#[tokio::test]
+async fn the_policy_applies_to_submissions_too() {
+    let stage = fresh_stage().await;
+    let admission = Admission {
+        policy: titus_control::JobPolicy {
+            registries: vec!["registry.example.com".to_owned()],
+            ..titus_control::JobPolicy::default()
+        },
+        ..Admission::default()
+    };
+
+    let outcomes = process_batch(
+        &stage.store,
+        &stage.rejections,
+        &admission,
+        recorded_batch(),
+        NOW_MS,
+    )
+    .await;
+
+    assert!(
+        outcomes.iter().all(|(_, o)| *o == Outcome::Rejected),
+        "{outcomes:?}"
+    );
+    assert!(stage.jobs().await.is_empty());
+    let rejected = stage.rejected().await;
+    assert_eq!(rejected.len(), 6);
+    assert_eq!(
+        rejected[1].errors[0].field,
+        "jobDescriptor.container.image.name"
+    );
+}

@@ -1,0 +1,52 @@
+// The CDK app: one Titus stage per stack, checked by cdk-nag's AwsSolutions rules.
+//
+// Context (cdk.json, or -c key=value):
+//   titus:stage              the stage (resource names carry it), default "prod"
+//   titus:assetDir           where the built binaries are (<dir>/<binary>/bootstrap); default
+//                            $CARGO_TARGET_DIR/lambda, else ../target/lambda
+//   titus:placeholderAssets  true: synthesize with placeholders for missing binaries (never deploy)
+//   titus:retainData         false: tables are deleted with the stack (throwaway stages)
+//   titus:parameters         a JSON file of parameter values by name suffix, over the defaults
+//   titus:alarmEmail         an address subscribed to the alarm topic
+
+import * as fs from 'fs';
+import * as path from 'path';
+
+import * as cdk from 'aws-cdk-lib';
+import { AwsSolutionsChecks } from 'cdk-nag';
+
+import { loadDefinitions } from '../lib/definitions';
+import { TitusStack } from '../lib/titus-stack';
+
+export function defaultAssetDir(): string {
+  const target = process.env.CARGO_TARGET_DIR ?? path.join(__dirname, '..', '..', 'target');
+  return path.join(target, 'lambda');
+}
+
+function flag(app: cdk.App, key: string, fallback: boolean): boolean {
+  const value = app.node.tryGetContext(key);
+  if (value === undefined) return fallback;
+  return value === true || value === 'true';
+}
+
+export function buildApp(app: cdk.App = new cdk.App()): { app: cdk.App; stack: TitusStack } {
+  const stage = String(app.node.tryGetContext('titus:stage') ?? 'prod');
+  const overridesFile = app.node.tryGetContext('titus:parameters') as string | undefined;
+  const stack = new TitusStack(app, `Titus-${stage}`, {
+    stackName: `titus-${stage}`,
+    description: `Titus container platform, stage ${stage}`,
+    stage,
+    definitions: loadDefinitions(stage),
+    assetDir: String(app.node.tryGetContext('titus:assetDir') ?? defaultAssetDir()),
+    placeholderAssets: flag(app, 'titus:placeholderAssets', false),
+    retainData: flag(app, 'titus:retainData', true),
+    parameterOverrides: overridesFile ? JSON.parse(fs.readFileSync(overridesFile, 'utf8')) : undefined,
+    alarmEmail: app.node.tryGetContext('titus:alarmEmail') as string | undefined,
+  });
+  cdk.Aspects.of(app).add(new AwsSolutionsChecks({ verbose: true }));
+  return { app, stack };
+}
+
+if (require.main === module) {
+  buildApp().app.synth();
+}

@@ -1,0 +1,753 @@
+// Everything one Titus stage runs on in AWS: the tables, queues and parameters the Rust code
+// declares (definitions.json), the functions, the API, the scheduler loop and its trigger, the
+// scaler's and reconciler's schedules, the agents' launch template and network, least-privilege
+// roles for each, and alarms.
+
+import * as fs from 'fs';
+import * as path from 'path';
+
+import * as cdk from 'aws-cdk-lib';
+import * as apigw from 'aws-cdk-lib/aws-apigatewayv2';
+import { HttpIamAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
+import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
+import * as scheduler from 'aws-cdk-lib/aws-scheduler';
+import * as schedulerTargets from 'aws-cdk-lib/aws-scheduler-targets';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import * as snsSubscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import * as ssm from 'aws-cdk-lib/aws-ssm';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import { NagSuppressions } from 'cdk-nag';
+import { Construct } from 'constructs';
+
+import { Definitions, parameter, QueueDef, TableDef } from './definitions';
+
+/** The Rust binaries the stack deploys: each Lambda's bin, and the agent. */
+export const FUNCTION_BINARIES = {
+  api: 'titus-api-lambda',
+  submit: 'titus-submit-lambda',
+  scheduler: 'titus-scheduler-lambda',
+  status: 'titus-status-lambda',
+  reconciler: 'titus-reconciler-lambda',
+  scaler: 'titus-scaler-lambda',
+} as const;
+export const AGENT_BINARY = 'titus-agent';
+
+export type FunctionRole = keyof typeof FUNCTION_BINARIES;
+
+/** EC2 tags the scaler puts on the instances it launches (crates/aws resources.rs `tag`). */
+export const TAG_STAGE = 'titus:stage';
+export const TAG_POOL = 'titus:pool';
+export const TAG_MANAGED_BY = 'titus:managed-by';
+export const MANAGED_BY_SCALER = 'titus-scaler';
+
+export const PLACEHOLDER_ASSET_DIR = path.join(__dirname, '..', 'assets', 'placeholder');
+export const STATE_MACHINE_FILE = path.join(__dirname, '..', '..', 'statemachines', 'scheduler-loop.asl.json');
+
+export interface TitusStackProps extends cdk.StackProps {
+  stage: string;
+  definitions: Definitions;
+  /** Where the built binaries are: `<dir>/<binary>/bootstrap` (cargo lambda's layout). */
+  assetDir: string;
+  /** Synthesize with a placeholder for any binary that is not built (never deploy that). */
+  placeholderAssets: boolean;
+  /** Keep tables (and their data) when the stack is deleted. */
+  retainData: boolean;
+  /** Parameter values by name suffix (`/scaler/pools/default`), replacing the defaults. */
+  parameterOverrides?: Record<string, unknown>;
+  /** Where alarm notifications go, if anywhere. */
+  alarmEmail?: string;
+}
+
+interface Tables {
+  jobs: dynamodb.Table;
+  tasks: dynamodb.Table;
+  agents: dynamodb.Table;
+  leases: dynamodb.Table;
+  idempotency: dynamodb.Table;
+}
+
+const READ = ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query', 'dynamodb:ConditionCheckItem'];
+const WRITE = ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'];
+const SCAN = ['dynamodb:Scan'];
+
+export class TitusStack extends cdk.Stack {
+  public readonly functions: Record<FunctionRole, lambda.Function>;
+  public readonly tables: Tables;
+  public readonly queues: Record<string, sqs.Queue>;
+  public readonly deadLetterQueues: Record<string, sqs.Queue>;
+  public readonly agentRole: iam.Role;
+  public readonly launchTemplate: ec2.LaunchTemplate;
+  public readonly stateMachine: sfn.StateMachine;
+  public readonly api: apigw.HttpApi;
+
+  private readonly props: TitusStackProps;
+
+  constructor(scope: Construct, id: string, props: TitusStackProps) {
+    super(scope, id, props);
+    this.props = props;
+    const { stage, definitions } = props;
+    cdk.Tags.of(this).add(TAG_STAGE, stage);
+
+    // Data.
+    const tables = Object.fromEntries(definitions.tables.map((t) => [t.role, this.table(t)]));
+    for (const role of ['jobs', 'tasks', 'agents', 'leases', 'idempotency']) {
+      if (!tables[role]) throw new Error(`definitions.json has no ${role} table`);
+    }
+    this.tables = tables as unknown as Tables;
+    this.queues = {};
+    this.deadLetterQueues = {};
+    for (const q of definitions.queues) this.queue(q);
+    for (const role of ['submit', 'submit-rejected', 'status']) {
+      if (!this.queues[role]) throw new Error(`definitions.json has no ${role} queue`);
+    }
+
+    // The agents' network: public subnets only (no NAT to pay for), with free gateway
+    // endpoints for DynamoDB and S3; agents take no inbound connections.
+    const vpc = new ec2.Vpc(this, 'AgentVpc', {
+      maxAzs: 3,
+      natGateways: 0,
+      subnetConfiguration: [{ name: 'agents', subnetType: ec2.SubnetType.PUBLIC, cidrMask: 20 }],
+      gatewayEndpoints: {
+        DynamoDb: { service: ec2.GatewayVpcEndpointAwsService.DYNAMODB },
+        S3: { service: ec2.GatewayVpcEndpointAwsService.S3 },
+      },
+    });
+    vpc.addFlowLog('FlowLog', {
+      destination: ec2.FlowLogDestination.toCloudWatchLogs(
+        new logs.LogGroup(this, 'FlowLogGroup', {
+          logGroupName: `/titus/${stage}/vpc-flow`,
+          retention: logs.RetentionDays.ONE_MONTH,
+          removalPolicy: cdk.RemovalPolicy.DESTROY,
+        }),
+      ),
+      trafficType: ec2.FlowLogTrafficType.REJECT,
+    });
+    const agentSecurityGroup = new ec2.SecurityGroup(this, 'AgentSecurityGroup', {
+      vpc,
+      description: `Titus ${stage} agents: no inbound, any outbound (registries, AWS APIs)`,
+      allowAllOutbound: true,
+    });
+
+    // Agents.
+    const taskLogGroup = new logs.LogGroup(this, 'TaskLogGroup', {
+      logGroupName: `/titus/${stage}/tasks`,
+      retention: logs.RetentionDays.ONE_MONTH,
+      removalPolicy: cdk.RemovalPolicy.DESTROY,
+    });
+    this.agentRole = new iam.Role(this, 'AgentRole', {
+      assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'),
+      description: `Titus ${stage} agent instances`,
+    });
+    const agentBinary = new s3assets.Asset(this, 'AgentBinary', { path: this.binary(AGENT_BINARY, true) });
+    agentBinary.grantRead(this.agentRole);
+    this.launchTemplate = this.agentLaunchTemplate(agentSecurityGroup, agentBinary);
+    this.grantAgent(taskLogGroup);
+
+    // Parameters: the Rust defaults, with what only the deployment knows.
+    this.parameters(vpc, taskLogGroup);
+
+    // Functions.
+    this.functions = {
+      api: this.lambda('api', { timeout: 29, memoryMb: 512 }),
+      submit: this.lambda('submit', { timeout: 30, memoryMb: 256 }),
+      scheduler: this.lambda('scheduler', { timeout: 55, memoryMb: 1024 }),
+      status: this.lambda('status', { timeout: 30, memoryMb: 256 }),
+      reconciler: this.lambda('reconciler', { timeout: 120, memoryMb: 512 }),
+      scaler: this.lambda('scaler', { timeout: 60, memoryMb: 512 }),
+    };
+    this.grantFunctions();
+
+    // The API.
+    const accessLogs = new logs.LogGroup(this, 'ApiAccessLogs', {
+      logGroupName: `/titus/${stage}/api-access`,
+      retention: logs.RetentionDays.ONE_MONTH,
+      removalPolicy: cdk.RemovalPolicy.DESTROY,
+    });
+    this.api = new apigw.HttpApi(this, 'Api', {
+      apiName: `titus-${stage}`,
+      description: `Titus ${stage} REST API (/api/v3), SigV4-signed callers only`,
+      defaultIntegration: new HttpLambdaIntegration('ApiIntegration', this.functions.api),
+      defaultAuthorizer: new HttpIamAuthorizer(),
+      createDefaultStage: false,
+    });
+    new apigw.HttpStage(this, 'ApiStage', {
+      httpApi: this.api,
+      stageName: '$default',
+      autoDeploy: true,
+      throttle: { rateLimit: 200, burstLimit: 400 },
+      accessLogSettings: {
+        destination: new apigw.LogGroupLogDestination(accessLogs),
+      },
+    });
+
+    // Queue consumers: partial batch responses, so one bad message does not redeliver its batch.
+    this.functions.submit.addEventSource(
+      new SqsEventSource(this.queues.submit, {
+        batchSize: 10,
+        maxBatchingWindow: cdk.Duration.seconds(1),
+        reportBatchItemFailures: true,
+      }),
+    );
+    this.functions.status.addEventSource(
+      new SqsEventSource(this.queues.status, {
+        batchSize: 10,
+        maxBatchingWindow: cdk.Duration.seconds(1),
+        reportBatchItemFailures: true,
+      }),
+    );
+
+    // The scheduler loop and its trigger.
+    const loopLogs = new logs.LogGroup(this, 'SchedulerLoopLogs', {
+      logGroupName: `/aws/vendedlogs/states/titus-${stage}-scheduler-loop`,
+      retention: logs.RetentionDays.ONE_MONTH,
+      removalPolicy: cdk.RemovalPolicy.DESTROY,
+    });
+    this.stateMachine = new sfn.StateMachine(this, 'SchedulerLoop', {
+      stateMachineName: `titus-${stage}-scheduler-loop`,
+      stateMachineType: sfn.StateMachineType.EXPRESS,
+      definitionBody: sfn.DefinitionBody.fromString(fs.readFileSync(STATE_MACHINE_FILE, 'utf8')),
+      definitionSubstitutions: { SchedulerFunctionArn: this.functions.scheduler.functionArn },
+      logs: { destination: loopLogs, level: sfn.LogLevel.ERROR, includeExecutionData: false },
+      tracingEnabled: true,
+      timeout: cdk.Duration.minutes(5),
+    });
+    this.functions.scheduler.grantInvoke(this.stateMachine);
+    const every = (minutes: number) => scheduler.ScheduleExpression.rate(cdk.Duration.minutes(minutes));
+    new scheduler.Schedule(this, 'SchedulerLoopSchedule', {
+      scheduleName: `titus-${stage}-scheduler-loop`,
+      description: 'Starts a scheduler loop run every minute; a run that finds the lease held stops at once',
+      schedule: every(1),
+      target: new schedulerTargets.StepFunctionsStartExecution(this.stateMachine, {
+        input: scheduler.ScheduleTargetInput.fromObject({}),
+      }),
+    });
+    new scheduler.Schedule(this, 'ScalerSchedule', {
+      scheduleName: `titus-${stage}-scaler`,
+      description: 'Runs the capacity scaler every minute',
+      schedule: every(1),
+      target: new schedulerTargets.LambdaInvoke(this.functions.scaler, {
+        input: scheduler.ScheduleTargetInput.fromObject({}),
+        retryAttempts: 0,
+      }),
+    });
+    new scheduler.Schedule(this, 'ReconcilerSchedule', {
+      scheduleName: `titus-${stage}-reconciler`,
+      description: 'Runs the reconciler every minute',
+      schedule: every(1),
+      target: new schedulerTargets.LambdaInvoke(this.functions.reconciler, {
+        input: scheduler.ScheduleTargetInput.fromObject({}),
+        retryAttempts: 0,
+      }),
+    });
+
+    this.alarms();
+    this.suppressions();
+
+    new cdk.CfnOutput(this, 'ApiUrl', { value: this.api.apiEndpoint, description: 'The Titus API (SigV4, /api/v3)' });
+    new cdk.CfnOutput(this, 'SubmitQueueUrl', { value: this.queues.submit.queueUrl });
+    new cdk.CfnOutput(this, 'SubmitRejectedQueueUrl', { value: this.queues['submit-rejected'].queueUrl });
+    new cdk.CfnOutput(this, 'AgentLaunchTemplateName', { value: `titus-${stage}-agent` });
+  }
+
+  private table(def: TableDef): dynamodb.Table {
+    const key = (name: string) => ({ name, type: dynamodb.AttributeType.STRING });
+    const table = new dynamodb.Table(this, `Table-${def.role}`, {
+      tableName: def.name,
+      partitionKey: key(def.partitionKey),
+      sortKey: def.sortKey ? key(def.sortKey) : undefined,
+      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      timeToLiveAttribute: def.ttlAttribute,
+      deletionProtection: this.props.retainData,
+      removalPolicy: this.props.retainData ? cdk.RemovalPolicy.RETAIN : cdk.RemovalPolicy.DESTROY,
+    });
+    for (const index of def.globalSecondaryIndexes) {
+      table.addGlobalSecondaryIndex({
+        indexName: index.name,
+        partitionKey: key(index.partitionKey),
+        sortKey: index.sortKey ? key(index.sortKey) : undefined,
+        projectionType: dynamodb.ProjectionType.ALL,
+      });
+    }
+    return table;
+  }
+
+  private queue(def: QueueDef): sqs.Queue {
+    let deadLetterQueue: sqs.DeadLetterQueue | undefined;
+    if (def.deadLetter) {
+      const dlq = new sqs.Queue(this, `Queue-${def.role}-dlq`, {
+        queueName: def.deadLetter.name,
+        // Dead letters are kept as long as SQS allows, for an operator to look at.
+        retentionPeriod: cdk.Duration.days(14),
+        encryption: sqs.QueueEncryption.SQS_MANAGED,
+        enforceSSL: true,
+      });
+      this.deadLetterQueues[def.role] = dlq;
+      deadLetterQueue = { queue: dlq, maxReceiveCount: def.deadLetter.maxReceiveCount };
+    }
+    const queue = new sqs.Queue(this, `Queue-${def.role}`, {
+      queueName: def.name,
+      visibilityTimeout: cdk.Duration.seconds(def.visibilityTimeoutSecs),
+      retentionPeriod: cdk.Duration.seconds(def.messageRetentionSecs),
+      deadLetterQueue,
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+    });
+    this.queues[def.role] = queue;
+    return queue;
+  }
+
+  /** The directory (or, for the agent, the file) holding a built binary, or the placeholder. */
+  private binary(name: string, file = false): string {
+    const dir = path.join(this.props.assetDir, name);
+    const bootstrap = path.join(dir, 'bootstrap');
+    if (fs.existsSync(bootstrap)) return file ? bootstrap : dir;
+    if (!this.props.placeholderAssets) {
+      throw new Error(
+        `${bootstrap} does not exist. Build the binaries first (infra/README.md: ` +
+          '`cargo lambda build --release --arm64 ...`), point -c titus:assetDir=DIR at them, or ' +
+          'synthesize without them with -c titus:placeholderAssets=true (never deploy that).',
+      );
+    }
+    cdk.Annotations.of(this).addWarningV2('titus:placeholder-asset', `${name} is a placeholder: ${bootstrap} was not built`);
+    return file ? path.join(PLACEHOLDER_ASSET_DIR, 'bootstrap') : PLACEHOLDER_ASSET_DIR;
+  }
+
+  private lambda(role: FunctionRole, options: { timeout: number; memoryMb: number }): lambda.Function {
+    const stage = this.props.stage;
+    const name = `titus-${stage}-${role}`;
+    const logGroup = new logs.LogGroup(this, `Logs-${role}`, {
+      logGroupName: `/aws/lambda/${name}`,
+      retention: logs.RetentionDays.ONE_MONTH,
+      removalPolicy: cdk.RemovalPolicy.DESTROY,
+    });
+    // An explicit role, so that the function gets only its log group rather than the managed
+    // basic-execution policy's logs:* on every group.
+    const executionRole = new iam.Role(this, `Role-${role}`, {
+      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+      description: `Titus ${stage} ${role} function`,
+    });
+    executionRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+        resources: [logGroup.logGroupArn],
+      }),
+    );
+    return new lambda.Function(this, `Function-${role}`, {
+      functionName: name,
+      description: `Titus ${role} (${FUNCTION_BINARIES[role]})`,
+      runtime: lambda.Runtime.PROVIDED_AL2023,
+      architecture: lambda.Architecture.ARM_64,
+      handler: 'bootstrap',
+      code: lambda.Code.fromAsset(this.binary(FUNCTION_BINARIES[role])),
+      memorySize: options.memoryMb,
+      timeout: cdk.Duration.seconds(options.timeout),
+      role: executionRole,
+      logGroup,
+      environment: {
+        TITUS_STAGE: stage,
+        RUST_LOG: 'info',
+      },
+    });
+  }
+
+  private parameters(vpc: ec2.Vpc, taskLogGroup: logs.LogGroup): void {
+    const defs = this.props.definitions;
+    const stage = this.props.stage;
+    const values = new Map<string, string>(defs.parameters.map((p) => [p.name, p.defaultValue]));
+    // JSON object values as objects, so that merges keep tokens (subnet ids) intact.
+    const objects = new Map<string, Record<string, unknown>>();
+    const merge = (suffix: string, extra: Record<string, unknown>) => {
+      const p = parameter(defs, suffix);
+      const current = objects.get(p.name) ?? JSON.parse(values.get(p.name) ?? '{}');
+      const merged = { ...current, ...extra };
+      objects.set(p.name, merged);
+      values.set(p.name, this.toJsonString(merged));
+    };
+    // In AWS callers are named by API Gateway's IAM authorization: no bearer tokens.
+    values.set(parameter(defs, '/api/identities').name, '{}');
+    // Task logs go to CloudWatch Logs.
+    merge('/agent/config', { log_driver: 'awslogs', awslogs_group: taskLogGroup.logGroupName });
+    // The default pool launches into this stack's subnets from its launch template.
+    merge('/scaler/pools/default', {
+      subnet_ids: vpc.publicSubnets.map((s) => s.subnetId),
+      launch_template: `titus-${stage}-agent`,
+    });
+    // Overrides: a JSON object is merged over the value (only the keys it names change), anything
+    // else replaces it.
+    for (const [suffix, value] of Object.entries(this.props.parameterOverrides ?? {})) {
+      const name = `/titus/${stage}${suffix}`;
+      if (!values.has(name)) {
+        throw new Error(`parameter override ${name} names no parameter of definitions.json`);
+      }
+      if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+        merge(suffix, value as Record<string, unknown>);
+      } else {
+        values.set(name, typeof value === 'string' ? value : this.toJsonString(value));
+      }
+    }
+    for (const def of defs.parameters) {
+      new ssm.StringParameter(this, `Parameter${def.name.replace(`/titus/${stage}`, '').replace(/[^A-Za-z0-9]/g, '-')}`, {
+        parameterName: def.name,
+        description: def.description.slice(0, 1024),
+        stringValue: values.get(def.name) ?? def.defaultValue,
+        tier: ssm.ParameterTier.STANDARD,
+      });
+    }
+  }
+
+  private agentLaunchTemplate(securityGroup: ec2.SecurityGroup, agentBinary: s3assets.Asset): ec2.LaunchTemplate {
+    const stage = this.props.stage;
+    const userData = ec2.UserData.forLinux();
+    userData.addCommands('set -euo pipefail', 'dnf install -y docker', 'systemctl enable --now docker');
+    userData.addS3DownloadCommand({
+      bucket: agentBinary.bucket,
+      bucketKey: agentBinary.s3ObjectKey,
+      localFile: '/usr/local/bin/titus-agent',
+    });
+    userData.addCommands(
+      'chmod 0755 /usr/local/bin/titus-agent',
+      // The pool is the instance's titus:pool tag (instance metadata tags are enabled).
+      'TOKEN=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")',
+      `POOL=$(curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/tags/instance/${TAG_POOL} || echo default)`,
+      'cat > /etc/systemd/system/titus-agent.service <<UNIT',
+      '[Unit]',
+      'Description=Titus agent',
+      'After=docker.service network-online.target',
+      'Requires=docker.service',
+      'Wants=network-online.target',
+      '',
+      '[Service]',
+      `Environment=TITUS_STAGE=${stage}`,
+      `Environment=AWS_REGION=${this.region}`,
+      'Environment=TITUS_LOG_FORMAT=json',
+      'Environment=TITUS_AGENT_MACHINE_GROUP=$POOL',
+      'ExecStart=/usr/local/bin/titus-agent run',
+      // SIGTERM drains: running tasks may finish within the agent's drain timeout.
+      'KillSignal=SIGTERM',
+      'TimeoutStopSec=3700',
+      'Restart=on-failure',
+      'RestartSec=5',
+      '',
+      '[Install]',
+      'WantedBy=multi-user.target',
+      'UNIT',
+      'systemctl daemon-reload',
+      'systemctl enable --now titus-agent',
+    );
+    return new ec2.LaunchTemplate(this, 'AgentLaunchTemplate', {
+      launchTemplateName: `titus-${stage}-agent`,
+      machineImage: ec2.MachineImage.latestAmazonLinux2023({ cpuType: ec2.AmazonLinuxCpuType.ARM_64 }),
+      role: this.agentRole,
+      securityGroup,
+      userData,
+      requireImdsv2: true,
+      // Containers reach instance metadata through Docker's bridge: one more hop.
+      httpPutResponseHopLimit: 2,
+      instanceMetadataTags: true,
+      blockDevices: [
+        {
+          deviceName: '/dev/xvda',
+          volume: ec2.BlockDeviceVolume.ebs(50, {
+            encrypted: true,
+            volumeType: ec2.EbsDeviceVolumeType.GP3,
+            deleteOnTermination: true,
+          }),
+        },
+      ],
+    });
+  }
+
+  private tableArns(...tables: dynamodb.Table[]): string[] {
+    return tables.flatMap((t) => [t.tableArn, `${t.tableArn}/index/*`]);
+  }
+
+  private allow(role: iam.IRole, actions: string[], resources: string[], conditions?: Record<string, unknown>): void {
+    role.addToPrincipalPolicy(new iam.PolicyStatement({ actions, resources, conditions }));
+  }
+
+  private parameterArn(name: string): string {
+    return this.formatArn({ service: 'ssm', resource: 'parameter', resourceName: name.replace(/^\//, '') });
+  }
+
+  private agentQueuesArn(): string {
+    return this.formatArn({ service: 'sqs', resource: `titus-${this.props.stage}-agent-*` });
+  }
+
+  private grantAgent(taskLogGroup: logs.LogGroup): void {
+    const role = this.agentRole;
+    const stage = this.props.stage;
+    // Its own queue (created at start, named after the instance) and that queue's DLQ.
+    this.allow(
+      role,
+      [
+        'sqs:CreateQueue',
+        'sqs:GetQueueUrl',
+        'sqs:GetQueueAttributes',
+        'sqs:SetQueueAttributes',
+        'sqs:ReceiveMessage',
+        'sqs:DeleteMessage',
+        'sqs:ChangeMessageVisibility',
+      ],
+      [this.agentQueuesArn()],
+    );
+    this.allow(role, ['sqs:GetQueueUrl', 'sqs:SendMessage'], [this.queues.status.queueArn]);
+    // Its own record: register, heartbeat, drain, deregister.
+    this.allow(role, ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'], [this.tables.agents.tableArn]);
+    this.allow(role, ['ssm:GetParametersByPath', 'ssm:GetParameters', 'ssm:GetParameter'], [
+      this.parameterArn(`/titus/${stage}/agent`),
+      this.parameterArn(`/titus/${stage}/agent/*`),
+    ]);
+    // Images from the account's ECR repositories.
+    this.allow(role, ['ecr:GetAuthorizationToken'], ['*']);
+    this.allow(role, ['ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer', 'ecr:BatchCheckLayerAvailability'], [
+      this.formatArn({ service: 'ecr', resource: 'repository', resourceName: '*' }),
+    ]);
+    // Task logs (Docker's awslogs driver).
+    this.allow(role, ['logs:CreateLogStream', 'logs:PutLogEvents', 'logs:DescribeLogStreams'], [
+      taskLogGroup.logGroupArn,
+      `${taskLogGroup.logGroupArn}:log-stream:*`,
+    ]);
+  }
+
+  private grantFunctions(): void {
+    const f = this.functions;
+    const t = this.tables;
+    const q = this.queues;
+    const stage = this.props.stage;
+    const defs = this.props.definitions;
+    const param = (suffix: string) => this.parameterArn(parameter(defs, suffix).name);
+    const agentQueues = this.agentQueuesArn();
+
+    // api: jobs and tasks, reading agents, kill commands to agents' queues.
+    this.allow(f.api.role!, [...READ, ...WRITE], this.tableArns(t.jobs, t.tasks, t.idempotency));
+    this.allow(f.api.role!, [...READ, ...SCAN], this.tableArns(t.agents));
+    this.allow(f.api.role!, ['sqs:SendMessage'], [agentQueues]);
+    this.allow(f.api.role!, ['ssm:GetParameters', 'ssm:GetParameter'], [
+      param('/limits/job'),
+      param('/policy/jobs'),
+      param('/api/identities'),
+      param('/api/admins'),
+    ]);
+
+    // submit: creates jobs; refused descriptors go to the rejected queue.
+    this.allow(f.submit.role!, [...READ, ...WRITE], this.tableArns(t.jobs, t.tasks, t.idempotency));
+    this.allow(f.submit.role!, ['sqs:GetQueueUrl', 'sqs:SendMessage'], [q['submit-rejected'].queueArn]);
+    this.allow(f.submit.role!, ['ssm:GetParameters', 'ssm:GetParameter'], [param('/limits/job'), param('/policy/jobs')]);
+
+    // scheduler: the lease, placements (tasks and agents' allocations), dispatch to agents.
+    this.allow(f.scheduler.role!, READ, this.tableArns(t.jobs));
+    this.allow(f.scheduler.role!, [...READ, ...WRITE], this.tableArns(t.tasks, t.leases));
+    this.allow(f.scheduler.role!, [...READ, ...SCAN, 'dynamodb:UpdateItem'], this.tableArns(t.agents));
+    this.allow(f.scheduler.role!, ['sqs:SendMessage'], [agentQueues]);
+    this.allow(f.scheduler.role!, ['ssm:GetParameters', 'ssm:GetParameter'], [param('/scheduler/config')]);
+
+    // status and reconciler: task states, releases, replacements, kills, lost agents.
+    for (const fn of [f.status, f.reconciler]) {
+      this.allow(fn.role!, [...READ, ...WRITE], this.tableArns(t.jobs, t.tasks, t.leases));
+      this.allow(fn.role!, [...READ, ...SCAN, ...WRITE], this.tableArns(t.agents));
+      this.allow(fn.role!, ['sqs:SendMessage', 'sqs:GetQueueUrl'], [agentQueues]);
+      this.allow(fn.role!, ['ssm:GetParameters', 'ssm:GetParameter', 'ssm:GetParametersByPath'], [
+        param('/limits/job'),
+        param('/policy/jobs'),
+        param('/scheduler/config'),
+      ]);
+    }
+
+    // scaler: reads demand, drains and deregisters agents, its lease and state, EC2.
+    const scaler = f.scaler.role!;
+    this.allow(scaler, READ, this.tableArns(t.jobs, t.tasks));
+    this.allow(scaler, [...READ, ...SCAN, 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'], this.tableArns(t.agents));
+    this.allow(scaler, ['dynamodb:GetItem', 'dynamodb:UpdateItem'], [t.leases.tableArn]);
+    this.allow(scaler, ['ssm:GetParametersByPath'], [this.parameterArn(`/titus/${stage}/scaler`)]);
+    this.allow(scaler, ['ssm:GetParametersByPath', 'ssm:GetParameters', 'ssm:GetParameter'], [
+      this.parameterArn(`/titus/${stage}/scaler/*`),
+    ]);
+    this.allow(scaler, [
+      'ec2:DescribeInstances',
+      'ec2:DescribeInstanceTypes',
+      'ec2:DescribeSubnets',
+      'ec2:DescribeLaunchTemplates',
+      'ec2:DescribeLaunchTemplateVersions',
+      'ec2:DescribeImages',
+    ], ['*']);
+    const ec2Arn = (resource: string) => this.formatArn({ service: 'ec2', resource, resourceName: '*' });
+    // Launches: the instances must carry the stage's tag; the rest of what a launch touches
+    // is named by the launch template and the pool's subnets.
+    this.allow(scaler, ['ec2:CreateFleet', 'ec2:RunInstances'], [ec2Arn('instance')], {
+      StringEquals: { [`aws:RequestTag/${TAG_STAGE}`]: stage, [`aws:RequestTag/${TAG_MANAGED_BY}`]: MANAGED_BY_SCALER },
+    });
+    this.allow(scaler, ['ec2:CreateFleet', 'ec2:RunInstances'], [
+      this.formatArn({ service: 'ec2', resource: 'launch-template', resourceName: this.launchTemplate.launchTemplateId! }),
+      ec2Arn('fleet'),
+      ec2Arn('volume'),
+      ec2Arn('network-interface'),
+      ec2Arn('subnet'),
+      ec2Arn('security-group'),
+      ec2Arn('spot-instances-request'),
+      this.formatArn({ service: 'ec2', account: '', resource: 'image', resourceName: '*' }),
+    ]);
+    this.allow(scaler, ['ec2:CreateTags'], [ec2Arn('instance'), ec2Arn('fleet'), ec2Arn('volume'), ec2Arn('spot-instances-request')], {
+      StringEquals: { 'ec2:CreateAction': ['CreateFleet', 'RunInstances'] },
+    });
+    // Terminations: only the stage's instances that the scaler launched.
+    this.allow(scaler, ['ec2:TerminateInstances'], [ec2Arn('instance')], {
+      StringEquals: { [`aws:ResourceTag/${TAG_STAGE}`]: stage, [`aws:ResourceTag/${TAG_MANAGED_BY}`]: MANAGED_BY_SCALER },
+    });
+    this.allow(scaler, ['iam:PassRole'], [this.agentRole.roleArn], {
+      StringEquals: { 'iam:PassedToService': 'ec2.amazonaws.com' },
+    });
+    this.allow(scaler, ['iam:CreateServiceLinkedRole'], [
+      this.formatArn({ service: 'iam', region: '', resource: 'role', resourceName: 'aws-service-role/spot.amazonaws.com/*' }),
+    ], { StringEquals: { 'iam:AWSServiceName': 'spot.amazonaws.com' } });
+  }
+
+  private alarms(): void {
+    const stage = this.props.stage;
+    const topic = new sns.Topic(this, 'AlarmTopic', {
+      topicName: `titus-${stage}-alarms`,
+      displayName: `Titus ${stage} alarms`,
+      enforceSSL: true,
+    });
+    if (this.props.alarmEmail) {
+      topic.addSubscription(new snsSubscriptions.EmailSubscription(this.props.alarmEmail));
+    }
+    const action = new cwActions.SnsAction(topic);
+    for (const [role, dlq] of Object.entries(this.deadLetterQueues)) {
+      const alarm = new cloudwatch.Alarm(this, `DeadLetters-${role}`, {
+        alarmName: `titus-${stage}-${role}-dead-letters`,
+        alarmDescription: `Messages of the ${role} queue could not be processed and are kept in ${dlq.queueName}; read their reason, fix, then redrive`,
+        metric: dlq.metricApproximateNumberOfMessagesVisible({ period: cdk.Duration.minutes(5), statistic: 'Maximum' }),
+        threshold: 0,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        evaluationPeriods: 1,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+      alarm.addAlarmAction(action);
+    }
+    for (const [role, fn] of Object.entries(this.functions)) {
+      const alarm = new cloudwatch.Alarm(this, `Errors-${role}`, {
+        alarmName: `titus-${stage}-${role}-errors`,
+        alarmDescription: `The ${role} function failed; its log group /aws/lambda/titus-${stage}-${role} says why`,
+        metric: fn.metricErrors({ period: cdk.Duration.minutes(5), statistic: 'Sum' }),
+        threshold: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        evaluationPeriods: 1,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+      alarm.addAlarmAction(action);
+    }
+  }
+
+  private suppressions(): void {
+    const stage = this.props.stage;
+    const tableIndexes = Object.values(this.tables).map((t) => `Resource::<${this.getLogicalId(t.node.defaultChild as cdk.CfnElement)}.Arn>/index/*`);
+    const roles = [...Object.values(this.functions).map((f) => f.role!), this.agentRole];
+    for (const role of roles) {
+      NagSuppressions.addResourceSuppressions(
+        role,
+        [
+          {
+            id: 'AwsSolutions-IAM5',
+            reason: 'Queries use the global secondary indexes of the stage\'s own tables, which IAM names only as table/index/*',
+            appliesTo: tableIndexes,
+          },
+          {
+            id: 'AwsSolutions-IAM5',
+            reason: `Agents' queues are created at run time, one per instance, named titus-${stage}-agent-{instance id}`,
+            appliesTo: [`Resource::arn:<AWS::Partition>:sqs:<AWS::Region>:<AWS::AccountId>:titus-${stage}-agent-*`],
+          },
+        ],
+        true,
+      );
+    }
+    NagSuppressions.addResourceSuppressions(
+      this.functions.scaler.role!,
+      [
+        {
+          id: 'AwsSolutions-IAM5',
+          reason: 'EC2 Describe* calls support no resource-level permissions; launches create instances, volumes, network interfaces, fleets and spot requests whose ids are not known in advance, limited by the required stage tag on instances and the launch template; terminations require the stage and scaler tags; pool parameters are one per pool under the scaler path',
+          appliesTo: [
+            'Resource::*',
+            'Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*',
+            'Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:fleet/*',
+            'Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:volume/*',
+            'Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:network-interface/*',
+            'Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:subnet/*',
+            'Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:security-group/*',
+            'Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:spot-instances-request/*',
+            'Resource::arn:<AWS::Partition>:ec2:<AWS::Region>::image/*',
+            'Resource::arn:<AWS::Partition>:iam::<AWS::AccountId>:role/aws-service-role/spot.amazonaws.com/*',
+            `Resource::arn:<AWS::Partition>:ssm:<AWS::Region>:<AWS::AccountId>:parameter/titus/${stage}/scaler/*`,
+          ],
+        },
+      ],
+      true,
+    );
+    NagSuppressions.addResourceSuppressions(
+      this.agentRole,
+      [
+        {
+          id: 'AwsSolutions-IAM5',
+          reason: 'ecr:GetAuthorizationToken supports no resource; tasks may run images from any of the account\'s repositories (the job policy parameter limits registries); Docker names a log stream per task; the agent settings are parameters under the agent path; the agent binary is a CDK asset in the bootstrap bucket',
+          appliesTo: [
+            'Resource::*',
+            'Resource::arn:<AWS::Partition>:ecr:<AWS::Region>:<AWS::AccountId>:repository/*',
+            { regex: '/^Resource::<TaskLogGroup.*\\.Arn>:log-stream:\\*$/g' },
+            `Resource::arn:<AWS::Partition>:ssm:<AWS::Region>:<AWS::AccountId>:parameter/titus/${stage}/agent/*`,
+            'Action::s3:GetObject*',
+            'Action::s3:GetBucket*',
+            'Action::s3:List*',
+            { regex: '/^Resource::arn:<AWS::Partition>:s3:::cdk-.*\\/\\*$/g' },
+          ],
+        },
+      ],
+      true,
+    );
+    NagSuppressions.addResourceSuppressions(
+      this.queues['submit-rejected'],
+      [
+        {
+          id: 'AwsSolutions-SQS3',
+          reason: 'The rejected-submissions queue is where producers read why a descriptor was refused; nothing consumes it, so nothing can fail into a DLQ',
+        },
+      ],
+    );
+    NagSuppressions.addResourceSuppressions(
+      this.stateMachine,
+      [
+        {
+          id: 'AwsSolutions-SF1',
+          reason: 'The loop ticks about once a second; logging ALL events would write millions of events a month. Errors are logged, and the scheduler Lambda logs every tick',
+        },
+        {
+          id: 'AwsSolutions-IAM5',
+          reason: 'X-Ray (PutTraceSegments, PutTelemetryRecords) and CloudWatch Logs delivery (CreateLogDelivery and friends) support no resource-level permissions',
+          appliesTo: ['Resource::*'],
+        },
+      ],
+      true,
+    );
+    NagSuppressions.addStackSuppressions(this, [
+      {
+        id: 'AwsSolutions-IAM5',
+        reason: 'A grant to invoke a function (the loop\'s, the schedules\') covers its versions and aliases, which IAM names function:*',
+        appliesTo: [{ regex: '/^Resource::<Function[A-Za-z0-9]+\\.Arn>:\\*$/g' }],
+      },
+      {
+        id: 'AwsSolutions-SNS2',
+        reason: 'Alarm notifications carry no data; CloudWatch cannot publish to a topic encrypted with the AWS-managed SNS key, and a customer key costs more than the alarms',
+      },
+    ]);
+  }
+}

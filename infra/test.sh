@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The CDK app's tests: type-check, synthesize offline (placeholders for the Rust binaries) with
+# assertions and cdk-nag, compare the template's tables and queues with the Rust definitions,
+# and cfn-lint the template. Installs what is missing (npm ci; cfn-lint into localstack/.venv).
+# Safe to run again. `infra/test.sh --update-definitions` rewrites definitions.json after the Rust
+# definitions changed.
+set -euo pipefail
+INFRA=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$INFRA/.." && pwd)
+log() { printf '[infra] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+cd "$INFRA"
+
+if [ "${1:-}" = "--update-definitions" ]; then
+    log "writing definitions.json from titus-provision --print-definitions"
+    (cd "$ROOT" && cargo run --quiet -p titus-localstack --bin titus-provision -- \
+        --print-definitions --stage local) > "$INFRA/definitions.json.new"
+    mv "$INFRA/definitions.json.new" "$INFRA/definitions.json"
+    exit 0
+fi
+
+command -v npm >/dev/null || die "npm is not installed; install Node.js 20 or later"
+# npm ci again only when package-lock.json changed since the last install.
+if [ ! -f node_modules/.package-lock.json ] || ! cmp -s package-lock.json node_modules/.titus-installed-lock; then
+    log "npm ci"
+    npm ci --no-audit --no-fund --loglevel=error
+    cp package-lock.json node_modules/.titus-installed-lock
+fi
+
+VENV="$ROOT/localstack/.venv"
+if [ ! -x "$VENV/bin/cfn-lint" ]; then
+    log "installing cfn-lint into $VENV"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet 'cfn-lint>=1,<2'
+fi
+
+# The Rust definitions for the test stage, to compare with the checked-in definitions.json.
+export TITUS_RUST_DEFINITIONS="$INFRA/cdk.out/rust-definitions-ci.json"
+mkdir -p "$INFRA/cdk.out"
+if command -v cargo >/dev/null; then
+    log "titus-provision --print-definitions"
+    (cd "$ROOT" && cargo run --quiet -p titus-localstack --bin titus-provision -- \
+        --print-definitions --stage ci) > "$TITUS_RUST_DEFINITIONS"
+else
+    die "cargo is not installed; it is needed to compare definitions.json with the Rust code"
+fi
+
+log "type-check"
+npx --no-install tsc --noEmit
+
+log "tests (synth, assertions, cdk-nag, definitions)"
+npm test --silent
+
+log "cdk synth (offline, placeholder binaries) and cfn-lint"
+rm -f cdk.out/*.template.json
+npx --no-install cdk synth --quiet --no-notices --no-version-reporting \
+    -c titus:stage=ci -c titus:placeholderAssets=true \
+    -c "titus:assetDir=$INFRA/cdk.out/no-binaries" -o cdk.out >/dev/null
+"$VENV/bin/cfn-lint" cdk.out/*.template.json
+log "ok"

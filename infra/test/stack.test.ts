@@ -1,0 +1,260 @@
+// The key resources of the synthesized stack and their IAM.
+
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { describe, it } from 'node:test';
+
+import { Match } from 'aws-cdk-lib/assertions';
+
+import { buildApp } from '../bin/titus';
+import { loadDefinitions } from '../lib/definitions';
+import { FUNCTION_BINARIES, STATE_MACHINE_FILE } from '../lib/titus-stack';
+import { actionsOf, newApp, resources, STAGE, statementsOfRole, synthesized } from './helpers';
+
+const { template } = synthesized();
+
+function logicalIdOfFunction(role: string): string {
+  const found = Object.entries(resources(template, 'AWS::Lambda::Function')).find(
+    ([, r]) => r.Properties.FunctionName === `titus-${STAGE}-${role}`,
+  );
+  assert.ok(found, `function titus-${STAGE}-${role}`);
+  return found[0];
+}
+
+describe('functions', () => {
+  it('deploys every Lambda binary on provided.al2023 arm64 with the stage set', () => {
+    for (const role of Object.keys(FUNCTION_BINARIES)) {
+      template.hasResourceProperties('AWS::Lambda::Function', {
+        FunctionName: `titus-${STAGE}-${role}`,
+        Runtime: 'provided.al2023',
+        Architectures: ['arm64'],
+        Handler: 'bootstrap',
+        Environment: { Variables: Match.objectLike({ TITUS_STAGE: STAGE }) },
+      });
+    }
+  });
+
+  it('wires the submit and status queues with partial batch responses', () => {
+    for (const [role, queue] of [
+      ['submit', `titus-${STAGE}-submit`],
+      ['status', `titus-${STAGE}-status`],
+    ]) {
+      const queueId = Object.entries(resources(template, 'AWS::SQS::Queue')).find(
+        ([, r]) => r.Properties.QueueName === queue,
+      )![0];
+      template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+        FunctionName: { Ref: logicalIdOfFunction(role) },
+        EventSourceArn: { 'Fn::GetAtt': [queueId, 'Arn'] },
+        FunctionResponseTypes: ['ReportBatchItemFailures'],
+      });
+    }
+    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 2);
+  });
+
+  it('gives each function its own role with only its own log group, no managed policy', () => {
+    for (const role of Object.keys(FUNCTION_BINARIES)) {
+      const fn = resources(template, 'AWS::Lambda::Function')[logicalIdOfFunction(role)];
+      const roleId = fn.Properties.Role['Fn::GetAtt'][0];
+      const roleResource = resources(template, 'AWS::IAM::Role')[roleId];
+      assert.equal(roleResource.Properties.ManagedPolicyArns, undefined, `${role} has no managed policy`);
+      const statements = statementsOfRole(template, roleId);
+      const logs = statements.filter((s) => actionsOf([s]).some((a) => a.startsWith('logs:')));
+      assert.equal(logs.length, 1, `${role}: one logs statement`);
+    }
+  });
+
+  it('grants no wildcard actions to anyone', () => {
+    const all = Object.values(resources(template, 'AWS::IAM::Policy')).flatMap(
+      (p: any) => p.Properties.PolicyDocument.Statement,
+    );
+    for (const action of actionsOf(all)) {
+      assert.ok(!/^(\*|[a-z0-9-]+:\*)$/.test(action), `wildcard action ${action}`);
+    }
+  });
+});
+
+describe('the API', () => {
+  it('is an HTTP API whose every route needs IAM authorization and reaches the api Lambda', () => {
+    template.hasResourceProperties('AWS::ApiGatewayV2::Api', { ProtocolType: 'HTTP' });
+    const routes = Object.values(resources(template, 'AWS::ApiGatewayV2::Route'));
+    assert.ok(routes.length >= 1);
+    for (const route of routes) assert.equal(route.Properties.AuthorizationType, 'AWS_IAM');
+    template.hasResourceProperties('AWS::ApiGatewayV2::Integration', {
+      IntegrationType: 'AWS_PROXY',
+      IntegrationUri: { 'Fn::GetAtt': [logicalIdOfFunction('api'), 'Arn'] },
+    });
+    template.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+      StageName: '$default',
+      AutoDeploy: true,
+      AccessLogSettings: Match.objectLike({ DestinationArn: Match.anyValue() }),
+    });
+  });
+});
+
+describe('the scheduler loop', () => {
+  it('is the Express state machine from statemachines/ with the scheduler substituted', () => {
+    const machines = Object.values(resources(template, 'AWS::StepFunctions::StateMachine'));
+    assert.equal(machines.length, 1);
+    const machine = machines[0].Properties;
+    assert.equal(machine.StateMachineType, 'EXPRESS');
+    assert.deepEqual(machine.DefinitionSubstitutions, {
+      SchedulerFunctionArn: { 'Fn::GetAtt': [logicalIdOfFunction('scheduler'), 'Arn'] },
+    });
+    assert.equal(typeof machine.DefinitionString, 'string', 'the definition is inline');
+    assert.deepEqual(JSON.parse(machine.DefinitionString), JSON.parse(fs.readFileSync(STATE_MACHINE_FILE, 'utf8')));
+    assert.ok(machine.DefinitionString.includes('${SchedulerFunctionArn}'));
+  });
+
+  it('may invoke only the scheduler function', () => {
+    const machineRole = Object.values(resources(template, 'AWS::StepFunctions::StateMachine'))[0].Properties.RoleArn[
+      'Fn::GetAtt'
+    ][0];
+    const invoke = statementsOfRole(template, machineRole).filter((s) => actionsOf([s]).includes('lambda:InvokeFunction'));
+    assert.equal(invoke.length, 1);
+    const target = JSON.stringify(invoke[0].Resource);
+    assert.ok(target.includes(logicalIdOfFunction('scheduler')));
+    assert.ok(!target.includes(logicalIdOfFunction('api')));
+  });
+
+  it('is started every minute by EventBridge Scheduler, as are the scaler and the reconciler', () => {
+    const machineId = Object.keys(resources(template, 'AWS::StepFunctions::StateMachine'))[0];
+    template.hasResourceProperties('AWS::Scheduler::Schedule', {
+      ScheduleExpression: 'rate(1 minute)',
+      Target: Match.objectLike({ Arn: { Ref: machineId } }),
+    });
+    for (const role of ['scaler', 'reconciler']) {
+      template.hasResourceProperties('AWS::Scheduler::Schedule', {
+        ScheduleExpression: 'rate(1 minute)',
+        Target: Match.objectLike({ Arn: { 'Fn::GetAtt': [logicalIdOfFunction(role), 'Arn'] } }),
+      });
+    }
+  });
+});
+
+describe('agents', () => {
+  it('start from a launch template that installs the agent as a systemd unit, IMDSv2 only', () => {
+    const templates = Object.values(resources(template, 'AWS::EC2::LaunchTemplate'));
+    assert.equal(templates.length, 1);
+    const props = templates[0].Properties;
+    assert.equal(props.LaunchTemplateName, `titus-${STAGE}-agent`);
+    assert.deepEqual(props.LaunchTemplateData.MetadataOptions, {
+      HttpPutResponseHopLimit: 2,
+      HttpTokens: 'required',
+      InstanceMetadataTags: 'enabled',
+    });
+    assert.ok(props.LaunchTemplateData.IamInstanceProfile);
+    assert.equal(props.LaunchTemplateData.BlockDeviceMappings[0].Ebs.Encrypted, true);
+    const userData = JSON.stringify(props.LaunchTemplateData.UserData);
+    for (const needle of [
+      'dnf install -y docker',
+      'aws s3 cp',
+      '/etc/systemd/system/titus-agent.service',
+      'ExecStart=/usr/local/bin/titus-agent run',
+      `TITUS_STAGE=${STAGE}`,
+      'systemctl enable --now titus-agent',
+    ]) {
+      assert.ok(userData.includes(needle), `user data has ${needle}`);
+    }
+  });
+
+  it('have a role limited to their own queues, their record, their settings and images', () => {
+    const roleId = Object.entries(resources(template, 'AWS::IAM::Role')).find(([id]) => id.startsWith('AgentRole'))![0];
+    const statements = statementsOfRole(template, roleId);
+    const actions = actionsOf(statements);
+    for (const expected of ['sqs:ReceiveMessage', 'sqs:CreateQueue', 'sqs:SendMessage', 'dynamodb:UpdateItem', 'ssm:GetParametersByPath', 'ecr:BatchGetImage']) {
+      assert.ok(actions.includes(expected), `agent may ${expected}`);
+    }
+    for (const forbidden of ['dynamodb:Scan', 'dynamodb:Query', 'dynamodb:PutItem', 'ec2:RunInstances', 'sqs:DeleteQueue']) {
+      assert.ok(!actions.includes(forbidden), `agent may not ${forbidden}`);
+    }
+    const dynamo = statements.filter((s) => actionsOf([s]).some((a) => a.startsWith('dynamodb:')));
+    const agentsTable = Object.entries(resources(template, 'AWS::DynamoDB::Table')).find(
+      ([, t]) => t.Properties.TableName === `titus-${STAGE}-agents`,
+    )![0];
+    assert.deepEqual(dynamo.map((s) => s.Resource), [{ 'Fn::GetAtt': [agentsTable, 'Arn'] }]);
+    const queues = JSON.stringify(statements.filter((s) => actionsOf([s]).includes('sqs:ReceiveMessage')));
+    assert.ok(queues.includes(`titus-${STAGE}-agent-*`));
+  });
+});
+
+describe('the scaler', () => {
+  const roleId = resources(template, 'AWS::Lambda::Function')[logicalIdOfFunction('scaler')].Properties.Role['Fn::GetAtt'][0];
+  const statements = statementsOfRole(template, roleId);
+
+  it('terminates only instances carrying the stage and scaler tags', () => {
+    const terminate = statements.filter((s) => actionsOf([s]).includes('ec2:TerminateInstances'));
+    assert.equal(terminate.length, 1);
+    assert.deepEqual(terminate[0].Condition, {
+      StringEquals: { 'aws:ResourceTag/titus:stage': STAGE, 'aws:ResourceTag/titus:managed-by': 'titus-scaler' },
+    });
+  });
+
+  it('launches instances only with the stage tag, and passes only the agent role', () => {
+    const instanceLaunch = statements.find(
+      (s) => actionsOf([s]).includes('ec2:CreateFleet') && JSON.stringify(s.Resource).includes(':instance/*'),
+    );
+    assert.deepEqual(instanceLaunch.Condition.StringEquals['aws:RequestTag/titus:stage'], STAGE);
+    const pass = statements.find((s) => actionsOf([s]).includes('iam:PassRole'));
+    assert.ok(JSON.stringify(pass.Resource).includes('AgentRole'));
+    assert.deepEqual(pass.Condition, { StringEquals: { 'iam:PassedToService': 'ec2.amazonaws.com' } });
+  });
+
+  it('reads its own parameters and no other function may touch EC2', () => {
+    const ssm = statements.filter((s) => actionsOf([s]).some((a) => a.startsWith('ssm:')));
+    assert.ok(ssm.every((s) => JSON.stringify(s.Resource).includes(`parameter/titus/${STAGE}/scaler`)));
+    for (const role of Object.keys(FUNCTION_BINARIES).filter((r) => r !== 'scaler')) {
+      const other = resources(template, 'AWS::Lambda::Function')[logicalIdOfFunction(role)].Properties.Role['Fn::GetAtt'][0];
+      assert.ok(!actionsOf(statementsOfRole(template, other)).some((a) => a.startsWith('ec2:')), `${role} has no EC2 access`);
+    }
+  });
+});
+
+describe('configuration', () => {
+  it('creates every parameter the Rust code declares, with the deployment\'s values', () => {
+    const defs = loadDefinitions(STAGE);
+    const params = Object.values(resources(template, 'AWS::SSM::Parameter'));
+    const byName = new Map(params.map((p: any) => [p.Properties.Name, p.Properties]));
+    assert.deepEqual([...byName.keys()].sort(), defs.parameters.map((p) => p.name).sort());
+    assert.equal(byName.get(`/titus/${STAGE}/api/identities`).Value, '{}', 'no bearer tokens in AWS');
+    assert.equal(byName.get(`/titus/${STAGE}/limits/job`).Value, defs.parameters.find((p) => p.name.endsWith('/limits/job'))!.defaultValue);
+    const pool = JSON.stringify(byName.get(`/titus/${STAGE}/scaler/pools/default`).Value);
+    assert.ok(pool.includes('AgentVpcagentsSubnet1'), 'the pool launches into the stack\'s subnets');
+    assert.ok(pool.includes(`titus-${STAGE}-agent`));
+    const agent = JSON.stringify(byName.get(`/titus/${STAGE}/agent/config`).Value);
+    assert.ok(agent.includes('awslogs'));
+  });
+
+  it('applies parameter overrides and refuses one naming no parameter', () => {
+    const file = `${fs.mkdtempSync('/tmp/titus-infra-')}/overrides.json`;
+    fs.writeFileSync(file, JSON.stringify({ '/scheduler/config': { lease_ttl_ms: 20000 } }));
+    const { stack } = buildApp(newApp({ 'titus:parameters': file }));
+    const { Template } = require('aws-cdk-lib/assertions');
+    const params = Template.fromStack(stack).findResources('AWS::SSM::Parameter');
+    const scheduler = Object.values(params).find((p: any) => p.Properties.Name === `/titus/${STAGE}/scheduler/config`) as any;
+    const value = JSON.parse(scheduler.Properties.Value);
+    assert.equal(value.lease_ttl_ms, 20000, 'the named key changes');
+    assert.equal(value.strategy, 'binpack', 'the others keep their defaults');
+    fs.writeFileSync(file, JSON.stringify({ '/nope': 1 }));
+    assert.throws(() => buildApp(newApp({ 'titus:parameters': file })), /names no parameter/);
+  });
+});
+
+describe('alarms', () => {
+  it('watch every dead-letter queue and every function', () => {
+    const alarms = Object.values(resources(template, 'AWS::CloudWatch::Alarm')).map((a: any) => a.Properties);
+    const dlq = alarms.filter((a) => a.MetricName === 'ApproximateNumberOfMessagesVisible');
+    const errors = alarms.filter((a) => a.MetricName === 'Errors');
+    assert.equal(dlq.length, loadDefinitions(STAGE).queues.filter((q) => q.deadLetter).length);
+    assert.equal(errors.length, Object.keys(FUNCTION_BINARIES).length);
+    for (const alarm of alarms) assert.equal(alarm.AlarmActions.length, 1);
+  });
+});
+
+describe('assets', () => {
+  it('refuse to synthesize without the binaries unless placeholders are asked for', () => {
+    assert.throws(
+      () => buildApp(newApp({ 'titus:placeholderAssets': false })),
+      /no-such-build\/titus-agent\/bootstrap does not exist.*cargo lambda build/s,
+    );
+  });
+});
