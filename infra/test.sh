@@ -7,6 +7,8 @@
 set -euo pipefail
 INFRA=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$INFRA/.." && pwd)
+# The project's settings (the cargo target directory among them).
+source "$ROOT/scripts/env.sh"
 log() { printf '[infra] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 cd "$INFRA"

@@ -129,10 +129,13 @@ impl FakeRuntime {
         lock(&self.state).calls.push(call);
     }
 
+    /// A container by name or id, as the engine accepts either.
     fn info_channel(&self, name: &str) -> Result<watch::Receiver<ContainerInfo>, RuntimeError> {
-        lock(&self.state)
+        let state = lock(&self.state);
+        state
             .containers
             .get(name)
+            .or_else(|| state.containers.values().find(|c| c.id == name))
             .map(|c| c.info.subscribe())
             .ok_or_else(|| RuntimeError::NotFound(name.to_owned()))
     }
@@ -300,7 +303,8 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn logs_tail(&self, name: &str, lines: usize) -> Result<String, RuntimeError> {
-        self.info_channel(name)?;
+        let info = self.info_channel(name)?;
+        let name = info.borrow().name.clone();
         Ok(format!("last {lines} lines of {name}\n"))
     }
 }

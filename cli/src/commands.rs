@@ -150,7 +150,7 @@ pub async fn job(client: &Client, command: JobCommand, output: Output) -> Result
         JobCommand::List(args) => {
             let mut query = vec![("pageSize", args.page_size.to_string())];
             for (name, value) in [
-                ("state", args.state),
+                ("jobState", args.state),
                 ("owner", args.owner),
                 ("applicationName", args.app),
                 ("jobType", args.job_type),
@@ -476,7 +476,7 @@ pub async fn task(client: &Client, command: TaskCommand, output: Output) -> Resu
             cursor,
         } => {
             let mut query = vec![("pageSize", page_size.to_string())];
-            for (name, value) in [("jobId", job), ("state", state), ("cursor", cursor)] {
+            for (name, value) in [("jobId", job), ("taskStates", state), ("cursor", cursor)] {
                 if let Some(value) = value {
                     query.push((name, value));
                 }

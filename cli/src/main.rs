@@ -7,6 +7,7 @@
 
 mod client;
 mod commands;
+mod local;
 mod output;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -62,11 +63,24 @@ enum Command {
     /// Inspect agents.
     #[command(subcommand)]
     Agent(commands::AgentCommand),
+    /// Run the whole system on this machine.
+    #[command(subcommand)]
+    Local(LocalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LocalCommand {
+    /// Provision the emulator and run the API (on 127.0.0.1:7001), the scheduler loop, status
+    /// ingest, the reconciler and N agents, until Ctrl-C.
+    Up(local::UpArgs),
 }
 
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    if let Command::Local(LocalCommand::Up(args)) = cli.command {
+        std::process::exit(run_local(args).await);
+    }
     let auth = match &cli.sigv4_region {
         Some(region) => Auth::SigV4 {
             region: region.clone(),
@@ -88,5 +102,35 @@ async fn run(client: &Client, command: Command, output: Output) -> Result<(), Cl
         Command::Job(command) => commands::job(client, command, output).await,
         Command::Task(command) => commands::task(client, command, output).await,
         Command::Agent(command) => commands::agent(client, command, output).await,
+        Command::Local(_) => Ok(()),
+    }
+}
+
+/// Runs the local stack with one log line per event, tagged by component, until Ctrl-C.
+async fn run_local(args: local::UpArgs) -> i32 {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,aws_config=warn,aws_smithy_runtime=warn,hyper=warn".into()
+            }),
+        )
+        .with_target(false)
+        .compact()
+        .init();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Ctrl-C: stopping");
+            shutdown.cancel();
+        });
+    }
+    match local::up(args, shutdown).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("titus local up: {e:#}");
+            6
+        }
     }
 }

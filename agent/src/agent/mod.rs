@@ -839,7 +839,7 @@ pub async fn task_log_tail<R: ContainerRuntime>(
     let container = containers
         .first()
         .ok_or_else(|| RuntimeError::NotFound(format!("a container of task {task_id}")))?;
-    runtime.logs_tail(&container.name, lines).await
+    runtime.logs_tail(&container.id, lines).await
 }
 
 #[cfg(test)]

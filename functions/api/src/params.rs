@@ -80,16 +80,11 @@ impl Query {
         self.values.get(name).map(String::as_str)
     }
 
-    /// A comma-separated list; absent or empty is an empty list.
+    /// A comma-separated list; absent is an empty list. Present but empty (`jobState=`) is one
+    /// empty item, which the caller refuses: the OpenAPI document's reading of it.
     fn list(&self, name: &str) -> Vec<String> {
         self.get(name)
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
+            .map(|v| v.split(',').map(|item| item.trim().to_owned()).collect())
             .unwrap_or_default()
     }
 
@@ -225,7 +220,12 @@ impl Query {
 
     pub fn attribute_keys(&mut self) -> BTreeSet<String> {
         let keys: BTreeSet<String> = self.list("keys").into_iter().collect();
-        if keys.is_empty() {
+        if keys.contains("") {
+            self.push(
+                "keys",
+                "has an empty key; expected a comma-separated list of attribute keys",
+            );
+        } else if keys.is_empty() {
             self.push(
                 "keys",
                 "is required; expected a comma-separated list of attribute keys to delete",

@@ -330,6 +330,10 @@ async fn bad_query_parameters_and_cursors_get_400() {
         "/api/v3/jobs?jobType=cron".to_owned(),
         "/api/v3/jobs?jobType=".to_owned(),
         "/api/v3/jobs?attributes=novalue".to_owned(),
+        "/api/v3/jobs?jobState=".to_owned(),
+        "/api/v3/jobs?jobState=Accepted,".to_owned(),
+        "/api/v3/jobs?attributes=".to_owned(),
+        "/api/v3/tasks?taskStates=".to_owned(),
         "/api/v3/jobs?bogus=1".to_owned(),
         "/api/v3/jobs?pageSize=1&pageSize=2".to_owned(),
         "/api/v3/jobs?cursor=%%%".to_owned(),
@@ -676,6 +680,12 @@ async fn attributes_are_set_and_deleted() {
     let no_keys = api
         .delete(&format!("/api/v3/jobs/{job}/attributes"), ALICE)
         .await;
+    let empty_key = api
+        .delete(
+            &format!("/api/v3/jobs/{job}/attributes?keys=team,,x"),
+            ALICE,
+        )
+        .await;
     let not_strings = api
         .put_json(
             &format!("/api/v3/jobs/{job}/attributes"),
@@ -703,6 +713,7 @@ async fn attributes_are_set_and_deleted() {
     );
     assert_eq!(no_keys.error(StatusCode::BAD_REQUEST), "invalid_request");
     assert_eq!(no_keys.fields(), ["keys"]);
+    assert_eq!(empty_key.error(StatusCode::BAD_REQUEST), "invalid_request");
     assert_eq!(
         not_strings.error(StatusCode::BAD_REQUEST),
         "invalid_request"

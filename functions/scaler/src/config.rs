@@ -17,7 +17,8 @@ pub struct ScalerSettings {
     /// The most pending tasks one run reads to compute demand (oldest first; at most 1000, the
     /// job store's page).
     pub max_pending_tasks: u32,
-    /// An instance whose agent has not registered this long after launch is terminated.
+    /// An instance without a registered agent this long (from its launch, or from when it was
+    /// first seen without one) is terminated.
     pub registration_timeout_secs: u64,
     /// How long a warm function keeps the parameters before reading them again.
     pub config_max_age_secs: u64,

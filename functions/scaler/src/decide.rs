@@ -43,12 +43,13 @@ pub struct Snapshot<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum TerminateReason {
-    /// Its agent is draining and holds no task.
+    /// The scaler drained its agent, which now holds no task.
     Drained,
     /// The scaler drained it and its agent has since deregistered.
     Deregistered,
-    /// Its agent never registered within the registration timeout.
-    NeverRegistered,
+    /// No agent has been registered for it for the registration timeout: its agent never
+    /// started, or stopped for good.
+    NoAgent,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -101,6 +102,8 @@ pub struct PoolReport {
     pub booting: u32,
     pub draining: u32,
     pub lost: u32,
+    /// Older instances without an agent, terminated if none registers in time.
+    pub unregistered: u32,
     pub min_agents: u32,
     pub max_agents: u32,
     pub cooling_down: bool,
@@ -139,10 +142,14 @@ pub fn estimated_capacity(pool: &PoolSettings, info: &InstanceTypeInfo) -> Resou
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
-    Active { idle: bool },
+    Active {
+        idle: bool,
+    },
     Draining,
     Lost,
     Booting,
+    /// Launched a while ago and without an agent (not counted as capacity).
+    Unregistered,
     Terminate(TerminateReason),
 }
 
@@ -204,19 +211,33 @@ pub fn decide(s: &Snapshot<'_>) -> Decision {
         .map(|p| (p.as_str(), Vec::new()))
         .collect();
     let listed: BTreeSet<&str> = s.instances.iter().map(|i| i.id.as_str()).collect();
+    let mut unregistered_since: BTreeMap<String, u64> = BTreeMap::new();
     for instance in s.instances {
         let Some(pool_members) = members.get_mut(instance.pool.as_str()) else {
             continue;
         };
+        let drained_by_us = s.state.drained_at_ms.contains_key(&instance.id);
         let status = match agents.get(instance.id.as_str()) {
-            Some(agent) => agent_status(agent),
-            None if s.state.drained_at_ms.contains_key(&instance.id) => {
-                Status::Terminate(TerminateReason::Deregistered)
+            Some(agent) => agent_status(agent, drained_by_us),
+            None if drained_by_us => Status::Terminate(TerminateReason::Deregistered),
+            None => {
+                // The clock starts at launch for a new instance, and when it is first seen
+                // without an agent for an older one (its agent may be restarting).
+                let young = now.saturating_sub(instance.launched_at_ms) < registration_timeout_ms;
+                let since = match s.state.unregistered_since_ms.get(&instance.id) {
+                    Some(&since) => since,
+                    None if young => instance.launched_at_ms,
+                    None => now,
+                };
+                unregistered_since.insert(instance.id.clone(), since);
+                if now.saturating_sub(since) >= registration_timeout_ms {
+                    Status::Terminate(TerminateReason::NoAgent)
+                } else if young {
+                    Status::Booting
+                } else {
+                    Status::Unregistered
+                }
             }
-            None if now.saturating_sub(instance.launched_at_ms) >= registration_timeout_ms => {
-                Status::Terminate(TerminateReason::NeverRegistered)
-            }
-            None => Status::Booting,
         };
         pool_members.push(Member {
             id: instance.id.clone(),
@@ -233,7 +254,7 @@ pub fn decide(s: &Snapshot<'_>) -> Decision {
         }
         if let Some(pool_members) = members.get_mut(record.pool.as_str()) {
             let status = match agents.get(id.as_str()) {
-                Some(agent) => agent_status(agent),
+                Some(agent) => agent_status(agent, s.state.drained_at_ms.contains_key(id)),
                 None => Status::Booting,
             };
             // An unlisted instance is never terminated: EC2 may not show it yet, nor its end.
@@ -575,6 +596,7 @@ pub fn decide(s: &Snapshot<'_>) -> Decision {
                 Status::Booting => report.booting += 1,
                 Status::Draining | Status::Terminate(_) => report.draining += 1,
                 Status::Lost => report.lost += 1,
+                Status::Unregistered => report.unregistered += 1,
             }
         }
         decision.pools.push(report);
@@ -636,21 +658,28 @@ pub fn decide(s: &Snapshot<'_>) -> Decision {
         .state
         .drained_at_ms
         .iter()
-        .filter(|(id, _)| member_ids.contains(id.as_str()) && !terminated.contains(id.as_str()))
+        // Kept until the instance is gone: a termination the run then skips (the agent reported a
+        // container still running) is decided again next run.
+        .filter(|(id, _)| member_ids.contains(id.as_str()))
         .map(|(k, v)| (k.clone(), *v))
         .collect();
     for (id, _) in &decision.drain {
         state.drained_at_ms.insert(id.clone(), now);
     }
+    state.unregistered_since_ms = unregistered_since;
     decision.state = state;
     decision
 }
 
-fn agent_status(agent: &Agent) -> Status {
+/// An agent drained by someone else (an operator, its own SIGTERM) is left to finish on its own:
+/// it deregisters when done, and its instance is then one without an agent.
+fn agent_status(agent: &Agent, drained_by_us: bool) -> Status {
     let empty = agent.task_count == 0 && agent.allocated == Resources::ZERO;
     match agent.state {
         AgentState::Active => Status::Active { idle: empty },
-        AgentState::Draining if empty => Status::Terminate(TerminateReason::Drained),
+        AgentState::Draining if empty && drained_by_us => {
+            Status::Terminate(TerminateReason::Drained)
+        }
         AgentState::Draining => Status::Draining,
         AgentState::Lost => Status::Lost,
     }
@@ -1054,16 +1083,14 @@ mod tests {
     }
 
     #[test]
-    fn draining_agents_are_terminated_once_empty_or_deregistered() {
+    fn drained_agents_are_terminated_once_empty_or_deregistered() {
         let mut world = World::new(pool(0, 10));
         world.instance("i-empty", 60 * MINUTE, Some((AgentState::Draining, 0)));
         world.instance("i-gone", 60 * MINUTE, None);
-        world.instance("i-never", 11 * MINUTE, None);
-        world.instance("i-young", MINUTE, None);
-        world
-            .state
-            .drained_at_ms
-            .insert("i-gone".into(), NOW - MINUTE);
+        world.instance("i-busy", 60 * MINUTE, Some((AgentState::Draining, 1)));
+        for id in ["i-empty", "i-gone", "i-busy", "i-vanished"] {
+            world.state.drained_at_ms.insert(id.into(), NOW - MINUTE);
+        }
 
         let decision = world.decide();
 
@@ -1077,10 +1104,65 @@ mod tests {
             vec![
                 ("i-empty", TerminateReason::Drained),
                 ("i-gone", TerminateReason::Deregistered),
-                ("i-never", TerminateReason::NeverRegistered),
             ]
         );
-        assert!(decision.state.drained_at_ms.is_empty());
+        // Remembered until EC2 no longer lists the instance.
+        assert_eq!(
+            decision.state.drained_at_ms.keys().collect::<Vec<_>>(),
+            vec!["i-busy", "i-empty", "i-gone"]
+        );
+    }
+
+    #[test]
+    fn an_agent_drained_by_someone_else_is_left_to_finish() {
+        let mut world = World::new(pool(0, 10));
+        world.instance("i-operator", 60 * MINUTE, Some((AgentState::Draining, 0)));
+
+        let decision = world.decide();
+
+        assert!(decision.terminate.is_empty());
+        assert_eq!(decision.pools[0].draining, 1);
+    }
+
+    #[test]
+    fn an_instance_without_an_agent_is_terminated_after_the_registration_timeout() {
+        let mut world = World::new(pool(0, 10));
+        world.instance("i-young", MINUTE, None);
+        world.instance("i-never", 11 * MINUTE, None);
+        world.instance("i-old", 60 * MINUTE, None);
+        world
+            .state
+            .unregistered_since_ms
+            .insert("i-never".into(), NOW - 11 * MINUTE);
+
+        let first = world.decide();
+        world.state = first.state.clone();
+        world.instances.retain(|i| i.id != "i-never");
+        world.now = NOW + 11 * MINUTE;
+        let later = world.decide();
+
+        let reasons = |d: &Decision| -> Vec<(String, TerminateReason)> {
+            d.terminate
+                .iter()
+                .map(|t| (t.instance_id.clone(), t.reason))
+                .collect()
+        };
+        // An older instance first seen without an agent may be restarting it: it gets the
+        // whole timeout from now, and meanwhile counts as no capacity.
+        assert_eq!(
+            reasons(&first),
+            vec![("i-never".into(), TerminateReason::NoAgent)]
+        );
+        assert_eq!(first.pools[0].booting, 1);
+        assert_eq!(first.pools[0].unregistered, 1);
+        assert_eq!(first.state.unregistered_since_ms["i-old"], NOW);
+        assert_eq!(
+            reasons(&later),
+            vec![
+                ("i-young".into(), TerminateReason::NoAgent),
+                ("i-old".into(), TerminateReason::NoAgent),
+            ]
+        );
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! commits require an active agent). A later run terminates it once it is draining with no task
 //! holding resources, confirmed by a fresh consistent read and by the agent's own report of its
 //! running containers; or once its agent has deregistered after the drain. An agent with tasks
-//! is never terminated.
+//! is never terminated, nor one drained by someone else. An instance without a registered agent
+//! for the registration timeout (from launch, or from when it was first seen without one, since
+//! an agent restarting deregisters for a moment) is terminated.
 
 pub mod config;
 pub mod decide;
@@ -95,6 +97,7 @@ pub struct PoolSummary {
     pub booting: u32,
     pub draining: u32,
     pub lost: u32,
+    pub unregistered: u32,
     pub cooling_down: bool,
 }
 
@@ -603,6 +606,7 @@ fn summarize(decision: &Decision, summary: &mut ScaleSummary) {
             booting: p.booting,
             draining: p.draining,
             lost: p.lost,
+            unregistered: p.unregistered,
             cooling_down: p.cooling_down,
         })
         .collect();

@@ -41,6 +41,8 @@ pub struct ScalerState {
     /// Instances the scaler drained, by instance id, with when: terminated once their agent is
     /// empty or has deregistered.
     pub drained_at_ms: BTreeMap<String, u64>,
+    /// Since when each instance without an agent has had none.
+    pub unregistered_since_ms: BTreeMap<String, u64>,
 }
 
 /// Why the state could not be read or written.

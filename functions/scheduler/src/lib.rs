@@ -520,16 +520,24 @@ where
             // The run ends: let the next scheduled run take over without waiting for expiry.
             self.leases.release(&lease).await?;
         }
-        info!(
-            placed = summary.placed,
-            unplaced = summary.unplaced,
-            pending_left = summary.pending_left,
-            conflicts = summary.conflicts,
-            redispatched = summary.redispatched,
-            epoch = summary.epoch,
-            lease_held = summary.lease_held,
-            "tick"
-        );
+        if summary.placed + summary.unplaced + summary.redispatched + summary.conflicts == 0 {
+            tracing::debug!(
+                epoch = summary.epoch,
+                lease_held = summary.lease_held,
+                "idle tick"
+            );
+        } else {
+            info!(
+                placed = summary.placed,
+                unplaced = summary.unplaced,
+                pending_left = summary.pending_left,
+                conflicts = summary.conflicts,
+                redispatched = summary.redispatched,
+                epoch = summary.epoch,
+                lease_held = summary.lease_held,
+                "tick"
+            );
+        }
         Ok(summary)
     }
 
