@@ -35,6 +35,8 @@ install_moto() {
 
 start() {
     mkdir -p "$RUN"
+    # Installed even when another emulator answers: the test scripts use the venv's boto3.
+    install_moto
     if is_moto || is_localstack; then
         log "an emulator already answers at $ENDPOINT; using it"
         return
@@ -42,7 +44,6 @@ start() {
     if ss -ltn "sport = :$TITUS_EMULATOR_PORT" 2>/dev/null | grep -q LISTEN; then
         die "port $TITUS_EMULATOR_PORT is taken by something that is not an AWS emulator ($(ss -ltnp "sport = :$TITUS_EMULATOR_PORT" | tail -n +2 | awk '{print $NF}')); stop it or set TITUS_EMULATOR_PORT"
     fi
-    install_moto
     log "starting moto on $ENDPOINT (log: $RUN/moto.log)"
     nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$TITUS_EMULATOR_PORT" >"$RUN/moto.log" 2>&1 &
     echo $! >"$PIDFILE"
