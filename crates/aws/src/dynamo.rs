@@ -285,7 +285,7 @@ impl DynamoJobStore {
         (shard_attr, key_attr): (&str, &str),
         limit: u32,
         upto_ms: u64,
-        state: TaskState,
+        states: &[TaskState],
     ) -> Result<Vec<Task>, StoreError> {
         let limit = limit.clamp(1, PageRequest::MAX_PAGE_SIZE);
         // Keys are "{ms:013}#{task_id}"; '$' sorts just after '#', so this bound takes every
@@ -309,7 +309,7 @@ impl DynamoJobStore {
             let out = result.map_err(|e| sdk_error("Query task shards", e))?;
             for item in out.items.unwrap_or_default() {
                 let task: Task = decode_doc(&item)?;
-                if task.state() == state {
+                if states.contains(&task.state()) {
                     found.push((string_attr(&item, key_attr)?, task));
                 }
             }
@@ -327,46 +327,6 @@ pub const TRANSITIONAL_STATES: [TaskState; 3] = [
     TaskState::StartInitiated,
     TaskState::KillInitiated,
 ];
-
-impl DynamoJobStore {
-    /// Reads the sharded `transitional` index: every shard's tasks that entered their state at
-    /// or before `changed_before_ms`, merged oldest first. Like `query_shards`, but keeping any
-    /// of the transitional states, since one query per shard serves all three.
-    async fn query_transitional(
-        &self,
-        limit: u32,
-        changed_before_ms: u64,
-    ) -> Result<Vec<Task>, StoreError> {
-        let limit = limit.clamp(1, PageRequest::MAX_PAGE_SIZE);
-        let upper = format!("{changed_before_ms:013}$");
-        let queries = (0..PENDING_TASK_SHARDS).map(|shard| {
-            self.client
-                .query()
-                .table_name(&self.tasks_table)
-                .index_name(index::TASKS_TRANSITIONAL)
-                .key_condition_expression("#shard = :shard AND #key < :upper")
-                .expression_attribute_names("#shard", attr::TRANSIT_SHARD)
-                .expression_attribute_names("#key", attr::TRANSIT_KEY)
-                .expression_attribute_values(":shard", s(&pending_shard_key(shard)))
-                .expression_attribute_values(":upper", s(&upper))
-                .limit(limit as i32)
-                .send()
-        });
-        let mut found: Vec<(String, Task)> = Vec::new();
-        for result in futures::future::join_all(queries).await {
-            let out = result.map_err(|e| sdk_error("Query transitional tasks", e))?;
-            for item in out.items.unwrap_or_default() {
-                let task: Task = decode_doc(&item)?;
-                if TRANSITIONAL_STATES.contains(&task.state()) {
-                    found.push((string_attr(&item, attr::TRANSIT_KEY)?, task));
-                }
-            }
-        }
-        found.sort_by(|a, b| a.0.cmp(&b.0));
-        found.truncate(limit as usize);
-        Ok(found.into_iter().map(|(_, task)| task).collect())
-    }
-}
 
 /// A transaction refused by a condition (with each item's cancellation code), or another error.
 #[derive(Debug)]
@@ -632,7 +592,7 @@ impl JobStore for DynamoJobStore {
             (attr::PENDING_SHARD, attr::PENDING_KEY),
             limit,
             now_ms,
-            TaskState::Accepted,
+            &[TaskState::Accepted],
         )
         .await
     }
@@ -647,7 +607,7 @@ impl JobStore for DynamoJobStore {
             (attr::DISPATCH_SHARD, attr::DISPATCH_KEY),
             limit,
             dispatched_before_ms,
-            TaskState::Launched,
+            &[TaskState::Launched],
         )
         .await
     }
@@ -737,7 +697,14 @@ impl JobStore for DynamoJobStore {
         limit: u32,
         changed_before_ms: u64,
     ) -> Result<Vec<Task>, StoreError> {
-        self.query_transitional(limit, changed_before_ms).await
+        self.query_shards(
+            index::TASKS_TRANSITIONAL,
+            (attr::TRANSIT_SHARD, attr::TRANSIT_KEY),
+            limit,
+            changed_before_ms,
+            &TRANSITIONAL_STATES,
+        )
+        .await
     }
 
     async fn list_active_job_tasks(
