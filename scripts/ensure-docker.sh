@@ -8,7 +8,9 @@ TITUS_LOG_TAG=docker
 # The agent's tests build their image from Debian's static busybox: no registry is reachable.
 if ! dpkg -s busybox-static >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     log "installing busybox-static for the agent's test image"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null \
+    # A fresh machine may have no package lists yet: update once when the first try fails.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null; } \
         || die "apt-get install busybox-static failed"
 fi
 
@@ -22,6 +24,7 @@ if ! command -v dockerd >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null || die "apt-get update failed"
     apt-get install -y -qq docker.io >/dev/null || die "apt-get install docker.io failed"
+    hash -r
 fi
 if ! pgrep -x dockerd >/dev/null 2>&1; then
     [ "$(id -u)" = 0 ] || die "dockerd is installed but not running, and starting it needs root"

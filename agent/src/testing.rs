@@ -558,3 +558,27 @@ impl AgentStore for MemoryAgentStore {
         Ok(agent_state)
     }
 }
+
+/// Force-removes every container of `agent_id` with the Docker CLI, without an async runtime (a
+/// test's clean-up runs in `Drop`). Errors are ignored: there may be nothing to remove.
+pub fn remove_agent_containers_blocking(agent_id: &str) {
+    let listed = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!(
+            "label={}={agent_id}",
+            crate::runtime::label::AGENT_ID
+        ))
+        .output();
+    if let Ok(listed) = listed {
+        let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f"])
+                .args(ids)
+                .output();
+        }
+    }
+}

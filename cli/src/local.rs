@@ -35,14 +35,83 @@ pub struct UpArgs {
     agent_cpu_millis: u64,
 }
 
-/// Runs the local stack until `shutdown` is cancelled (Ctrl-C in the CLI).
-pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The stage the agent joins (its stack must be running: `titus local up`).
+    #[arg(long, env = "TITUS_STAGE", default_value = "local")]
+    stage: String,
+    /// The agent's id, unique in the stage: 1 to 40 letters, digits, `-` or `_`.
+    #[arg(long)]
+    id: String,
+    /// The zone the agent reports.
+    #[arg(long, default_value = "local-1")]
+    zone: String,
+    /// Memory the agent offers, in MB.
+    #[arg(long, default_value_t = 2048)]
+    memory_mb: u64,
+    /// CPU the agent offers, in millicores.
+    #[arg(long, default_value_t = 2000)]
+    cpu_millis: u64,
+}
+
+/// The settings of one local agent: `TITUS_AGENT_*` variables of this process (so any agent
+/// setting can be tuned), then the local stack's own choices.
+fn local_agent_env(
+    stage: &str,
+    id: &str,
+    zone: &str,
+    cpu_millis: u64,
+    memory_mb: u64,
+) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("TITUS_AGENT_"))
+        .collect();
+    env.insert("TITUS_STAGE".to_owned(), stage.to_owned());
+    env.insert("TITUS_AGENT_ID".to_owned(), id.to_owned());
+    env.insert("TITUS_AGENT_ZONE".to_owned(), zone.to_owned());
+    env.insert("TITUS_AGENT_CPU_MILLIS".to_owned(), cpu_millis.to_string());
+    env.insert("TITUS_AGENT_MEMORY_MB".to_owned(), memory_mb.to_string());
+    env.entry("TITUS_AGENT_POLL_WAIT_SECS".to_owned())
+        .or_insert_with(|| "1".to_owned());
+    env
+}
+
+/// Runs one agent of a running local stack in this process, until `shutdown` is cancelled (Ctrl-C
+/// or SIGTERM). Like a host, it can be killed on its own: its tasks then are lost and replaced.
+pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    require_emulator()?;
+    let sdk_config = titus_aws::clients::load_sdk_config().await;
+    let clients = AwsClients::from_config(&sdk_config);
+    let env = local_agent_env(
+        &args.stage,
+        &args.id,
+        &args.zone,
+        args.cpu_millis,
+        args.memory_mb,
+    );
+    let agent = titus_agent::bootstrap::start(&clients, &sdk_config, &env)
+        .await
+        .with_context(|| format!("starting agent {:?} in stage {:?}", args.id, args.stage))?;
+    info!(component = "agent", id = %args.id, stage = %args.stage, "agent is up");
+    // Stopping leaves the containers running, as a crashed host would; the next start with the
+    // same id re-adopts them.
+    agent.run(CancellationToken::new(), shutdown).await?;
+    Ok(())
+}
+
+fn require_emulator() -> anyhow::Result<String> {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     anyhow::ensure!(
         !endpoint.is_empty(),
         "AWS_ENDPOINT_URL is not set: the local stack runs against an emulator; start it with \
          ./scripts/local-up.sh or localstack/emulator.sh start"
     );
+    Ok(endpoint)
+}
+
+/// Runs the local stack until `shutdown` is cancelled (Ctrl-C in the CLI).
+pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let endpoint = require_emulator()?;
     let names = Names::new(&args.stage).map_err(anyhow::Error::msg)?;
     let sdk_config = titus_aws::clients::load_sdk_config().await;
     let clients = AwsClients::from_config(&sdk_config);
@@ -197,18 +266,15 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
 
     // The agents, on the local Docker engine.
     for n in 1..=args.agents {
-        let id = format!("local-agent-{n}");
-        let env: BTreeMap<String, String> = [
-            ("TITUS_STAGE", args.stage.clone()),
-            ("TITUS_AGENT_ID", id.clone()),
-            ("TITUS_AGENT_ZONE", format!("local-{}", (n - 1) % 2 + 1)),
-            ("TITUS_AGENT_CPU_MILLIS", args.agent_cpu_millis.to_string()),
-            ("TITUS_AGENT_MEMORY_MB", args.agent_memory_mb.to_string()),
-            ("TITUS_AGENT_POLL_WAIT_SECS", "1".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let id = format!("{}-agent-{n}", args.stage);
+        let zone = format!("local-{}", (n - 1) % 2 + 1);
+        let env = local_agent_env(
+            &args.stage,
+            &id,
+            &zone,
+            args.agent_cpu_millis,
+            args.agent_memory_mb,
+        );
         let agent = titus_agent::bootstrap::start(&clients, &sdk_config, &env)
             .instrument(tracing::info_span!("agent", id = %id))
             .await

@@ -73,13 +73,15 @@ enum LocalCommand {
     /// Provision the emulator and run the API (on 127.0.0.1:7001), the scheduler loop, status
     /// ingest, the reconciler and N agents, until Ctrl-C.
     Up(local::UpArgs),
+    /// Run one more agent of a running local stack in its own process, until Ctrl-C or SIGTERM.
+    Agent(local::AgentArgs),
 }
 
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    if let Command::Local(LocalCommand::Up(args)) = cli.command {
-        std::process::exit(run_local(args).await);
+    if let Command::Local(command) = cli.command {
+        std::process::exit(run_local(command).await);
     }
     let auth = match &cli.sigv4_region {
         Some(region) => Auth::SigV4 {
@@ -106,8 +108,9 @@ async fn run(client: &Client, command: Command, output: Output) -> Result<(), Cl
     }
 }
 
-/// Runs the local stack with one log line per event, tagged by component, until Ctrl-C.
-async fn run_local(args: local::UpArgs) -> i32 {
+/// Runs the local stack, or one local agent, with one log line per event tagged by component,
+/// until Ctrl-C (or SIGTERM).
+async fn run_local(command: LocalCommand) -> i32 {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -121,15 +124,29 @@ async fn run_local(args: local::UpArgs) -> i32 {
     {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("Ctrl-C: stopping");
+            let terminate = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: stopping"),
+                _ = terminate => tracing::info!("SIGTERM: stopping"),
+            }
             shutdown.cancel();
         });
     }
-    match local::up(args, shutdown).await {
+    let (name, outcome) = match command {
+        LocalCommand::Up(args) => ("titus local up", local::up(args, shutdown).await),
+        LocalCommand::Agent(args) => ("titus local agent", local::agent(args, shutdown).await),
+    };
+    match outcome {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("titus local up: {e:#}");
+            eprintln!("{name}: {e:#}");
             6
         }
     }

@@ -113,22 +113,7 @@ pub struct ContainerCleanup(pub String);
 
 impl Drop for ContainerCleanup {
     fn drop(&mut self) {
-        let listed = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter"])
-            .arg(format!("label={}={}", label::AGENT_ID, self.0))
-            .output();
-        if let Ok(listed) = listed {
-            let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect();
-            if !ids.is_empty() {
-                let _ = std::process::Command::new("docker")
-                    .args(["rm", "-f"])
-                    .args(ids)
-                    .output();
-            }
-        }
+        titus_agent::testing::remove_agent_containers_blocking(&self.0);
     }
 }
 

@@ -56,13 +56,24 @@ pub struct LaunchTask {
 }
 
 impl LaunchTask {
-    /// The launch of `task` with its job's container settings. The platform adds `TITUS_TASK_ID`
-    /// and `TITUS_JOB_ID` to the environment (users may not set `TITUS_` names).
+    /// The launch of `task` with its job's container settings. The platform adds to the
+    /// environment (users may not set `TITUS_` names): `TITUS_TASK_ID`, `TITUS_JOB_ID`,
+    /// `TITUS_TASK_INDEX` (the task's slot), `TITUS_TASK_ORIGINAL_ID` (the first task of the
+    /// slot) and `TITUS_TASK_RESUBMIT_NUMBER` (how many tasks of the slot ran before this one).
     pub fn for_task(task: &Task, job: &Job) -> LaunchTask {
         let container = &job.job_descriptor.container;
         let mut env = container.env.clone();
         env.insert("TITUS_TASK_ID".to_owned(), task.id.to_string());
         env.insert("TITUS_JOB_ID".to_owned(), job.id.to_string());
+        env.insert("TITUS_TASK_INDEX".to_owned(), task.index.to_string());
+        env.insert(
+            "TITUS_TASK_ORIGINAL_ID".to_owned(),
+            task.original_id.to_string(),
+        );
+        env.insert(
+            "TITUS_TASK_RESUBMIT_NUMBER".to_owned(),
+            task.resubmit_number.to_string(),
+        );
         LaunchTask {
             task_id: task.id.clone(),
             job_id: job.id.clone(),
@@ -162,6 +173,27 @@ mod tests {
         assert_eq!(json["reason"], "killed");
         let back: AgentCommand = serde_json::from_value(json).unwrap();
         assert_eq!(back, kill);
+    }
+
+    #[test]
+    fn a_launch_tells_the_container_its_task_slot_and_attempt() {
+        let json = br#"{"owner":{"teamEmail":"t@example.com"},"applicationName":"a",
+            "container":{"image":{"name":"busybox"},"env":{"GREETING":"hi"}},"batch":{"size":2}}"#;
+        let descriptor =
+            crate::validation::parse_descriptor(json, &crate::validation::Limits::default())
+                .unwrap();
+        let job = Job::new(JobId::from_string("j1"), descriptor, "me".to_owned(), 1);
+        let first = Task::initial(&job, 1, 1);
+        let retry = first.replacement(2, 2).replacement(3, 3);
+
+        let env = LaunchTask::for_task(&retry, &job).env;
+
+        assert_eq!(env["GREETING"], "hi");
+        assert_eq!(env["TITUS_JOB_ID"], "j1");
+        assert_eq!(env["TITUS_TASK_ID"], retry.id.to_string());
+        assert_eq!(env["TITUS_TASK_INDEX"], "1");
+        assert_eq!(env["TITUS_TASK_ORIGINAL_ID"], first.id.to_string());
+        assert_eq!(env["TITUS_TASK_RESUBMIT_NUMBER"], "2");
     }
 
     #[test]

@@ -1,0 +1,386 @@
+//! The whole local stack for end-to-end tests and the latency benchmark: `titus local up` in its
+//! own process on a fresh stage and a free port, agents as processes of their own (so a test can
+//! SIGKILL one, as a host dies), real containers on the local Docker engine, and the `titus` CLI
+//! to drive it. Everything started is stopped, and its containers removed, when the stack is
+//! dropped; a failing test prints the tail of every log.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use titus_core::{Agent, AgentState, Job, Task, TaskState};
+
+/// The image every end-to-end task runs, built locally by `scripts/demo-image.sh`.
+pub const IMAGE: &str = "titus-demo/busybox:latest";
+
+/// How long a stack waits for anything it is told to wait for before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn titus_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_titus")
+}
+
+/// A page of a list answer, as the CLI prints it with `-o json`.
+#[derive(Debug, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+}
+
+/// What one CLI run printed and how it exited.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for CliRun {
+    fn from(out: Output) -> Self {
+        CliRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Settings of one stack; the defaults suit the end-to-end tests.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub agents: u32,
+    pub agent_cpu_millis: u64,
+    pub agent_memory_mb: u64,
+    /// An agent silent this long is declared lost (the stack's reconciler checks every 5 s).
+    pub heartbeat_timeout_ms: u64,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            agents: 2,
+            agent_cpu_millis: 4_000,
+            agent_memory_mb: 8_192,
+            heartbeat_timeout_ms: 6_000,
+        }
+    }
+}
+
+struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// A running local stack on a stage of its own.
+pub struct Stack {
+    pub stage: String,
+    pub url: String,
+    stack: Process,
+    agents: Vec<Process>,
+    agent_ids: Vec<String>,
+    log_dir: PathBuf,
+    options: StackOptions,
+}
+
+impl Stack {
+    /// Starts the stack and its agents and waits until every agent is Active.
+    pub async fn start(options: StackOptions) -> Stack {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+        assert!(
+            endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
+            "the end-to-end tests need AWS_ENDPOINT_URL pointing at the local emulator (got \
+             {endpoint:?}); run them through scripts/test.sh, which starts it"
+        );
+        build_image();
+        let stage = format!("e{}", &uuid::Uuid::new_v4().simple().to_string()[..9]);
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let log_dir = std::env::temp_dir().join(format!("titus-e2e-{stage}"));
+        std::fs::create_dir_all(&log_dir).unwrap();
+
+        let mut command = Command::new(titus_bin());
+        command
+            .args(["local", "up", "--stage", &stage, "--agents", "0"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env(
+                "TITUS_STATUS_AGENT_HEARTBEAT_TIMEOUT_MS",
+                options.heartbeat_timeout_ms.to_string(),
+            );
+        let stack = spawn("stack", command, &log_dir);
+        let mut this = Stack {
+            stage,
+            url,
+            stack,
+            agents: Vec::new(),
+            agent_ids: Vec::new(),
+            log_dir,
+            options: options.clone(),
+        };
+        this.wait_healthy().await;
+        for n in 1..=options.agents {
+            this.add_agent(n).await;
+        }
+        let ids = this.agent_ids.clone();
+        this.eventually("every agent registers as Active", || async {
+            let agents = this.agents().await;
+            ids.iter().all(|id| {
+                agents
+                    .iter()
+                    .any(|a| &a.id == id && a.state == AgentState::Active)
+            })
+        })
+        .await;
+        this
+    }
+
+    async fn wait_healthy(&mut self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let health = client
+                .get(format!("{}/healthz", self.url))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if matches!(&health, Ok(r) if r.status().is_success()) {
+                return;
+            }
+            if let Ok(Some(status)) = self.stack.child.try_wait() {
+                panic!(
+                    "the local stack exited at start ({status})\n{}",
+                    tail(&self.stack.log, 40)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the local stack did not answer within {PATIENCE:?}\n{}",
+                tail(&self.stack.log, 40)
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The id of agent `n` (1-based).
+    pub fn agent_id(&self, n: u32) -> String {
+        format!("{}-a{n}", self.stage)
+    }
+
+    async fn add_agent(&mut self, n: u32) {
+        let id = self.agent_id(n);
+        let mut command = Command::new(titus_bin());
+        command
+            .args(["local", "agent", "--stage", &self.stage, "--id", &id])
+            .args(["--zone", &format!("local-{}", (n - 1) % 2 + 1)])
+            .args(["--cpu-millis", &self.options.agent_cpu_millis.to_string()])
+            .args(["--memory-mb", &self.options.agent_memory_mb.to_string()])
+            .env("TITUS_AGENT_HEARTBEAT_INTERVAL_SECS", "1")
+            .env("TITUS_AGENT_FINISHED_RETENTION_SECS", "600");
+        self.agents.push(spawn(&id, command, &self.log_dir));
+        self.agent_ids.push(id);
+    }
+
+    /// Kills agent `n` with SIGKILL, as a host that dies.
+    pub fn kill_agent(&mut self, n: u32) {
+        let id = self.agent_id(n);
+        let process = self
+            .agents
+            .iter_mut()
+            .find(|p| p.name == id)
+            .expect("a started agent");
+        process.child.kill().expect("SIGKILL the agent");
+        process.child.wait().unwrap();
+        // Its containers would have died with the host.
+        remove_containers(&id);
+    }
+
+    /// Runs the CLI against this stack.
+    pub fn cli(&self, args: &[&str]) -> CliRun {
+        self.cli_with(args, None)
+    }
+
+    /// Runs the CLI with `stdin` as its standard input.
+    pub fn cli_with(&self, args: &[&str], stdin: Option<&str>) -> CliRun {
+        let mut command = Command::new(titus_bin());
+        command
+            .args(args)
+            .env("TITUS_URL", &self.url)
+            .env_remove("TITUS_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("running the titus CLI");
+        {
+            use std::io::Write as _;
+            let mut input = child.stdin.take().unwrap();
+            if let Some(text) = stdin {
+                input.write_all(text.as_bytes()).unwrap();
+            }
+        }
+        child.wait_with_output().unwrap().into()
+    }
+
+    /// Runs the CLI with `-o json`, expects success and parses what it printed.
+    pub fn cli_json<T: DeserializeOwned>(&self, args: &[&str]) -> T {
+        // Before the arguments: anything after a `--` belongs to the job's command.
+        let mut all = vec!["-o", "json"];
+        all.extend(args);
+        let run = self.cli(&all);
+        assert_eq!(
+            run.code, 0,
+            "titus {args:?} failed: {}\n{}",
+            run.stderr, run.stdout
+        );
+        serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("titus {args:?} printed no JSON ({e}): {}", run.stdout))
+    }
+
+    /// Submits a job with CLI flags (`--app`, `--batch` ...), returning its id.
+    pub fn submit(&self, flags: &[&str], command: &[&str]) -> String {
+        let mut args = vec!["job", "submit", "--image", IMAGE];
+        args.extend(flags);
+        args.push("--");
+        args.extend(command);
+        let job: Job = self.cli_json(&args);
+        job.id.to_string()
+    }
+
+    pub fn job(&self, id: &str) -> Job {
+        self.cli_json(&["job", "get", id])
+    }
+
+    pub fn tasks(&self, job_id: &str) -> Vec<Task> {
+        let page: Page<Task> =
+            self.cli_json(&["task", "list", "--job", job_id, "--page-size", "500"]);
+        page.items
+    }
+
+    pub fn tasks_in(&self, job_id: &str, state: TaskState) -> Vec<Task> {
+        self.tasks(job_id)
+            .into_iter()
+            .filter(|t| t.state() == state)
+            .collect()
+    }
+
+    pub async fn agents(&self) -> Vec<Agent> {
+        let page: Page<Agent> = self.cli_json(&["agent", "list"]);
+        page.items
+    }
+
+    /// Waits until `check` holds, polling; fails the test with `what` and the logs' tails after
+    /// `PATIENCE`.
+    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = Instant::now() + PATIENCE;
+        while !check().await {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {PATIENCE:?} waiting until {what}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// The tail of every process's log.
+    pub fn logs(&self) -> String {
+        std::iter::once(&self.stack)
+            .chain(&self.agents)
+            .map(|p| format!("--- {} ---\n{}", p.name, tail(&p.log, 30)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The stage's AWS clients (for the SQS submit queue).
+    pub async fn aws(&self) -> (titus_aws::AwsClients, titus_aws::Names) {
+        let config = titus_aws::clients::load_sdk_config().await;
+        (
+            titus_aws::AwsClients::from_config(&config),
+            titus_aws::Names::new(&self.stage).unwrap(),
+        )
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        for agent in &mut self.agents {
+            let _ = agent.child.kill();
+            let _ = agent.child.wait();
+        }
+        for id in &self.agent_ids {
+            remove_containers(id);
+        }
+        // SIGINT stops the stack cleanly; a stack that does not stop soon is killed.
+        let pid = self.stack.child.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.stack.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.stack.child.kill();
+        let _ = self.stack.child.wait();
+    }
+}
+
+fn spawn(name: &str, mut command: Command, log_dir: &Path) -> Process {
+    let log = log_dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    Process {
+        name: name.to_owned(),
+        child,
+        log,
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Builds the task image with the project's script (quick when it exists).
+fn build_image() {
+    let status = Command::new(repo_root().join("scripts/demo-image.sh"))
+        .env("TITUS_DEMO_IMAGE", IMAGE)
+        .status()
+        .expect("running scripts/demo-image.sh");
+    assert!(status.success(), "building {IMAGE} failed");
+}
+
+fn remove_containers(agent_id: &str) {
+    titus_agent::testing::remove_agent_containers_blocking(agent_id);
+}
