@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The local AWS emulator: moto's server mode, pinned in requirements.txt and installed into
-# localstack/.venv. `emulator.sh start` installs it when missing and starts it on
-# 127.0.0.1:$TITUS_EMULATOR_PORT (4566) unless one already answers there; `stop` stops the one it
-# started; `status` says whether one answers. Safe to run again.
+# localstack/.venv, run through moto_server.py (moto plus Lambda failure injection).
+# `emulator.sh start` installs it when missing and starts it on 127.0.0.1:$TITUS_EMULATOR_PORT
+# (4566) unless one already answers there; `stop` stops the one it started; `status` says whether
+# one answers. Safe to run again.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/env.sh"
 TITUS_LOG_TAG=emulator
@@ -10,7 +11,10 @@ TITUS_LOG_TAG=emulator
 HERE=$TITUS_ROOT/localstack
 VENV=$HERE/.venv
 RUN=$HERE/.run
-PIDFILE=$RUN/moto.pid
+# One emulator per port: another port gets its own files, so it never clobbers the default's.
+[ "$TITUS_EMULATOR_PORT" = 4566 ] && RUN_NAME=moto || RUN_NAME=moto-$TITUS_EMULATOR_PORT
+PIDFILE=$RUN/$RUN_NAME.pid
+LOGFILE=$RUN/$RUN_NAME.log
 ENDPOINT=http://127.0.0.1:$TITUS_EMULATOR_PORT
 
 http_code() { curl -s -o /dev/null -m 5 -w '%{http_code}' "$1" 2>/dev/null || true; }
@@ -44,8 +48,8 @@ start() {
     if ss -ltn "sport = :$TITUS_EMULATOR_PORT" 2>/dev/null | grep -q LISTEN; then
         die "port $TITUS_EMULATOR_PORT is taken by something that is not an AWS emulator ($(ss -ltnp "sport = :$TITUS_EMULATOR_PORT" | tail -n +2 | awk '{print $NF}')); stop it or set TITUS_EMULATOR_PORT"
     fi
-    log "starting moto on $ENDPOINT (log: $RUN/moto.log)"
-    nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$TITUS_EMULATOR_PORT" >"$RUN/moto.log" 2>&1 &
+    log "starting moto on $ENDPOINT (log: $LOGFILE)"
+    nohup "$VENV/bin/python" "$HERE/moto_server.py" -H 127.0.0.1 -p "$TITUS_EMULATOR_PORT" >"$LOGFILE" 2>&1 &
     echo $! >"$PIDFILE"
     for _ in $(seq 1 120); do
         if is_moto; then
@@ -53,10 +57,10 @@ start() {
             log "ready at $ENDPOINT"
             return
         fi
-        kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { tail -n 20 "$RUN/moto.log" >&2; die "moto exited at start; its log is above"; }
+        kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { tail -n 20 "$LOGFILE" >&2; die "moto exited at start; its log is above"; }
         sleep 0.5
     done
-    die "moto did not answer within 60 s (log: $RUN/moto.log)"
+    die "moto did not answer within 60 s (log: $LOGFILE)"
 }
 
 # Switched on before anything is created: state machines made before the Step Functions switch

@@ -1,6 +1,10 @@
 //! The real scheduler-loop ASL, executed by the emulator's Step Functions. moto's Lambda runs
 //! without Docker here and answers each invocation with a queued result, so the tests script the
-//! ticks' summaries and assert the path the loop takes.
+//! ticks' summaries and assert the path the loop takes. A queued result can also be a function
+//! error (localstack/moto_server.py's failure injection), so the loop's Retry and Catch run too.
+//!
+//! moto keeps one queue of results per region, shared by every function there: each test deploys
+//! its loop in a region of its own, so the tests can run at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,8 +12,11 @@ use std::time::Duration;
 
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{FunctionCode, Runtime};
-use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType, StateMachineType};
+use aws_sdk_sfn::config::Region;
+use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent, HistoryEventType, StateMachineType};
 use serde_json::{json, Value};
+use titus_core::StoreError;
+use titus_scheduler::SchedulerError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DEFINITION: &str = include_str!("../../../statemachines/scheduler-loop.asl.json");
@@ -53,13 +60,37 @@ fn summary(placed: u32, lease_held: bool, continue_loop: bool) -> String {
     .to_string()
 }
 
+/// A tick that fails the way the scheduler Lambda does: the runtime's error payload for this
+/// error, wrapped in the emulator's failure-injection marker.
+fn failure(error: SchedulerError) -> String {
+    let payload = serde_json::to_value(lambda_runtime::Diagnostic::from(error)).unwrap();
+    json!({"__titusFunctionError": "Unhandled", "payload": payload}).to_string()
+}
+
 struct Loop {
+    lambda: aws_sdk_lambda::Client,
     sfn: aws_sdk_sfn::Client,
+    region: &'static str,
+    function_name: String,
     state_machine_arn: String,
 }
 
-async fn deploy_loop() -> Loop {
-    let config = titus_aws::clients::load_sdk_config().await;
+/// What one execution of the loop did.
+#[derive(Debug)]
+struct Run {
+    /// The states it entered, in order.
+    path: Vec<String>,
+    /// Each invocation's outcome in order: `Ok(())`, or `Err(error name)` for a function error.
+    invocations: Vec<Result<(), String>>,
+    output: Value,
+}
+
+async fn deploy_loop(region: &'static str) -> Loop {
+    let config = titus_aws::clients::load_sdk_config()
+        .await
+        .into_builder()
+        .region(Region::new(region))
+        .build();
     let lambda = aws_sdk_lambda::Client::new(&config);
     let sfn = aws_sdk_sfn::Client::new(&config);
     // Step Functions must execute for real; the emulator script switches it on at start.
@@ -79,9 +110,10 @@ async fn deploy_loop() -> Loop {
     )
     .await;
     let role = format!("arn:aws:iam::123456789012:role/{role_name}");
+    let function_name = format!("titus-scheduler-{suffix}");
     let function = lambda
         .create_function()
-        .function_name(format!("titus-scheduler-{suffix}"))
+        .function_name(&function_name)
         .runtime(Runtime::Providedal2023)
         .role(&role)
         .handler("bootstrap")
@@ -104,10 +136,15 @@ async fn deploy_loop() -> Loop {
         .send()
         .await
         .unwrap();
-    Loop {
+    let deployed = Loop {
+        lambda,
         sfn,
+        region,
+        function_name,
         state_machine_arn: machine.state_machine_arn().to_owned(),
-    }
+    };
+    deployed.drain_results().await;
+    deployed
 }
 
 /// A zip archive with no entries: moto stores the code but does not run it.
@@ -118,13 +155,61 @@ fn empty_zip() -> Vec<u8> {
 }
 
 impl Loop {
-    /// Runs the loop with these tick results queued; returns the states it entered, in order.
-    async fn run(&self, ticks: &[String]) -> (Vec<String>, Value) {
+    async fn queue_results(&self, results: &[String]) {
         moto_api(
             "/moto-api/static/lambda-simple/response",
-            &json!({"results": ticks, "region": "us-east-1"}),
+            &json!({"results": results, "region": self.region}),
         )
         .await;
+    }
+
+    /// Empties the region's queue of results a failed earlier run may have left: with none
+    /// queued, moto's Lambda echoes the invocation's payload.
+    async fn drain_results(&self) {
+        let marker = format!("{{\"drain\":\"{}\"}}", uuid::Uuid::new_v4());
+        for _ in 0..1000 {
+            let invoked = self
+                .lambda
+                .invoke()
+                .function_name(&self.function_name)
+                .payload(Blob::new(marker.as_bytes()))
+                .send()
+                .await
+                .unwrap();
+            if invoked.payload().map(Blob::as_ref) == Some(marker.as_bytes()) {
+                return;
+            }
+        }
+        panic!("more than 1000 results were left queued in {}", self.region);
+    }
+
+    /// Fails at once, with the fix, when the emulator is bare moto rather than the launcher
+    /// (it would hand the marker to the loop as a tick's summary).
+    async fn require_failure_injection(&self) {
+        self.queue_results(&[failure(SchedulerError::StoreUnavailable(
+            "probe".to_owned(),
+        ))])
+        .await;
+        let invoked = self
+            .lambda
+            .invoke()
+            .function_name(&self.function_name)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            invoked.function_error(),
+            Some("Unhandled"),
+            "the emulator at {} cannot fail a Lambda invocation: it was started without \
+             localstack/moto_server.py; restart it with localstack/emulator.sh stop && \
+             localstack/emulator.sh start",
+            endpoint()
+        );
+    }
+
+    /// Runs the loop with these tick results queued, to its end.
+    async fn run(&self, ticks: &[String]) -> Run {
+        self.queue_results(ticks).await;
         let execution = self
             .sfn
             .start_execution()
@@ -136,7 +221,8 @@ impl Loop {
             .unwrap();
         let arn = execution.execution_arn().to_owned();
         let mut described = None;
-        for _ in 0..100 {
+        // Bounded, and generous: a retried tick waits out its backoff (1 s, then 2 s).
+        for _ in 0..600 {
             let d = self
                 .sfn
                 .describe_execution()
@@ -150,7 +236,7 @@ impl Loop {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let described = described.expect("the loop ended within 10 s");
+        let described = described.expect("the loop ended within 60 s");
         assert_eq!(
             described.status(),
             &ExecutionStatus::Succeeded,
@@ -163,32 +249,46 @@ impl Loop {
             .send()
             .await
             .unwrap();
-        let entered = history
-            .events()
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e.r#type(),
-                    HistoryEventType::PassStateEntered
-                        | HistoryEventType::TaskStateEntered
-                        | HistoryEventType::ChoiceStateEntered
-                        | HistoryEventType::WaitStateEntered
-                        | HistoryEventType::SucceedStateEntered
-                )
-            })
-            .filter_map(|e| e.state_entered_event_details().map(|d| d.name().to_owned()))
-            .collect();
-        let output = serde_json::from_str(described.output().unwrap_or("null")).unwrap();
-        (entered, output)
+        Run {
+            path: history.events().iter().filter_map(entered_state).collect(),
+            invocations: history.events().iter().filter_map(invocation).collect(),
+            output: serde_json::from_str(described.output().unwrap_or("null")).unwrap(),
+        }
+    }
+}
+
+fn entered_state(event: &HistoryEvent) -> Option<String> {
+    matches!(
+        event.r#type(),
+        HistoryEventType::PassStateEntered
+            | HistoryEventType::TaskStateEntered
+            | HistoryEventType::ChoiceStateEntered
+            | HistoryEventType::WaitStateEntered
+            | HistoryEventType::SucceedStateEntered
+    )
+    .then(|| event.state_entered_event_details())
+    .flatten()
+    .map(|d| d.name().to_owned())
+}
+
+fn invocation(event: &HistoryEvent) -> Option<Result<(), String>> {
+    match event.r#type() {
+        HistoryEventType::LambdaFunctionSucceeded => Some(Ok(())),
+        HistoryEventType::LambdaFunctionFailed => Some(Err(event
+            .lambda_function_failed_event_details()
+            .and_then(|d| d.error())
+            .unwrap_or_default()
+            .to_owned())),
+        _ => None,
     }
 }
 
 // One test, because moto's queue of Lambda results is shared by every function in the region.
 #[tokio::test]
 async fn the_loop_ticks_while_it_places_waits_when_idle_and_stops_on_lease_loss_or_budget() {
-    let machine = deploy_loop().await;
+    let machine = deploy_loop("us-east-1").await;
 
-    let (path, output) = machine
+    let run = machine
         .run(&[
             summary(3, true, true),
             summary(0, true, true),
@@ -196,7 +296,7 @@ async fn the_loop_ticks_while_it_places_waits_when_idle_and_stops_on_lease_loss_
         ])
         .await;
     assert_eq!(
-        path,
+        run.path,
         [
             "Start",
             "Tick",
@@ -214,13 +314,13 @@ async fn the_loop_ticks_while_it_places_waits_when_idle_and_stops_on_lease_loss_
             "BudgetUsed",
         ]
     );
-    assert_eq!(output["continueLoop"], false);
+    assert_eq!(run.output["continueLoop"], false);
 
-    let (path, _) = machine
+    let run = machine
         .run(&[summary(2, true, true), summary(0, false, false)])
         .await;
     assert_eq!(
-        path,
+        run.path,
         [
             "Start",
             "Tick",
@@ -231,6 +331,85 @@ async fn the_loop_ticks_while_it_places_waits_when_idle_and_stops_on_lease_loss_
             "LeaseHeld",
             "LeaseLost"
         ]
+    );
+}
+
+#[tokio::test]
+async fn a_tick_that_fails_with_store_unavailable_is_retried_and_the_loop_goes_on() {
+    let machine = deploy_loop("us-west-2").await;
+    machine.require_failure_injection().await;
+
+    let run = machine
+        .run(&[
+            failure(SchedulerError::StoreUnavailable(
+                "ProvisionedThroughputExceededException on the tasks table".to_owned(),
+            )),
+            summary(2, true, true),
+            summary(0, true, false),
+        ])
+        .await;
+
+    assert_eq!(
+        run.invocations,
+        [Err("StoreUnavailable".to_owned()), Ok(()), Ok(())],
+        "the failed tick is invoked again, then the loop goes on"
+    );
+    assert_eq!(
+        run.path,
+        [
+            "Start",
+            "Tick", // failed, retried within the state
+            "LeaseHeld",
+            "TimeLeft",
+            "PlacedWork",
+            "Tick",
+            "LeaseHeld",
+            "TimeLeft",
+            "BudgetUsed",
+        ]
+    );
+    assert_eq!(run.output["continueLoop"], false);
+    assert!(run.output.get("error").is_none(), "{}", run.output);
+}
+
+#[tokio::test]
+async fn a_tick_error_that_is_not_retried_ends_the_run_through_the_catch_with_the_error() {
+    let machine = deploy_loop("eu-west-1").await;
+    machine.require_failure_injection().await;
+    let error = SchedulerError::Store(StoreError::Internal(
+        "task t-1 has an unreadable state".to_owned(),
+    ));
+    let error_type = error.error_type();
+
+    let run = machine.run(&[summary(1, true, true), failure(error)]).await;
+
+    assert_eq!(
+        run.invocations,
+        [Ok(()), Err(error_type.to_owned())],
+        "invoked once more, not retried"
+    );
+    assert_eq!(
+        run.path,
+        [
+            "Start",
+            "Tick",
+            "LeaseHeld",
+            "TimeLeft",
+            "PlacedWork",
+            "Tick",
+            "TickFailed"
+        ]
+    );
+    assert_eq!(run.output["error"]["Error"], error_type);
+    let cause: Value =
+        serde_json::from_str(run.output["error"]["Cause"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        cause["errorMessage"],
+        "store error: store error: task t-1 has an unreadable state"
+    );
+    assert_eq!(
+        run.output["placed"], 1,
+        "the last good tick's summary is kept beside the error"
     );
 }
 
@@ -248,8 +427,7 @@ fn the_first_tick_gets_the_execution_name_as_lease_owner() {
 
 #[test]
 fn lambda_service_errors_are_retried_and_anything_else_ends_the_run_cleanly() {
-    // moto's Lambda without Docker cannot fail an invocation, so the retry path is checked on
-    // the definition itself rather than executed.
+    // The executed tests above cover one retried and one caught error; this covers every name.
     let definition: Value = serde_json::from_str(DEFINITION).unwrap();
     let tick = &definition["States"]["Tick"];
     let retried: Vec<&str> = tick["Retry"][0]["ErrorEquals"]

@@ -2,97 +2,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use titus_aws::provision::{ensure_queue, provision};
+use titus_aws::provision::ensure_queue;
 use titus_aws::resources::QueueDef;
 use titus_aws::{AwsClients, DynamoAgentStore, DynamoJobStore, DynamoLeaseStore, Names};
 use titus_core::lease::{Lease, LeaseError, LeaseStore};
 use titus_core::messages::AgentCommand;
 use titus_core::store::PageRequest;
-use titus_core::{
-    Agent, AgentState, AgentStore, Job, JobId, JobStore, Limits, Resources, StoreError, Task,
-    TaskState,
-};
+use titus_core::{AgentStore, Job, JobStore, Resources, StoreError, Task, TaskState};
 use titus_scheduler::{now_ms, AwsScheduler, Scheduler, SchedulerConfig, TickInput};
 
-async fn fresh_stage() -> (AwsClients, Names) {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        endpoint.starts_with("http://127.0.0.1"),
-        "run through scripts/test.sh (AWS_ENDPOINT_URL={endpoint:?})"
-    );
-    let clients = AwsClients::from_env().await;
-    let names = Names::new(&format!(
-        "s{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    ))
-    .unwrap();
-    provision(&clients, &names.definitions()).await.unwrap();
-    (clients, names)
-}
-
-async fn add_agent(clients: &AwsClients, names: &Names, id: &str, memory_mb: u64) -> Agent {
-    let (queue_url, _) = ensure_queue(
-        &clients.sqs,
-        &QueueDef {
-            role: "agent",
-            name: names.agent_queue(id),
-            visibility_timeout_secs: 30,
-            message_retention_secs: 3600,
-            dead_letter: None,
-        },
-    )
-    .await
-    .unwrap();
-    let agent = Agent {
-        id: id.to_owned(),
-        queue_url,
-        zone: "z1".to_owned(),
-        machine_type: "m5.large".to_owned(),
-        machine_group: "default".to_owned(),
-        state: AgentState::Active,
-        capacity: Resources {
-            cpu_millis: 64_000,
-            memory_mb,
-            disk_mb: 10_000_000,
-            network_mbps: 100_000,
-            gpu: 0,
-        },
-        allocated: Resources::ZERO,
-        task_count: 0,
-        registered_at_ms: now_ms(),
-        heartbeat_at_ms: now_ms(),
-    };
-    DynamoAgentStore::new(clients.dynamodb.clone(), names)
-        .register_agent(&agent)
-        .await
-        .unwrap()
-}
-
-async fn submit(
-    clients: &AwsClients,
-    names: &Names,
-    size: u32,
-    constraints: serde_json::Value,
-) -> Job {
-    let descriptor = serde_json::json!({
-        "owner": {"teamEmail": "team@example.com"},
-        "applicationName": "app",
-        "container": {"image": {"name": "busybox", "tag": "1"}, "hardConstraints": {"constraints": constraints}},
-        "batch": {"size": size}
-    });
-    let descriptor =
-        titus_core::parse_descriptor(descriptor.to_string().as_bytes(), &Limits::default())
-            .unwrap();
-    let job = Job::new(JobId::generate(), descriptor, "me".to_owned(), now_ms());
-    DynamoJobStore::new(clients.dynamodb.clone(), names)
-        .create_job(&job, None)
-        .await
-        .unwrap();
-    job
-}
+use support::{add_agent, fresh_stage, submit};
 
 async fn tasks_of(clients: &AwsClients, names: &Names, job: &Job) -> Vec<Task> {
     DynamoJobStore::new(clients.dynamodb.clone(), names)
