@@ -22,7 +22,8 @@ is_moto() { [[ "$(http_code "$ENDPOINT/moto-api/config")" == 2?? ]]; }
 is_localstack() { [ "$(http_code "$ENDPOINT/_localstack/health")" = 200 ]; }
 
 install_moto() {
-    if [ -x "$VENV/bin/moto_server" ] && "$VENV/bin/pip" freeze 2>/dev/null | grep -qxF -f <(grep -v '^#' "$HERE/requirements.txt" | sed 's/\[server\]//'); then
+    # grep reads all of pip's output (no -q): under pipefail an early exit would fail the pipe.
+    if [ -x "$VENV/bin/moto_server" ] && "$VENV/bin/pip" freeze 2>/dev/null | grep -xF -f <(grep -v '^#' "$HERE/requirements.txt" | sed 's/\[server\]//') >/dev/null; then
         return
     fi
     log "installing $(grep -v '^#' "$HERE/requirements.txt") into $VENV"

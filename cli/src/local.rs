@@ -16,6 +16,11 @@ use titus_aws::{AwsClients, DynamoAgentStore, DynamoJobStore, Names, SqsCommandQ
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument as _};
 
+/// How long the local scheduler loop waits after a tick that placed nothing. The deployed state
+/// machine's Wait state counts whole seconds (1 s); locally a shorter pause keeps the latency from
+/// submission to start low, at about 18 emulator calls a tick.
+const LOCAL_IDLE_PAUSE: Duration = Duration::from_millis(250);
+
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// The stage to provision and run.
@@ -33,6 +38,13 @@ pub struct UpArgs {
     /// CPU each agent offers, in millicores.
     #[arg(long, default_value_t = 2000)]
     agent_cpu_millis: u64,
+    /// Network bandwidth each agent offers, in Mbps (a task reserves 128 unless it asks for more).
+    #[arg(long, default_value_t = 10_000)]
+    agent_network_mbps: u64,
+    /// Disk each agent offers, in MB (a task reserves 10,000 unless it asks for more); by default
+    /// the size of the Docker root directory's file system.
+    #[arg(long)]
+    agent_disk_mb: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -52,6 +64,23 @@ pub struct AgentArgs {
     /// CPU the agent offers, in millicores.
     #[arg(long, default_value_t = 2000)]
     cpu_millis: u64,
+    /// Network bandwidth the agent offers, in Mbps.
+    #[arg(long, default_value_t = 10_000)]
+    network_mbps: u64,
+    /// Disk the agent offers, in MB; by default the size of the Docker root directory's file
+    /// system.
+    #[arg(long)]
+    disk_mb: Option<u64>,
+}
+
+/// What one local agent offers.
+#[derive(Debug, Clone, Copy)]
+struct LocalCapacity {
+    cpu_millis: u64,
+    memory_mb: u64,
+    network_mbps: u64,
+    /// None: measured, as on a real host.
+    disk_mb: Option<u64>,
 }
 
 /// The settings of one local agent: `TITUS_AGENT_*` variables of this process (so any agent
@@ -60,8 +89,7 @@ fn local_agent_env(
     stage: &str,
     id: &str,
     zone: &str,
-    cpu_millis: u64,
-    memory_mb: u64,
+    capacity: LocalCapacity,
 ) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("TITUS_AGENT_"))
@@ -69,8 +97,16 @@ fn local_agent_env(
     env.insert("TITUS_STAGE".to_owned(), stage.to_owned());
     env.insert("TITUS_AGENT_ID".to_owned(), id.to_owned());
     env.insert("TITUS_AGENT_ZONE".to_owned(), zone.to_owned());
-    env.insert("TITUS_AGENT_CPU_MILLIS".to_owned(), cpu_millis.to_string());
-    env.insert("TITUS_AGENT_MEMORY_MB".to_owned(), memory_mb.to_string());
+    for (name, value) in [
+        ("TITUS_AGENT_CPU_MILLIS", capacity.cpu_millis),
+        ("TITUS_AGENT_MEMORY_MB", capacity.memory_mb),
+        ("TITUS_AGENT_NETWORK_MBPS", capacity.network_mbps),
+    ] {
+        env.insert(name.to_owned(), value.to_string());
+    }
+    if let Some(disk_mb) = capacity.disk_mb {
+        env.insert("TITUS_AGENT_DISK_MB".to_owned(), disk_mb.to_string());
+    }
     env.entry("TITUS_AGENT_POLL_WAIT_SECS".to_owned())
         .or_insert_with(|| "1".to_owned());
     env
@@ -82,13 +118,13 @@ pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Resu
     require_emulator()?;
     let sdk_config = titus_aws::clients::load_sdk_config().await;
     let clients = AwsClients::from_config(&sdk_config);
-    let env = local_agent_env(
-        &args.stage,
-        &args.id,
-        &args.zone,
-        args.cpu_millis,
-        args.memory_mb,
-    );
+    let capacity = LocalCapacity {
+        cpu_millis: args.cpu_millis,
+        memory_mb: args.memory_mb,
+        network_mbps: args.network_mbps,
+        disk_mb: args.disk_mb,
+    };
+    let env = local_agent_env(&args.stage, &args.id, &args.zone, capacity);
     let agent = titus_agent::bootstrap::start(&clients, &sdk_config, &env)
         .await
         .with_context(|| format!("starting agent {:?} in stage {:?}", args.id, args.stage))?;
@@ -235,10 +271,10 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
                     iteration: 0,
                 };
                 while !stop.is_cancelled() {
+                    // As the state machine does: a tick's summary is the next tick's input; a run
+                    // that lost the lease or used its time ends, and a new one starts.
                     let pause = match scheduler.tick(input.clone()).await {
-                        Ok(summary) if summary.placed > 0 => Duration::ZERO,
-                        Ok(summary) if !summary.continue_loop => {
-                            // A new run, as the next scheduled execution would start.
+                        Ok(summary) if !summary.lease_held || !summary.continue_loop => {
                             input.started_at_ms = None;
                             input.iteration = 0;
                             Duration::from_secs(1)
@@ -246,7 +282,11 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
                         Ok(summary) => {
                             input.started_at_ms = Some(summary.started_at_ms);
                             input.iteration = summary.iteration;
-                            Duration::from_millis(500)
+                            if summary.placed > 0 {
+                                Duration::ZERO
+                            } else {
+                                LOCAL_IDLE_PAUSE
+                            }
                         }
                         Err(e) => {
                             warn!(error = %e, "tick failed");
@@ -268,13 +308,13 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     for n in 1..=args.agents {
         let id = format!("{}-agent-{n}", args.stage);
         let zone = format!("local-{}", (n - 1) % 2 + 1);
-        let env = local_agent_env(
-            &args.stage,
-            &id,
-            &zone,
-            args.agent_cpu_millis,
-            args.agent_memory_mb,
-        );
+        let capacity = LocalCapacity {
+            cpu_millis: args.agent_cpu_millis,
+            memory_mb: args.agent_memory_mb,
+            network_mbps: args.agent_network_mbps,
+            disk_mb: args.agent_disk_mb,
+        };
+        let env = local_agent_env(&args.stage, &id, &zone, capacity);
         let agent = titus_agent::bootstrap::start(&clients, &sdk_config, &env)
             .instrument(tracing::info_span!("agent", id = %id))
             .await

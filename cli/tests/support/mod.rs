@@ -62,6 +62,10 @@ pub struct StackOptions {
     pub agents: u32,
     pub agent_cpu_millis: u64,
     pub agent_memory_mb: u64,
+    /// Network bandwidth each agent offers; every task reserves 128 Mbps unless it asks for more.
+    pub agent_network_mbps: u64,
+    /// Disk each agent offers; every task reserves at least 10,000 MB.
+    pub agent_disk_mb: u64,
     /// An agent silent this long is declared lost (the stack's reconciler checks every 5 s).
     pub heartbeat_timeout_ms: u64,
 }
@@ -72,6 +76,8 @@ impl Default for StackOptions {
             agents: 2,
             agent_cpu_millis: 4_000,
             agent_memory_mb: 8_192,
+            agent_network_mbps: 10_000,
+            agent_disk_mb: 1_000_000,
             heartbeat_timeout_ms: 6_000,
         }
     }
@@ -185,6 +191,11 @@ impl Stack {
             .args(["--zone", &format!("local-{}", (n - 1) % 2 + 1)])
             .args(["--cpu-millis", &self.options.agent_cpu_millis.to_string()])
             .args(["--memory-mb", &self.options.agent_memory_mb.to_string()])
+            .args([
+                "--network-mbps",
+                &self.options.agent_network_mbps.to_string(),
+            ])
+            .args(["--disk-mb", &self.options.agent_disk_mb.to_string()])
             .env("TITUS_AGENT_HEARTBEAT_INTERVAL_SECS", "1")
             .env("TITUS_AGENT_FINISHED_RETENTION_SECS", "600");
         self.agents.push(spawn(&id, command, &self.log_dir));
