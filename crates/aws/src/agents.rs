@@ -55,11 +55,40 @@ fn resources_from(item: &Item, prefix: &str) -> Result<Resources, StoreError> {
     })
 }
 
+/// A counter's value. Counters only move by atomic ADDs of what was added before, so a negative
+/// one means the accounting drifted (a store that lost a write). It is read as 0 and reported at
+/// ERROR, for an operator to repair the record, rather than stopping every reader of the agent
+/// (the scheduler and the reconciler would otherwise fail on every tick).
 fn number_attr(item: &Item, name: &str) -> Result<u64, StoreError> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| StoreError::Internal(format!("agent item lacks number attribute {name}")))
+    let text = item.get(name).and_then(|v| v.as_n().ok()).ok_or_else(|| {
+        StoreError::Internal(format!(
+            "agent item lacks the number attribute {name}, which every agent record has"
+        ))
+    })?;
+    match text.parse::<i128>() {
+        Ok(value) if value < 0 => {
+            let agent = item
+                .get(attr::AGENT_ID)
+                .and_then(|v| v.as_s().ok())
+                .map_or("?", String::as_str);
+            tracing::error!(
+                agent_id = %agent,
+                attribute = name,
+                value = %value,
+                "agent counter is below zero; reading it as 0"
+            );
+            Ok(0)
+        }
+        Ok(value) => u64::try_from(value).map_err(|_| {
+            StoreError::Internal(format!(
+                "agent attribute {name} is {value}, expected at most {}",
+                u64::MAX
+            ))
+        }),
+        Err(_) => Err(StoreError::Internal(format!(
+            "agent attribute {name} is {text:?}, expected a whole number"
+        ))),
+    }
 }
 
 fn string_attr(item: &Item, name: &str) -> Result<String, StoreError> {
@@ -402,5 +431,38 @@ impl AgentStore for DynamoAgentStore {
             .await
             .map_err(|e| sdk_error("DeleteItem agents", e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(name: &str, value: AttributeValue) -> Item {
+        HashMap::from([
+            (
+                attr::AGENT_ID.to_owned(),
+                AttributeValue::S("a1".to_owned()),
+            ),
+            (name.to_owned(), value),
+        ])
+    }
+
+    #[test]
+    fn a_counter_below_zero_reads_as_zero_and_other_bad_numbers_are_named() {
+        let n = |text: &str| AttributeValue::N(text.to_owned());
+
+        assert_eq!(
+            number_attr(&item("allocMemoryMb", n("-512")), "allocMemoryMb").unwrap(),
+            0
+        );
+        assert_eq!(
+            number_attr(&item("allocMemoryMb", n("512")), "allocMemoryMb").unwrap(),
+            512
+        );
+        let fraction = number_attr(&item("allocMemoryMb", n("1.5")), "allocMemoryMb").unwrap_err();
+        assert!(fraction.to_string().contains("\"1.5\""), "{fraction}");
+        let missing = number_attr(&item("other", n("1")), "allocMemoryMb").unwrap_err();
+        assert!(missing.to_string().contains("allocMemoryMb"), "{missing}");
     }
 }
