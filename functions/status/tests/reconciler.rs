@@ -138,7 +138,11 @@ async fn a_dispatch_never_acknowledged_is_sent_again_then_finished_stuck_and_rep
     let first = scheduler.tick(tick(0)).await.unwrap();
     let sent = stage.commands(&agent).await;
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let second = scheduler.tick(tick(1)).await.unwrap();
+    // A later tick of the run that looks for unacknowledged placements (every few ticks do).
+    let second = scheduler
+        .tick(tick(titus_scheduler::REDISPATCH_EVERY_TICKS))
+        .await
+        .unwrap();
     let resent = stage.commands(&agent).await;
     let launched = stage.tasks(&job).await.remove(0);
     let too_soon = reconcile(&stage.ctx, launched.status.timestamp_ms + 999)
