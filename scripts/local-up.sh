@@ -32,6 +32,11 @@ for _ in $(seq 1 120); do
     kill -0 $STACK 2>/dev/null || { tail -n 30 "$LOG_DIR/stack.log" >&2; die "the local stack stopped at start; its log is above"; }
     sleep 0.5
 done
+# The agents register just after the API answers; show them once both have.
+for _ in $(seq 1 60); do
+    [ "$("$TITUS" agent list -o json | grep -c '"state": "active"' || true)" -ge 2 ] && break
+    sleep 0.5
+done
 "$TITUS" agent list
 
 log "demo: a batch job of 3 tasks"
