@@ -58,28 +58,25 @@ pub struct AgentArgs {
     /// The zone the agent reports.
     #[arg(long, default_value = "local-1")]
     zone: String,
-    /// Memory the agent offers, in MB.
-    #[arg(long, default_value_t = 2048)]
-    memory_mb: u64,
+    #[command(flatten)]
+    capacity: LocalCapacity,
+}
+
+/// What one local agent offers.
+#[derive(Debug, Clone, Copy, Args)]
+struct LocalCapacity {
     /// CPU the agent offers, in millicores.
     #[arg(long, default_value_t = 2000)]
     cpu_millis: u64,
+    /// Memory the agent offers, in MB.
+    #[arg(long, default_value_t = 2048)]
+    memory_mb: u64,
     /// Network bandwidth the agent offers, in Mbps.
     #[arg(long, default_value_t = 10_000)]
     network_mbps: u64,
     /// Disk the agent offers, in MB; by default the size of the Docker root directory's file
-    /// system.
+    /// system, as on a real host.
     #[arg(long)]
-    disk_mb: Option<u64>,
-}
-
-/// What one local agent offers.
-#[derive(Debug, Clone, Copy)]
-struct LocalCapacity {
-    cpu_millis: u64,
-    memory_mb: u64,
-    network_mbps: u64,
-    /// None: measured, as on a real host.
     disk_mb: Option<u64>,
 }
 
@@ -118,13 +115,7 @@ pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Resu
     require_emulator()?;
     let sdk_config = titus_aws::clients::load_sdk_config().await;
     let clients = AwsClients::from_config(&sdk_config);
-    let capacity = LocalCapacity {
-        cpu_millis: args.cpu_millis,
-        memory_mb: args.memory_mb,
-        network_mbps: args.network_mbps,
-        disk_mb: args.disk_mb,
-    };
-    let env = local_agent_env(&args.stage, &args.id, &args.zone, capacity);
+    let env = local_agent_env(&args.stage, &args.id, &args.zone, args.capacity);
     let agent = titus_agent::bootstrap::start(&clients, &sdk_config, &env)
         .await
         .with_context(|| format!("starting agent {:?} in stage {:?}", args.id, args.stage))?;
