@@ -7,7 +7,9 @@
 use std::collections::{HashMap, HashSet};
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, KeysAndAttributes, Put, TransactWriteItem, Update,
+};
 use aws_sdk_dynamodb::Client;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -17,7 +19,8 @@ use titus_core::{Job, JobId, JobState, JobStore, StoreError, Task, TaskId, TaskS
 
 use crate::resources::PENDING_TASK_SHARDS;
 use crate::resources::{
-    attr, index, pending_shard, pending_shard_key, Names, IDEMPOTENCY_TTL_SECS,
+    attr, index, pending_shard, pending_shard_key, Names, AWAITING_TASKS_PARTITION,
+    IDEMPOTENCY_TTL_SECS,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -28,6 +31,10 @@ pub const MAX_TRANSACTION_ITEMS: usize = 100;
 const MAX_BATCH_GET_KEYS: usize = 100;
 /// How many queries one page of a filtered listing may take before it returns what it has.
 const MAX_QUERIES_PER_PAGE: usize = 20;
+/// How many jobs awaiting their tasks one `materialize_jobs` call reads.
+const MATERIALIZE_JOBS_PER_CALL: i32 = 25;
+/// How often one job's materialization is read again and retried after losing a race.
+const MAX_MATERIALIZE_ATTEMPTS: u32 = 5;
 
 /// The job store backed by DynamoDB tables named for one stage.
 #[derive(Debug, Clone)]
@@ -48,7 +55,7 @@ impl DynamoJobStore {
         }
     }
 
-    /// Reads a job and whether all of its initial tasks have been written.
+    /// Reads a job and whether it still awaits its initial tasks.
     async fn get_job_item(&self, id: &JobId) -> Result<Option<(Job, bool)>, StoreError> {
         let out = self
             .client
@@ -62,18 +69,13 @@ impl DynamoJobStore {
         match out.item {
             None => Ok(None),
             Some(item) => {
-                let materialized = item
-                    .get(attr::MATERIALIZED)
-                    .and_then(|v| v.as_bool().ok())
-                    .copied()
-                    .unwrap_or(true);
-                Ok(Some((decode_doc(&item)?, materialized)))
+                let awaiting = item.contains_key(attr::AWAITING_TASKS);
+                Ok(Some((decode_doc(&item)?, awaiting)))
             }
         }
     }
 
-    /// The path of a repeated request: return the first job, after finishing its creation if the
-    /// first request was interrupted.
+    /// The path of a repeated request: the job the first request created.
     async fn existing(&self, key: &IdempotencyKey) -> Result<CreateOutcome, StoreError> {
         let out = self
             .client
@@ -97,56 +99,104 @@ impl DynamoJobStore {
                 job_id,
             });
         }
-        let (job, materialized) = self.get_job_item(&job_id).await?.ok_or_else(|| {
+        let (job, _) = self.get_job_item(&job_id).await?.ok_or_else(|| {
             StoreError::Internal(format!("idempotency record points at missing job {job_id}"))
         })?;
-        if !materialized {
-            self.materialize(&job, 0).await?;
-        }
         Ok(CreateOutcome::Existing(job))
     }
 
-    /// Writes the job's initial tasks from `from_index` on, skipping any that exist, then marks the
-    /// job materialized. Safe to run twice or concurrently: task ids are derived from the job id
-    /// and every put is conditional on the task being absent.
-    async fn materialize(&self, job: &Job, from_index: usize) -> Result<(), StoreError> {
-        let tasks = Task::initial_tasks_of(job);
-        for chunk in tasks
-            .get(from_index..)
-            .unwrap_or_default()
-            .chunks(MAX_TRANSACTION_ITEMS)
-        {
-            let ids: Vec<&TaskId> = chunk.iter().map(|t| &t.id).collect();
-            let existing = self.existing_task_ids(&ids).await?;
-            let missing: Vec<TransactWriteItem> = chunk
-                .iter()
-                .filter(|t| !existing.contains(t.id.as_str()))
-                .map(|t| self.put_new_task(t))
-                .collect::<Result<_, _>>()?;
-            if missing.is_empty() {
-                continue;
+    /// Writes the missing initial tasks of one job and clears its awaiting mark, in transactions
+    /// that check the job's version, so that a kill or a capacity change made meanwhile is seen:
+    /// the job is read again and gets the tasks its current version calls for. Returns the tasks
+    /// written by this call; nothing for a job that does not await its tasks.
+    pub async fn materialize_job(&self, id: &JobId) -> Result<Vec<Task>, StoreError> {
+        let mut written = Vec::new();
+        // The first attempt expects no task to exist; only a retry pays for reading which do.
+        let mut check_existing = false;
+        for _ in 0..MAX_MATERIALIZE_ATTEMPTS {
+            let Some((job, awaiting)) = self.get_job_item(id).await? else {
+                return Ok(written);
+            };
+            if !awaiting {
+                return Ok(written);
             }
-            match self.transact(missing, "TransactWriteItems tasks").await {
-                Ok(()) => {}
-                // Another writer is materializing the same job; re-check and write what is left.
-                Err(TransactFailure::Cancelled(_)) => {
-                    Box::pin(self.materialize(job, from_index)).await?
+            // A job killed before its tasks were written gets none.
+            let mut tasks = if job.status.state == JobState::Accepted {
+                Task::initial_tasks_of(&job)
+            } else {
+                Vec::new()
+            };
+            if check_existing && !tasks.is_empty() {
+                let ids: Vec<&TaskId> = tasks.iter().map(|t| &t.id).collect();
+                let existing = self.existing_task_ids(&ids).await?;
+                tasks.retain(|t| !existing.contains(t.id.as_str()));
+            }
+            match self.write_initial_tasks(&job, &tasks, &mut written).await {
+                Ok(()) => return Ok(written),
+                // The job changed, or another writer made some of the tasks: read both again.
+                Err(TransactFailure::Cancelled(codes)) => {
+                    tracing::debug!(job_id = %id, ?codes, "materializing lost a race; reading again");
+                    check_existing = true;
                 }
                 Err(TransactFailure::Other(e)) => return Err(e),
             }
         }
-        self.client
-            .update_item()
-            .table_name(&self.jobs_table)
-            .key(attr::JOB_ID, s(job.id.as_str()))
-            .update_expression("SET #m = :true")
-            .condition_expression("attribute_exists(#id)")
-            .expression_attribute_names("#m", attr::MATERIALIZED)
-            .expression_attribute_names("#id", attr::JOB_ID)
-            .expression_attribute_values(":true", AttributeValue::Bool(true))
-            .send()
-            .await
-            .map_err(|e| sdk_error("UpdateItem jobs materialized", e))?;
+        Err(StoreError::Unavailable(format!(
+            "could not write the initial tasks of job {id} in {MAX_MATERIALIZE_ATTEMPTS} attempts; \
+             it stays marked as awaiting them and is tried again"
+        )))
+    }
+
+    /// Writes `tasks` in transactions of up to 99, each conditional on the job still being at
+    /// the version read and awaiting its tasks; the last one also clears the mark. Tasks of a
+    /// committed transaction are added to `written`.
+    async fn write_initial_tasks(
+        &self,
+        job: &Job,
+        tasks: &[Task],
+        written: &mut Vec<Task>,
+    ) -> Result<(), TransactFailure> {
+        let chunks: Vec<&[Task]> = if tasks.is_empty() {
+            vec![&[]]
+        } else {
+            tasks.chunks(MAX_TRANSACTION_ITEMS - 1).collect()
+        };
+        let last = chunks.len() - 1;
+        let condition = "#version = :version AND attribute_exists(#awaiting)";
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let job_op = if i == last {
+                let update = Update::builder()
+                    .table_name(&self.jobs_table)
+                    .key(attr::JOB_ID, s(job.id.as_str()))
+                    .update_expression("REMOVE #awaiting")
+                    .condition_expression(condition)
+                    .expression_attribute_names("#version", attr::VERSION)
+                    .expression_attribute_names("#awaiting", attr::AWAITING_TASKS)
+                    .expression_attribute_values(":version", n(job.version))
+                    .build()
+                    .map_err(|e| TransactFailure::Other(StoreError::Internal(e.to_string())))?;
+                TransactWriteItem::builder().update(update).build()
+            } else {
+                let check = ConditionCheck::builder()
+                    .table_name(&self.jobs_table)
+                    .key(attr::JOB_ID, s(job.id.as_str()))
+                    .condition_expression(condition)
+                    .expression_attribute_names("#version", attr::VERSION)
+                    .expression_attribute_names("#awaiting", attr::AWAITING_TASKS)
+                    .expression_attribute_values(":version", n(job.version))
+                    .build()
+                    .map_err(|e| TransactFailure::Other(StoreError::Internal(e.to_string())))?;
+                TransactWriteItem::builder().condition_check(check).build()
+            };
+            let mut items = Vec::with_capacity(chunk.len() + 1);
+            items.push(job_op);
+            for task in chunk {
+                items.push(self.put_new_task(task).map_err(TransactFailure::Other)?);
+            }
+            self.transact(items, "TransactWriteItems initial tasks")
+                .await?;
+            written.extend_from_slice(chunk);
+        }
         Ok(())
     }
 
@@ -341,76 +391,92 @@ impl JobStore for DynamoJobStore {
         job: &Job,
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<CreateOutcome, StoreError> {
-        if let Some(key) = idempotency {
-            // The common retry: the first request finished. One consistent read answers it.
-            let previous = self
+        let item = job_item(job, true)?;
+        let Some(key) = idempotency else {
+            // One conditional write. The id is freshly generated, so a refusal is a bug.
+            let result = self
                 .client
-                .get_item()
-                .table_name(&self.idempotency_table)
-                .key(attr::IDEMPOTENCY_KEY, s(&idempotency_item_key(key)))
-                .consistent_read(true)
+                .put_item()
+                .table_name(&self.jobs_table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(#id)")
+                .expression_attribute_names("#id", attr::JOB_ID)
                 .send()
-                .await
-                .map_err(|e| sdk_error("GetItem idempotency", e))?;
-            if previous.item.is_some() {
-                return self.existing(key).await;
-            }
-        }
-
-        let tasks = Task::initial_tasks_of(job);
-        let room = MAX_TRANSACTION_ITEMS - 1 - usize::from(idempotency.is_some());
-        let first_chunk = tasks.len().min(room);
-        let materialized = first_chunk == tasks.len();
-
-        let mut items = Vec::with_capacity(first_chunk + 2);
-        if let Some(key) = idempotency {
-            let expires_at = job.created_at_ms / 1000 + IDEMPOTENCY_TTL_SECS;
-            let record = HashMap::from([
-                (
-                    attr::IDEMPOTENCY_KEY.to_owned(),
-                    s(&idempotency_item_key(key)),
-                ),
-                (attr::JOB_ID.to_owned(), s(job.id.as_str())),
-                (attr::REQUEST_HASH.to_owned(), s(&key.request_hash)),
-                (attr::EXPIRES_AT.to_owned(), n(expires_at)),
-            ]);
-            items.push(put_if_absent(
-                &self.idempotency_table,
-                record,
-                attr::IDEMPOTENCY_KEY,
-            )?);
-        }
-        items.push(put_if_absent(
-            &self.jobs_table,
-            job_item(job, materialized)?,
-            attr::JOB_ID,
-        )?);
-        for task in &tasks[..first_chunk] {
-            items.push(self.put_new_task(task)?);
-        }
-
-        match self.transact(items, "TransactWriteItems create job").await {
-            Ok(()) => {}
-            Err(TransactFailure::Cancelled(codes)) => {
-                // With a key, the first item is the idempotency record: a concurrent request with
-                // the same key won. Otherwise a generated id collided, which is a bug.
-                if let Some(key) = idempotency {
-                    if codes.first().map(String::as_str) == Some("ConditionalCheckFailed") {
-                        return self.existing(key).await;
-                    }
+                .await;
+            return match result {
+                Ok(_) => Ok(CreateOutcome::Created(job.clone())),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    Err(StoreError::Conflict {
+                        entity: "job",
+                        id: job.id.to_string(),
+                        detail: "a job with this id already exists".to_owned(),
+                    })
                 }
-                return Err(StoreError::Conflict {
-                    entity: "job",
-                    id: job.id.to_string(),
-                    detail: format!("a job or task with this id already exists ({codes:?})"),
-                });
+                Err(e) => Err(sdk_error("PutItem jobs", e)),
+            };
+        };
+
+        // With a key, the record and the job are written together. A repeat finds the record
+        // taken and returns the first job; there is no read before the write, since most
+        // requests are not repeats.
+        let expires_at = job.created_at_ms / 1000 + IDEMPOTENCY_TTL_SECS;
+        let record = HashMap::from([
+            (
+                attr::IDEMPOTENCY_KEY.to_owned(),
+                s(&idempotency_item_key(key)),
+            ),
+            (attr::JOB_ID.to_owned(), s(job.id.as_str())),
+            (attr::REQUEST_HASH.to_owned(), s(&key.request_hash)),
+            (attr::EXPIRES_AT.to_owned(), n(expires_at)),
+        ]);
+        let items = vec![
+            put_if_absent(&self.idempotency_table, record, attr::IDEMPOTENCY_KEY)?,
+            put_if_absent(&self.jobs_table, item, attr::JOB_ID)?,
+        ];
+        match self.transact(items, "TransactWriteItems create job").await {
+            Ok(()) => Ok(CreateOutcome::Created(job.clone())),
+            // The record is the first item: a request with the same key came first.
+            Err(TransactFailure::Cancelled(codes))
+                if codes.first().map(String::as_str) == Some("ConditionalCheckFailed") =>
+            {
+                self.existing(key).await
             }
-            Err(TransactFailure::Other(e)) => return Err(e),
+            Err(TransactFailure::Cancelled(codes)) => Err(StoreError::Conflict {
+                entity: "job",
+                id: job.id.to_string(),
+                detail: format!("a job with this id already exists ({codes:?})"),
+            }),
+            Err(TransactFailure::Other(e)) => Err(e),
         }
-        if !materialized {
-            self.materialize(job, first_chunk).await?;
+    }
+
+    async fn materialize_jobs(&self, max_tasks: u32) -> Result<Vec<Task>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.jobs_table)
+            .index_name(index::JOBS_AWAITING_TASKS)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", attr::AWAITING_TASKS)
+            .expression_attribute_values(":pk", s(AWAITING_TASKS_PARTITION))
+            .projection_expression("#id")
+            .expression_attribute_names("#id", attr::JOB_ID)
+            .limit(MATERIALIZE_JOBS_PER_CALL)
+            .send()
+            .await
+            .map_err(|e| sdk_error("Query jobs awaiting tasks", e))?;
+        let mut written = Vec::new();
+        for item in out.items.unwrap_or_default() {
+            if !written.is_empty() && written.len() >= max_tasks as usize {
+                break;
+            }
+            let id = JobId::from_string(string_attr(&item, attr::JOB_ID)?);
+            written.extend(self.materialize_job(&id).await?);
         }
-        Ok(CreateOutcome::Created(job.clone()))
+        Ok(written)
     }
 
     async fn get_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
@@ -499,7 +565,7 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn update_job(&self, job: &Job, expected_version: u64) -> Result<(), StoreError> {
-        let item = job_item(job, true)?;
+        let item = job_item(job, false)?;
         let value = |name: &str| {
             item.get(name)
                 .cloned()
@@ -772,9 +838,11 @@ fn created_key(created_at_ms: u64, suffix: &str) -> String {
     format!("{created_at_ms:013}#{suffix}")
 }
 
-pub(crate) fn job_item(job: &Job, materialized: bool) -> Result<Item, StoreError> {
+/// A job's item. `awaiting_tasks` puts it in the sparse index of jobs whose initial tasks are
+/// not written yet.
+pub(crate) fn job_item(job: &Job, awaiting_tasks: bool) -> Result<Item, StoreError> {
     let descriptor = &job.job_descriptor;
-    Ok(HashMap::from([
+    let mut item = HashMap::from([
         (attr::JOB_ID.to_owned(), s(job.id.as_str())),
         (attr::JOB_STATE.to_owned(), s(job.status.state.as_str())),
         (attr::OWNER.to_owned(), s(&descriptor.owner.team_email)),
@@ -788,12 +856,12 @@ pub(crate) fn job_item(job: &Job, materialized: bool) -> Result<Item, StoreError
             s(&created_key(job.created_at_ms, job.id.as_str())),
         ),
         (attr::VERSION.to_owned(), n(job.version)),
-        (
-            attr::MATERIALIZED.to_owned(),
-            AttributeValue::Bool(materialized),
-        ),
         (attr::DOC.to_owned(), s(&encode_doc(job)?)),
-    ]))
+    ]);
+    if awaiting_tasks {
+        item.insert(attr::AWAITING_TASKS.to_owned(), s(AWAITING_TASKS_PARTITION));
+    }
+    Ok(item)
 }
 
 pub(crate) fn task_item(task: &Task) -> Result<Item, StoreError> {

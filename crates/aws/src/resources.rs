@@ -11,6 +11,11 @@ pub const DEFAULT_STAGE: &str = "local";
 /// does not land on one hot partition key.
 pub const PENDING_TASK_SHARDS: u32 = 16;
 
+/// The one partition of the sparse index of jobs awaiting their initial tasks. A job is in it
+/// for a moment (until the scheduler's next tick), so the index stays small; one partition takes
+/// about 1,000 new jobs a second, far above what one scheduler places.
+pub const AWAITING_TASKS_PARTITION: &str = "awaiting";
+
 /// How long an idempotency record is kept, in seconds (DynamoDB TTL removes it afterwards).
 pub const IDEMPOTENCY_TTL_SECS: u64 = 7 * 24 * 3600;
 
@@ -43,7 +48,8 @@ pub mod attr {
     pub const ACTIVE_JOB_ID: &str = "activeJobId";
     pub const VERSION: &str = "version";
     pub const DOC: &str = "doc";
-    pub const MATERIALIZED: &str = "materialized";
+    /// Present only on a job whose initial tasks are not written yet (`AWAITING_TASKS_PARTITION`).
+    pub const AWAITING_TASKS: &str = "awaitingTasks";
     pub const REQUEST_HASH: &str = "requestHash";
     pub const EXPIRES_AT: &str = "expiresAt";
 }
@@ -53,6 +59,7 @@ pub mod index {
     pub const JOBS_BY_STATE: &str = "byState";
     pub const JOBS_BY_OWNER: &str = "byOwner";
     pub const JOBS_BY_APPLICATION: &str = "byApplication";
+    pub const JOBS_AWAITING_TASKS: &str = "awaitingTasks";
     pub const TASKS_BY_JOB: &str = "byJob";
     pub const TASKS_PENDING: &str = "pending";
     pub const TASKS_BY_AGENT: &str = "byAgent";
@@ -301,6 +308,12 @@ impl Names {
                     gsi(
                         index::JOBS_BY_APPLICATION,
                         attr::APPLICATION_NAME,
+                        Some(attr::CREATED_KEY),
+                    ),
+                    // Sparse: only jobs whose initial tasks are not written yet, oldest first.
+                    gsi(
+                        index::JOBS_AWAITING_TASKS,
+                        attr::AWAITING_TASKS,
                         Some(attr::CREATED_KEY),
                     ),
                 ],

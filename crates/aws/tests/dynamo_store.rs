@@ -1,5 +1,5 @@
-//! The DynamoDB job store against the emulator: idempotent creation, races, pagination, large
-//! jobs and the pending-task index.
+//! The DynamoDB job store against the emulator: idempotent creation, materializing a job's
+//! tasks, races, pagination, large jobs and the pending-task index.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,7 +38,7 @@ async fn all_tasks(store: &DynamoJobStore, job_id: &titus_core::JobId) -> Vec<Ta
 }
 
 #[tokio::test]
-async fn a_created_job_is_stored_with_its_initial_tasks() {
+async fn a_created_job_is_stored_alone_and_its_tasks_are_written_once_by_materializing() {
     let (clients, names) = fresh_stage().await;
     let store = DynamoJobStore::new(clients.dynamodb, &names);
     let job = job(descriptor(json!({"batch": {"size": 3}})), NOW_MS);
@@ -47,8 +47,13 @@ async fn a_created_job_is_stored_with_its_initial_tasks() {
 
     assert!(outcome.was_created());
     assert_eq!(store.get_job(&job.id).await.unwrap(), Some(job.clone()));
+    assert!(all_tasks(&store, &job.id).await.is_empty());
+
+    let written = store.materialize_jobs(100).await.unwrap();
+
     let tasks = all_tasks(&store, &job.id).await;
     assert_eq!(tasks.len(), 3);
+    assert_eq!(written, tasks, "the call returns what it wrote");
     assert!(tasks
         .iter()
         .all(|t| t.state() == TaskState::Accepted && t.job_id == job.id));
@@ -58,6 +63,115 @@ async fn a_created_job_is_stored_with_its_initial_tasks() {
         store.get_task(&tasks[0].id).await.unwrap().as_ref(),
         Some(&tasks[0])
     );
+    assert!(
+        store.materialize_jobs(100).await.unwrap().is_empty(),
+        "the job no longer awaits its tasks"
+    );
+    assert_eq!(all_tasks(&store, &job.id).await.len(), 3);
+}
+
+#[tokio::test]
+async fn jobs_are_materialized_oldest_first_and_one_call_stops_near_its_task_budget() {
+    let (clients, names) = fresh_stage().await;
+    let store = DynamoJobStore::new(clients.dynamodb, &names);
+    let newer = job(descriptor(json!({"batch": {"size": 2}})), NOW_MS + 10);
+    let older = job(descriptor(json!({"batch": {"size": 3}})), NOW_MS);
+    store.create_job(&newer, None).await.unwrap();
+    store.create_job(&older, None).await.unwrap();
+
+    // A budget of one task still completes the oldest job, and stops there.
+    let first = store.materialize_jobs(1).await.unwrap();
+    let second = store.materialize_jobs(1).await.unwrap();
+
+    assert_eq!(first.len(), 3);
+    assert!(first.iter().all(|t| t.job_id == older.id));
+    assert_eq!(second.len(), 2);
+    assert!(second.iter().all(|t| t.job_id == newer.id));
+    assert!(store.materialize_jobs(1).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_job_killed_before_its_tasks_are_written_gets_none() {
+    let (clients, names) = fresh_stage().await;
+    let store = DynamoJobStore::new(clients.dynamodb, &names);
+    let job = job(descriptor(json!({"batch": {"size": 4}})), NOW_MS);
+    store.create_job(&job, None).await.unwrap();
+    let mut killed = job.clone();
+    killed
+        .transition(
+            JobState::KillInitiated,
+            "killed",
+            "job kill requested",
+            NOW_MS + 1,
+        )
+        .unwrap();
+    store.update_job(&killed, job.version).await.unwrap();
+
+    let written = store.materialize_jobs(100).await.unwrap();
+
+    assert!(written.is_empty());
+    assert!(all_tasks(&store, &job.id).await.is_empty());
+    assert!(
+        store.materialize_job(&job.id).await.unwrap().is_empty(),
+        "its mark was cleared"
+    );
+}
+
+#[tokio::test]
+async fn a_job_changed_before_its_tasks_are_written_gets_the_tasks_of_its_new_version() {
+    let (clients, names) = fresh_stage().await;
+    let store = DynamoJobStore::new(clients.dynamodb, &names);
+    let job = job(
+        descriptor(
+            json!({"batch": null, "service": {"capacity": {"min": 0, "desired": 2, "max": 5}}}),
+        ),
+        NOW_MS,
+    );
+    store.create_job(&job, None).await.unwrap();
+    let mut scaled = job.clone();
+    if let Some(service) = scaled.job_descriptor.service.as_mut() {
+        service.capacity.desired = 4;
+    }
+    scaled.version += 1;
+    store.update_job(&scaled, job.version).await.unwrap();
+
+    let written = store.materialize_job(&job.id).await.unwrap();
+
+    assert_eq!(written.len(), 4);
+    let indexes: HashSet<u32> = all_tasks(&store, &job.id)
+        .await
+        .iter()
+        .map(|t| t.index)
+        .collect();
+    assert_eq!(indexes, HashSet::from([0, 1, 2, 3]));
+}
+
+#[tokio::test]
+async fn two_materializers_of_one_large_job_write_each_task_once() {
+    let (clients, names) = fresh_stage().await;
+    let store = DynamoJobStore::new(clients.dynamodb, &names);
+    let job = job(descriptor(json!({"batch": {"size": 250}})), NOW_MS);
+    store.create_job(&job, None).await.unwrap();
+
+    let (a, b) = tokio::join!(
+        store.materialize_job(&job.id),
+        store.materialize_job(&job.id)
+    );
+
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        a.len() + b.len(),
+        250,
+        "each task written by exactly one of them"
+    );
+    let written: HashSet<_> = a.iter().chain(&b).map(|t| t.id.clone()).collect();
+    assert_eq!(written.len(), 250);
+    let stored: HashSet<_> = all_tasks(&store, &job.id)
+        .await
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(stored, written);
 }
 
 #[tokio::test]
@@ -83,7 +197,11 @@ async fn a_repeated_request_with_the_same_key_returns_the_first_job() {
         None,
         "the retry stored nothing"
     );
-    assert_eq!(all_tasks(&store, &first.id).await.len(), 2);
+    assert_eq!(
+        store.materialize_jobs(100).await.unwrap().len(),
+        2,
+        "only the first job awaits its tasks"
+    );
 }
 
 #[tokio::test]
@@ -158,17 +276,14 @@ async fn concurrent_requests_with_one_key_create_one_job() {
 }
 
 #[tokio::test]
-async fn an_interrupted_creation_is_completed_by_the_retry() {
+async fn an_interrupted_materialization_is_completed_by_the_next_one() {
     let (clients, names) = fresh_stage().await;
     let store = DynamoJobStore::new(clients.dynamodb.clone(), &names);
-    let first = job(descriptor(json!({"batch": {"size": 5}})), NOW_MS);
-    store
-        .create_job(&first, Some(&key("k", "h")))
-        .await
-        .unwrap();
-    // Make it look as if the first request died after its first transaction: two tasks missing
-    // and the job not marked materialized.
-    let tasks = all_tasks(&store, &first.id).await;
+    let job = job(descriptor(json!({"batch": {"size": 5}})), NOW_MS);
+    store.create_job(&job, None).await.unwrap();
+    let tasks = store.materialize_job(&job.id).await.unwrap();
+    // Make it look as if the materializer died after its first transaction of several: two
+    // tasks missing and the job still marked as awaiting them.
     for task in &tasks[..2] {
         clients
             .dynamodb
@@ -183,28 +298,23 @@ async fn an_interrupted_creation_is_completed_by_the_retry() {
         .dynamodb
         .update_item()
         .table_name(names.jobs_table())
-        .key("jobId", AttributeValue::S(first.id.to_string()))
-        .update_expression("SET #m = :f")
-        .expression_attribute_names("#m", "materialized")
-        .expression_attribute_values(":f", AttributeValue::Bool(false))
+        .key("jobId", AttributeValue::S(job.id.to_string()))
+        .update_expression("SET #a = :a")
+        .expression_attribute_names("#a", "awaitingTasks")
+        .expression_attribute_values(":a", AttributeValue::S("awaiting".to_owned()))
         .send()
         .await
         .unwrap();
 
-    let retry = job(descriptor(json!({"batch": {"size": 5}})), NOW_MS + 1);
-    let outcome = store
-        .create_job(&retry, Some(&key("k", "h")))
-        .await
-        .unwrap();
+    let written = store.materialize_jobs(100).await.unwrap();
 
-    assert_eq!(outcome.job().id, first.id);
-    let after: HashSet<_> = all_tasks(&store, &first.id)
-        .await
-        .into_iter()
-        .map(|t| t.id)
-        .collect();
-    let before: HashSet<_> = tasks.into_iter().map(|t| t.id).collect();
-    assert_eq!(after, before, "the same five tasks, none twice");
+    let ids = |tasks: &[Task]| tasks.iter().map(|t| t.id.clone()).collect::<HashSet<_>>();
+    assert_eq!(ids(&written), ids(&tasks[..2]), "only the missing two");
+    assert_eq!(
+        ids(&all_tasks(&store, &job.id).await),
+        ids(&tasks),
+        "the same five tasks, none twice"
+    );
 }
 
 #[tokio::test]
@@ -217,7 +327,9 @@ async fn a_job_of_a_thousand_tasks_is_written_in_chunks() {
         .create_job(&job, Some(&key("big", "h")))
         .await
         .unwrap();
+    let written = store.materialize_jobs(1).await.unwrap();
 
+    assert_eq!(written.len(), 1000);
     let tasks = all_tasks(&store, &job.id).await;
     assert_eq!(tasks.len(), 1000);
     let ids: HashSet<_> = tasks.iter().map(|t| &t.id).collect();
@@ -232,6 +344,7 @@ async fn a_write_that_loses_a_race_is_a_conflict_and_changes_nothing() {
     let store = DynamoJobStore::new(clients.dynamodb, &names);
     let job = job(descriptor(json!({"batch": {"size": 1}})), NOW_MS);
     store.create_job(&job, None).await.unwrap();
+    store.materialize_job(&job.id).await.unwrap();
     let read = all_tasks(&store, &job.id).await.remove(0);
     let mut winner = read.clone();
     let mut loser = read.clone();
@@ -261,6 +374,7 @@ async fn a_stale_job_update_is_a_conflict() {
     let store = DynamoJobStore::new(clients.dynamodb, &names);
     let job = job(descriptor(json!({})), NOW_MS);
     store.create_job(&job, None).await.unwrap();
+    store.materialize_job(&job.id).await.unwrap();
     let mut first = job.clone();
     first
         .transition(JobState::KillInitiated, "killed", "by test", NOW_MS + 1)
@@ -283,6 +397,7 @@ async fn inserting_a_task_twice_is_a_conflict() {
     let store = DynamoJobStore::new(clients.dynamodb, &names);
     let job = job(descriptor(json!({"batch": {"size": 1}})), NOW_MS);
     store.create_job(&job, None).await.unwrap();
+    store.materialize_job(&job.id).await.unwrap();
     let mut failed = all_tasks(&store, &job.id).await.remove(0);
     failed
         .transition(
@@ -311,6 +426,7 @@ async fn listing_jobs_pages_through_every_match_once() {
     for i in 0..7u64 {
         let job = job(descriptor(json!({"batch": {"size": 1}})), NOW_MS + i);
         store.create_job(&job, None).await.unwrap();
+        store.materialize_job(&job.id).await.unwrap();
         created.insert(job.id);
     }
 
@@ -434,7 +550,9 @@ async fn pending_tasks_come_oldest_first_and_only_once_eligible() {
     let newer = job(descriptor(json!({"batch": {"size": 2}})), NOW_MS + 10);
     let older = job(descriptor(json!({"batch": {"size": 2}})), NOW_MS);
     store.create_job(&newer, None).await.unwrap();
+    store.materialize_job(&newer.id).await.unwrap();
     store.create_job(&older, None).await.unwrap();
+    store.materialize_job(&older.id).await.unwrap();
     // A delayed retry, not eligible until later.
     let mut failed = all_tasks(&store, &older.id).await.remove(0);
     let failed_version = failed.version;

@@ -119,6 +119,7 @@ async fn setup(
     let jobs = DynamoJobStore::new(clients.dynamodb.clone(), &names);
     let job = job(descriptor(json!({"batch": {"size": tasks}})), NOW_MS);
     jobs.create_job(&job, None).await.unwrap();
+    jobs.materialize_job(&job.id).await.unwrap();
     let tasks = jobs
         .list_job_tasks(&job.id, &PageRequest::first(100))
         .await

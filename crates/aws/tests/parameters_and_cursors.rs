@@ -65,6 +65,7 @@ async fn a_cursor_used_with_other_filters_is_an_invalid_cursor() {
     for i in 0..3 {
         let created = job(descriptor(json!({"batch": {"size": 2}})), NOW_MS + i);
         store.create_job(&created, None).await.unwrap();
+        store.materialize_job(&created.id).await.unwrap();
         first.get_or_insert(created);
     }
     let first = first.unwrap();

@@ -21,11 +21,14 @@ use titus_core::{
 
 const NOW_MS: u64 = 1_764_000_000_000;
 
+/// A job with its initial tasks written, as the scheduler's next tick would write them.
 async fn new_job(store: &impl JobStore, descriptor: titus_core::JobDescriptor) -> Job {
-    create_job(store, descriptor, "alice@example.com", None, NOW_MS)
+    let job = create_job(store, descriptor, "alice@example.com", None, NOW_MS)
         .await
         .unwrap()
-        .into_job()
+        .into_job();
+    store.materialize_jobs(u32::MAX).await.unwrap();
+    job
 }
 
 fn kill_of(task: &Task, reason: TaskReason, grace_period_sec: u32) -> AgentCommand {
@@ -194,6 +197,9 @@ impl JobStore for PlacedDuringTheKill<'_> {
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<CreateOutcome, StoreError> {
         self.inner.create_job(job, idempotency).await
+    }
+    async fn materialize_jobs(&self, max_tasks: u32) -> Result<Vec<Task>, StoreError> {
+        self.inner.materialize_jobs(max_tasks).await
     }
     async fn get_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
         self.inner.get_job(id).await

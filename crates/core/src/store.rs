@@ -142,14 +142,28 @@ pub struct Page<T> {
 
 /// Storage of jobs and tasks.
 pub trait JobStore: Send + Sync {
-    /// Stores a job with its initial tasks (`Task::initial_tasks_of`). With an idempotency key, a
-    /// repeat of the same request returns the first job (`Existing`), and a creation that was
-    /// interrupted part-way is completed by the repeat.
+    /// Stores a new job, marked as awaiting its initial tasks; `materialize_jobs` writes them. With
+    /// an idempotency key, a repeat of the same request returns the first job (`Existing`).
+    ///
+    /// Accepting a job is one write, as in Titus, where the gateway stores the job and the job's
+    /// reconciliation creates its tasks: a request is answered at the cost of one item, however
+    /// many tasks the job has.
     fn create_job(
         &self,
         job: &Job,
         idempotency: Option<&IdempotencyKey>,
     ) -> impl Future<Output = Result<CreateOutcome, StoreError>> + Send;
+
+    /// Writes the initial tasks (`Task::initial_tasks_of`) of jobs awaiting them, oldest job
+    /// first, stopping once about `max_tasks` tasks were written (one job is always completed,
+    /// however large). Returns the tasks this call wrote. A job no longer Accepted gets no tasks;
+    /// a job changed meanwhile is read again and gets the tasks its current version calls for.
+    /// Safe to run concurrently and to repeat: task ids derive from the job id, and every write
+    /// is conditional.
+    fn materialize_jobs(
+        &self,
+        max_tasks: u32,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
 
     fn get_job(&self, id: &JobId) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
 

@@ -99,7 +99,17 @@ async fn a_created_job_is_returned_with_its_location_and_read_back() {
         .get(&format!("/api/v3/jobs/{}", id.to_uppercase()), BOB)
         .await;
     assert_eq!(upper.json, reply.json, "ids are read in canonical form");
-    assert_eq!(tasks_of(&api, &id).await.len(), 2);
+    // The request stored the job alone; its tasks are the scheduler's to write.
+    assert!(tasks_of(&api, &id).await.is_empty());
+    let written = api
+        .store
+        .materialize_job(&titus_core::JobId::from_string(id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(written.len(), 2);
+    let tasks = tasks_of(&api, &id).await;
+    assert_eq!(tasks.len(), 2);
+    assert!(tasks.iter().all(|t| t["status"]["state"] == "Accepted"));
 }
 
 #[tokio::test]

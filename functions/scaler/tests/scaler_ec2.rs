@@ -135,10 +135,10 @@ impl Stage {
             "caller@example.com".into(),
             now_ms() - 1_000,
         );
-        DynamoJobStore::new(self.clients.dynamodb.clone(), &self.names)
-            .create_job(&job, None)
-            .await
-            .unwrap();
+        let store = DynamoJobStore::new(self.clients.dynamodb.clone(), &self.names);
+        store.create_job(&job, None).await.unwrap();
+        // As the scheduler's next tick would.
+        store.materialize_job(&job.id).await.unwrap();
         job
     }
 

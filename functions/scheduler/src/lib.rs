@@ -5,7 +5,7 @@
 //! its agent's queue. It also sends again any placement its agent has not acknowledged in time.
 //! The Step Functions loop (`statemachines/scheduler-loop.asl.json`) calls it over and over.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,10 @@ use titus_core::lease::{
 };
 use titus_core::messages::{AgentCommand, CommandQueue, LaunchTask, QueueError};
 use titus_core::store::PageRequest;
-use titus_core::{Agent, AgentStore, Job, JobId, JobState, JobStore, StoreError, Task, TaskState};
+use titus_core::{
+    Agent, AgentStore, Job, JobId, JobState, JobStore, StoreError, Task, TaskId, TaskReason,
+    TaskState,
+};
 use titus_placement::{AgentView, Strategy, TaskRequest};
 use tracing::{info, warn};
 
@@ -257,6 +260,9 @@ pub struct TickSummary {
     pub owner: String,
     /// When the loop's run started, passed on to the next tick.
     pub started_at_ms: u64,
+    /// Initial tasks this tick wrote for newly accepted jobs (before placing them).
+    #[serde(default)]
+    pub materialized: u32,
     pub placed: u32,
     pub unplaced: u32,
     /// Pending tasks left after this tick (at least; a tick reads a bounded number).
@@ -462,11 +468,29 @@ where
             summary.redispatched = self.redispatch(now, &agents_by_id, &mut jobs).await?;
         }
 
+        // Newly accepted jobs get their tasks now, so they are placed in this same tick. The
+        // tasks are taken from the write, not from the pending index, which may lag it.
         let mut pending = pending?;
+        let materialized = self.jobs.materialize_jobs(limit).await?;
+        summary.materialized = materialized.len() as u32;
+        if !materialized.is_empty() {
+            let known: HashSet<TaskId> = pending.iter().map(|t| t.id.clone()).collect();
+            pending.extend(
+                materialized
+                    .into_iter()
+                    .filter(|t| !known.contains(&t.id) && t.not_before_ms <= now),
+            );
+            // Oldest first, as the pending index orders them.
+            pending.sort_by(|a, b| {
+                (a.created_at_ms.max(a.not_before_ms), a.id.as_str())
+                    .cmp(&(b.created_at_ms.max(b.not_before_ms), b.id.as_str()))
+            });
+        }
         let more_than_read = pending.len() > limit as usize;
         pending.truncate(limit as usize);
         self.load_jobs(pending.iter().map(|t| &t.job_id), &mut jobs)
             .await?;
+        self.finish_orphans(&pending, &jobs, now).await?;
         // Tasks whose job is being killed or gone are finished by the kill path, not placed.
         pending.retain(|t| {
             jobs.get(&t.job_id)
@@ -534,7 +558,13 @@ where
             // The run ends: let the next scheduled run take over without waiting for expiry.
             self.leases.release(&lease).await?;
         }
-        if summary.placed + summary.unplaced + summary.redispatched + summary.conflicts == 0 {
+        if summary.materialized
+            + summary.placed
+            + summary.unplaced
+            + summary.redispatched
+            + summary.conflicts
+            == 0
+        {
             tracing::debug!(
                 epoch = summary.epoch,
                 lease_held = summary.lease_held,
@@ -542,6 +572,7 @@ where
             );
         } else {
             info!(
+                materialized = summary.materialized,
                 placed = summary.placed,
                 unplaced = summary.unplaced,
                 pending_left = summary.pending_left,
@@ -553,6 +584,45 @@ where
             );
         }
         Ok(summary)
+    }
+
+    /// Finishes waiting tasks of jobs that are already Finished: tasks written just as their job
+    /// was killed (a replacement, a new slot), which no kill will reach, and which would otherwise
+    /// stay in the pending index for good.
+    async fn finish_orphans(
+        &self,
+        pending: &[Task],
+        jobs: &HashMap<JobId, Option<Job>>,
+        now: u64,
+    ) -> Result<(), SchedulerError> {
+        let job_finished = |t: &Task| {
+            jobs.get(&t.job_id)
+                .and_then(Option::as_ref)
+                .is_some_and(|j| j.status.state == JobState::Finished)
+        };
+        for task in pending.iter().filter(|t| job_finished(t)) {
+            let mut finished = task.clone();
+            if finished
+                .transition(
+                    TaskState::Finished,
+                    Some(TaskReason::Killed),
+                    "its job had already finished",
+                    now,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            match self.jobs.update_task(&finished, task.version).await {
+                Ok(()) => {
+                    info!(task = %task.id, job = %task.job_id, "finished a task of a finished job")
+                }
+                // It moved on meanwhile; the next tick sees where it went.
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Commits the placements chunk by chunk. A chunk that lost a race is skipped (its tasks are

@@ -88,10 +88,16 @@ async fn a_tick_places_pending_tasks_and_sends_them_to_their_agents() {
 
     let summary = scheduler.tick(input("loop-1")).await.unwrap();
 
-    // uniqueHost on two agents: two placed, one left with a reason.
+    // The job was just accepted: the tick wrote its three tasks, then placed them. uniqueHost
+    // on two agents: two placed, one left with a reason.
     assert_eq!(
-        (summary.placed, summary.unplaced, summary.pending_left),
-        (2, 1, 1)
+        (
+            summary.materialized,
+            summary.placed,
+            summary.unplaced,
+            summary.pending_left
+        ),
+        (3, 2, 1, 1)
     );
     assert!(summary.lease_held && summary.continue_loop);
     let tasks = tasks_of(&clients, &names, &job).await;
@@ -142,11 +148,50 @@ async fn a_scheduler_without_the_lease_places_nothing() {
     let summary = scheduler.tick(input("a-follower")).await.unwrap();
 
     assert!(!summary.lease_held && !summary.continue_loop);
+    assert_eq!((summary.materialized, summary.placed), (0, 0));
+    assert!(
+        tasks_of(&clients, &names, &job).await.is_empty(),
+        "a follower writes nothing, not even a new job's tasks"
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_task_of_a_finished_job_is_finished_not_left_pending() {
+    let (clients, names) = fresh_stage().await;
+    add_agent(&clients, &names, "a1", 4096).await;
+    let store = DynamoJobStore::new(clients.dynamodb.clone(), &names);
+    let job = submit(&clients, &names, 1, serde_json::json!({})).await;
+    let task = store.materialize_job(&job.id).await.unwrap().remove(0);
+    // The job finished while a task of it was being written (a replacement racing a kill).
+    let mut finished = job.clone();
+    finished
+        .transition(
+            titus_core::JobState::KillInitiated,
+            "killed",
+            "kill",
+            now_ms(),
+        )
+        .unwrap();
+    finished
+        .transition(titus_core::JobState::Finished, "killed", "done", now_ms())
+        .unwrap();
+    store.update_job(&finished, job.version).await.unwrap();
+    let scheduler = AwsScheduler::with_clients(&clients, config(&names));
+
+    let summary = scheduler.tick(input("loop-1")).await.unwrap();
+
     assert_eq!(summary.placed, 0);
-    assert!(tasks_of(&clients, &names, &job)
+    let after = store.get_task(&task.id).await.unwrap().unwrap();
+    assert_eq!(after.state(), TaskState::Finished);
+    assert_eq!(
+        after.status.reason_code,
+        Some(titus_core::TaskReason::Killed)
+    );
+    assert!(store
+        .list_pending_tasks(10, now_ms())
         .await
-        .iter()
-        .all(|t| t.state() == TaskState::Accepted));
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]

@@ -145,6 +145,13 @@ fn retry_delay_ms(policy: &RetryPolicy, attempt: u32) -> u64 {
     policy.delay_ms(attempt)
 }
 
+/// Whether each of the job's initial slots has a task. A job whose initial tasks are not written
+/// yet (it was accepted a moment ago) has empty slots and is not done, though no task is live.
+pub fn every_slot_has_a_task(job: &Job, tasks: &[Task]) -> bool {
+    let slots: HashSet<u32> = tasks.iter().map(|t| t.index).collect();
+    (0..job.job_descriptor.initial_task_count()).all(|index| slots.contains(&index))
+}
+
 /// The last task of each slot's chain: the tasks no other task replaces.
 pub fn chain_heads(tasks: &[Task]) -> Vec<&Task> {
     let replaced: HashSet<&str> = tasks
@@ -587,6 +594,21 @@ mod tests {
             None
         );
         assert_eq!(chain_heads(&[a.clone(), a.replacement(NOW, NOW)]).len(), 1);
+    }
+
+    #[test]
+    fn a_batch_job_with_an_empty_slot_is_not_done() {
+        let job = job(serde_json::json!({"batch": {"size": 2}}));
+        let a = finished(&Task::initial(&job, 0, 0), TaskReason::Normal, NOW);
+        let b = finished(&Task::initial(&job, 1, 0), TaskReason::Normal, NOW);
+
+        assert!(!every_slot_has_a_task(&job, &[]));
+        assert!(!every_slot_has_a_task(&job, std::slice::from_ref(&a)));
+        assert!(every_slot_has_a_task(&job, &[a.clone(), b]));
+        assert!(!every_slot_has_a_task(
+            &job,
+            &[a.clone(), a.replacement(NOW, NOW)]
+        ));
     }
 
     #[test]

@@ -256,6 +256,10 @@ where
         if tasks.iter().any(|t| !t.state().is_terminal()) {
             return Ok(false);
         }
+        if job.status.state == JobState::Accepted && !decide::every_slot_has_a_task(job, &tasks) {
+            // A job accepted a moment ago: the scheduler has not written its tasks yet.
+            return Ok(false);
+        }
         if job.status.state == JobState::Accepted {
             for head in decide::chain_heads(&tasks) {
                 if let Replacement::Replace { not_before_ms } =

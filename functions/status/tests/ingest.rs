@@ -350,6 +350,9 @@ impl JobStore for Throttled {
     ) -> Result<CreateOutcome, StoreError> {
         self.inner.create_job(job, idempotency).await
     }
+    async fn materialize_jobs(&self, max_tasks: u32) -> Result<Vec<Task>, StoreError> {
+        self.inner.materialize_jobs(max_tasks).await
+    }
     async fn get_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
         self.inner.get_job(id).await
     }

@@ -458,6 +458,24 @@ async fn a_batch_job_whose_finish_was_lost_in_a_crash_is_finished_by_the_sweep()
 }
 
 #[tokio::test]
+async fn a_batch_job_whose_tasks_are_not_written_yet_is_not_finished_by_the_sweep() {
+    let stage = fresh_stage().await;
+    let job = stage
+        .job_awaiting_tasks(json!({"batch": {"size": 2}}))
+        .await;
+
+    let summary = reconcile(&stage.ctx, NOW + 20).await.unwrap();
+
+    assert_eq!(summary.jobs_swept, 1);
+    assert_eq!(summary.jobs_finished, 0);
+    assert_eq!(
+        stage.get_job(&job.id).await.status.state,
+        JobState::Accepted
+    );
+    assert_eq!(stage.store.materialize_job(&job.id).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn the_sweep_goes_through_active_jobs_a_page_per_run() {
     let stage = support::fresh_stage_with(|c| c.sweep_jobs_per_run = 2).await;
     for _ in 0..3 {

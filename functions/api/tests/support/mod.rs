@@ -131,10 +131,13 @@ impl Api {
         .await
     }
 
-    /// Creates a job as `token`'s caller and returns its JSON.
+    /// Creates a job as `token`'s caller and returns its JSON. Its initial tasks are written
+    /// too, as the scheduler's next tick would write them.
     pub async fn create(&self, token: &str, descriptor: &serde_json::Value) -> serde_json::Value {
         let reply = self.post_json("/api/v3/jobs", token, descriptor).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        let id = titus_core::JobId::from_string(reply.json["id"].as_str().unwrap());
+        self.store.materialize_job(&id).await.unwrap();
         reply.json
     }
 }

@@ -123,7 +123,15 @@ impl Stage {
     }
 
     /// Stores a job from descriptor JSON merged over a minimal batch job.
+    /// A job with its initial tasks written, as the scheduler's next tick would write them.
     pub async fn job(&self, extra: serde_json::Value) -> Job {
+        let job = self.job_awaiting_tasks(extra).await;
+        self.store.materialize_job(&job.id).await.unwrap();
+        job
+    }
+
+    /// A job just accepted: stored, its initial tasks not written yet.
+    pub async fn job_awaiting_tasks(&self, extra: serde_json::Value) -> Job {
         let mut descriptor = json!({
             "owner": {"teamEmail": "team@example.com"},
             "applicationName": "app",
