@@ -545,8 +545,9 @@ export class TitusStack extends cdk.Stack {
     this.allow(f.submit.role!, ['sqs:GetQueueUrl', 'sqs:SendMessage'], [q['submit-rejected'].queueArn]);
     this.allow(f.submit.role!, ['ssm:GetParameters', 'ssm:GetParameter'], [param('/limits/job'), param('/policy/jobs')]);
 
-    // scheduler: the lease, placements (tasks and agents' allocations), dispatch to agents.
-    this.allow(f.scheduler.role!, READ, this.tableArns(t.jobs));
+    // scheduler: the lease, new jobs' tasks (clearing the job's awaiting mark), placements
+    // (tasks and agents' allocations), dispatch to agents.
+    this.allow(f.scheduler.role!, [...READ, 'dynamodb:UpdateItem'], this.tableArns(t.jobs));
     this.allow(f.scheduler.role!, [...READ, ...WRITE], this.tableArns(t.tasks, t.leases));
     this.allow(f.scheduler.role!, [...READ, ...SCAN, 'dynamodb:UpdateItem'], this.tableArns(t.agents));
     this.allow(f.scheduler.role!, ['sqs:SendMessage'], [agentQueues]);

@@ -116,6 +116,24 @@ describe('the scheduler loop', () => {
     assert.ok(!target.includes(logicalIdOfFunction('api')));
   });
 
+  it('lets the scheduler write a new job\'s tasks and clear its mark, but not put or delete jobs', () => {
+    const fn = resources(template, 'AWS::Lambda::Function')[logicalIdOfFunction('scheduler')];
+    const roleId = fn.Properties.Role['Fn::GetAtt'][0];
+    const jobsTable = Object.entries(resources(template, 'AWS::DynamoDB::Table')).find(
+      ([, t]) => t.Properties.TableName === `titus-${STAGE}-jobs`,
+    )![0];
+    const onJobs = statementsOfRole(template, roleId).filter((s) =>
+      JSON.stringify(s.Resource).includes(`"${jobsTable}"`),
+    );
+    const actions = actionsOf(onJobs);
+    for (const expected of ['dynamodb:Query', 'dynamodb:GetItem', 'dynamodb:ConditionCheckItem', 'dynamodb:UpdateItem']) {
+      assert.ok(actions.includes(expected), `scheduler may ${expected} on jobs`);
+    }
+    for (const forbidden of ['dynamodb:PutItem', 'dynamodb:DeleteItem', 'dynamodb:Scan']) {
+      assert.ok(!actions.includes(forbidden), `scheduler may not ${forbidden} on jobs`);
+    }
+  });
+
   it('is started every minute by EventBridge Scheduler, as are the scaler and the reconciler', () => {
     const machineId = Object.keys(resources(template, 'AWS::StepFunctions::StateMachine'))[0];
     template.hasResourceProperties('AWS::Scheduler::Schedule', {

@@ -839,8 +839,8 @@ fn created_key(created_at_ms: u64, suffix: &str) -> String {
 }
 
 /// A job's item. `awaiting_tasks` puts it in the sparse index of jobs whose initial tasks are
-/// not written yet.
-pub(crate) fn job_item(job: &Job, awaiting_tasks: bool) -> Result<Item, StoreError> {
+/// not written yet. Public so that benchmarks write exactly what the store writes.
+pub fn job_item(job: &Job, awaiting_tasks: bool) -> Result<Item, StoreError> {
     let descriptor = &job.job_descriptor;
     let mut item = HashMap::from([
         (attr::JOB_ID.to_owned(), s(job.id.as_str())),
@@ -864,7 +864,8 @@ pub(crate) fn job_item(job: &Job, awaiting_tasks: bool) -> Result<Item, StoreErr
     Ok(item)
 }
 
-pub(crate) fn task_item(task: &Task) -> Result<Item, StoreError> {
+/// A task's item, with the sparse index attributes its state calls for.
+pub fn task_item(task: &Task) -> Result<Item, StoreError> {
     let mut item = HashMap::from([
         (attr::TASK_ID.to_owned(), s(task.id.as_str())),
         (attr::JOB_ID.to_owned(), s(task.job_id.as_str())),

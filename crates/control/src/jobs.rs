@@ -27,8 +27,8 @@ const TASK_WRITE_CONCURRENCY: usize = 8;
 /// Page size when reading all of a job's tasks.
 const TASK_PAGE_SIZE: u32 = PageRequest::MAX_PAGE_SIZE;
 
-/// Stores a new job, created by `caller`, with its initial tasks. With an idempotency key, a repeat
-/// returns the first job (`CreateOutcome::Existing`).
+/// Stores a new job, created by `caller`; the scheduler writes its initial tasks on its next tick.
+/// With an idempotency key, a repeat returns the first job (`CreateOutcome::Existing`).
 pub async fn create_job<S: JobStore>(
     store: &S,
     descriptor: JobDescriptor,

@@ -53,6 +53,8 @@ pub async fn healthz() -> Response {
 
 /// Creates a job. With an `Idempotency-Key` header a retry returns the job the first request
 /// created, with status 200 instead of 201; the same key with a different descriptor is a 409.
+/// The job is stored alone; the scheduler writes its tasks on its next tick, so they show in
+/// `GET /api/v3/tasks` about a second later.
 #[utoipa::path(
     post, path = "/api/v3/jobs", tag = "jobs",
     request_body(content = JobDescriptor, content_type = "application/json",
@@ -72,7 +74,7 @@ pub async fn healthz() -> Response {
          description = "Makes the request safe to retry: the same key and descriptor from the same caller return the same job"),
     ),
     responses(
-        (status = 201, description = "The job was created", body = Job,
+        (status = 201, description = "The job was created; its tasks are written by the scheduler's next tick", body = Job,
          headers(("Location" = String, description = "The job's URL"))),
         (status = 200, description = "A retry with the same Idempotency-Key: the job the first request created", body = Job),
         (status = 400, description = "The descriptor is invalid; every problem is listed", body = ErrorBody),

@@ -1,7 +1,8 @@
 //! AWS calls per placed task: the scheduler's ticks against the emulator, with every request
 //! its DynamoDB and SQS clients send counted by an SDK interceptor.
 //!
-//! A fresh stage gets 20 agents and 500 pending tasks (10 jobs of 50); ticks run until every
+//! A fresh stage gets 20 agents and 500 pending tasks (10 jobs of 50, their tasks written before
+//! counting starts, as a tick's materializing step would write them); ticks run until every
 //! task is placed, once with at most 100 tasks per tick and once with the default 500, then
 //! five idle ticks (one redispatch cycle). The baseline, from the same run's writes, is the naive
 //! cost: one PutItem per task, one UpdateItem per task on its agent, one SendMessage per task,
@@ -470,6 +471,13 @@ async fn measure(tick_limit: u32) -> Measured {
     for _ in 0..JOBS {
         support::submit(&plain, &names, TASKS_PER_JOB, serde_json::json!({})).await;
     }
+    // The jobs' tasks are written before counting starts: this measures placing them.
+    titus_core::JobStore::materialize_jobs(
+        &titus_aws::DynamoJobStore::new(plain.dynamodb.clone(), &names),
+        u32::MAX,
+    )
+    .await
+    .unwrap();
     let mut stored = snapshot_tasks(&plain, &names).await;
     assert_eq!(stored.len(), (JOBS * TASKS_PER_JOB) as usize);
 
