@@ -45,6 +45,38 @@ fn sorted(mut commands: Vec<AgentCommand>) -> Vec<AgentCommand> {
 }
 
 #[tokio::test]
+async fn a_job_killed_before_the_scheduler_wrote_its_tasks_finishes_at_once_and_gets_none() {
+    let stage = fresh_stage().await;
+    let job = create_job(
+        &stage.store,
+        descriptor(json!({"batch": {"size": 3}})),
+        "alice@example.com",
+        None,
+        NOW_MS,
+    )
+    .await
+    .unwrap()
+    .into_job();
+
+    let killed = kill_job(
+        &stage.store,
+        &stage.agents,
+        &stage.queue,
+        &job.id,
+        NOW_MS + 10,
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(killed.status.state, JobState::Finished);
+    assert!(
+        stage.store.materialize_jobs(100).await.unwrap().is_empty(),
+        "the scheduler's next tick writes no task for it"
+    );
+    assert!(stage.tasks(&job.id).await.is_empty());
+}
+
+#[tokio::test]
 async fn killing_a_job_finishes_pending_tasks_and_sends_kills_for_placed_ones() {
     let stage = fresh_stage().await;
     let queue_url = stage.agent("a1", NOW_MS).await;
