@@ -473,8 +473,20 @@ impl JobStore for DynamoJobStore {
             if !written.is_empty() && written.len() >= max_tasks as usize {
                 break;
             }
-            let id = JobId::from_string(string_attr(&item, attr::JOB_ID)?);
-            written.extend(self.materialize_job(&id).await?);
+            // One job that cannot be materialized (a throttled write, an unreadable item) must
+            // not hold back the jobs behind it: it keeps its mark and is tried again next call.
+            let result = match string_attr(&item, attr::JOB_ID) {
+                Ok(id) => self.materialize_job(&JobId::from_string(id)).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(tasks) => written.extend(tasks),
+                Err(e) => tracing::warn!(
+                    job_id = ?item.get(attr::JOB_ID),
+                    error = %e,
+                    "could not write a new job's tasks; it is tried again"
+                ),
+            }
         }
         Ok(written)
     }

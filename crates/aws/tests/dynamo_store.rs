@@ -91,6 +91,31 @@ async fn jobs_are_materialized_oldest_first_and_one_call_stops_near_its_task_bud
 }
 
 #[tokio::test]
+async fn an_unreadable_job_awaiting_its_tasks_holds_back_no_other_job() {
+    let (clients, names) = fresh_stage().await;
+    let store = DynamoJobStore::new(clients.dynamodb.clone(), &names);
+    let older = job(descriptor(json!({})), NOW_MS);
+    let mut item = titus_aws::dynamo::job_item(&older, true).unwrap();
+    item.insert("doc".to_owned(), AttributeValue::S("{not json".to_owned()));
+    clients
+        .dynamodb
+        .put_item()
+        .table_name(names.jobs_table())
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+    let newer = job(descriptor(json!({"batch": {"size": 2}})), NOW_MS + 10);
+    store.create_job(&newer, None).await.unwrap();
+
+    let written = store.materialize_jobs(100).await.unwrap();
+
+    assert_eq!(written.len(), 2);
+    assert!(written.iter().all(|t| t.job_id == newer.id));
+    assert!(all_tasks(&store, &older.id).await.is_empty());
+}
+
+#[tokio::test]
 async fn a_job_killed_before_its_tasks_are_written_gets_none() {
     let (clients, names) = fresh_stage().await;
     let store = DynamoJobStore::new(clients.dynamodb, &names);

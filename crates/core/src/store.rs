@@ -158,8 +158,9 @@ pub trait JobStore: Send + Sync {
     /// first, stopping once about `max_tasks` tasks were written (one job is always completed,
     /// however large). Returns the tasks this call wrote. A job no longer Accepted gets no tasks;
     /// a job changed meanwhile is read again and gets the tasks its current version calls for.
-    /// Safe to run concurrently and to repeat: task ids derive from the job id, and every write
-    /// is conditional.
+    /// A job that fails is logged and left for the next call, so it holds back no other job; only
+    /// failing to read the waiting jobs is an error. Safe to run concurrently and to repeat: task
+    /// ids derive from the job id, and every write is conditional.
     fn materialize_jobs(
         &self,
         max_tasks: u32,

@@ -471,7 +471,14 @@ where
         // Newly accepted jobs get their tasks now, so they are placed in this same tick. The
         // tasks are taken from the write, not from the pending index, which may lag it.
         let mut pending = pending?;
-        let materialized = self.jobs.materialize_jobs(limit).await?;
+        let materialized = match self.jobs.materialize_jobs(limit).await {
+            Ok(tasks) => tasks,
+            // The tasks already waiting are still placed; the new jobs wait for the next tick.
+            Err(e) => {
+                warn!(error = %e, "could not read the jobs awaiting their tasks");
+                Vec::new()
+            }
+        };
         summary.materialized = materialized.len() as u32;
         if !materialized.is_empty() {
             let known: HashSet<TaskId> = pending.iter().map(|t| t.id.clone()).collect();
