@@ -200,6 +200,39 @@ impl DynamoJobStore {
         Ok(())
     }
 
+    /// Puts an item that must not exist yet; `Conflict` if its key is taken.
+    async fn put_new(
+        &self,
+        table: &str,
+        item: Item,
+        (key_attr, entity): (&str, &'static str),
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#id)")
+            .expression_attribute_names("#id", key_attr)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict {
+                    entity,
+                    id: id.to_owned(),
+                    detail: format!("a {entity} with this id already exists"),
+                })
+            }
+            Err(e) => Err(sdk_error(&format!("PutItem {table}"), e)),
+        }
+    }
+
     async fn existing_task_ids(&self, ids: &[&TaskId]) -> Result<HashSet<String>, StoreError> {
         let mut found = HashSet::new();
         for chunk in ids.chunks(MAX_BATCH_GET_KEYS) {
@@ -394,29 +427,14 @@ impl JobStore for DynamoJobStore {
         let item = job_item(job, true)?;
         let Some(key) = idempotency else {
             // One conditional write. The id is freshly generated, so a refusal is a bug.
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.jobs_table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(#id)")
-                .expression_attribute_names("#id", attr::JOB_ID)
-                .send()
-                .await;
-            return match result {
-                Ok(_) => Ok(CreateOutcome::Created(job.clone())),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                {
-                    Err(StoreError::Conflict {
-                        entity: "job",
-                        id: job.id.to_string(),
-                        detail: "a job with this id already exists".to_owned(),
-                    })
-                }
-                Err(e) => Err(sdk_error("PutItem jobs", e)),
-            };
+            self.put_new(
+                &self.jobs_table,
+                item,
+                (attr::JOB_ID, "job"),
+                job.id.as_str(),
+            )
+            .await?;
+            return Ok(CreateOutcome::Created(job.clone()));
         };
 
         // With a key, the record and the job are written together. A repeat finds the record
@@ -715,29 +733,13 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn insert_task(&self, task: &Task) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.tasks_table)
-            .set_item(Some(task_item(task)?))
-            .condition_expression("attribute_not_exists(#id)")
-            .expression_attribute_names("#id", attr::TASK_ID)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict {
-                    entity: "task",
-                    id: task.id.to_string(),
-                    detail: "a task with this id already exists".to_owned(),
-                })
-            }
-            Err(e) => Err(sdk_error("PutItem tasks", e)),
-        }
+        self.put_new(
+            &self.tasks_table,
+            task_item(task)?,
+            (attr::TASK_ID, "task"),
+            task.id.as_str(),
+        )
+        .await
     }
 
     async fn list_agent_tasks(&self, agent_id: &str) -> Result<Vec<Task>, StoreError> {
