@@ -471,15 +471,23 @@ impl JobStore for DynamoJobStore {
         }
     }
 
-    async fn materialize_jobs(&self, max_tasks: u32) -> Result<Vec<Task>, StoreError> {
+    async fn materialize_jobs(
+        &self,
+        max_tasks: u32,
+        created_before_ms: u64,
+    ) -> Result<Vec<Task>, StoreError> {
+        // Created keys are "{ms:013}#{job_id}": every key below "{ms:013}" is older.
+        let created_before = format!("{:013}", created_before_ms.min(9_999_999_999_999));
         let out = self
             .client
             .query()
             .table_name(&self.jobs_table)
             .index_name(index::JOBS_AWAITING_TASKS)
-            .key_condition_expression("#pk = :pk")
+            .key_condition_expression("#pk = :pk AND #created < :before")
             .expression_attribute_names("#pk", attr::AWAITING_TASKS)
+            .expression_attribute_names("#created", attr::CREATED_KEY)
             .expression_attribute_values(":pk", s(AWAITING_TASKS_PARTITION))
+            .expression_attribute_values(":before", s(&created_before))
             .projection_expression("#id")
             .expression_attribute_names("#id", attr::JOB_ID)
             .limit(MATERIALIZE_JOBS_PER_CALL)

@@ -49,7 +49,7 @@ async fn a_created_job_is_stored_alone_and_its_tasks_are_written_once_by_materia
     assert_eq!(store.get_job(&job.id).await.unwrap(), Some(job.clone()));
     assert!(all_tasks(&store, &job.id).await.is_empty());
 
-    let written = store.materialize_jobs(100).await.unwrap();
+    let written = store.materialize_jobs(100, u64::MAX).await.unwrap();
 
     let tasks = all_tasks(&store, &job.id).await;
     assert_eq!(tasks.len(), 3);
@@ -64,7 +64,11 @@ async fn a_created_job_is_stored_alone_and_its_tasks_are_written_once_by_materia
         Some(&tasks[0])
     );
     assert!(
-        store.materialize_jobs(100).await.unwrap().is_empty(),
+        store
+            .materialize_jobs(100, u64::MAX)
+            .await
+            .unwrap()
+            .is_empty(),
         "the job no longer awaits its tasks"
     );
     assert_eq!(all_tasks(&store, &job.id).await.len(), 3);
@@ -79,15 +83,21 @@ async fn jobs_are_materialized_oldest_first_and_one_call_stops_near_its_task_bud
     store.create_job(&newer, None).await.unwrap();
     store.create_job(&older, None).await.unwrap();
 
+    // Only jobs created before the bound.
+    assert!(store.materialize_jobs(100, NOW_MS).await.unwrap().is_empty());
     // A budget of one task still completes the oldest job, and stops there.
-    let first = store.materialize_jobs(1).await.unwrap();
-    let second = store.materialize_jobs(1).await.unwrap();
+    let first = store.materialize_jobs(1, NOW_MS + 11).await.unwrap();
+    let second = store.materialize_jobs(1, u64::MAX).await.unwrap();
 
     assert_eq!(first.len(), 3);
     assert!(first.iter().all(|t| t.job_id == older.id));
     assert_eq!(second.len(), 2);
     assert!(second.iter().all(|t| t.job_id == newer.id));
-    assert!(store.materialize_jobs(1).await.unwrap().is_empty());
+    assert!(store
+        .materialize_jobs(1, u64::MAX)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -108,7 +118,7 @@ async fn an_unreadable_job_awaiting_its_tasks_holds_back_no_other_job() {
     let newer = job(descriptor(json!({"batch": {"size": 2}})), NOW_MS + 10);
     store.create_job(&newer, None).await.unwrap();
 
-    let written = store.materialize_jobs(100).await.unwrap();
+    let written = store.materialize_jobs(100, u64::MAX).await.unwrap();
 
     assert_eq!(written.len(), 2);
     assert!(written.iter().all(|t| t.job_id == newer.id));
@@ -132,7 +142,7 @@ async fn a_job_killed_before_its_tasks_are_written_gets_none() {
         .unwrap();
     store.update_job(&killed, job.version).await.unwrap();
 
-    let written = store.materialize_jobs(100).await.unwrap();
+    let written = store.materialize_jobs(100, u64::MAX).await.unwrap();
 
     assert!(written.is_empty());
     assert!(all_tasks(&store, &job.id).await.is_empty());
@@ -223,7 +233,7 @@ async fn a_repeated_request_with_the_same_key_returns_the_first_job() {
         "the retry stored nothing"
     );
     assert_eq!(
-        store.materialize_jobs(100).await.unwrap().len(),
+        store.materialize_jobs(100, u64::MAX).await.unwrap().len(),
         2,
         "only the first job awaits its tasks"
     );
@@ -331,7 +341,7 @@ async fn an_interrupted_materialization_is_completed_by_the_next_one() {
         .await
         .unwrap();
 
-    let written = store.materialize_jobs(100).await.unwrap();
+    let written = store.materialize_jobs(100, u64::MAX).await.unwrap();
 
     let ids = |tasks: &[Task]| tasks.iter().map(|t| t.id.clone()).collect::<HashSet<_>>();
     assert_eq!(ids(&written), ids(&tasks[..2]), "only the missing two");
@@ -352,7 +362,7 @@ async fn a_job_of_a_thousand_tasks_is_written_in_chunks() {
         .create_job(&job, Some(&key("big", "h")))
         .await
         .unwrap();
-    let written = store.materialize_jobs(1).await.unwrap();
+    let written = store.materialize_jobs(1, u64::MAX).await.unwrap();
 
     assert_eq!(written.len(), 1000);
     let tasks = all_tasks(&store, &job.id).await;

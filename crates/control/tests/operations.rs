@@ -27,7 +27,7 @@ async fn new_job(store: &impl JobStore, descriptor: titus_core::JobDescriptor) -
         .await
         .unwrap()
         .into_job();
-    store.materialize_jobs(u32::MAX).await.unwrap();
+    store.materialize_jobs(u32::MAX, u64::MAX).await.unwrap();
     job
 }
 
@@ -70,7 +70,12 @@ async fn a_job_killed_before_the_scheduler_wrote_its_tasks_finishes_at_once_and_
 
     assert_eq!(killed.status.state, JobState::Finished);
     assert!(
-        stage.store.materialize_jobs(100).await.unwrap().is_empty(),
+        stage
+            .store
+            .materialize_jobs(100, u64::MAX)
+            .await
+            .unwrap()
+            .is_empty(),
         "the scheduler's next tick writes no task for it"
     );
     assert!(stage.tasks(&job.id).await.is_empty());
@@ -230,8 +235,14 @@ impl JobStore for PlacedDuringTheKill<'_> {
     ) -> Result<CreateOutcome, StoreError> {
         self.inner.create_job(job, idempotency).await
     }
-    async fn materialize_jobs(&self, max_tasks: u32) -> Result<Vec<Task>, StoreError> {
-        self.inner.materialize_jobs(max_tasks).await
+    async fn materialize_jobs(
+        &self,
+        max_tasks: u32,
+        created_before_ms: u64,
+    ) -> Result<Vec<Task>, StoreError> {
+        self.inner
+            .materialize_jobs(max_tasks, created_before_ms)
+            .await
     }
     async fn get_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
         self.inner.get_job(id).await

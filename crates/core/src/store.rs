@@ -154,9 +154,10 @@ pub trait JobStore: Send + Sync {
         idempotency: Option<&IdempotencyKey>,
     ) -> impl Future<Output = Result<CreateOutcome, StoreError>> + Send;
 
-    /// Writes the initial tasks (`Task::initial_tasks_of`) of jobs awaiting them, oldest job
-    /// first, stopping once about `max_tasks` tasks were written (one job is always completed,
-    /// however large). Returns the tasks this call wrote. A job no longer Accepted gets no tasks;
+    /// Writes the initial tasks (`Task::initial_tasks_of`) of jobs awaiting them that were
+    /// created before `created_before_ms`, oldest job first, stopping once about `max_tasks`
+    /// tasks were written (one job is always completed, however large). Returns the tasks this
+    /// call wrote. A job no longer Accepted gets no tasks;
     /// a job changed meanwhile is read again and gets the tasks its current version calls for.
     /// A job that fails is logged and left for the next call, so it holds back no other job; only
     /// failing to read the waiting jobs is an error. Safe to run concurrently and to repeat: task
@@ -164,6 +165,7 @@ pub trait JobStore: Send + Sync {
     fn materialize_jobs(
         &self,
         max_tasks: u32,
+        created_before_ms: u64,
     ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
 
     fn get_job(&self, id: &JobId) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;

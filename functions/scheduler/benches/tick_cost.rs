@@ -475,6 +475,7 @@ async fn measure(tick_limit: u32) -> Measured {
     titus_core::JobStore::materialize_jobs(
         &titus_aws::DynamoJobStore::new(plain.dynamodb.clone(), &names),
         u32::MAX,
+        u64::MAX,
     )
     .await
     .unwrap();

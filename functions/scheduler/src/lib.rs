@@ -471,7 +471,7 @@ where
         // Newly accepted jobs get their tasks now, so they are placed in this same tick. The
         // tasks are taken from the write, not from the pending index, which may lag it.
         let mut pending = pending?;
-        let materialized = match self.jobs.materialize_jobs(limit).await {
+        let materialized = match self.jobs.materialize_jobs(limit, u64::MAX).await {
             Ok(tasks) => tasks,
             // The tasks already waiting are still placed; the new jobs wait for the next tick.
             Err(e) => {

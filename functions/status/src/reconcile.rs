@@ -14,7 +14,11 @@
 //!    this is the backstop); a service whose live task count differs from its desired capacity
 //!    (after a crash between writes) gets the replacements it is owed and new slots, or loses its
 //!    newest tasks as `scaledDown`; a job being killed gets its leftover tasks killed and is
-//!    Finished once they are; a batch job with nothing left is Finished.
+//!    Finished once they are; a batch job with nothing left is Finished (never one with a slot
+//!    that has no task yet).
+//! 4. Jobs still awaiting their initial tasks `MATERIALIZE_AFTER_MS` after they were created (the
+//!    scheduler writes them on its next tick, so these are left by a scheduler that crashed or is
+//!    not running) get them written here.
 //!
 //! Delayed retries need no step: a replacement is stored with its `notBeforeMs`, and the pending
 //! index hands it to the scheduler once that time has come. A dispatch lost between the scheduler
@@ -25,6 +29,10 @@
 //! next run. One failing item is counted and logged, and the run goes on.
 
 use std::collections::HashMap;
+
+/// How long after its creation a job still awaiting its initial tasks is given them by the
+/// reconciler. The scheduler's tick writes them within about a second; this is the backstop.
+pub const MATERIALIZE_AFTER_MS: u64 = 60_000;
 
 use serde::{Deserialize, Serialize};
 use titus_core::lease::AllocationStore;
@@ -69,6 +77,9 @@ pub struct ReconcileSummary {
     pub service_tasks_scaled_down: u32,
     /// Leftover tasks of jobs being killed, killed by the sweep.
     pub killed_job_tasks: u32,
+    /// Initial tasks written for jobs the scheduler left awaiting them.
+    #[serde(default)]
+    pub tasks_materialized: u32,
     /// Items that failed; each is logged, and the next run tries again.
     pub errors: u32,
 }
@@ -97,11 +108,22 @@ where
     if let Err(e) = sweep(ctx, now_ms, &mut summary).await {
         failures.push(("job sweep", e));
     }
+    match ctx
+        .jobs
+        .materialize_jobs(
+            ctx.config.max_tasks_per_run,
+            now_ms.saturating_sub(MATERIALIZE_AFTER_MS),
+        )
+        .await
+    {
+        Ok(tasks) => summary.tasks_materialized = tasks.len() as u32,
+        Err(e) => failures.push(("jobs awaiting their tasks", e.into())),
+    }
     let steps_failed = failures.len();
     for (step, e) in failures {
         summary.errors += 1;
         log_failure(step, &e);
-        if steps_failed == 3 {
+        if steps_failed == 4 {
             return Err(e);
         }
     }
@@ -117,6 +139,7 @@ where
         service_tasks_added = summary.service_tasks_added,
         service_tasks_scaled_down = summary.service_tasks_scaled_down,
         killed_job_tasks = summary.killed_job_tasks,
+        tasks_materialized = summary.tasks_materialized,
         errors = summary.errors,
         "reconciled"
     );

@@ -350,8 +350,14 @@ impl JobStore for Throttled {
     ) -> Result<CreateOutcome, StoreError> {
         self.inner.create_job(job, idempotency).await
     }
-    async fn materialize_jobs(&self, max_tasks: u32) -> Result<Vec<Task>, StoreError> {
-        self.inner.materialize_jobs(max_tasks).await
+    async fn materialize_jobs(
+        &self,
+        max_tasks: u32,
+        created_before_ms: u64,
+    ) -> Result<Vec<Task>, StoreError> {
+        self.inner
+            .materialize_jobs(max_tasks, created_before_ms)
+            .await
     }
     async fn get_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
         self.inner.get_job(id).await

@@ -14,6 +14,7 @@ use titus_core::{
 };
 use titus_scheduler::{AwsScheduler, SchedulerConfig, TickInput};
 use titus_status::reconcile;
+use titus_status::reconcile::MATERIALIZE_AFTER_MS;
 
 fn service(desired: u32) -> serde_json::Value {
     json!({"service": {"capacity": {"min": 0, "desired": desired, "max": 10},
@@ -469,10 +470,36 @@ async fn a_batch_job_whose_tasks_are_not_written_yet_is_not_finished_by_the_swee
     assert_eq!(summary.jobs_swept, 1);
     assert_eq!(summary.jobs_finished, 0);
     assert_eq!(
+        summary.tasks_materialized, 0,
+        "a job this young is the scheduler's to complete"
+    );
+    assert_eq!(
         stage.get_job(&job.id).await.status.state,
         JobState::Accepted
     );
-    assert_eq!(stage.store.materialize_job(&job.id).await.unwrap().len(), 2);
+    assert!(stage.tasks(&job).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_job_the_scheduler_left_awaiting_its_tasks_gets_them_from_the_reconciler() {
+    let stage = fresh_stage().await;
+    let job = stage
+        .job_awaiting_tasks(json!({"batch": {"size": 2}}))
+        .await;
+
+    let summary = reconcile(&stage.ctx, NOW + MATERIALIZE_AFTER_MS + 1)
+        .await
+        .unwrap();
+
+    assert_eq!(summary.tasks_materialized, 2);
+    assert_eq!(summary.jobs_finished, 0);
+    let tasks = stage.tasks(&job).await;
+    assert_eq!(tasks.len(), 2);
+    assert!(tasks.iter().all(|t| t.state() == TaskState::Accepted));
+    let again = reconcile(&stage.ctx, NOW + MATERIALIZE_AFTER_MS + 2)
+        .await
+        .unwrap();
+    assert_eq!(again.tasks_materialized, 0);
 }
 
 #[tokio::test]
