@@ -84,7 +84,11 @@ async fn jobs_are_materialized_oldest_first_and_one_call_stops_near_its_task_bud
     store.create_job(&older, None).await.unwrap();
 
     // Only jobs created before the bound.
-    assert!(store.materialize_jobs(100, NOW_MS).await.unwrap().is_empty());
+    assert!(store
+        .materialize_jobs(100, NOW_MS)
+        .await
+        .unwrap()
+        .is_empty());
     // A budget of one task still completes the oldest job, and stops there.
     let first = store.materialize_jobs(1, NOW_MS + 11).await.unwrap();
     let second = store.materialize_jobs(1, u64::MAX).await.unwrap();
