@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use titus_core::job::{Capacity, JobDescriptor};
 use titus_core::messages::{AgentCommand, CommandQueue, KillTask, QueueError};
-use titus_core::store::{CreateOutcome, IdempotencyKey, PageRequest};
+use titus_core::store::{CreateOutcome, IdempotencyKey};
 use titus_core::validation::quoted;
 use titus_core::{
     AgentStore, FieldError, Job, JobId, JobState, JobStore, JobType, Limits, StoreError, Task,
@@ -24,8 +24,6 @@ use crate::{field_error, ControlError};
 const MAX_WRITE_ATTEMPTS: u32 = 5;
 /// How many task writes one operation keeps in flight.
 const TASK_WRITE_CONCURRENCY: usize = 8;
-/// Page size when reading all of a job's tasks.
-const TASK_PAGE_SIZE: u32 = PageRequest::MAX_PAGE_SIZE;
 
 /// Stores a new job, created by `caller`; the scheduler writes its initial tasks on its next tick.
 /// With an idempotency key, a repeat returns the first job (`CreateOutcome::Existing`).
@@ -61,7 +59,7 @@ pub async fn kill_job<S: JobStore, A: AgentStore, Q: CommandQueue>(
         }
     })
     .await?;
-    let tasks = all_tasks(store, job_id).await?;
+    let tasks = store.list_all_job_tasks(job_id).await?;
     let grace_period_sec = job.job_descriptor.container.kill_grace_period_sec;
     let tasks = kill_tasks(
         store,
@@ -484,7 +482,7 @@ async fn reconcile_service_tasks<S: JobStore, A: AgentStore, Q: CommandQueue>(
         return Ok(());
     }
     let desired = service.capacity.desired as usize;
-    let tasks = all_tasks(store, &job.id).await?;
+    let tasks = store.list_all_job_tasks(&job.id).await?;
     let counted = tasks.iter().filter(|t| counts_toward_capacity(t)).count();
     if counted < desired {
         let next_index = tasks.iter().map(|t| t.index + 1).max().unwrap_or(0);
@@ -524,20 +522,6 @@ async fn reconcile_service_tasks<S: JobStore, A: AgentStore, Q: CommandQueue>(
         .await?;
     }
     Ok(())
-}
-
-/// Every task of a job, replacements included.
-async fn all_tasks<S: JobStore>(store: &S, job_id: &JobId) -> Result<Vec<Task>, ControlError> {
-    let mut tasks = Vec::new();
-    let mut page = PageRequest::first(TASK_PAGE_SIZE);
-    loop {
-        let result = store.list_job_tasks(job_id, &page).await?;
-        tasks.extend(result.items);
-        match result.next_cursor {
-            Some(cursor) => page.cursor = Some(cursor),
-            None => return Ok(tasks),
-        }
-    }
 }
 
 /// Kills tasks: each is written first (Accepted → Finished, placed → KillInitiated), then the

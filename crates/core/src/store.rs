@@ -195,6 +195,25 @@ pub trait JobStore: Send + Sync {
         page: &PageRequest,
     ) -> impl Future<Output = Result<Page<Task>, StoreError>> + Send;
 
+    /// Every task of a job, replacements included, oldest first: `list_job_tasks` page by page.
+    fn list_all_job_tasks(
+        &self,
+        job_id: &JobId,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send {
+        async move {
+            let mut tasks = Vec::new();
+            let mut page = PageRequest::first(PageRequest::MAX_PAGE_SIZE);
+            loop {
+                let result = self.list_job_tasks(job_id, &page).await?;
+                tasks.extend(result.items);
+                match result.next_cursor {
+                    Some(cursor) => page.cursor = Some(cursor),
+                    None => return Ok(tasks),
+                }
+            }
+        }
+    }
+
     /// Up to `limit` tasks waiting for placement and eligible by `now_ms`, oldest first.
     fn list_pending_tasks(
         &self,

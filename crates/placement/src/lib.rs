@@ -50,7 +50,9 @@ mod reason;
 mod score;
 mod state;
 
-pub use model::{AgentView, Placement, Plan, Strategy, TaskRequest, Unplaced};
+pub use model::{
+    agent_views, needs_job_counts, AgentView, Placement, Plan, Strategy, TaskRequest, Unplaced,
+};
 
 /// Places `tasks`, in order, on `agents` with the given strategy. See the crate documentation.
 pub fn plan(tasks: &[TaskRequest], agents: &[AgentView], strategy: Strategy) -> Plan {

@@ -42,6 +42,66 @@ impl AgentView {
     }
 }
 
+/// Whether placing a task of this job depends on where the job's tasks already run: a hard or
+/// soft uniqueHost, exclusiveHost or zoneBalance. Only such jobs' tasks need to be read to build
+/// the agents' views.
+pub fn needs_job_counts(job: &Job) -> bool {
+    let container = &job.job_descriptor.container;
+    container
+        .hard_constraints
+        .parsed()
+        .into_iter()
+        .chain(container.soft_constraints.parsed())
+        .any(|c| {
+            matches!(
+                c,
+                Constraint::UniqueHost | Constraint::ExclusiveHost | Constraint::ZoneBalance
+            )
+        })
+}
+
+/// The engine's view of each agent, given the tasks of the jobs that need counts
+/// ([`needs_job_counts`]): how many of each job's tasks occupy the agent, and which jobs hold it
+/// exclusively (a hard exclusiveHost). Tasks that do not occupy an agent are ignored.
+pub fn agent_views<'a>(
+    agents: &[Agent],
+    jobs_tasks: impl IntoIterator<Item = (&'a Job, &'a [Task])>,
+) -> Vec<AgentView> {
+    let mut counts: BTreeMap<&str, BTreeMap<JobId, u32>> = BTreeMap::new();
+    let mut exclusive: BTreeMap<&str, BTreeSet<JobId>> = BTreeMap::new();
+    for (job, tasks) in jobs_tasks {
+        let holds_exclusively = job
+            .job_descriptor
+            .container
+            .hard_constraints
+            .parsed()
+            .contains(&Constraint::ExclusiveHost);
+        for task in tasks {
+            let (true, Some(agent)) = (task.state().occupies_agent(), task.agent_id.as_deref())
+            else {
+                continue;
+            };
+            *counts
+                .entry(agent)
+                .or_default()
+                .entry(job.id.clone())
+                .or_default() += 1;
+            if holds_exclusively {
+                exclusive.entry(agent).or_default().insert(job.id.clone());
+            }
+        }
+    }
+    agents
+        .iter()
+        .map(|agent| {
+            let mut view =
+                AgentView::from_agent(agent, counts.remove(agent.id.as_str()).unwrap_or_default());
+            view.exclusive_jobs = exclusive.remove(agent.id.as_str()).unwrap_or_default();
+            view
+        })
+        .collect()
+}
+
 /// A pending task: what it needs and the constraints it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskRequest {

@@ -344,3 +344,83 @@ fn a_request_is_built_from_a_stored_task_and_its_job() {
     );
     assert_eq!(request.soft, vec![Constraint::ZoneBalance]);
 }
+
+fn stored_job(id: &str, constraints: &str) -> Job {
+    let json = format!(
+        r#"{{"owner": {{"teamEmail": "team@example.com"}}, "applicationName": "app",
+            "container": {{"image": {{"name": "busybox"}}, "hardConstraints": {{"constraints": {constraints}}}}},
+            "batch": {{"size": 3}}}}"#
+    );
+    let descriptor =
+        parse_descriptor(json.as_bytes(), &Limits::default()).expect("a valid descriptor");
+    Job::new(JobId::from_string(id), descriptor, "me".into(), 0)
+}
+
+fn stored_agent(id: &str) -> titus_core::Agent {
+    titus_core::Agent {
+        id: id.to_owned(),
+        queue_url: String::new(),
+        zone: "z1".to_owned(),
+        machine_type: "m5.large".to_owned(),
+        machine_group: "default".to_owned(),
+        state: AgentState::Active,
+        capacity: resources(4_000, 8_192),
+        allocated: titus_core::Resources::default(),
+        task_count: 0,
+        registered_at_ms: 0,
+        heartbeat_at_ms: 0,
+    }
+}
+
+#[test]
+fn agent_views_count_the_tasks_occupying_each_agent_and_who_holds_it_exclusively() {
+    let unique = stored_job("unique", r#"{"uniqueHost": "true"}"#);
+    let exclusive = stored_job("exclusive", r#"{"exclusiveHost": "true"}"#);
+    let plain = stored_job("plain", "{}");
+    let on = |job: &Job, index: u32, agent: &str, state: titus_core::TaskState| {
+        let mut task = Task::initial(job, index, 0);
+        task.agent_id = Some(agent.to_owned());
+        task.transition(titus_core::TaskState::Launched, None, "placed", 1)
+            .expect("Accepted to Launched");
+        if state != titus_core::TaskState::Launched {
+            task.transition(state, Some(titus_core::TaskReason::Normal), "moved", 2)
+                .expect("a forward move");
+        }
+        task
+    };
+    let unique_tasks = vec![
+        on(&unique, 0, "a1", titus_core::TaskState::Launched),
+        on(&unique, 1, "a1", titus_core::TaskState::Launched),
+        // Finished: it holds nothing any more.
+        on(&unique, 2, "a2", titus_core::TaskState::Finished),
+    ];
+    let exclusive_tasks = vec![on(&exclusive, 0, "a2", titus_core::TaskState::Launched)];
+
+    let views = titus_placement::agent_views(
+        &[stored_agent("a1"), stored_agent("a2"), stored_agent("a3")],
+        [
+            (&unique, unique_tasks.as_slice()),
+            (&exclusive, exclusive_tasks.as_slice()),
+        ],
+    );
+
+    assert!(titus_placement::needs_job_counts(&unique));
+    assert!(titus_placement::needs_job_counts(&exclusive));
+    assert!(!titus_placement::needs_job_counts(&plain));
+    let ids: Vec<&str> = views.iter().map(|v| v.id.as_str()).collect();
+    assert_eq!(ids, ["a1", "a2", "a3"]);
+    assert_eq!(
+        views[0].job_task_counts,
+        BTreeMap::from([(unique.id.clone(), 2)])
+    );
+    assert!(views[0].exclusive_jobs.is_empty());
+    assert_eq!(
+        views[1].job_task_counts,
+        BTreeMap::from([(exclusive.id.clone(), 1)])
+    );
+    assert_eq!(
+        views[1].exclusive_jobs,
+        BTreeSet::from([exclusive.id.clone()])
+    );
+    assert!(views[2].job_task_counts.is_empty() && views[2].exclusive_jobs.is_empty());
+}

@@ -27,9 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use titus_aws::config::{ConfigError, ParameterCache};
 use titus_aws::{AwsClients, DynamoAgentStore, DynamoJobStore, DynamoLeaseStore, Names};
-use titus_core::job::Constraint;
 use titus_core::lease::{Lease, LeaseError, LeaseStore};
-use titus_core::store::PageRequest;
 use titus_core::{
     Agent, AgentState, AgentStore, Job, JobId, JobState, JobStore, Resources, StoreError, TaskId,
 };
@@ -231,21 +229,6 @@ impl ConfigSource {
         let parameters = self.cache.get().await?;
         ScalerConfig::from_parameters(&self.names, &parameters)
     }
-}
-
-fn needs_job_counts(job: &Job) -> bool {
-    let container = &job.job_descriptor.container;
-    container
-        .hard_constraints
-        .parsed()
-        .into_iter()
-        .chain(container.soft_constraints.parsed())
-        .any(|c| {
-            matches!(
-                c,
-                Constraint::UniqueHost | Constraint::ExclusiveHost | Constraint::ZoneBalance
-            )
-        })
 }
 
 impl<J, A, L, S, E> Scaler<J, A, L, S, E>
@@ -534,48 +517,19 @@ where
             })
             .collect();
 
-        let mut counts: HashMap<String, BTreeMap<JobId, u32>> = HashMap::new();
-        let mut exclusive: HashMap<String, BTreeSet<JobId>> = HashMap::new();
-        for (job_id, job) in jobs.iter().filter(|(_, job)| needs_job_counts(job)) {
-            let holds_exclusively = job
-                .job_descriptor
-                .container
-                .hard_constraints
-                .parsed()
-                .contains(&Constraint::ExclusiveHost);
-            let mut page = PageRequest::first(PageRequest::MAX_PAGE_SIZE);
-            loop {
-                let tasks = self.jobs.list_job_tasks(job_id, &page).await?;
-                for task in &tasks.items {
-                    if let (true, Some(agent)) = (task.state().occupies_agent(), &task.agent_id) {
-                        *counts
-                            .entry(agent.clone())
-                            .or_default()
-                            .entry(job_id.clone())
-                            .or_default() += 1;
-                        if holds_exclusively {
-                            exclusive
-                                .entry(agent.clone())
-                                .or_default()
-                                .insert(job_id.clone());
-                        }
-                    }
-                }
-                match tasks.next_cursor {
-                    Some(cursor) => page.cursor = Some(cursor),
-                    None => break,
-                }
-            }
+        let mut jobs_tasks = Vec::new();
+        for job in jobs
+            .values()
+            .filter(|job| titus_placement::needs_job_counts(job))
+        {
+            jobs_tasks.push((job, self.jobs.list_all_job_tasks(&job.id).await?));
         }
-        let views = agents
-            .iter()
-            .map(|agent| {
-                let mut view =
-                    AgentView::from_agent(agent, counts.remove(&agent.id).unwrap_or_default());
-                view.exclusive_jobs = exclusive.remove(&agent.id).unwrap_or_default();
-                view
-            })
-            .collect();
+        let views = titus_placement::agent_views(
+            agents,
+            jobs_tasks
+                .iter()
+                .map(|(job, tasks)| (*job, tasks.as_slice())),
+        );
         Ok((requests, views))
     }
 }

@@ -14,7 +14,6 @@ use titus_aws::{
     AwsClients, DynamoAgentStore, DynamoAllocationStore, DynamoJobStore, DynamoLeaseStore, Names,
     SqsCommandQueue,
 };
-use titus_core::job::Constraint;
 use titus_core::lease::{
     AllocationStore, CommitError, Lease, LeaseError, LeaseStore, PlacementWrite,
 };
@@ -375,30 +374,6 @@ impl AwsScheduler {
             clock: now_ms,
         }
     }
-}
-
-/// Whether placing a task of this job needs to know where the job's tasks already run.
-fn needs_job_counts(job: &Job) -> bool {
-    let container = &job.job_descriptor.container;
-    container
-        .hard_constraints
-        .parsed()
-        .into_iter()
-        .chain(container.soft_constraints.parsed())
-        .any(|c| {
-            matches!(
-                c,
-                Constraint::UniqueHost | Constraint::ExclusiveHost | Constraint::ZoneBalance
-            )
-        })
-}
-
-fn holds_exclusively(job: &Job) -> bool {
-    job.job_descriptor
-        .container
-        .hard_constraints
-        .parsed()
-        .contains(&Constraint::ExclusiveHost)
 }
 
 impl<J, A, L, C, Q> Scheduler<J, A, L, C, Q>
@@ -785,55 +760,21 @@ where
         pending: &[Task],
         jobs: &HashMap<JobId, Option<Job>>,
     ) -> Result<Vec<AgentView>, SchedulerError> {
-        let constrained: BTreeSet<&JobId> = pending
-            .iter()
-            .map(|t| &t.job_id)
-            .filter(|id| {
-                jobs.get(*id)
-                    .and_then(Option::as_ref)
-                    .is_some_and(needs_job_counts)
-            })
-            .collect();
-        let mut counts: HashMap<String, BTreeMap<JobId, u32>> = HashMap::new();
-        let mut exclusive: HashMap<String, BTreeSet<JobId>> = HashMap::new();
-        for job_id in constrained {
-            let is_exclusive = jobs
-                .get(job_id)
-                .and_then(Option::as_ref)
-                .is_some_and(holds_exclusively);
-            let mut page = PageRequest::first(PageRequest::MAX_PAGE_SIZE);
-            loop {
-                let tasks = self.jobs.list_job_tasks(job_id, &page).await?;
-                for task in &tasks.items {
-                    if let (true, Some(agent)) = (task.state().occupies_agent(), &task.agent_id) {
-                        *counts
-                            .entry(agent.clone())
-                            .or_default()
-                            .entry(job_id.clone())
-                            .or_default() += 1;
-                        if is_exclusive {
-                            exclusive
-                                .entry(agent.clone())
-                                .or_default()
-                                .insert(job_id.clone());
-                        }
-                    }
-                }
-                match tasks.next_cursor {
-                    Some(cursor) => page.cursor = Some(cursor),
-                    None => break,
-                }
-            }
+        let constrained: BTreeSet<&JobId> = pending.iter().map(|t| &t.job_id).collect();
+        let mut jobs_tasks = Vec::new();
+        for job in constrained
+            .into_iter()
+            .filter_map(|id| jobs.get(id).and_then(Option::as_ref))
+            .filter(|job| titus_placement::needs_job_counts(job))
+        {
+            jobs_tasks.push((job, self.jobs.list_all_job_tasks(&job.id).await?));
         }
-        Ok(agents
-            .iter()
-            .map(|agent| {
-                let mut view =
-                    AgentView::from_agent(agent, counts.remove(&agent.id).unwrap_or_default());
-                view.exclusive_jobs = exclusive.remove(&agent.id).unwrap_or_default();
-                view
-            })
-            .collect())
+        Ok(titus_placement::agent_views(
+            agents,
+            jobs_tasks
+                .iter()
+                .map(|(job, tasks)| (*job, tasks.as_slice())),
+        ))
     }
 }
 

@@ -252,7 +252,7 @@ where
         if self.has_live_task(&job.id, just_finished).await? {
             return Ok(false);
         }
-        let tasks = self.all_tasks(&job.id).await?;
+        let tasks = self.jobs.list_all_job_tasks(&job.id).await?;
         if tasks.iter().any(|t| !t.state().is_terminal()) {
             return Ok(false);
         }
@@ -344,20 +344,6 @@ where
             id: job_id.to_string(),
             detail: format!("kept changing while being finished ({MAX_WRITE_ATTEMPTS} attempts)"),
         })
-    }
-
-    /// Every task of a job, replacements included.
-    pub(crate) async fn all_tasks(&self, job_id: &JobId) -> Result<Vec<Task>, StoreError> {
-        let mut tasks = Vec::new();
-        let mut page = PageRequest::first(TASK_PAGE_SIZE);
-        loop {
-            let result = self.jobs.list_job_tasks(job_id, &page).await?;
-            tasks.extend(result.items);
-            match result.next_cursor {
-                Some(cursor) => page.cursor = Some(cursor),
-                None => return Ok(tasks),
-            }
-        }
     }
 
     /// A job's tasks that are not Finished.

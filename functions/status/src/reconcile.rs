@@ -592,7 +592,7 @@ where
         .count();
     if counted < desired {
         let missing = desired - counted;
-        let all = ctx.all_tasks(&job.id).await?;
+        let all = ctx.jobs.list_all_job_tasks(&job.id).await?;
         let mut owed: Vec<(&Task, u64)> = decide::chain_heads(&all)
             .into_iter()
             .filter_map(
