@@ -162,30 +162,38 @@ impl DynamoJobStore {
             tasks.chunks(MAX_TRANSACTION_ITEMS - 1).collect()
         };
         let last = chunks.len() - 1;
+        // Every transaction touches the job item once, on the same condition.
+        let key = HashMap::from([(attr::JOB_ID.to_owned(), s(job.id.as_str()))]);
+        let names = HashMap::from([
+            ("#version".to_owned(), attr::VERSION.to_owned()),
+            ("#awaiting".to_owned(), attr::AWAITING_TASKS.to_owned()),
+        ]);
+        let values = HashMap::from([(":version".to_owned(), n(job.version))]);
         let condition = "#version = :version AND attribute_exists(#awaiting)";
+        let built = |e: aws_sdk_dynamodb::error::BuildError| {
+            TransactFailure::Other(StoreError::Internal(e.to_string()))
+        };
         for (i, chunk) in chunks.into_iter().enumerate() {
             let job_op = if i == last {
                 let update = Update::builder()
                     .table_name(&self.jobs_table)
-                    .key(attr::JOB_ID, s(job.id.as_str()))
+                    .set_key(Some(key.clone()))
                     .update_expression("REMOVE #awaiting")
                     .condition_expression(condition)
-                    .expression_attribute_names("#version", attr::VERSION)
-                    .expression_attribute_names("#awaiting", attr::AWAITING_TASKS)
-                    .expression_attribute_values(":version", n(job.version))
+                    .set_expression_attribute_names(Some(names.clone()))
+                    .set_expression_attribute_values(Some(values.clone()))
                     .build()
-                    .map_err(|e| TransactFailure::Other(StoreError::Internal(e.to_string())))?;
+                    .map_err(built)?;
                 TransactWriteItem::builder().update(update).build()
             } else {
                 let check = ConditionCheck::builder()
                     .table_name(&self.jobs_table)
-                    .key(attr::JOB_ID, s(job.id.as_str()))
+                    .set_key(Some(key.clone()))
                     .condition_expression(condition)
-                    .expression_attribute_names("#version", attr::VERSION)
-                    .expression_attribute_names("#awaiting", attr::AWAITING_TASKS)
-                    .expression_attribute_values(":version", n(job.version))
+                    .set_expression_attribute_names(Some(names.clone()))
+                    .set_expression_attribute_values(Some(values.clone()))
                     .build()
-                    .map_err(|e| TransactFailure::Other(StoreError::Internal(e.to_string())))?;
+                    .map_err(built)?;
                 TransactWriteItem::builder().condition_check(check).build()
             };
             let mut items = Vec::with_capacity(chunk.len() + 1);

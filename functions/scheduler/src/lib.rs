@@ -760,9 +760,9 @@ where
         pending: &[Task],
         jobs: &HashMap<JobId, Option<Job>>,
     ) -> Result<Vec<AgentView>, SchedulerError> {
-        let constrained: BTreeSet<&JobId> = pending.iter().map(|t| &t.job_id).collect();
+        let job_ids: BTreeSet<&JobId> = pending.iter().map(|t| &t.job_id).collect();
         let mut jobs_tasks = Vec::new();
-        for job in constrained
+        for job in job_ids
             .into_iter()
             .filter_map(|id| jobs.get(id).and_then(Option::as_ref))
             .filter(|job| titus_placement::needs_job_counts(job))
