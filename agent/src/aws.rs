@@ -1,202 +1,43 @@
-//! The agent's AWS adapters: its command queue and the status queue on SQS, its settings in SSM,
-//! and ECR credentials from the instance role.
+//! The agent's own AWS adapters: its settings from SSM (through the one loader) and ECR
+//! credentials from the instance role. Its queues are `titus-aws`'s SQS adapters.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use aws_sdk_sqs::types::{MessageSystemAttributeName, SendMessageBatchRequestEntry};
 use base64::Engine as _;
 use futures::future::BoxFuture;
-use titus_aws::sqs::queue_error;
+use titus_aws::ssm::read_parameters_by_path;
 use titus_aws::Names;
-use titus_core::messages::{QueueError, TaskStatusUpdate};
 
 use crate::config::{AgentSettings, ConfigError};
-use crate::ports::{CommandSource, ReceivedMessage, StatusSink};
 use crate::runtime::RegistryCredentials;
 use crate::time::now_ms;
 
-/// The agent's own queue on SQS.
-#[derive(Debug, Clone)]
-pub struct SqsCommandSource {
-    client: aws_sdk_sqs::Client,
-    queue_url: String,
-}
-
-impl SqsCommandSource {
-    pub fn new(client: aws_sdk_sqs::Client, queue_url: String) -> SqsCommandSource {
-        SqsCommandSource { client, queue_url }
-    }
-
-    pub fn queue_url(&self) -> &str {
-        &self.queue_url
-    }
-}
-
-impl CommandSource for SqsCommandSource {
-    async fn receive(&self, max: u32, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
-        let out = self
-            .client
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(max.clamp(1, 10) as i32)
-            .wait_time_seconds(wait.as_secs().min(20) as i32)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .send()
-            .await
-            .map_err(|e| queue_error(&self.queue_url, e))?;
-        Ok(out
-            .messages()
-            .iter()
-            .map(|m| ReceivedMessage {
-                body: m.body().unwrap_or_default().to_owned(),
-                receipt: m.receipt_handle().unwrap_or_default().to_owned(),
-                receive_count: m
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(1),
-            })
-            .collect())
-    }
-
-    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
-        self.client
-            .delete_message()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt)
-            .send()
-            .await
-            .map_err(|e| queue_error(&self.queue_url, e))?;
-        Ok(())
-    }
-
-    async fn release(&self, receipt: &str) -> Result<(), QueueError> {
-        self.extend(receipt, Duration::ZERO).await
-    }
-
-    async fn extend(&self, receipt: &str, hidden_for: Duration) -> Result<(), QueueError> {
-        self.client
-            .change_message_visibility()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt)
-            .visibility_timeout(hidden_for.as_secs().min(43_200) as i32)
-            .send()
-            .await
-            .map_err(|e| queue_error(&self.queue_url, e))?;
-        Ok(())
-    }
-}
-
-/// The stage's status queue on SQS.
-#[derive(Debug, Clone)]
-pub struct SqsStatusSink {
-    client: aws_sdk_sqs::Client,
-    queue_url: String,
-}
-
-impl SqsStatusSink {
-    pub fn new(client: aws_sdk_sqs::Client, queue_url: String) -> SqsStatusSink {
-        SqsStatusSink { client, queue_url }
-    }
-
-    /// The sink for the stage's status queue, which provisioning created.
-    pub async fn for_stage(
-        client: aws_sdk_sqs::Client,
-        names: &Names,
-    ) -> Result<SqsStatusSink, QueueError> {
-        let name = names.status_queue();
-        let out = client
-            .get_queue_url()
-            .queue_name(&name)
-            .send()
-            .await
-            .map_err(|e| queue_error(&name, e))?;
-        let queue_url = out
-            .queue_url()
-            .ok_or_else(|| QueueError::NoSuchQueue(name.clone()))?
-            .to_owned();
-        Ok(SqsStatusSink::new(client, queue_url))
-    }
-}
-
-impl StatusSink for SqsStatusSink {
-    async fn send(&self, updates: &[TaskStatusUpdate]) -> Result<Vec<bool>, QueueError> {
-        let mut entries = Vec::with_capacity(updates.len());
-        for (i, update) in updates.iter().enumerate() {
-            let body = serde_json::to_string(update)
-                .map_err(|e| QueueError::Internal(format!("cannot encode status update: {e}")))?;
-            entries.push(
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(body)
-                    .build()
-                    .map_err(|e| QueueError::Internal(e.to_string()))?,
-            );
-        }
-        let out = self
-            .client
-            .send_message_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| queue_error(&self.queue_url, e))?;
-        let mut accepted = vec![true; updates.len()];
-        for failed in out.failed() {
-            if let Some(slot) = failed
-                .id()
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| accepted.get_mut(i))
-            {
-                *slot = false;
-            }
-        }
-        Ok(accepted)
-    }
-}
-
-/// Reads the agent's settings from the stage's parameters. A stage whose parameter is missing
-/// (not provisioned) gets the defaults; a parameter that does not parse fails.
+/// Reads the agent's settings from the stage's parameters, with the one SSM loader. A stage whose
+/// parameter is missing (not provisioned) gets the defaults; a parameter that does not parse, or
+/// another parameter under the agent's path, fails.
 pub async fn load_settings(
     ssm: &aws_sdk_ssm::Client,
     names: &Names,
 ) -> Result<AgentSettings, ConfigError> {
     let path = names.agent_parameter_path();
     let expected = names.agent_config_parameter();
-    let mut settings = None;
-    let mut next_token = None;
-    loop {
-        let out = ssm
-            .get_parameters_by_path()
-            .path(&path)
-            .recursive(true)
-            .set_next_token(next_token)
-            .send()
+    let values =
+        read_parameters_by_path(ssm, &path)
             .await
             .map_err(|e| ConfigError::Unreadable {
                 path: path.clone(),
-                message: aws_sdk_ssm::error::DisplayErrorContext(&e).to_string(),
+                message: e.to_string(),
             })?;
-        for parameter in out.parameters() {
-            let name = parameter.name().unwrap_or_default();
-            if name != expected {
-                return Err(ConfigError::Parameter {
-                    parameter: name.to_owned(),
-                    message: format!("unknown agent parameter; expected only {expected}"),
-                });
-            }
-            settings = Some(AgentSettings::from_parameter(
-                name,
-                parameter.value().unwrap_or_default(),
-            )?);
+    let mut settings = None;
+    for (name, value) in values {
+        if name != expected {
+            return Err(ConfigError::Parameter {
+                parameter: name,
+                message: format!("unknown agent parameter; expected only {expected}"),
+            });
         }
-        next_token = out.next_token().map(str::to_owned);
-        if next_token.is_none() {
-            break;
-        }
+        settings = Some(AgentSettings::from_parameter(&name, &value)?);
     }
     Ok(settings.unwrap_or_else(|| {
         tracing::warn!(parameter = %expected, "agent parameter not found; using the built-in defaults");

@@ -6,14 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use titus_aws::provision::{ensure_queue, ProvisionError};
-use titus_aws::{AwsClients, DynamoAgentStore, Names};
-use titus_core::messages::QueueError;
+use titus_aws::{AwsClients, DynamoAgentStore, Names, SqsCommandSource, SqsStatusSink};
+use titus_core::ports::QueueError;
 use titus_core::Resources;
 
 use crate::agent::{Agent, AgentError, AgentIdentity};
-use crate::aws::{
-    load_settings, EcrAuth, NoRegistryAuth, RegistryAuth, SqsCommandSource, SqsStatusSink,
-};
+use crate::aws::{load_settings, EcrAuth, NoRegistryAuth, RegistryAuth};
 use crate::config::{AgentSettings, ConfigError, DEFAULT_STAGE};
 use crate::docker::DockerRuntime;
 use crate::host::{instance_identity, measure_capacity, HostError, IMDS_ENDPOINT};

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use titus_core::messages::{QueueError, TaskStatusUpdate};
+use titus_core::messages::TaskStatusUpdate;
+use titus_core::ports::QueueError;
 use titus_core::{Agent, AgentHeartbeat, AgentState, AgentStore, StoreError};
 use tokio::sync::watch;
 
@@ -537,6 +538,10 @@ impl AgentStore for MemoryAgentStore {
     async fn deregister_agent(&self, id: &str) -> Result<(), StoreError> {
         lock(&self.state).agents.remove(id);
         Ok(())
+    }
+
+    async fn last_report(&self, id: &str) -> Result<Option<AgentHeartbeat>, StoreError> {
+        Ok(self.report(id))
     }
 
     async fn report_heartbeat(

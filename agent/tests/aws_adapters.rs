@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ssm::types::ParameterType;
 use support::*;
-use titus_agent::aws::{load_settings, EcrAuth, RegistryAuth as _, SqsStatusSink};
+use titus_agent::aws::{load_settings, EcrAuth, RegistryAuth as _};
 use titus_agent::bootstrap::read_settings;
 use titus_agent::ports::StatusSink as _;
 use titus_agent::{DrainPolicy, LogDriver};
+use titus_aws::SqsStatusSink;
 use titus_core::messages::TaskStatusUpdate;
 use titus_core::{JobId, TaskId, TaskState};
 

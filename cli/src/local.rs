@@ -7,12 +7,17 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
+use aws_lambda_events::event::sqs::SqsBatchResponse;
 use clap::Args;
+use titus_app::lambda::batch_response;
 use titus_aws::provision::provision;
-use titus_aws::{AwsClients, DynamoAgentStore, DynamoJobStore, Names, SqsCommandQueue};
+use titus_aws::{AwsClients, AwsPorts, Names};
+use titus_control::scheduler::TickInput;
+use titus_control::{ControlPlane, InboundMessage};
+use titus_core::ports::{Clock, Ports};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument as _};
 
@@ -20,6 +25,9 @@ use tracing::{info, warn, Instrument as _};
 /// machine's Wait state counts whole seconds (1 s); locally a shorter pause keeps the latency from
 /// submission to start low, at about 18 emulator calls a tick.
 const LOCAL_IDLE_PAUSE: Duration = Duration::from_millis(250);
+
+/// How often the local scaler runs, as the deployed schedule does.
+const SCALER_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -45,6 +53,10 @@ pub struct UpArgs {
     /// the size of the Docker root directory's file system.
     #[arg(long)]
     agent_disk_mb: Option<u64>,
+    /// Run the capacity scaler too, against the emulator's EC2 (its instances run no agent, so
+    /// the scaler terminates them after the registration timeout). Off by default.
+    #[arg(long)]
+    scaler: bool,
 }
 
 #[derive(Debug, Args)]
@@ -136,7 +148,9 @@ fn require_emulator() -> anyhow::Result<String> {
     Ok(endpoint)
 }
 
-/// Runs the local stack until `shutdown` is cancelled (Ctrl-C in the CLI).
+/// Runs the local stack until `shutdown` is cancelled (Ctrl-C in the CLI). Every component runs
+/// on one control plane, built as the Lambda functions build theirs: the stage's ports and its
+/// SSM settings with this process's `TITUS_STATUS_*` and `TITUS_SCHEDULER_*` variables over them.
 pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let endpoint = require_emulator()?;
     let names = Names::new(&args.stage).map_err(anyhow::Error::msg)?;
@@ -146,27 +160,27 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         .await
         .with_context(|| format!("provisioning stage {:?} at {endpoint}", args.stage))?;
     info!(component = "local", stage = %args.stage, %endpoint, "provisioned");
+    let cp = Arc::new(
+        titus_app::control_plane(&clients, &args.stage)
+            .await
+            .with_context(|| format!("loading the settings of stage {:?}", args.stage))?,
+    );
 
     let mut tasks = tokio::task::JoinSet::new();
 
     // The API, as the api Lambda's router.
-    let api_config = titus_api::ApiConfig::load(&clients.ssm, &args.stage).await?;
-    let state = titus_api::AppState::new(
-        DynamoJobStore::new(clients.dynamodb.clone(), &names),
-        DynamoAgentStore::new(clients.dynamodb.clone(), &names),
-        SqsCommandQueue::new(clients.sqs.clone()),
-        api_config,
-    );
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "binding the API to {}: is another stack running?",
-                args.listen
-            )
-        })?;
-    info!(component = "api", address = %listener.local_addr()?, "listening");
     {
+        let api_config = titus_api::ApiConfig::load(&clients.ssm, &names).await?;
+        let state = titus_api::AppState::new(cp.clone(), api_config);
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "binding the API to {}: is another stack running?",
+                    args.listen
+                )
+            })?;
+        info!(component = "api", address = %listener.local_addr()?, "listening");
         let stop = shutdown.clone();
         let app = titus_api::router(state);
         tasks.spawn(
@@ -181,26 +195,19 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
 
     // The submit function, fed from the submit queue.
     {
-        let config =
-            titus_submit::SubmitConfig::load(&clients.ssm, &clients.sqs, &args.stage).await?;
-        let store = DynamoJobStore::new(clients.dynamodb.clone(), &names);
-        let rejections = titus_submit::SqsRejectionQueue::new(
-            clients.sqs.clone(),
-            config.rejected_queue_url.clone(),
-        );
-        let (url, arn) = queue(&clients.sqs, &names.submit_queue()).await?;
-        let sqs = clients.sqs.clone();
-        let stop = shutdown.clone();
+        cp.ports.rejections.queue_url().await?;
+        let url = queue_url(&clients.sqs, &names.submit_queue()).await?;
+        let (sqs, stop, cp) = (clients.sqs.clone(), shutdown.clone(), cp.clone());
         tasks.spawn(
             async move {
-                pump(sqs, url, arn, stop, |event| {
-                    titus_submit::handle_batch(
-                        &store,
-                        &rejections,
-                        &config.admission,
-                        event,
-                        now_ms(),
-                    )
+                pump(sqs, url, stop, |messages| {
+                    let cp = cp.clone();
+                    async move {
+                        let now_ms = cp.ports().clock().now_ms();
+                        batch_response(
+                            &titus_control::submit::process_batch(&cp, messages, now_ms).await,
+                        )
+                    }
                 })
                 .await;
                 Ok(())
@@ -211,28 +218,31 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
 
     // The status function, fed from the status queue, and the reconciler every few seconds.
     {
-        let mut config = titus_status::StatusConfig::from_env()?;
-        config.stage = args.stage.clone();
-        let ctx = titus_status::AwsStatusContext::with_clients(&clients, config).await?;
-        let ctx = std::sync::Arc::new(ctx);
-        let (url, arn) = queue(&clients.sqs, &names.status_queue()).await?;
-        let (sqs, stop, status_ctx) = (clients.sqs.clone(), shutdown.clone(), ctx.clone());
+        cp.ports.dead_letters.queue_url().await?;
+        let url = queue_url(&clients.sqs, &names.status_queue()).await?;
+        let (sqs, stop, status_cp) = (clients.sqs.clone(), shutdown.clone(), cp.clone());
         tasks.spawn(
             async move {
-                pump(sqs, url, arn, stop, |event| {
-                    let ctx = status_ctx.clone();
-                    async move { titus_status::handle_batch(&ctx, event, now_ms()).await }
+                pump(sqs, url, stop, |messages| {
+                    let cp = status_cp.clone();
+                    async move {
+                        let now_ms = cp.ports().clock().now_ms();
+                        batch_response(
+                            &titus_control::status::process_batch(&cp, messages, now_ms).await,
+                        )
+                    }
                 })
                 .await;
                 Ok(())
             }
             .instrument(tracing::info_span!("status")),
         );
-        let stop = shutdown.clone();
+        let (stop, cp) = (shutdown.clone(), cp.clone());
         tasks.spawn(
             async move {
                 while !stop.is_cancelled() {
-                    match titus_status::reconcile(&ctx, now_ms()).await {
+                    let now_ms = cp.ports().clock().now_ms();
+                    match titus_control::reconciler::reconcile(&cp, now_ms).await {
                         Ok(summary) => tracing::debug!(?summary, "reconciled"),
                         Err(e) => warn!(error = %e, "reconciler run failed"),
                     }
@@ -249,49 +259,30 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
 
     // The scheduler loop: what the Express state machine does, tick after tick.
     {
-        let mut config = titus_scheduler::SchedulerConfig::from_env()?;
-        config.stage = args.stage.clone();
-        let scheduler = titus_scheduler::AwsScheduler::with_clients(&clients, config);
-        let stop = shutdown.clone();
+        let (stop, cp) = (shutdown.clone(), cp.clone());
         tasks.spawn(
             async move {
-                let owner = format!("local-{}", std::process::id());
-                let mut input = titus_scheduler::TickInput {
-                    owner: owner.clone(),
-                    started_at_ms: None,
-                    iteration: 0,
-                };
-                while !stop.is_cancelled() {
-                    // As the state machine does: a tick's summary is the next tick's input; a run
-                    // that lost the lease or used its time ends, and a new one starts.
-                    let pause = match scheduler.tick(input.clone()).await {
-                        Ok(summary) if !summary.lease_held || !summary.continue_loop => {
-                            input.started_at_ms = None;
-                            input.iteration = 0;
-                            Duration::from_secs(1)
-                        }
-                        Ok(summary) => {
-                            input.started_at_ms = Some(summary.started_at_ms);
-                            input.iteration = summary.iteration;
-                            if summary.placed > 0 {
-                                Duration::ZERO
-                            } else {
-                                LOCAL_IDLE_PAUSE
-                            }
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "tick failed");
-                            Duration::from_secs(1)
-                        }
-                    };
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = tokio::time::sleep(pause) => {}
-                    }
-                }
+                scheduler_loop(&cp, stop).await;
                 Ok(())
             }
             .instrument(tracing::info_span!("scheduler")),
+        );
+    }
+
+    // The scaler, against the emulator's EC2, when asked for.
+    if args.scaler {
+        let source = titus_app::ScalerConfigSource::new(
+            clients.ssm.clone(),
+            &names,
+            Duration::from_secs(60),
+        );
+        let (stop, cp) = (shutdown.clone(), cp.clone());
+        tasks.spawn(
+            async move {
+                scaler_loop(&cp, &source, stop).await;
+                Ok(())
+            }
+            .instrument(tracing::info_span!("scaler")),
         );
     }
 
@@ -324,7 +315,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
             .instrument(tracing::info_span!("agent", id = %id)),
         );
     }
-    info!(component = "local", agents = args.agents, api = %args.listen, "the local stack is up");
+    info!(component = "local", agents = args.agents, scaler = args.scaler, api = %args.listen, "the local stack is up");
 
     let mut first_error = None;
     while let Some(result) = tasks.join_next().await {
@@ -336,69 +327,104 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         }
     }
     match first_error {
-        Some(e) if !shutdown.is_cancelled() => Err(e),
         Some(e) => Err(e),
         None => Ok(()),
     }
 }
 
-fn now_ms() -> u64 {
-    titus_scheduler::now_ms()
+/// Ticks as the Express state machine does: a tick's summary is the next tick's input; a run that
+/// lost the lease or used its time ends, and a new one starts.
+async fn scheduler_loop(cp: &ControlPlane<AwsPorts>, stop: CancellationToken) {
+    let owner = format!("local-{}", std::process::id());
+    let mut input = TickInput {
+        owner: owner.clone(),
+        started_at_ms: None,
+        iteration: 0,
+    };
+    while !stop.is_cancelled() {
+        let pause = match titus_control::scheduler::tick(cp, input.clone()).await {
+            Ok(summary) if !summary.lease_held || !summary.continue_loop => {
+                input.started_at_ms = None;
+                input.iteration = 0;
+                Duration::from_secs(1)
+            }
+            Ok(summary) => {
+                input.started_at_ms = Some(summary.started_at_ms);
+                input.iteration = summary.iteration;
+                if summary.placed > 0 {
+                    Duration::ZERO
+                } else {
+                    LOCAL_IDLE_PAUSE
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "tick failed");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
 }
 
-async fn queue(sqs: &aws_sdk_sqs::Client, name: &str) -> anyhow::Result<(String, String)> {
-    let url = sqs
-        .get_queue_url()
-        .queue_name(name)
-        .send()
+/// Runs the scaler as its schedule would: once a run interval, each run with its own lease owner.
+async fn scaler_loop(
+    cp: &ControlPlane<AwsPorts>,
+    source: &titus_app::ScalerConfigSource,
+    stop: CancellationToken,
+) {
+    let mut run = 0u64;
+    while !stop.is_cancelled() {
+        run += 1;
+        match source.load().await {
+            Ok(config) => {
+                let owner = format!("local-scaler-{}-{run}", std::process::id());
+                match titus_control::scaler::run(cp, &config, &owner).await {
+                    Ok(summary) => info!(
+                        launched = summary.launched.len(),
+                        drained = summary.drained.len(),
+                        terminated = summary.terminated.len(),
+                        unplaced = summary.unplaced,
+                        "scaler run"
+                    ),
+                    Err(e) => warn!(error = %e, "scaler run failed"),
+                }
+            }
+            Err(e) => warn!(error = %e, "scaler configuration not readable"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(SCALER_INTERVAL) => {}
+        }
+    }
+}
+
+async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> anyhow::Result<String> {
+    titus_aws::sqs::queue_url(sqs, name)
         .await
-        .with_context(|| format!("finding queue {name}"))?
-        .queue_url()
-        .unwrap_or_default()
-        .to_owned();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .with_context(|| format!("reading queue {name}"))?
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-        .cloned()
-        .unwrap_or_default();
-    Ok((url, arn))
+        .with_context(|| format!("finding queue {name}"))
 }
 
 /// Feeds a queue to a Lambda-style batch handler, as Lambda's event source mapping does: long
 /// polls of up to ten messages, then deletes every message not reported as a batch item
 /// failure. Failures come back after the visibility timeout, and go to the DLQ after its limit.
-async fn pump<H, F>(
-    sqs: aws_sdk_sqs::Client,
-    url: String,
-    arn: String,
-    stop: CancellationToken,
-    handler: H,
-) where
-    H: Fn(SqsEvent) -> F,
+async fn pump<H, F>(sqs: aws_sdk_sqs::Client, url: String, stop: CancellationToken, handler: H)
+where
+    H: Fn(Vec<InboundMessage>) -> F,
     F: Future<Output = SqsBatchResponse>,
 {
     while !stop.is_cancelled() {
-        let receive = sqs
-            .receive_message()
-            .queue_url(&url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_attribute_names("All")
-            .send();
-        let out = tokio::select! {
+        let receive = titus_aws::sqs::receive_batch(&sqs, &url, Duration::from_secs(1));
+        let received = tokio::select! {
             _ = stop.cancelled() => return,
-            out = receive => out,
+            received = receive => received,
         };
-        let messages = match out {
-            Ok(out) => out.messages.unwrap_or_default(),
+        let messages = match received {
+            Ok(messages) => messages,
             Err(e) => {
-                warn!(queue = %url, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receive failed");
+                warn!(queue = %url, error = %e, "receive failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -406,47 +432,29 @@ async fn pump<H, F>(
         if messages.is_empty() {
             continue;
         }
-        let mut event = SqsEvent::default();
-        event.records = messages
+        let inbound = messages
             .iter()
-            .map(|m| {
-                let mut record = SqsMessage::default();
-                record.message_id = m.message_id().map(str::to_owned);
-                record.receipt_handle = m.receipt_handle().map(str::to_owned);
-                record.body = m.body().map(str::to_owned);
-                record.event_source = Some("aws:sqs".to_owned());
-                record.event_source_arn = Some(arn.clone());
-                record
+            .map(|m| InboundMessage {
+                message_id: m.message_id.clone(),
+                body: m.body.clone(),
+                sender_id: m.sender_id.clone(),
             })
             .collect();
-        let response = handler(event).await;
+        let response = handler(inbound).await;
         let failed: Vec<&str> = response
             .batch_item_failures
             .iter()
             .map(|f| f.item_identifier.as_str())
             .collect();
-        let done: Vec<DeleteMessageBatchRequestEntry> = messages
+        let done: Vec<&str> = messages
             .iter()
-            .enumerate()
-            .filter(|(_, m)| !failed.contains(&m.message_id().unwrap_or_default()))
-            .filter_map(|(i, m)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .build()
-                    .ok()
-            })
+            .filter(|m| !failed.contains(&m.message_id.as_str()))
+            .map(|m| m.receipt_handle.as_str())
             .collect();
         if !done.is_empty() {
             // A message not deleted comes back; every handler is idempotent.
-            if let Err(e) = sqs
-                .delete_message_batch()
-                .queue_url(&url)
-                .set_entries(Some(done))
-                .send()
-                .await
-            {
-                warn!(queue = %url, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "delete failed");
+            if let Err(e) = titus_aws::sqs::delete_batch(&sqs, &url, &done).await {
+                warn!(queue = %url, error = %e, "delete failed");
             }
         }
     }

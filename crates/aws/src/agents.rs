@@ -143,9 +143,10 @@ impl DynamoAgentStore {
     pub fn table_name(&self) -> &str {
         &self.table
     }
+}
 
-    /// The agent's last heartbeat report, if it ever sent one.
-    pub async fn heartbeat_report(&self, id: &str) -> Result<Option<AgentHeartbeat>, StoreError> {
+impl AgentStore for DynamoAgentStore {
+    async fn last_report(&self, id: &str) -> Result<Option<AgentHeartbeat>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -177,9 +178,7 @@ impl DynamoAgentStore {
             used: resources_from(&item, "used")?,
         }))
     }
-}
 
-impl AgentStore for DynamoAgentStore {
     async fn register_agent(&self, agent: &Agent) -> Result<Agent, StoreError> {
         // Identity, capacity and heartbeat are the agent's to set; allocation, task count and a
         // draining state belong to the control plane and survive a restart.

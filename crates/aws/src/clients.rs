@@ -2,12 +2,14 @@
 
 use aws_config::{BehaviorVersion, SdkConfig};
 
-/// The SDK clients a function or the agent needs. Cheap to clone: clients share one connection pool.
+/// The SDK clients the functions and the agent need. Cheap to clone: clients share one
+/// connection pool.
 #[derive(Debug, Clone)]
 pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub ssm: aws_sdk_ssm::Client,
+    pub ec2: aws_sdk_ec2::Client,
 }
 
 impl AwsClients {
@@ -22,6 +24,7 @@ impl AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
+            ec2: aws_sdk_ec2::Client::new(config),
         }
     }
 }

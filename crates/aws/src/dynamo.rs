@@ -14,7 +14,9 @@ use aws_sdk_dynamodb::Client;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use titus_core::store::{CreateOutcome, IdempotencyKey, JobFilter, Page, PageRequest};
+use titus_core::ports::{
+    CreateOutcome, IdempotencyKey, JobFilter, Page, PageRequest, MAX_INITIAL_TASKS_PER_WRITE,
+};
 use titus_core::{Job, JobId, JobState, JobStore, StoreError, Task, TaskId, TaskState};
 
 use crate::resources::PENDING_TASK_SHARDS;
@@ -25,16 +27,11 @@ use crate::resources::{
 
 type Item = HashMap<String, AttributeValue>;
 
-/// DynamoDB's limit on items in one TransactWriteItems call.
-pub const MAX_TRANSACTION_ITEMS: usize = 100;
+pub use titus_core::ports::MAX_TRANSACTION_ITEMS;
 /// DynamoDB's limit on keys in one BatchGetItem call.
 const MAX_BATCH_GET_KEYS: usize = 100;
 /// How many queries one page of a filtered listing may take before it returns what it has.
 const MAX_QUERIES_PER_PAGE: usize = 20;
-/// How many jobs awaiting their tasks one `materialize_jobs` call reads.
-const MATERIALIZE_JOBS_PER_CALL: i32 = 25;
-/// How often one job's materialization is read again and retried after losing a race.
-const MAX_MATERIALIZE_ATTEMPTS: u32 = 5;
 
 /// The job store backed by DynamoDB tables named for one stage.
 #[derive(Debug, Clone)]
@@ -103,109 +100,6 @@ impl DynamoJobStore {
             StoreError::Internal(format!("idempotency record points at missing job {job_id}"))
         })?;
         Ok(CreateOutcome::Existing(job))
-    }
-
-    /// Writes the missing initial tasks of one job and clears its awaiting mark, in transactions
-    /// that check the job's version, so that a kill or a capacity change made meanwhile is seen:
-    /// the job is read again and gets the tasks its current version calls for. Returns the tasks
-    /// written by this call; nothing for a job that does not await its tasks.
-    pub async fn materialize_job(&self, id: &JobId) -> Result<Vec<Task>, StoreError> {
-        let mut written = Vec::new();
-        // The first attempt expects no task to exist; only a retry pays for reading which do.
-        let mut check_existing = false;
-        for _ in 0..MAX_MATERIALIZE_ATTEMPTS {
-            let Some((job, awaiting)) = self.get_job_item(id).await? else {
-                return Ok(written);
-            };
-            if !awaiting {
-                return Ok(written);
-            }
-            // A job killed before its tasks were written gets none.
-            let mut tasks = if job.status.state == JobState::Accepted {
-                Task::initial_tasks_of(&job)
-            } else {
-                Vec::new()
-            };
-            if check_existing && !tasks.is_empty() {
-                let ids: Vec<&TaskId> = tasks.iter().map(|t| &t.id).collect();
-                let existing = self.existing_task_ids(&ids).await?;
-                tasks.retain(|t| !existing.contains(t.id.as_str()));
-            }
-            match self.write_initial_tasks(&job, &tasks, &mut written).await {
-                Ok(()) => return Ok(written),
-                // The job changed, or another writer made some of the tasks: read both again.
-                Err(TransactFailure::Cancelled(codes)) => {
-                    tracing::debug!(job_id = %id, ?codes, "materializing lost a race; reading again");
-                    check_existing = true;
-                }
-                Err(TransactFailure::Other(e)) => return Err(e),
-            }
-        }
-        Err(StoreError::Unavailable(format!(
-            "could not write the initial tasks of job {id} in {MAX_MATERIALIZE_ATTEMPTS} attempts; \
-             it stays marked as awaiting them and is tried again"
-        )))
-    }
-
-    /// Writes `tasks` in transactions of up to 99, each conditional on the job still being at
-    /// the version read and awaiting its tasks; the last one also clears the mark. Tasks of a
-    /// committed transaction are added to `written`.
-    async fn write_initial_tasks(
-        &self,
-        job: &Job,
-        tasks: &[Task],
-        written: &mut Vec<Task>,
-    ) -> Result<(), TransactFailure> {
-        let chunks: Vec<&[Task]> = if tasks.is_empty() {
-            vec![&[]]
-        } else {
-            tasks.chunks(MAX_TRANSACTION_ITEMS - 1).collect()
-        };
-        let last = chunks.len() - 1;
-        // Every transaction touches the job item once, on the same condition.
-        let key = HashMap::from([(attr::JOB_ID.to_owned(), s(job.id.as_str()))]);
-        let names = HashMap::from([
-            ("#version".to_owned(), attr::VERSION.to_owned()),
-            ("#awaiting".to_owned(), attr::AWAITING_TASKS.to_owned()),
-        ]);
-        let values = HashMap::from([(":version".to_owned(), n(job.version))]);
-        let condition = "#version = :version AND attribute_exists(#awaiting)";
-        let built = |e: aws_sdk_dynamodb::error::BuildError| {
-            TransactFailure::Other(StoreError::Internal(e.to_string()))
-        };
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let job_op = if i == last {
-                let update = Update::builder()
-                    .table_name(&self.jobs_table)
-                    .set_key(Some(key.clone()))
-                    .update_expression("REMOVE #awaiting")
-                    .condition_expression(condition)
-                    .set_expression_attribute_names(Some(names.clone()))
-                    .set_expression_attribute_values(Some(values.clone()))
-                    .build()
-                    .map_err(built)?;
-                TransactWriteItem::builder().update(update).build()
-            } else {
-                let check = ConditionCheck::builder()
-                    .table_name(&self.jobs_table)
-                    .set_key(Some(key.clone()))
-                    .condition_expression(condition)
-                    .set_expression_attribute_names(Some(names.clone()))
-                    .set_expression_attribute_values(Some(values.clone()))
-                    .build()
-                    .map_err(built)?;
-                TransactWriteItem::builder().condition_check(check).build()
-            };
-            let mut items = Vec::with_capacity(chunk.len() + 1);
-            items.push(job_op);
-            for task in chunk {
-                items.push(self.put_new_task(task).map_err(TransactFailure::Other)?);
-            }
-            self.transact(items, "TransactWriteItems initial tasks")
-                .await?;
-            written.extend_from_slice(chunk);
-        }
-        Ok(())
     }
 
     /// Puts an item that must not exist yet; `Conflict` if its key is taken.
@@ -479,11 +373,11 @@ impl JobStore for DynamoJobStore {
         }
     }
 
-    async fn materialize_jobs(
+    async fn list_awaiting_jobs(
         &self,
-        max_tasks: u32,
+        limit: u32,
         created_before_ms: u64,
-    ) -> Result<Vec<Task>, StoreError> {
+    ) -> Result<Vec<JobId>, StoreError> {
         // Created keys are "{ms:013}#{job_id}": every key below "{ms:013}" is older.
         let created_before = format!("{:013}", created_before_ms.min(9_999_999_999_999));
         let out = self
@@ -498,31 +392,94 @@ impl JobStore for DynamoJobStore {
             .expression_attribute_values(":before", s(&created_before))
             .projection_expression("#id")
             .expression_attribute_names("#id", attr::JOB_ID)
-            .limit(MATERIALIZE_JOBS_PER_CALL)
+            .limit(limit.clamp(1, PageRequest::MAX_PAGE_SIZE) as i32)
             .send()
             .await
             .map_err(|e| sdk_error("Query jobs awaiting tasks", e))?;
-        let mut written = Vec::new();
-        for item in out.items.unwrap_or_default() {
-            if !written.is_empty() && written.len() >= max_tasks as usize {
-                break;
-            }
-            // One job that cannot be materialized (a throttled write, an unreadable item) must
-            // not hold back the jobs behind it: it keeps its mark and is tried again next call.
-            let result = match string_attr(&item, attr::JOB_ID) {
-                Ok(id) => self.materialize_job(&JobId::from_string(id)).await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(tasks) => written.extend(tasks),
-                Err(e) => tracing::warn!(
-                    job_id = ?item.get(attr::JOB_ID),
-                    error = %e,
-                    "could not write a new job's tasks; it is tried again"
-                ),
-            }
+        out.items
+            .unwrap_or_default()
+            .iter()
+            .map(|item| string_attr(item, attr::JOB_ID).map(JobId::from_string))
+            .collect()
+    }
+
+    async fn get_job_awaiting(&self, id: &JobId) -> Result<Option<(Job, bool)>, StoreError> {
+        self.get_job_item(id).await
+    }
+
+    async fn existing_tasks(&self, ids: &[&TaskId]) -> Result<HashSet<TaskId>, StoreError> {
+        Ok(self
+            .existing_task_ids(ids)
+            .await?
+            .into_iter()
+            .map(TaskId::from_string)
+            .collect())
+    }
+
+    async fn write_initial_tasks(
+        &self,
+        job: &Job,
+        tasks: &[Task],
+        clear_mark: bool,
+    ) -> Result<(), StoreError> {
+        if tasks.len() > MAX_INITIAL_TASKS_PER_WRITE {
+            return Err(StoreError::Internal(format!(
+                "{} initial tasks in one write exceed {MAX_INITIAL_TASKS_PER_WRITE}; expected \
+                 them written in chunks",
+                tasks.len()
+            )));
         }
-        Ok(written)
+        // Every write touches the job item once, on the same condition.
+        let key = HashMap::from([(attr::JOB_ID.to_owned(), s(job.id.as_str()))]);
+        let names = HashMap::from([
+            ("#version".to_owned(), attr::VERSION.to_owned()),
+            ("#awaiting".to_owned(), attr::AWAITING_TASKS.to_owned()),
+        ]);
+        let values = HashMap::from([(":version".to_owned(), n(job.version))]);
+        let condition = "#version = :version AND attribute_exists(#awaiting)";
+        let built = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Internal(e.to_string());
+        let job_op = if clear_mark {
+            let update = Update::builder()
+                .table_name(&self.jobs_table)
+                .set_key(Some(key))
+                .update_expression("REMOVE #awaiting")
+                .condition_expression(condition)
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values))
+                .build()
+                .map_err(built)?;
+            TransactWriteItem::builder().update(update).build()
+        } else {
+            let check = ConditionCheck::builder()
+                .table_name(&self.jobs_table)
+                .set_key(Some(key))
+                .condition_expression(condition)
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values))
+                .build()
+                .map_err(built)?;
+            TransactWriteItem::builder().condition_check(check).build()
+        };
+        let mut items = Vec::with_capacity(tasks.len() + 1);
+        items.push(job_op);
+        for task in tasks {
+            items.push(self.put_new_task(task)?);
+        }
+        match self
+            .transact(items, "TransactWriteItems initial tasks")
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(TransactFailure::Cancelled(codes)) => Err(StoreError::Conflict {
+                entity: "job",
+                id: job.id.to_string(),
+                detail: format!(
+                    "the job changed, is no longer awaiting its tasks, or a task exists \
+                     ({codes:?})"
+                ),
+            }),
+            Err(TransactFailure::Other(e)) => Err(e),
+        }
     }
 
     async fn get_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {

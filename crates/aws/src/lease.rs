@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Put, ReturnValue, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
-use titus_core::lease::{
+use titus_core::ports::{
     AllocationStore, CommitError, Lease, LeaseError, LeaseStore, PlacementWrite,
 };
 use titus_core::{AgentState, Resources, StoreError, Task};
@@ -192,30 +192,6 @@ pub struct DynamoAllocationStore {
     leases_table: String,
 }
 
-/// Splits placements into commits that fit one transaction: the lease check, each task, and one
-/// update per distinct agent in the chunk.
-pub fn chunk_placements(placements: &[PlacementWrite]) -> Vec<Vec<PlacementWrite>> {
-    let mut chunks = Vec::new();
-    let mut current: Vec<PlacementWrite> = Vec::new();
-    let mut agents: Vec<&str> = Vec::new();
-    for placement in placements {
-        let new_agent = !agents.contains(&placement.agent_id.as_str());
-        let items = 1 + current.len() + agents.len() + 1 + usize::from(new_agent);
-        if items > MAX_TRANSACTION_ITEMS {
-            chunks.push(std::mem::take(&mut current));
-            agents.clear();
-        }
-        if !agents.contains(&placement.agent_id.as_str()) {
-            agents.push(&placement.agent_id);
-        }
-        current.push(placement.clone());
-    }
-    if !current.is_empty() {
-        chunks.push(current);
-    }
-    chunks
-}
-
 impl DynamoAllocationStore {
     pub fn new(client: Client, names: &Names) -> DynamoAllocationStore {
         DynamoAllocationStore {
@@ -391,7 +367,7 @@ impl AllocationStore for DynamoAllocationStore {
         }
         if items.len() > MAX_TRANSACTION_ITEMS {
             return Err(CommitError::Store(StoreError::Internal(format!(
-                "{} items exceed a transaction's {MAX_TRANSACTION_ITEMS}; use chunk_placements",
+                "{} items exceed a transaction's {MAX_TRANSACTION_ITEMS}; expected the placements in chunks that fit",
                 items.len()
             ))));
         }

@@ -1,21 +1,30 @@
-//! AWS adapters for Titus: the resource definitions, the DynamoDB job store, and provisioning.
+//! The AWS adapters: every port of `titus_core::ports` on DynamoDB, SQS and EC2, the one SSM
+//! settings loader, the stage's resource definitions and their provisioning, and [`AwsPorts`],
+//! the composition root.
 //!
 //! Everything here goes through aws-sdk-rust, so the same code talks to AWS or to the local
 //! emulator named by `AWS_ENDPOINT_URL`.
 
 pub mod agents;
 pub mod clients;
-pub mod config;
 pub mod dynamo;
+pub mod ec2;
 pub mod lease;
-pub mod parameters;
+pub mod ports;
 pub mod provision;
 pub mod resources;
+pub mod scaler_state;
 pub mod sqs;
+pub mod ssm;
 
 pub use agents::DynamoAgentStore;
 pub use clients::AwsClients;
 pub use dynamo::DynamoJobStore;
+pub use ec2::Ec2Fleet;
 pub use lease::{DynamoAllocationStore, DynamoLeaseStore};
+pub use ports::{aws_ports, AwsPorts};
 pub use resources::{Definitions, Names};
-pub use sqs::SqsCommandQueue;
+pub use scaler_state::DynamoScalerState;
+pub use sqs::{
+    SqsCommandQueue, SqsCommandSource, SqsDeadLetterQueue, SqsRejectionQueue, SqsStatusSink,
+};

@@ -237,6 +237,11 @@ impl Names {
     pub fn scheduler_config_parameter(&self) -> String {
         format!("{}/scheduler/config", self.parameter_path())
     }
+    /// The control plane's rules: stuck-state and heartbeat timeouts, retry limits, how much one
+    /// reconciler run does.
+    pub fn control_rules_parameter(&self) -> String {
+        format!("{}/control/rules", self.parameter_path())
+    }
     /// The SSM path under which the scaler's parameters live; the scaler reads all of it.
     pub fn scaler_parameter_path(&self) -> String {
         format!("{}/scaler", self.parameter_path())
@@ -464,6 +469,13 @@ impl Names {
                 default_value: scheduler_config_default().to_string(),
             },
             ParameterDef {
+                name: self.control_rules_parameter(),
+                description: "Control-plane rules (JSON, snake_case): heartbeat and stuck-state \
+                              timeouts, retry limits, reconciler batch sizes; TITUS_STATUS_* \
+                              environment variables override them",
+                default_value: control_rules_default().to_string(),
+            },
+            ParameterDef {
                 name: self.scaler_config_parameter(),
                 description: "Capacity scaler settings (JSON, snake_case): lease, how many \
                               pending tasks it reads, registration timeout",
@@ -529,6 +541,23 @@ pub fn scheduler_config_default() -> serde_json::Value {
         "ack_timeout_ms": 30_000,
         "loop_budget_ms": 240_000,
         "strategy": "binpack"
+    })
+}
+
+/// The control-plane rules provisioning writes; equal to the application layer's built-in
+/// defaults (its tests check it).
+pub fn control_rules_default() -> serde_json::Value {
+    serde_json::json!({
+        "agent_heartbeat_timeout_ms": 30_000,
+        "launched_timeout_ms": 300_000,
+        "start_initiated_batch_timeout_ms": 720_000,
+        "start_initiated_service_timeout_ms": 300_000,
+        "kill_initiated_timeout_ms": 600_000,
+        "runtime_limit_slack_ms": 60_000,
+        "max_system_retries": 10,
+        "service_backoff_reset_after_ms": 600_000,
+        "max_tasks_per_run": 500,
+        "sweep_jobs_per_run": 100
     })
 }
 

@@ -9,7 +9,8 @@ use support::fresh_stage;
 use titus_aws::provision::ensure_queue;
 use titus_aws::resources::QueueDef;
 use titus_aws::{DynamoAgentStore, SqsCommandQueue};
-use titus_core::messages::{AgentCommand, CommandQueue, KillTask};
+use titus_core::messages::{AgentCommand, KillTask};
+use titus_core::ports::CommandQueue;
 use titus_core::{Agent, AgentState, AgentStore, Resources, StoreError, TaskId, TaskReason};
 
 fn agent(id: &str, now_ms: u64) -> Agent {
@@ -209,7 +210,7 @@ async fn sending_to_a_missing_queue_is_a_clear_error() {
         .unwrap_err();
 
     assert!(
-        matches!(err, titus_core::messages::QueueError::NoSuchQueue(_)),
+        matches!(err, titus_core::ports::QueueError::NoSuchQueue(_)),
         "{err:?}"
     );
 }
@@ -245,7 +246,7 @@ async fn a_heartbeat_report_is_stored_and_tells_the_agent_its_state() {
         matches!(unknown, Err(StoreError::Conflict { .. })),
         "{unknown:?}"
     );
-    assert_eq!(store.heartbeat_report("a1").await.unwrap(), Some(report));
+    assert_eq!(store.last_report("a1").await.unwrap(), Some(report));
     let stored = store.get_agent("a1").await.unwrap().unwrap();
     assert_eq!(stored.heartbeat_at_ms, 7_000);
     assert_eq!(

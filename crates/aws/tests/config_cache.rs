@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aws_sdk_ssm::types::ParameterType;
 use support::fresh_stage;
-use titus_aws::config::{read_parameters_by_path, ConfigError, ParameterCache, Validate};
+use titus_aws::ssm::{read_parameters_by_path, ConfigError, ParameterCache, Validate};
 
 #[derive(Debug, serde::Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -116,7 +116,7 @@ async fn an_invalid_value_fails_naming_the_parameter() {
     assert_eq!(
         missing,
         ConfigError::Missing {
-            parameter: format!("{name}-absent")
+            parameters: vec![format!("{name}-absent")]
         }
     );
 }

@@ -1,5 +1,6 @@
-//! The DynamoDB job store against the emulator: idempotent creation, materializing a job's
-//! tasks, races, pagination, large jobs and the pending-task index.
+//! The DynamoDB job store against the emulator: idempotent creation, races, pagination and the
+//! pending-task index. (Writing new jobs' tasks is the application layer's, tested in
+//! titus-control's `materialize` tests.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,11 +8,10 @@ mod support;
 
 use std::collections::HashSet;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::json;
 use support::{descriptor, fresh_stage, job};
 use titus_aws::DynamoJobStore;
-use titus_core::store::{CreateOutcome, IdempotencyKey, JobFilter, PageRequest};
+use titus_core::ports::{CreateOutcome, IdempotencyKey, JobFilter, PageRequest};
 use titus_core::{JobState, JobStore, JobType, StoreError, Task, TaskReason, TaskState};
 
 const NOW_MS: u64 = 1_764_000_000_000;
@@ -38,182 +38,6 @@ async fn all_tasks(store: &DynamoJobStore, job_id: &titus_core::JobId) -> Vec<Ta
 }
 
 #[tokio::test]
-async fn a_created_job_is_stored_alone_and_its_tasks_are_written_once_by_materializing() {
-    let (clients, names) = fresh_stage().await;
-    let store = DynamoJobStore::new(clients.dynamodb, &names);
-    let job = job(descriptor(json!({"batch": {"size": 3}})), NOW_MS);
-
-    let outcome = store.create_job(&job, None).await.unwrap();
-
-    assert!(outcome.was_created());
-    assert_eq!(store.get_job(&job.id).await.unwrap(), Some(job.clone()));
-    assert!(all_tasks(&store, &job.id).await.is_empty());
-
-    let written = store.materialize_jobs(100, u64::MAX).await.unwrap();
-
-    let tasks = all_tasks(&store, &job.id).await;
-    assert_eq!(tasks.len(), 3);
-    assert_eq!(written, tasks, "the call returns what it wrote");
-    assert!(tasks
-        .iter()
-        .all(|t| t.state() == TaskState::Accepted && t.job_id == job.id));
-    let indexes: HashSet<u32> = tasks.iter().map(|t| t.index).collect();
-    assert_eq!(indexes, HashSet::from([0, 1, 2]));
-    assert_eq!(
-        store.get_task(&tasks[0].id).await.unwrap().as_ref(),
-        Some(&tasks[0])
-    );
-    assert!(
-        store
-            .materialize_jobs(100, u64::MAX)
-            .await
-            .unwrap()
-            .is_empty(),
-        "the job no longer awaits its tasks"
-    );
-    assert_eq!(all_tasks(&store, &job.id).await.len(), 3);
-}
-
-#[tokio::test]
-async fn jobs_are_materialized_oldest_first_and_one_call_stops_near_its_task_budget() {
-    let (clients, names) = fresh_stage().await;
-    let store = DynamoJobStore::new(clients.dynamodb, &names);
-    let newer = job(descriptor(json!({"batch": {"size": 2}})), NOW_MS + 10);
-    let older = job(descriptor(json!({"batch": {"size": 3}})), NOW_MS);
-    store.create_job(&newer, None).await.unwrap();
-    store.create_job(&older, None).await.unwrap();
-
-    // Only jobs created before the bound.
-    assert!(store
-        .materialize_jobs(100, NOW_MS)
-        .await
-        .unwrap()
-        .is_empty());
-    // A budget of one task still completes the oldest job, and stops there.
-    let first = store.materialize_jobs(1, NOW_MS + 11).await.unwrap();
-    let second = store.materialize_jobs(1, u64::MAX).await.unwrap();
-
-    assert_eq!(first.len(), 3);
-    assert!(first.iter().all(|t| t.job_id == older.id));
-    assert_eq!(second.len(), 2);
-    assert!(second.iter().all(|t| t.job_id == newer.id));
-    assert!(store
-        .materialize_jobs(1, u64::MAX)
-        .await
-        .unwrap()
-        .is_empty());
-}
-
-#[tokio::test]
-async fn an_unreadable_job_awaiting_its_tasks_holds_back_no_other_job() {
-    let (clients, names) = fresh_stage().await;
-    let store = DynamoJobStore::new(clients.dynamodb.clone(), &names);
-    let older = job(descriptor(json!({})), NOW_MS);
-    let mut item = titus_aws::dynamo::job_item(&older, true).unwrap();
-    item.insert("doc".to_owned(), AttributeValue::S("{not json".to_owned()));
-    clients
-        .dynamodb
-        .put_item()
-        .table_name(names.jobs_table())
-        .set_item(Some(item))
-        .send()
-        .await
-        .unwrap();
-    let newer = job(descriptor(json!({"batch": {"size": 2}})), NOW_MS + 10);
-    store.create_job(&newer, None).await.unwrap();
-
-    let written = store.materialize_jobs(100, u64::MAX).await.unwrap();
-
-    assert_eq!(written.len(), 2);
-    assert!(written.iter().all(|t| t.job_id == newer.id));
-    assert!(all_tasks(&store, &older.id).await.is_empty());
-}
-
-#[tokio::test]
-async fn a_job_killed_before_its_tasks_are_written_gets_none() {
-    let (clients, names) = fresh_stage().await;
-    let store = DynamoJobStore::new(clients.dynamodb, &names);
-    let job = job(descriptor(json!({"batch": {"size": 4}})), NOW_MS);
-    store.create_job(&job, None).await.unwrap();
-    let mut killed = job.clone();
-    killed
-        .transition(
-            JobState::KillInitiated,
-            "killed",
-            "job kill requested",
-            NOW_MS + 1,
-        )
-        .unwrap();
-    store.update_job(&killed, job.version).await.unwrap();
-
-    let written = store.materialize_jobs(100, u64::MAX).await.unwrap();
-
-    assert!(written.is_empty());
-    assert!(all_tasks(&store, &job.id).await.is_empty());
-    assert!(
-        store.materialize_job(&job.id).await.unwrap().is_empty(),
-        "its mark was cleared"
-    );
-}
-
-#[tokio::test]
-async fn a_job_changed_before_its_tasks_are_written_gets_the_tasks_of_its_new_version() {
-    let (clients, names) = fresh_stage().await;
-    let store = DynamoJobStore::new(clients.dynamodb, &names);
-    let job = job(
-        descriptor(
-            json!({"batch": null, "service": {"capacity": {"min": 0, "desired": 2, "max": 5}}}),
-        ),
-        NOW_MS,
-    );
-    store.create_job(&job, None).await.unwrap();
-    let mut scaled = job.clone();
-    if let Some(service) = scaled.job_descriptor.service.as_mut() {
-        service.capacity.desired = 4;
-    }
-    scaled.version += 1;
-    store.update_job(&scaled, job.version).await.unwrap();
-
-    let written = store.materialize_job(&job.id).await.unwrap();
-
-    assert_eq!(written.len(), 4);
-    let indexes: HashSet<u32> = all_tasks(&store, &job.id)
-        .await
-        .iter()
-        .map(|t| t.index)
-        .collect();
-    assert_eq!(indexes, HashSet::from([0, 1, 2, 3]));
-}
-
-#[tokio::test]
-async fn two_materializers_of_one_large_job_write_each_task_once() {
-    let (clients, names) = fresh_stage().await;
-    let store = DynamoJobStore::new(clients.dynamodb, &names);
-    let job = job(descriptor(json!({"batch": {"size": 250}})), NOW_MS);
-    store.create_job(&job, None).await.unwrap();
-
-    let (a, b) = tokio::join!(
-        store.materialize_job(&job.id),
-        store.materialize_job(&job.id)
-    );
-
-    let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(
-        a.len() + b.len(),
-        250,
-        "each task written by exactly one of them"
-    );
-    let written: HashSet<_> = a.iter().chain(&b).map(|t| t.id.clone()).collect();
-    assert_eq!(written.len(), 250);
-    let stored: HashSet<_> = all_tasks(&store, &job.id)
-        .await
-        .into_iter()
-        .map(|t| t.id)
-        .collect();
-    assert_eq!(stored, written);
-}
-
-#[tokio::test]
 async fn a_repeated_request_with_the_same_key_returns_the_first_job() {
     let (clients, names) = fresh_stage().await;
     let store = DynamoJobStore::new(clients.dynamodb, &names);
@@ -237,8 +61,8 @@ async fn a_repeated_request_with_the_same_key_returns_the_first_job() {
         "the retry stored nothing"
     );
     assert_eq!(
-        store.materialize_jobs(100, u64::MAX).await.unwrap().len(),
-        2,
+        store.list_awaiting_jobs(100, u64::MAX).await.unwrap(),
+        vec![first.id.clone()],
         "only the first job awaits its tasks"
     );
 }
@@ -315,75 +139,12 @@ async fn concurrent_requests_with_one_key_create_one_job() {
 }
 
 #[tokio::test]
-async fn an_interrupted_materialization_is_completed_by_the_next_one() {
-    let (clients, names) = fresh_stage().await;
-    let store = DynamoJobStore::new(clients.dynamodb.clone(), &names);
-    let job = job(descriptor(json!({"batch": {"size": 5}})), NOW_MS);
-    store.create_job(&job, None).await.unwrap();
-    let tasks = store.materialize_job(&job.id).await.unwrap();
-    // Make it look as if the materializer died after its first transaction of several: two
-    // tasks missing and the job still marked as awaiting them.
-    for task in &tasks[..2] {
-        clients
-            .dynamodb
-            .delete_item()
-            .table_name(names.tasks_table())
-            .key("taskId", AttributeValue::S(task.id.to_string()))
-            .send()
-            .await
-            .unwrap();
-    }
-    clients
-        .dynamodb
-        .update_item()
-        .table_name(names.jobs_table())
-        .key("jobId", AttributeValue::S(job.id.to_string()))
-        .update_expression("SET #a = :a")
-        .expression_attribute_names("#a", "awaitingTasks")
-        .expression_attribute_values(":a", AttributeValue::S("awaiting".to_owned()))
-        .send()
-        .await
-        .unwrap();
-
-    let written = store.materialize_jobs(100, u64::MAX).await.unwrap();
-
-    let ids = |tasks: &[Task]| tasks.iter().map(|t| t.id.clone()).collect::<HashSet<_>>();
-    assert_eq!(ids(&written), ids(&tasks[..2]), "only the missing two");
-    assert_eq!(
-        ids(&all_tasks(&store, &job.id).await),
-        ids(&tasks),
-        "the same five tasks, none twice"
-    );
-}
-
-#[tokio::test]
-async fn a_job_of_a_thousand_tasks_is_written_in_chunks() {
-    let (clients, names) = fresh_stage().await;
-    let store = DynamoJobStore::new(clients.dynamodb, &names);
-    let job = job(descriptor(json!({"batch": {"size": 1000}})), NOW_MS);
-
-    store
-        .create_job(&job, Some(&key("big", "h")))
-        .await
-        .unwrap();
-    let written = store.materialize_jobs(1, u64::MAX).await.unwrap();
-
-    assert_eq!(written.len(), 1000);
-    let tasks = all_tasks(&store, &job.id).await;
-    assert_eq!(tasks.len(), 1000);
-    let ids: HashSet<_> = tasks.iter().map(|t| &t.id).collect();
-    assert_eq!(ids.len(), 1000);
-    let indexes: HashSet<_> = tasks.iter().map(|t| t.index).collect();
-    assert_eq!(indexes, (0..1000).collect());
-}
-
-#[tokio::test]
 async fn a_write_that_loses_a_race_is_a_conflict_and_changes_nothing() {
     let (clients, names) = fresh_stage().await;
     let store = DynamoJobStore::new(clients.dynamodb, &names);
     let job = job(descriptor(json!({"batch": {"size": 1}})), NOW_MS);
     store.create_job(&job, None).await.unwrap();
-    store.materialize_job(&job.id).await.unwrap();
+    support::write_tasks(&store, &job).await;
     let read = all_tasks(&store, &job.id).await.remove(0);
     let mut winner = read.clone();
     let mut loser = read.clone();
@@ -413,7 +174,7 @@ async fn a_stale_job_update_is_a_conflict() {
     let store = DynamoJobStore::new(clients.dynamodb, &names);
     let job = job(descriptor(json!({})), NOW_MS);
     store.create_job(&job, None).await.unwrap();
-    store.materialize_job(&job.id).await.unwrap();
+    support::write_tasks(&store, &job).await;
     let mut first = job.clone();
     first
         .transition(JobState::KillInitiated, "killed", "by test", NOW_MS + 1)
@@ -436,7 +197,7 @@ async fn inserting_a_task_twice_is_a_conflict() {
     let store = DynamoJobStore::new(clients.dynamodb, &names);
     let job = job(descriptor(json!({"batch": {"size": 1}})), NOW_MS);
     store.create_job(&job, None).await.unwrap();
-    store.materialize_job(&job.id).await.unwrap();
+    support::write_tasks(&store, &job).await;
     let mut failed = all_tasks(&store, &job.id).await.remove(0);
     failed
         .transition(
@@ -465,7 +226,7 @@ async fn listing_jobs_pages_through_every_match_once() {
     for i in 0..7u64 {
         let job = job(descriptor(json!({"batch": {"size": 1}})), NOW_MS + i);
         store.create_job(&job, None).await.unwrap();
-        store.materialize_job(&job.id).await.unwrap();
+        support::write_tasks(&store, &job).await;
         created.insert(job.id);
     }
 
@@ -589,9 +350,9 @@ async fn pending_tasks_come_oldest_first_and_only_once_eligible() {
     let newer = job(descriptor(json!({"batch": {"size": 2}})), NOW_MS + 10);
     let older = job(descriptor(json!({"batch": {"size": 2}})), NOW_MS);
     store.create_job(&newer, None).await.unwrap();
-    store.materialize_job(&newer.id).await.unwrap();
+    support::write_tasks(&store, &newer).await;
     store.create_job(&older, None).await.unwrap();
-    store.materialize_job(&older.id).await.unwrap();
+    support::write_tasks(&store, &older).await;
     // A delayed retry, not eligible until later.
     let mut failed = all_tasks(&store, &older.id).await.remove(0);
     let failed_version = failed.version;

@@ -6,10 +6,10 @@ mod support;
 
 use serde_json::json;
 use support::{descriptor, fresh_stage, job};
-use titus_aws::lease::chunk_placements;
 use titus_aws::{DynamoAgentStore, DynamoAllocationStore, DynamoJobStore, DynamoLeaseStore};
-use titus_core::lease::{AllocationStore, CommitError, LeaseError, LeaseStore, PlacementWrite};
-use titus_core::store::PageRequest;
+use titus_control::scheduler::commit::chunk_placements;
+use titus_core::ports::PageRequest;
+use titus_core::ports::{AllocationStore, CommitError, LeaseError, LeaseStore, PlacementWrite};
 use titus_core::{Agent, AgentState, AgentStore, JobStore, Resources, Task, TaskReason, TaskState};
 
 const NOW_MS: u64 = 1_764_000_000_000;
@@ -119,7 +119,7 @@ async fn setup(
     let jobs = DynamoJobStore::new(clients.dynamodb.clone(), &names);
     let job = job(descriptor(json!({"batch": {"size": tasks}})), NOW_MS);
     jobs.create_job(&job, None).await.unwrap();
-    jobs.materialize_job(&job.id).await.unwrap();
+    support::write_tasks(&jobs, &job).await;
     let tasks = jobs
         .list_job_tasks(&job.id, &PageRequest::first(100))
         .await

@@ -7,9 +7,9 @@ mod support;
 
 use serde_json::json;
 use support::{descriptor, fresh_stage, job};
-use titus_aws::parameters::{get_parameters, ParameterError};
+use titus_aws::ssm::{get_parameters, ConfigError};
 use titus_aws::DynamoJobStore;
-use titus_core::store::{JobFilter, PageRequest};
+use titus_core::ports::{JobFilter, PageRequest};
 use titus_core::{JobStore, StoreError};
 
 const NOW_MS: u64 = 1_764_000_000_000;
@@ -51,8 +51,8 @@ async fn provisioned_parameters_are_read_in_one_go_and_missing_ones_are_named() 
     );
     assert_eq!(
         missing,
-        ParameterError::Missing {
-            names: vec![format!("{}/nope", names.parameter_path())]
+        ConfigError::Missing {
+            parameters: vec![format!("{}/nope", names.parameter_path())]
         }
     );
 }
@@ -65,7 +65,7 @@ async fn a_cursor_used_with_other_filters_is_an_invalid_cursor() {
     for i in 0..3 {
         let created = job(descriptor(json!({"batch": {"size": 2}})), NOW_MS + i);
         store.create_job(&created, None).await.unwrap();
-        store.materialize_job(&created.id).await.unwrap();
+        support::write_tasks(&store, &created).await;
         first.get_or_insert(created);
     }
     let first = first.unwrap();

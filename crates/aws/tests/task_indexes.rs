@@ -8,7 +8,7 @@ mod support;
 use serde_json::json;
 use support::{descriptor, fresh_stage, job};
 use titus_aws::DynamoJobStore;
-use titus_core::store::PageRequest;
+use titus_core::ports::PageRequest;
 use titus_core::{JobStore, StoreError, Task, TaskReason, TaskState};
 
 const NOW_MS: u64 = 1_764_000_000_000;
@@ -51,7 +51,7 @@ async fn tasks_are_listed_by_agent_only_while_they_hold_resources_there() {
     let store = DynamoJobStore::new(clients.dynamodb, &names);
     let job = job(descriptor(json!({"batch": {"size": 4}})), NOW_MS);
     store.create_job(&job, None).await.unwrap();
-    store.materialize_job(&job.id).await.unwrap();
+    support::write_tasks(&store, &job).await;
     let tasks = tasks_of(&store, &job).await;
     let on_a1 = advance(&store, &tasks[0], TaskState::Launched, Some("a1"), NOW_MS).await;
     let killing_on_a1 = advance(
@@ -82,7 +82,7 @@ async fn transitional_tasks_are_listed_oldest_first_by_when_they_entered_their_s
     let store = DynamoJobStore::new(clients.dynamodb, &names);
     let job = job(descriptor(json!({"batch": {"size": 6}})), NOW_MS);
     store.create_job(&job, None).await.unwrap();
-    store.materialize_job(&job.id).await.unwrap();
+    support::write_tasks(&store, &job).await;
     let tasks = tasks_of(&store, &job).await;
     let launched = advance(
         &store,
@@ -157,7 +157,7 @@ async fn a_task_that_moves_on_leaves_the_transitional_index_and_re_enters_with_i
     let store = DynamoJobStore::new(clients.dynamodb, &names);
     let job = job(descriptor(json!({"batch": {"size": 1}})), NOW_MS);
     store.create_job(&job, None).await.unwrap();
-    store.materialize_job(&job.id).await.unwrap();
+    support::write_tasks(&store, &job).await;
     let task = tasks_of(&store, &job).await.remove(0);
     let launched = advance(&store, &task, TaskState::Launched, Some("a1"), NOW_MS).await;
     let started = advance(&store, &launched, TaskState::Started, None, NOW_MS + 10).await;
@@ -196,9 +196,9 @@ async fn a_job_s_live_tasks_leave_out_its_finished_ones_and_page() {
     let job = job(descriptor(json!({"batch": {"size": 5}})), NOW_MS);
     let other = support::job(descriptor(json!({"batch": {"size": 1}})), NOW_MS);
     store.create_job(&job, None).await.unwrap();
-    store.materialize_job(&job.id).await.unwrap();
+    support::write_tasks(&store, &job).await;
     store.create_job(&other, None).await.unwrap();
-    store.materialize_job(&other.id).await.unwrap();
+    support::write_tasks(&store, &other).await;
     let tasks = tasks_of(&store, &job).await;
     for task in &tasks[..2] {
         let started = advance(&store, task, TaskState::Started, Some("a1"), NOW_MS).await;

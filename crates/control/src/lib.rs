@@ -1,80 +1,100 @@
-//! Titus' job operations — create, kill, scale, enable and label jobs, kill tasks — written once
-//! over the store and queue ports, so the API, the submit function and the control-plane functions
-//! (status, reconciler) apply the same rules.
+//! The application layer: every use case of the control plane, written once over one bundle of
+//! ports ([`titus_core::ports::Ports`]), so that the Lambda functions, the local stack, the
+//! tests and the simulator all run the same code on AWS or in-process ports.
 //!
-//! Every operation reads, decides, and writes conditionally on the version it read. A lost race is
-//! re-read and decided again a bounded number of times; after that it surfaces as
-//! [`ControlError::Conflict`]. Time comes in as `now_ms`.
+//! | use case | module |
+//! | --- | --- |
+//! | job operations (create, kill, scale, enable, attributes, task kill) | [`jobs`] |
+//! | admission of a descriptor (limits, then policy) | [`admission`], [`policy`] |
+//! | listing tasks across jobs | [`query`] |
+//! | SQS submission | [`submit`] |
+//! | writing a new job's initial tasks | [`materialize`] |
+//! | the scheduler's tick: snapshot → plan → fenced commit → dispatch | [`scheduler`] |
+//! | status ingest from the agents | [`status`] |
+//! | the reconciler: lost agents, stuck tasks, the periodic sweep | [`reconciler`] |
+//! | the capacity scaler | [`scaler`] |
+//!
+//! Three pieces are shared by all of them, each written once: [`converge::converge_job`], the
+//! one convergence function per job; [`kill::end_tasks`], the one kill path, which records the
+//! change and tells the agent that holds the task; and [`rules`], the pure rules (retries, the
+//! capacity count, stuck timeouts, runtime limits).
+//!
+//! Every operation reads, decides, and writes conditionally on the version it read; a lost race
+//! is read again and decided again a bounded number of times. Time comes in as `now_ms`.
 
 pub mod admission;
+pub mod converge;
+pub mod error;
 pub mod jobs;
+pub mod kill;
+pub mod materialize;
 pub mod policy;
 pub mod query;
+pub mod reconciler;
+pub mod rules;
+pub mod scaler;
+pub mod scheduler;
+pub mod settings;
+pub mod status;
+pub mod submit;
+pub mod tasks;
 
-use titus_core::messages::QueueError;
-use titus_core::{FieldError, StoreError};
+use std::sync::Mutex;
+
+use titus_core::Ports;
 
 pub use admission::{admit, request_hash};
+pub(crate) use error::field_error;
+pub use error::ControlError;
 pub use jobs::{
     create_job, delete_attributes, kill_job, kill_task, set_enabled, update_attributes,
     update_capacity, CapacityUpdate,
 };
 pub use policy::JobPolicy;
 pub use query::{list_tasks, TaskFilter};
+pub use settings::{Admission, Rules, SchedulerSettings, Settings};
 
-/// Why a job operation did not happen.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ControlError {
-    /// The job or task does not exist.
-    #[error("{entity} {id} does not exist")]
-    NotFound { entity: &'static str, id: String },
-    /// The operation does not fit the current state (a finished job, capacity outside min/max, a
-    /// write race lost too often). The message says what was expected.
-    #[error("{message}")]
-    Conflict {
-        message: String,
-        details: Vec<FieldError>,
-    },
-    /// The request itself is wrong, whatever the state: every problem found.
-    #[error("invalid request: {}", summarize(.0))]
-    Invalid(Vec<FieldError>),
-    #[error(transparent)]
-    Store(StoreError),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
+/// A message as a queue-triggered use case receives it (from Lambda's SQS event, or from the
+/// local stack's stand-in for it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InboundMessage {
+    pub message_id: String,
+    pub body: String,
+    /// The sending principal (SQS's `SenderId`), where the queue says.
+    pub sender_id: Option<String>,
 }
 
-impl ControlError {
-    pub(crate) fn conflict(message: impl Into<String>) -> ControlError {
-        ControlError::Conflict {
-            message: message.into(),
-            details: Vec::new(),
+/// What became of one inbound message, as far as its queue is concerned.
+pub trait MessageOutcome {
+    /// Whether the queue must deliver the message again (a partial batch failure).
+    fn must_redeliver(&self) -> bool;
+}
+
+/// The control plane: its ports and the settings every use case reads. Built once per process
+/// (a Lambda's cold start, the local stack) and shared.
+#[derive(Debug)]
+pub struct ControlPlane<P> {
+    pub ports: P,
+    pub settings: Settings,
+    /// Where the reconciler's sweep of active jobs stopped; the next run goes on from there.
+    /// Kept in memory: a cold start sweeps from the newest job again, which is harmless.
+    sweep_cursor: Mutex<Option<String>>,
+}
+
+impl<P: Ports> ControlPlane<P> {
+    pub fn new(ports: P, settings: Settings) -> ControlPlane<P> {
+        ControlPlane {
+            ports,
+            settings,
+            sweep_cursor: Mutex::new(None),
         }
     }
 
-    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> ControlError {
-        ControlError::Invalid(vec![field_error(field, message)])
+    pub fn ports(&self) -> &P {
+        &self.ports
     }
-}
 
-impl From<StoreError> for ControlError {
-    fn from(error: StoreError) -> ControlError {
-        ControlError::Store(error)
+    pub fn rules(&self) -> &Rules {
+        &self.settings.rules
     }
-}
-
-pub(crate) fn field_error(field: &str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: field.to_owned(),
-        message: message.into(),
-    }
-}
-
-fn summarize(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(FieldError::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }

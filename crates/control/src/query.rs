@@ -7,10 +7,10 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use titus_core::store::{JobFilter, Page, PageRequest};
-use titus_core::{JobId, JobState, JobStore, StoreError, Task, TaskState};
+use titus_core::ports::{JobFilter, Page, PageRequest};
+use titus_core::{JobId, JobState, JobStore, Ports, StoreError, Task, TaskState};
 
-use crate::ControlError;
+use crate::{ControlError, ControlPlane};
 
 /// How many store queries one page may take before it returns what it has, with a cursor.
 const MAX_QUERIES_PER_PAGE: usize = 50;
@@ -74,11 +74,12 @@ impl TasksCursor {
 
 /// Lists tasks matching `filter`, oldest first within each job. A page may hold fewer than
 /// `page_size` items and still have a cursor: the walk stops after a bounded number of queries.
-pub async fn list_tasks<S: JobStore>(
-    store: &S,
+pub async fn list_tasks<P: Ports>(
+    cp: &ControlPlane<P>,
     filter: &TaskFilter,
     page: &PageRequest,
 ) -> Result<Page<Task>, ControlError> {
+    let store = cp.ports.jobs();
     let page_size = page.page_size.clamp(1, PageRequest::MAX_PAGE_SIZE) as usize;
     let mut cursor = TasksCursor::decode(page.cursor.as_deref())?;
     if let Some(job_id) = &filter.job_id {

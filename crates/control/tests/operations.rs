@@ -9,25 +9,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::json;
 use support::{descriptor, fresh_stage, service};
+use titus_aws::DynamoJobStore;
+use titus_control::materialize::materialize_jobs;
 use titus_control::{
     create_job, delete_attributes, kill_job, kill_task, list_tasks, set_enabled, update_attributes,
-    update_capacity, CapacityUpdate, ControlError, TaskFilter,
+    update_capacity, Admission, CapacityUpdate, ControlError, ControlPlane, Settings, TaskFilter,
 };
 use titus_core::messages::{AgentCommand, KillTask};
-use titus_core::store::{CreateOutcome, IdempotencyKey, JobFilter, Page, PageRequest};
+use titus_core::ports::{CreateOutcome, IdempotencyKey, JobFilter, Page, PageRequest};
 use titus_core::{
-    Job, JobId, JobState, JobStore, Limits, StoreError, Task, TaskId, TaskReason, TaskState,
+    Job, JobId, JobState, JobStore, Limits, Ports, StoreError, Task, TaskId, TaskReason, TaskState,
 };
 
 const NOW_MS: u64 = 1_764_000_000_000;
 
 /// A job with its initial tasks written, as the scheduler's next tick would write them.
-async fn new_job(store: &impl JobStore, descriptor: titus_core::JobDescriptor) -> Job {
-    let job = create_job(store, descriptor, "alice@example.com", None, NOW_MS)
+async fn new_job<P: Ports>(cp: &ControlPlane<P>, descriptor: titus_core::JobDescriptor) -> Job {
+    let job = create_job(cp, descriptor, "alice@example.com", None, NOW_MS)
         .await
         .unwrap()
         .into_job();
-    store.materialize_jobs(u32::MAX, u64::MAX).await.unwrap();
+    materialize_jobs(cp, u32::MAX, u64::MAX).await.unwrap();
     job
 }
 
@@ -48,7 +50,7 @@ fn sorted(mut commands: Vec<AgentCommand>) -> Vec<AgentCommand> {
 async fn a_job_killed_before_the_scheduler_wrote_its_tasks_finishes_at_once_and_gets_none() {
     let stage = fresh_stage().await;
     let job = create_job(
-        &stage.store,
+        &stage.cp,
         descriptor(json!({"batch": {"size": 3}})),
         "alice@example.com",
         None,
@@ -58,21 +60,11 @@ async fn a_job_killed_before_the_scheduler_wrote_its_tasks_finishes_at_once_and_
     .unwrap()
     .into_job();
 
-    let killed = kill_job(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &job.id,
-        NOW_MS + 10,
-    )
-    .await
-    .unwrap();
+    let killed = kill_job(&stage.cp, &job.id, NOW_MS + 10).await.unwrap();
 
     assert_eq!(killed.status.state, JobState::Finished);
     assert!(
-        stage
-            .store
-            .materialize_jobs(100, u64::MAX)
+        materialize_jobs(&stage.cp, 100, u64::MAX)
             .await
             .unwrap()
             .is_empty(),
@@ -86,7 +78,7 @@ async fn killing_a_job_finishes_pending_tasks_and_sends_kills_for_placed_ones() 
     let stage = fresh_stage().await;
     let queue_url = stage.agent("a1", NOW_MS).await;
     let job = new_job(
-        &stage.store,
+        &stage.cp,
         descriptor(json!({"batch": {"size": 3}, "container": {"killGracePeriodSec": 7}})),
     )
     .await;
@@ -98,15 +90,7 @@ async fn killing_a_job_finishes_pending_tasks_and_sends_kills_for_placed_ones() 
         .advance(&tasks[1], "a1", TaskState::Started, NOW_MS)
         .await;
 
-    let killed = kill_job(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &job.id,
-        NOW_MS + 10,
-    )
-    .await
-    .unwrap();
+    let killed = kill_job(&stage.cp, &job.id, NOW_MS + 10).await.unwrap();
 
     assert_eq!(killed.status.state, JobState::KillInitiated);
     let after = stage.tasks(&job.id).await;
@@ -134,7 +118,7 @@ async fn killing_a_job_finishes_pending_tasks_and_sends_kills_for_placed_ones() 
 async fn killing_a_job_again_resends_the_kills_of_tasks_still_being_killed() {
     let stage = fresh_stage().await;
     let queue_url = stage.agent("a1", NOW_MS).await;
-    let job = new_job(&stage.store, descriptor(json!({"batch": {"size": 1}}))).await;
+    let job = new_job(&stage.cp, descriptor(json!({"batch": {"size": 1}}))).await;
     let task = stage
         .advance(
             &stage.tasks(&job.id).await[0],
@@ -143,26 +127,10 @@ async fn killing_a_job_again_resends_the_kills_of_tasks_still_being_killed() {
             NOW_MS,
         )
         .await;
-    kill_job(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &job.id,
-        NOW_MS + 1,
-    )
-    .await
-    .unwrap();
+    kill_job(&stage.cp, &job.id, NOW_MS + 1).await.unwrap();
     stage.drain(&queue_url).await;
 
-    let again = kill_job(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &job.id,
-        NOW_MS + 2,
-    )
-    .await
-    .unwrap();
+    let again = kill_job(&stage.cp, &job.id, NOW_MS + 2).await.unwrap();
 
     assert_eq!(again.status.state, JobState::KillInitiated);
     assert_eq!(
@@ -180,17 +148,9 @@ async fn killing_a_job_again_resends_the_kills_of_tasks_still_being_killed() {
 #[tokio::test]
 async fn a_job_with_no_placed_task_is_finished_by_its_kill_and_cannot_be_killed_again() {
     let stage = fresh_stage().await;
-    let job = new_job(&stage.store, descriptor(json!({"batch": {"size": 2}}))).await;
+    let job = new_job(&stage.cp, descriptor(json!({"batch": {"size": 2}}))).await;
 
-    let killed = kill_job(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &job.id,
-        NOW_MS + 1,
-    )
-    .await
-    .unwrap();
+    let killed = kill_job(&stage.cp, &job.id, NOW_MS + 1).await.unwrap();
 
     assert_eq!(killed.status.state, JobState::Finished);
     assert_eq!(killed.status.reason_code, "killed");
@@ -199,35 +159,27 @@ async fn a_job_with_no_placed_task_is_finished_by_its_kill_and_cannot_be_killed_
         .await
         .iter()
         .all(|t| t.state() == TaskState::Finished));
-    let err = kill_job(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &job.id,
-        NOW_MS + 2,
-    )
-    .await
-    .unwrap_err();
+    let err = kill_job(&stage.cp, &job.id, NOW_MS + 2).await.unwrap_err();
     assert!(
         matches!(&err, ControlError::Conflict { message, .. } if message.contains("already finished")),
         "{err:?}"
     );
     let missing = JobId::generate();
     assert!(matches!(
-        kill_job(&stage.store, &stage.agents, &stage.queue, &missing, NOW_MS).await,
+        kill_job(&stage.cp, &missing, NOW_MS).await,
         Err(ControlError::NotFound { entity: "job", .. })
     ));
 }
 
 /// The real store, except that the first write to one task loses a race: just before it, the
 /// scheduler places that task on agent `a1`.
-struct PlacedDuringTheKill<'a> {
-    inner: &'a titus_aws::DynamoJobStore,
+struct PlacedDuringTheKill {
+    inner: DynamoJobStore,
     task_id: TaskId,
     raced: AtomicBool,
 }
 
-impl JobStore for PlacedDuringTheKill<'_> {
+impl JobStore for PlacedDuringTheKill {
     async fn create_job(
         &self,
         job: &Job,
@@ -235,14 +187,28 @@ impl JobStore for PlacedDuringTheKill<'_> {
     ) -> Result<CreateOutcome, StoreError> {
         self.inner.create_job(job, idempotency).await
     }
-    async fn materialize_jobs(
+    async fn list_awaiting_jobs(
         &self,
-        max_tasks: u32,
+        limit: u32,
         created_before_ms: u64,
-    ) -> Result<Vec<Task>, StoreError> {
+    ) -> Result<Vec<JobId>, StoreError> {
         self.inner
-            .materialize_jobs(max_tasks, created_before_ms)
+            .list_awaiting_jobs(limit, created_before_ms)
             .await
+    }
+    async fn get_job_awaiting(&self, id: &JobId) -> Result<Option<(Job, bool)>, StoreError> {
+        self.inner.get_job_awaiting(id).await
+    }
+    async fn existing_tasks(&self, ids: &[&TaskId]) -> Result<HashSet<TaskId>, StoreError> {
+        self.inner.existing_tasks(ids).await
+    }
+    async fn write_initial_tasks(
+        &self,
+        job: &Job,
+        tasks: &[Task],
+        clear_mark: bool,
+    ) -> Result<(), StoreError> {
+        self.inner.write_initial_tasks(job, tasks, clear_mark).await
     }
     async fn get_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
         self.inner.get_job(id).await
@@ -266,6 +232,13 @@ impl JobStore for PlacedDuringTheKill<'_> {
         page: &PageRequest,
     ) -> Result<Page<Task>, StoreError> {
         self.inner.list_job_tasks(job_id, page).await
+    }
+    async fn list_active_job_tasks(
+        &self,
+        job_id: &JobId,
+        page: &PageRequest,
+    ) -> Result<Page<Task>, StoreError> {
+        self.inner.list_active_job_tasks(job_id, page).await
     }
     async fn list_pending_tasks(&self, limit: u32, now_ms: u64) -> Result<Vec<Task>, StoreError> {
         self.inner.list_pending_tasks(limit, now_ms).await
@@ -300,24 +273,21 @@ impl JobStore for PlacedDuringTheKill<'_> {
 async fn a_task_placed_while_its_kill_is_written_is_killed_on_its_agent() {
     let stage = fresh_stage().await;
     let queue_url = stage.agent("a1", NOW_MS).await;
-    let job = new_job(&stage.store, descriptor(json!({"batch": {"size": 1}}))).await;
+    let job = new_job(&stage.cp, descriptor(json!({"batch": {"size": 1}}))).await;
     let task = stage.tasks(&job.id).await.remove(0);
-    let racing = PlacedDuringTheKill {
-        inner: &stage.store,
-        task_id: task.id.clone(),
-        raced: AtomicBool::new(false),
-    };
+    let racing_cp = ControlPlane::new(
+        titus_aws::aws_ports(&stage.clients, &stage.names).with_jobs(PlacedDuringTheKill {
+            inner: stage.store.clone(),
+            task_id: task.id.clone(),
+            raced: AtomicBool::new(false),
+        }),
+        Settings::default(),
+    );
+    let racing = &racing_cp.ports.jobs;
 
-    let killed = kill_task(
-        &racing,
-        &stage.agents,
-        &stage.queue,
-        &task.id,
-        false,
-        NOW_MS + 5,
-    )
-    .await
-    .unwrap();
+    let killed = kill_task(&racing_cp, &task.id, false, NOW_MS + 5)
+        .await
+        .unwrap();
 
     assert!(racing.raced.load(Ordering::SeqCst));
     assert_eq!(
@@ -340,7 +310,7 @@ async fn a_task_placed_while_its_kill_is_written_is_killed_on_its_agent() {
 async fn killing_a_started_task_sends_a_kill_and_keeps_the_capacity() {
     let stage = fresh_stage().await;
     let queue_url = stage.agent("a1", NOW_MS).await;
-    let job = new_job(&stage.store, service(1, 2, 3)).await;
+    let job = new_job(&stage.cp, service(1, 2, 3)).await;
     let task = stage
         .advance(
             &stage.tasks(&job.id).await[0],
@@ -350,16 +320,9 @@ async fn killing_a_started_task_sends_a_kill_and_keeps_the_capacity() {
         )
         .await;
 
-    let killed = kill_task(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &task.id,
-        false,
-        NOW_MS + 1,
-    )
-    .await
-    .unwrap();
+    let killed = kill_task(&stage.cp, &task.id, false, NOW_MS + 1)
+        .await
+        .unwrap();
 
     assert_eq!(killed.state(), TaskState::KillInitiated);
     assert_eq!(killed.status.reason_code, Some(TaskReason::Killed));
@@ -369,16 +332,9 @@ async fn killing_a_started_task_sends_a_kill_and_keeps_the_capacity() {
     );
     let job = stage.store.get_job(&job.id).await.unwrap().unwrap();
     assert_eq!(job.job_descriptor.service.unwrap().capacity.desired, 2);
-    let err = kill_task(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &task.id,
-        true,
-        NOW_MS + 2,
-    )
-    .await
-    .unwrap_err();
+    let err = kill_task(&stage.cp, &task.id, true, NOW_MS + 2)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ControlError::Conflict { message, .. } if message.contains("without shrink")),
         "a kill cannot become a shrink afterwards: {err:?}"
@@ -389,52 +345,24 @@ async fn killing_a_started_task_sends_a_kill_and_keeps_the_capacity() {
 async fn killing_a_task_with_shrink_lowers_desired_until_min() {
     let stage = fresh_stage().await;
     let queue_url = stage.agent("a1", NOW_MS).await;
-    let job = new_job(&stage.store, service(1, 3, 5)).await;
+    let job = new_job(&stage.cp, service(1, 3, 5)).await;
     let tasks = stage.tasks(&job.id).await;
     let running = stage
         .advance(&tasks[1], "a1", TaskState::Started, NOW_MS)
         .await;
 
-    let first = kill_task(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &tasks[0].id,
-        true,
-        NOW_MS + 1,
-    )
-    .await
-    .unwrap();
-    let second = kill_task(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &running.id,
-        true,
-        NOW_MS + 2,
-    )
-    .await
-    .unwrap();
-    let repeated = kill_task(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &running.id,
-        true,
-        NOW_MS + 3,
-    )
-    .await
-    .unwrap();
-    let third = kill_task(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &tasks[2].id,
-        true,
-        NOW_MS + 4,
-    )
-    .await
-    .unwrap_err();
+    let first = kill_task(&stage.cp, &tasks[0].id, true, NOW_MS + 1)
+        .await
+        .unwrap();
+    let second = kill_task(&stage.cp, &running.id, true, NOW_MS + 2)
+        .await
+        .unwrap();
+    let repeated = kill_task(&stage.cp, &running.id, true, NOW_MS + 3)
+        .await
+        .unwrap();
+    let third = kill_task(&stage.cp, &tasks[2].id, true, NOW_MS + 4)
+        .await
+        .unwrap_err();
 
     assert_eq!(first.state(), TaskState::Finished);
     assert_eq!(first.status.reason_code, Some(TaskReason::ScaledDown));
@@ -468,39 +396,16 @@ async fn killing_a_task_with_shrink_lowers_desired_until_min() {
 #[tokio::test]
 async fn shrink_is_refused_for_a_batch_task_and_a_finished_task_cannot_be_killed() {
     let stage = fresh_stage().await;
-    let job = new_job(&stage.store, descriptor(json!({"batch": {"size": 1}}))).await;
+    let job = new_job(&stage.cp, descriptor(json!({"batch": {"size": 1}}))).await;
     let task = stage.tasks(&job.id).await.remove(0);
 
-    let shrink = kill_task(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &task.id,
-        true,
-        NOW_MS,
-    )
-    .await
-    .unwrap_err();
-    kill_task(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &task.id,
-        false,
-        NOW_MS,
-    )
-    .await
-    .unwrap();
-    let again = kill_task(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &task.id,
-        false,
-        NOW_MS,
-    )
-    .await
-    .unwrap_err();
+    let shrink = kill_task(&stage.cp, &task.id, true, NOW_MS)
+        .await
+        .unwrap_err();
+    kill_task(&stage.cp, &task.id, false, NOW_MS).await.unwrap();
+    let again = kill_task(&stage.cp, &task.id, false, NOW_MS)
+        .await
+        .unwrap_err();
 
     assert!(
         matches!(&shrink, ControlError::Invalid(errors) if errors[0].field == "shrink"),
@@ -511,15 +416,7 @@ async fn shrink_is_refused_for_a_batch_task_and_a_finished_task_cannot_be_killed
         "{again:?}"
     );
     assert!(matches!(
-        kill_task(
-            &stage.store,
-            &stage.agents,
-            &stage.queue,
-            &TaskId::generate(),
-            false,
-            NOW_MS
-        )
-        .await,
+        kill_task(&stage.cp, &TaskId::generate(), false, NOW_MS).await,
         Err(ControlError::NotFound { entity: "task", .. })
     ));
 }
@@ -528,34 +425,18 @@ async fn shrink_is_refused_for_a_batch_task_and_a_finished_task_cannot_be_killed
 async fn growing_capacity_adds_tasks_in_new_slots_and_shrinking_kills_the_newest_first() {
     let stage = fresh_stage().await;
     let queue_url = stage.agent("a1", NOW_MS).await;
-    let job = new_job(&stage.store, service(0, 2, 10)).await;
+    let job = new_job(&stage.cp, service(0, 2, 10)).await;
     let grow = CapacityUpdate {
         desired: Some(4),
         ..CapacityUpdate::default()
     };
 
-    let grown = update_capacity(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &job.id,
-        grow,
-        &Limits::default(),
-        NOW_MS + 10,
-    )
-    .await
-    .unwrap();
-    let repeated = update_capacity(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &job.id,
-        grow,
-        &Limits::default(),
-        NOW_MS + 11,
-    )
-    .await
-    .unwrap();
+    let grown = update_capacity(&stage.cp, &job.id, grow, NOW_MS + 10)
+        .await
+        .unwrap();
+    let repeated = update_capacity(&stage.cp, &job.id, grow, NOW_MS + 11)
+        .await
+        .unwrap();
 
     assert_eq!(
         grown
@@ -578,15 +459,12 @@ async fn growing_capacity_adds_tasks_in_new_slots_and_shrinking_kills_the_newest
         .advance(&tasks[3], "a1", TaskState::Started, NOW_MS + 20)
         .await;
     update_capacity(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
+        &stage.cp,
         &job.id,
         CapacityUpdate {
             desired: Some(1),
             ..CapacityUpdate::default()
         },
-        &Limits::default(),
         NOW_MS + 30,
     )
     .await
@@ -615,22 +493,17 @@ async fn growing_capacity_adds_tasks_in_new_slots_and_shrinking_kills_the_newest
 #[tokio::test]
 async fn a_capacity_outside_its_bounds_is_a_conflict_and_over_the_limit_is_invalid() {
     let stage = fresh_stage().await;
-    let job = new_job(&stage.store, service(1, 2, 3)).await;
-    let batch = new_job(&stage.store, descriptor(json!({}))).await;
+    let job = new_job(&stage.cp, service(1, 2, 3)).await;
+    let batch = new_job(&stage.cp, descriptor(json!({}))).await;
     let change = |job_id: JobId, update: CapacityUpdate, limits: Limits| {
-        let stage = &stage;
-        async move {
-            update_capacity(
-                &stage.store,
-                &stage.agents,
-                &stage.queue,
-                &job_id,
-                update,
-                &limits,
-                NOW_MS,
-            )
-            .await
-        }
+        let cp = stage.with_settings(Settings {
+            admission: Admission {
+                limits,
+                ..Admission::default()
+            },
+            ..Settings::default()
+        });
+        async move { update_capacity(&cp, &job_id, update, NOW_MS).await }
     };
 
     let above_max = change(
@@ -683,60 +556,35 @@ async fn a_capacity_outside_its_bounds_is_a_conflict_and_over_the_limit_is_inval
 #[tokio::test]
 async fn a_disabled_job_keeps_its_tasks_until_it_is_enabled_again() {
     let stage = fresh_stage().await;
-    let job = new_job(&stage.store, service(0, 2, 5)).await;
+    let job = new_job(&stage.cp, service(0, 2, 5)).await;
 
-    let disabled = set_enabled(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &job.id,
-        false,
-        NOW_MS,
-    )
-    .await
-    .unwrap();
+    let disabled = set_enabled(&stage.cp, &job.id, false, NOW_MS)
+        .await
+        .unwrap();
     update_capacity(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
+        &stage.cp,
         &job.id,
         CapacityUpdate {
             desired: Some(4),
             ..CapacityUpdate::default()
         },
-        &Limits::default(),
         NOW_MS + 1,
     )
     .await
     .unwrap();
     let tasks_while_disabled = stage.tasks(&job.id).await.len();
-    let enabled = set_enabled(
-        &stage.store,
-        &stage.agents,
-        &stage.queue,
-        &job.id,
-        true,
-        NOW_MS + 2,
-    )
-    .await
-    .unwrap();
+    let enabled = set_enabled(&stage.cp, &job.id, true, NOW_MS + 2)
+        .await
+        .unwrap();
 
     assert!(!disabled.job_descriptor.service.as_ref().unwrap().enabled);
     assert_eq!(tasks_while_disabled, 2);
     assert!(enabled.job_descriptor.service.as_ref().unwrap().enabled);
     assert_eq!(stage.tasks(&job.id).await.len(), 4);
 
-    let batch = new_job(&stage.store, descriptor(json!({}))).await;
+    let batch = new_job(&stage.cp, descriptor(json!({}))).await;
     assert!(matches!(
-        set_enabled(
-            &stage.store,
-            &stage.agents,
-            &stage.queue,
-            &batch.id,
-            false,
-            NOW_MS
-        )
-        .await,
+        set_enabled(&stage.cp, &batch.id, false, NOW_MS).await,
         Err(ControlError::Invalid(_))
     ));
 }
@@ -744,32 +592,26 @@ async fn a_disabled_job_keeps_its_tasks_until_it_is_enabled_again() {
 #[tokio::test]
 async fn attributes_are_set_and_deleted_but_not_on_a_finished_job() {
     let stage = fresh_stage().await;
-    let job = new_job(
-        &stage.store,
-        descriptor(json!({"attributes": {"keep": "1"}})),
-    )
-    .await;
+    let job = new_job(&stage.cp, descriptor(json!({"attributes": {"keep": "1"}}))).await;
 
     let set = update_attributes(
-        &stage.store,
+        &stage.cp,
         &job.id,
         &BTreeMap::from([("team".to_owned(), "red".to_owned())]),
-        &Limits::default(),
     )
     .await
     .unwrap();
     let deleted = delete_attributes(
-        &stage.store,
+        &stage.cp,
         &job.id,
         &BTreeSet::from(["keep".to_owned(), "absent".to_owned()]),
     )
     .await
     .unwrap();
     let too_long = update_attributes(
-        &stage.store,
+        &stage.cp,
         &job.id,
         &BTreeMap::from([("k".to_owned(), "v".repeat(5_000))]),
-        &Limits::default(),
     )
     .await
     .unwrap_err();
@@ -789,14 +631,11 @@ async fn attributes_are_set_and_deleted_but_not_on_a_finished_job() {
         "{too_long:?}"
     );
 
-    kill_job(&stage.store, &stage.agents, &stage.queue, &job.id, NOW_MS)
-        .await
-        .unwrap();
+    kill_job(&stage.cp, &job.id, NOW_MS).await.unwrap();
     let finished = update_attributes(
-        &stage.store,
+        &stage.cp,
         &job.id,
         &BTreeMap::from([("late".to_owned(), "x".to_owned())]),
-        &Limits::default(),
     )
     .await
     .unwrap_err();
@@ -812,7 +651,7 @@ async fn tasks_are_listed_across_jobs_by_state_page_by_page() {
     let mut started = HashSet::new();
     let mut all = HashSet::new();
     for size in [3, 1, 4] {
-        let job = new_job(&stage.store, descriptor(json!({"batch": {"size": size}}))).await;
+        let job = new_job(&stage.cp, descriptor(json!({"batch": {"size": size}}))).await;
         for (i, task) in stage.tasks(&job.id).await.into_iter().enumerate() {
             all.insert(task.id.clone());
             if i % 2 == 0 {
@@ -822,10 +661,8 @@ async fn tasks_are_listed_across_jobs_by_state_page_by_page() {
         }
     }
     // A finished job's tasks are found only when Finished tasks are asked for.
-    let done = new_job(&stage.store, descriptor(json!({"batch": {"size": 1}}))).await;
-    kill_job(&stage.store, &stage.agents, &stage.queue, &done.id, NOW_MS)
-        .await
-        .unwrap();
+    let done = new_job(&stage.cp, descriptor(json!({"batch": {"size": 1}}))).await;
+    kill_job(&stage.cp, &done.id, NOW_MS).await.unwrap();
 
     let collect = |filter: TaskFilter, page_size: u32| {
         let stage = &stage;
@@ -833,7 +670,7 @@ async fn tasks_are_listed_across_jobs_by_state_page_by_page() {
             let mut seen = Vec::new();
             let mut page = PageRequest::first(page_size);
             for _ in 0..50 {
-                let result = list_tasks(&stage.store, &filter, &page).await.unwrap();
+                let result = list_tasks(&stage.cp, &filter, &page).await.unwrap();
                 assert!(result.items.len() <= page_size as usize);
                 seen.extend(result.items.into_iter().map(|t| t.id));
                 match result.next_cursor {
@@ -877,7 +714,7 @@ async fn tasks_are_listed_across_jobs_by_state_page_by_page() {
     assert_eq!(finished_seen.len(), 1);
     assert_eq!(one_job.len(), 1);
     let bad = list_tasks(
-        &stage.store,
+        &stage.cp,
         &TaskFilter::default(),
         &PageRequest {
             page_size: 5,
@@ -902,7 +739,7 @@ async fn a_repeated_creation_with_the_same_key_returns_the_first_job() {
     };
 
     let first = create_job(
-        &stage.store,
+        &stage.cp,
         descriptor(json!({})),
         "alice@example.com",
         Some(key.clone()),
@@ -911,7 +748,7 @@ async fn a_repeated_creation_with_the_same_key_returns_the_first_job() {
     .await
     .unwrap();
     let again = create_job(
-        &stage.store,
+        &stage.cp,
         descriptor(json!({})),
         "alice@example.com",
         Some(key),

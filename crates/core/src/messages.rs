@@ -2,7 +2,6 @@
 //! once here so every side agrees on the wire format.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +9,7 @@ use crate::ids::{JobId, TaskId};
 use crate::job::{ContainerResources, HostMount, Job};
 use crate::state::{TaskReason, TaskState};
 use crate::task::Task;
+use crate::validation::FieldError;
 
 /// A message on an agent's own queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,36 +125,22 @@ pub struct TaskStatusUpdate {
     pub container_id: Option<String>,
 }
 
-/// What can go wrong sending to a queue.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum QueueError {
-    /// Throttled or unreachable; safe to retry.
-    #[error("queue unavailable: {0}")]
-    Unavailable(String),
-    /// The queue does not exist.
-    #[error("queue {0} does not exist")]
-    NoSuchQueue(String),
-    #[error("queue error: {0}")]
-    Internal(String),
-}
-
-/// One command that a batch send did not deliver, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SendFailure {
-    pub task_id: TaskId,
+/// Why a message on the submit queue was refused, as sent to the `submit-rejected` queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejection {
+    pub message_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    pub rejected_at_ms: u64,
+    /// `invalid` (the body or descriptor) or `idempotencyMismatch` (a client token reused for
+    /// another descriptor).
     pub reason: String,
-}
-
-/// Delivers commands to agents' queues.
-pub trait CommandQueue: Send + Sync {
-    /// Sends `commands` to the queue at `queue_url`, batched within SQS's limits. Returns the
-    /// commands that were not delivered; the caller keeps them to retry.
-    fn send_commands(
-        &self,
-        queue_url: &str,
-        commands: &[AgentCommand],
-    ) -> impl Future<Output = Result<Vec<SendFailure>, QueueError>> + Send;
+    pub errors: Vec<FieldError>,
+    /// The message body as received, cut to fit one SQS message.
+    pub body: String,
+    #[serde(default)]
+    pub body_truncated: bool,
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use titus_core::{AgentStore, Job, JobStore};
+use titus_core::{Job, Ports};
 
 use crate::config::ApiConfig;
 use crate::error::ApiError;
@@ -84,17 +84,12 @@ pub fn authenticate(parts: &Parts, config: &ApiConfig) -> Result<Caller, ApiErro
     })
 }
 
-impl<S, A, Q> FromRequestParts<AppState<S, A, Q>> for Caller
-where
-    S: JobStore + 'static,
-    A: AgentStore + 'static,
-    Q: titus_core::messages::CommandQueue + 'static,
-{
+impl<P: Ports> FromRequestParts<AppState<P>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState<S, A, Q>,
+        state: &AppState<P>,
     ) -> Result<Caller, ApiError> {
         authenticate(parts, state.config())
     }

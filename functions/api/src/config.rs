@@ -1,16 +1,17 @@
-//! The API's configuration: one typed struct, read once at start from the environment (the stage)
-//! and SSM (`/titus/{stage}/...`), failing fast with the name of the parameter that is wrong.
+//! The API's own configuration, beside the control plane's settings: who the bearer tokens stand
+//! for outside AWS, and who may change any job. Read once at start from SSM
+//! (`/titus/{stage}/api/...`) with the one loader, failing fast with the name of the parameter
+//! that is wrong.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use titus_aws::parameters::{get_parameters, ParameterError};
+use titus_aws::ssm::{ConfigError, Parameters};
 use titus_aws::Names;
-use titus_control::JobPolicy;
-use titus_core::Limits;
+use titus_core::settings::Validate;
 
-/// Everything the API needs to know besides its clients.
+/// Everything the API needs to know besides the control plane.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiConfig {
     pub stage: String,
@@ -19,83 +20,56 @@ pub struct ApiConfig {
     token_identities: BTreeMap<[u8; 32], String>,
     /// Identities that may kill or change any job.
     pub admins: BTreeSet<String>,
-    /// What jobs may ask of their hosts.
-    pub policy: JobPolicy,
-    /// Limits every job descriptor is validated against.
-    pub limits: Limits,
 }
 
-/// Why the configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    #[error("stage {0}")]
-    Stage(String),
-    #[error(transparent)]
-    Parameters(#[from] ParameterError),
-    #[error("SSM parameter {parameter} is invalid: {message}; expected {expected}")]
-    Invalid {
-        parameter: String,
-        message: String,
-        expected: &'static str,
-    },
-}
+/// Bearer tokens to the identities they stand for (`/titus/{stage}/api/identities`).
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+struct Identities(BTreeMap<String, String>);
 
-impl ApiConfig {
-    /// Reads the stage's parameters from SSM.
-    pub async fn load(ssm: &aws_sdk_ssm::Client, stage: &str) -> Result<ApiConfig, ConfigError> {
-        let names = Names::new(stage).map_err(ConfigError::Stage)?;
-        let wanted = [
-            names.job_limits_parameter(),
-            names.job_policy_parameter(),
-            names.api_identities_parameter(),
-            names.api_admins_parameter(),
-        ];
-        let values = get_parameters(ssm, &wanted).await?;
-        ApiConfig::from_parameters(&names, &values)
-    }
+impl Validate for Identities {
+    const EXPECTED: &'static str =
+        "a JSON object of bearer token to caller identity, with non-empty tokens and identities";
 
-    /// Builds the configuration from parameter values by name (as SSM returns them).
-    pub fn from_parameters(
-        names: &Names,
-        values: &BTreeMap<String, String>,
-    ) -> Result<ApiConfig, ConfigError> {
-        let limits: Limits = parse(
-            values,
-            &names.job_limits_parameter(),
-            "a JSON object of job limits in camelCase (see Limits)",
-        )?;
-        let policy: JobPolicy = parse(
-            values,
-            &names.job_policy_parameter(),
-            "a JSON object with allowPrivileged, allowHostNetwork, allowHostMounts and registries",
-        )?;
-        let identities_parameter = names.api_identities_parameter();
-        let identities: BTreeMap<String, String> = parse(
-            values,
-            &identities_parameter,
-            "a JSON object of bearer token to caller identity",
-        )?;
-        let admins: BTreeSet<String> = parse(
-            values,
-            &names.api_admins_parameter(),
-            "a JSON array of identities",
-        )?;
-        if let Some((token, identity)) = identities
+    fn validate(&self) -> Result<(), String> {
+        match self
+            .0
             .iter()
             .find(|(token, identity)| token.trim().is_empty() || identity.trim().is_empty())
         {
-            let what = if token.trim().is_empty() {
-                "a token is empty".to_owned()
-            } else {
-                format!("the identity of a token is empty ({identity:?})")
-            };
-            return Err(ConfigError::Invalid {
-                parameter: identities_parameter,
-                message: what,
-                expected: "non-empty tokens and identities",
-            });
+            Some((token, _)) if token.trim().is_empty() => Err("a token is empty".to_owned()),
+            Some((_, identity)) => Err(format!("the identity of a token is empty ({identity:?})")),
+            None => Ok(()),
         }
+    }
+}
+
+/// Identities that may change any job (`/titus/{stage}/api/admins`).
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+struct Admins(BTreeSet<String>);
+
+impl Validate for Admins {
+    const EXPECTED: &'static str = "a JSON array of identities";
+}
+
+impl ApiConfig {
+    /// Reads the stage's API parameters from SSM.
+    pub async fn load(ssm: &aws_sdk_ssm::Client, names: &Names) -> Result<ApiConfig, ConfigError> {
+        let wanted = [
+            names.api_identities_parameter(),
+            names.api_admins_parameter(),
+        ];
+        ApiConfig::from_parameters(names, &Parameters::read(ssm, &wanted).await?)
+    }
+
+    /// Builds the configuration from parameter values (as SSM returns them).
+    pub fn from_parameters(
+        names: &Names,
+        parameters: &Parameters,
+    ) -> Result<ApiConfig, ConfigError> {
+        let Identities(identities) = parameters.typed(&names.api_identities_parameter())?;
+        let Admins(admins) = parameters.typed(&names.api_admins_parameter())?;
         Ok(ApiConfig {
             stage: names.stage().to_owned(),
             token_identities: identities
@@ -103,12 +77,10 @@ impl ApiConfig {
                 .map(|(token, identity)| (token_digest(&token), identity))
                 .collect(),
             admins,
-            policy,
-            limits,
         })
     }
 
-    /// A configuration for tests and tools: the given tokens and admins, default policy and limits.
+    /// A configuration for tests and tools: the given tokens and admins.
     pub fn with_tokens(stage: &str, tokens: &[(&str, &str)], admins: &[&str]) -> ApiConfig {
         ApiConfig {
             stage: stage.to_owned(),
@@ -117,8 +89,6 @@ impl ApiConfig {
                 .map(|(token, identity)| (token_digest(token), (*identity).to_owned()))
                 .collect(),
             admins: admins.iter().map(|a| (*a).to_owned()).collect(),
-            policy: JobPolicy::default(),
-            limits: Limits::default(),
         }
     }
 
@@ -138,23 +108,6 @@ fn token_digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn parse<T: DeserializeOwned>(
-    values: &BTreeMap<String, String>,
-    parameter: &str,
-    expected: &'static str,
-) -> Result<T, ConfigError> {
-    let text = values
-        .get(parameter)
-        .ok_or_else(|| ParameterError::Missing {
-            names: vec![parameter.to_owned()],
-        })?;
-    serde_json::from_str(text).map_err(|e| ConfigError::Invalid {
-        parameter: parameter.to_owned(),
-        message: e.to_string(),
-        expected,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,11 +121,15 @@ mod tests {
             .collect()
     }
 
+    fn config(names: &Names, values: BTreeMap<String, String>) -> Result<ApiConfig, ConfigError> {
+        ApiConfig::from_parameters(names, &Parameters::from_values(values))
+    }
+
     #[test]
     fn the_provisioned_defaults_are_a_valid_configuration() {
         let names = Names::new("unit").unwrap();
 
-        let config = ApiConfig::from_parameters(&names, &defaults(&names)).unwrap();
+        let config = config(&names, defaults(&names)).unwrap();
 
         assert_eq!(
             config.identity_of_token("local-dev-token"),
@@ -181,24 +138,6 @@ mod tests {
         assert_eq!(config.identity_of_token("wrong"), None);
         assert!(config.is_admin("admin@titus.local"));
         assert!(!config.is_admin("dev@titus.local"));
-        assert_eq!(config.policy, JobPolicy::default());
-        assert_eq!(config.limits, Limits::default());
-    }
-
-    #[test]
-    fn an_invalid_parameter_is_named_in_the_error() {
-        let names = Names::new("unit").unwrap();
-        let mut values = defaults(&names);
-        values.insert(
-            names.job_policy_parameter(),
-            r#"{"allowRoot": true}"#.to_owned(),
-        );
-
-        let err = ApiConfig::from_parameters(&names, &values).unwrap_err();
-
-        let text = err.to_string();
-        assert!(text.contains("/titus/unit/policy/jobs"), "{text}");
-        assert!(text.contains("allowRoot"), "{text}");
     }
 
     #[test]
@@ -207,7 +146,7 @@ mod tests {
         let mut values = defaults(&names);
         values.remove(&names.api_admins_parameter());
 
-        let err = ApiConfig::from_parameters(&names, &values).unwrap_err();
+        let err = config(&names, values).unwrap_err();
 
         assert!(err.to_string().contains("/titus/unit/api/admins"), "{err}");
     }
@@ -221,8 +160,12 @@ mod tests {
             r#"{"": "someone"}"#.to_owned(),
         );
 
-        let err = ApiConfig::from_parameters(&names, &values).unwrap_err();
+        let err = config(&names, values).unwrap_err();
 
         assert!(err.to_string().contains("a token is empty"), "{err}");
+        assert!(
+            err.to_string().contains("/titus/unit/api/identities"),
+            "{err}"
+        );
     }
 }

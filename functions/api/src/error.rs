@@ -6,7 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use titus_control::ControlError;
-use titus_core::messages::QueueError;
+use titus_core::ports::QueueError;
 use titus_core::{FieldError, ParseError, StoreError};
 use utoipa::ToSchema;
 

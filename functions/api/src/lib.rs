@@ -24,12 +24,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
-use titus_core::messages::CommandQueue;
-use titus_core::{AgentStore, JobStore};
+use titus_control::ControlPlane;
+use titus_core::Ports;
 use tracing::Instrument;
 
 pub use auth::{Caller, GatewayIdentity};
-pub use config::{ApiConfig, ConfigError};
+pub use config::ApiConfig;
 pub use error::{ApiError, ErrorBody};
 
 /// The port Titus served its REST API on, kept for the local server.
@@ -37,21 +37,20 @@ pub const DEFAULT_LOCAL_PORT: u16 = 7001;
 /// The header carrying a request's id, in and out.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// What the handlers share: the ports and the configuration. Cheap to clone.
+/// What the handlers share: the control plane (its ports and settings) and the API's own
+/// configuration. Cheap to clone.
 #[derive(Debug)]
-pub struct AppState<S, A, Q> {
-    inner: Arc<Shared<S, A, Q>>,
+pub struct AppState<P> {
+    inner: Arc<Shared<P>>,
 }
 
 #[derive(Debug)]
-struct Shared<S, A, Q> {
-    store: S,
-    agents: A,
-    queue: Q,
+struct Shared<P> {
+    control: Arc<ControlPlane<P>>,
     config: ApiConfig,
 }
 
-impl<S, A, Q> Clone for AppState<S, A, Q> {
+impl<P> Clone for AppState<P> {
     fn clone(&self) -> Self {
         AppState {
             inner: Arc::clone(&self.inner),
@@ -59,28 +58,25 @@ impl<S, A, Q> Clone for AppState<S, A, Q> {
     }
 }
 
-impl<S, A, Q> AppState<S, A, Q> {
-    pub fn new(store: S, agents: A, queue: Q, config: ApiConfig) -> AppState<S, A, Q> {
+impl<P: Ports> AppState<P> {
+    /// The state over a control plane the API may share with other components (the local
+    /// stack's).
+    pub fn new(control: Arc<ControlPlane<P>>, config: ApiConfig) -> AppState<P> {
         AppState {
-            inner: Arc::new(Shared {
-                store,
-                agents,
-                queue,
-                config,
-            }),
+            inner: Arc::new(Shared { control, config }),
         }
     }
 
-    pub fn store(&self) -> &S {
-        &self.inner.store
+    pub fn control(&self) -> &ControlPlane<P> {
+        &self.inner.control
     }
 
-    pub fn agents(&self) -> &A {
-        &self.inner.agents
+    pub fn store(&self) -> &P::Jobs {
+        self.inner.control.ports.jobs()
     }
 
-    pub fn queue(&self) -> &Q {
-        &self.inner.queue
+    pub fn agents(&self) -> &P::Agents {
+        self.inner.control.ports.agents()
     }
 
     pub fn config(&self) -> &ApiConfig {
@@ -89,46 +85,40 @@ impl<S, A, Q> AppState<S, A, Q> {
 }
 
 /// The whole API as one router.
-pub fn router<S, A, Q>(state: AppState<S, A, Q>) -> Router
-where
-    S: JobStore + 'static,
-    A: AgentStore + 'static,
-    Q: CommandQueue + 'static,
-{
-    let body_limit = state.config().limits.descriptor_max_bytes;
+pub fn router<P: Ports>(state: AppState<P>) -> Router {
+    let body_limit = state
+        .control()
+        .settings
+        .admission
+        .limits
+        .descriptor_max_bytes;
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/api/v3/openapi.json", get(routes::openapi_document))
         .route(
             "/api/v3/jobs",
-            get(routes::list_jobs::<S, A, Q>).post(routes::create_job::<S, A, Q>),
+            get(routes::list_jobs::<P>).post(routes::create_job::<P>),
         )
         .route(
             "/api/v3/jobs/{id}",
-            get(routes::get_job::<S, A, Q>).delete(routes::kill_job::<S, A, Q>),
+            get(routes::get_job::<P>).delete(routes::kill_job::<P>),
         )
         .route(
             "/api/v3/jobs/{id}/instances",
-            put(routes::update_capacity::<S, A, Q>),
+            put(routes::update_capacity::<P>),
         )
-        .route(
-            "/api/v3/jobs/{id}/enable",
-            post(routes::enable_job::<S, A, Q>),
-        )
-        .route(
-            "/api/v3/jobs/{id}/disable",
-            post(routes::disable_job::<S, A, Q>),
-        )
+        .route("/api/v3/jobs/{id}/enable", post(routes::enable_job::<P>))
+        .route("/api/v3/jobs/{id}/disable", post(routes::disable_job::<P>))
         .route(
             "/api/v3/jobs/{id}/attributes",
-            put(routes::update_attributes::<S, A, Q>).delete(routes::delete_attributes::<S, A, Q>),
+            put(routes::update_attributes::<P>).delete(routes::delete_attributes::<P>),
         )
-        .route("/api/v3/tasks", get(routes::list_tasks::<S, A, Q>))
+        .route("/api/v3/tasks", get(routes::list_tasks::<P>))
         .route(
             "/api/v3/tasks/{id}",
-            get(routes::get_task::<S, A, Q>).delete(routes::kill_task::<S, A, Q>),
+            get(routes::get_task::<P>).delete(routes::kill_task::<P>),
         )
-        .route("/api/v3/agents", get(routes::list_agents::<S, A, Q>))
+        .route("/api/v3/agents", get(routes::list_agents::<P>))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use titus_core::store::Page;
+use titus_core::ports::Page;
 use titus_core::{Agent, Job, JobState, JobType, Task, TaskState};
 use utoipa::{IntoParams, ToSchema};
 

@@ -7,7 +7,7 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use titus_control::TaskFilter;
-use titus_core::store::{JobFilter, PageRequest};
+use titus_core::ports::{JobFilter, PageRequest};
 use titus_core::validation::quoted;
 use titus_core::{FieldError, JobId, JobState, JobType, TaskId, TaskState};
 

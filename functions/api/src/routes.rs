@@ -7,9 +7,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use titus_control::{request_hash, ControlError};
-use titus_core::messages::CommandQueue;
-use titus_core::store::IdempotencyKey;
-use titus_core::{AgentStore, Job, JobDescriptor, JobId, JobStore, Task};
+use titus_core::ports::IdempotencyKey;
+use titus_core::{AgentStore, Job, JobDescriptor, JobId, JobStore, Ports, Task};
 
 use crate::auth::Caller;
 use crate::body::{attributes_update, capacity_update, JsonBody};
@@ -87,20 +86,15 @@ pub async fn healthz() -> Response {
     ),
     security(("bearer" = []))
 )]
-pub async fn create_job<S, A, Q>(
-    State(app): State<AppState<S, A, Q>>,
+pub async fn create_job<P: Ports>(
+    State(app): State<AppState<P>>,
     caller: Caller,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> Result<Response, ApiError>
-where
-    S: JobStore + 'static,
-    A: AgentStore + 'static,
-    Q: CommandQueue + 'static,
-{
+) -> Result<Response, ApiError> {
     let key = params::idempotency_key(&headers)?;
-    let config = app.config();
-    let descriptor = titus_control::admit(&body, &config.limits, &config.policy)
+    let admission = &app.control().settings.admission;
+    let descriptor = titus_control::admit(&body, &admission.limits, &admission.policy)
         .map_err(ApiError::from_parse)?;
     let idempotency = key.map(|key| IdempotencyKey {
         scope: caller.identity.clone(),
@@ -108,7 +102,7 @@ where
         request_hash: request_hash(&descriptor),
     });
     let outcome = titus_control::create_job(
-        app.store(),
+        app.control(),
         descriptor,
         &caller.identity,
         idempotency,
@@ -140,16 +134,11 @@ where
     ),
     security(("bearer" = []))
 )]
-pub async fn list_jobs<S, A, Q>(
-    State(app): State<AppState<S, A, Q>>,
+pub async fn list_jobs<P: Ports>(
+    State(app): State<AppState<P>>,
     _caller: Caller,
     RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError>
-where
-    S: JobStore + 'static,
-    A: AgentStore + 'static,
-    Q: CommandQueue + 'static,
-{
+) -> Result<Response, ApiError> {
     let mut query = Query::parse(
         raw.as_deref(),
         &[
@@ -189,16 +178,11 @@ where
     ),
     security(("bearer" = []))
 )]
-pub async fn get_job<S, A, Q>(
-    State(app): State<AppState<S, A, Q>>,
+pub async fn get_job<P: Ports>(
+    State(app): State<AppState<P>>,
     IdParam(id): IdParam,
     _caller: Caller,
-) -> Result<Response, ApiError>
-where
-    S: JobStore + 'static,
-    A: AgentStore + 'static,
-    Q: CommandQueue + 'static,
-{
+) -> Result<Response, ApiError> {
     let id = params::job_id(&id)?;
     let job = load_job(app.store(), &id).await?;
     Ok(json(StatusCode::OK, &job))
@@ -220,20 +204,14 @@ where
     ),
     security(("bearer" = []))
 )]
-pub async fn kill_job<S, A, Q>(
-    State(app): State<AppState<S, A, Q>>,
+pub async fn kill_job<P: Ports>(
+    State(app): State<AppState<P>>,
     IdParam(id): IdParam,
     caller: Caller,
-) -> Result<Response, ApiError>
-where
-    S: JobStore + 'static,
-    A: AgentStore + 'static,
-    Q: CommandQueue + 'static,
-{
+) -> Result<Response, ApiError> {
     let id = params::job_id(&id)?;
     caller.authorize(&load_job(app.store(), &id).await?)?;
-    let job =
-        titus_control::kill_job(app.store(), app.agents(), app.queue(), &id, now_ms()).await?;
+    let job = titus_control::kill_job(app.control(), &id, now_ms()).await?;
     Ok(json(StatusCode::OK, &job))
 }
 
@@ -257,55 +235,28 @@ where
     ),
     security(("bearer" = []))
 )]
-pub async fn update_capacity<S, A, Q>(
-    State(app): State<AppState<S, A, Q>>,
+pub async fn update_capacity<P: Ports>(
+    State(app): State<AppState<P>>,
     IdParam(id): IdParam,
     caller: Caller,
     JsonBody(body): JsonBody,
-) -> Result<Response, ApiError>
-where
-    S: JobStore + 'static,
-    A: AgentStore + 'static,
-    Q: CommandQueue + 'static,
-{
+) -> Result<Response, ApiError> {
     let id = params::job_id(&id)?;
     let update = capacity_update(&body)?;
     caller.authorize(&load_job(app.store(), &id).await?)?;
-    let job = titus_control::update_capacity(
-        app.store(),
-        app.agents(),
-        app.queue(),
-        &id,
-        update,
-        &app.config().limits,
-        now_ms(),
-    )
-    .await?;
+    let job = titus_control::update_capacity(app.control(), &id, update, now_ms()).await?;
     Ok(json(StatusCode::OK, &job))
 }
 
-async fn set_enabled<S, A, Q>(
-    app: &AppState<S, A, Q>,
+async fn set_enabled<P: Ports>(
+    app: &AppState<P>,
     id: &str,
     caller: &Caller,
     enabled: bool,
-) -> Result<Response, ApiError>
-where
-    S: JobStore + 'static,
-    A: AgentStore + 'static,
-    Q: CommandQueue + 'static,
-{
+) -> Result<Response, ApiError> {
     let id = params::job_id(id)?;
     caller.authorize(&load_job(app.store(), &id).await?)?;
-    let job = titus_control::set_enabled(
-        app.store(),
-        app.agents(),
-        app.queue(),
-        &id,
-        enabled,
-        now_ms(),
-    )
-    .await?;
+    let job = titus_control::set_enabled(app.control(), &id, enabled, now_ms()).await?;
     Ok(json(StatusCode::OK, &job))
 }
 
@@ -325,16 +276,11 @@ where
     ),
     security(("bearer" = []))
 )]
-pub async fn enable_job<S, A, Q>(
-    State(app): State<AppState<S, A, Q>>,
+pub async fn enable_job<P: Ports>(
+    State(app): State<AppState<P>>,
     IdParam(id): IdParam,
     caller: Caller,
-) -> Result<Response, ApiError>
-where
-    S: JobStore + 'static,
-    A: AgentStore + 'static,
-    Q: CommandQueue + 'static,
-{
+) -> Result<Response, ApiError> {
     set_enabled(&app, &id, &caller, true).await
 }
 
@@ -354,16 +300,11 @@ where
     ),
     security(("bearer" = []))
 )]
-pub async fn disable_job<S, A, Q>(
-    State(app): State<AppState<S, A, Q>>,
+pub async fn disable_job<P: Ports>(
+    State(app): State<AppState<P>>,
     IdParam(id): IdParam,
     caller: Caller,
-) -> Result<Response, ApiError>
-where
-    S: JobStore + 'static,
-    A: AgentStore + 'static,
-    Q: CommandQueue + 'static,
-{
+) -> Result<Response, ApiError> {
     set_enabled(&app, &id, &caller, false).await
 }
 
@@ -387,22 +328,16 @@ where
     ),
     security(("bearer" = []))
 )]
-pub async fn update_attributes<S, A, Q>(
-    State(app): State<AppState<S, A, Q>>,
+pub async fn update_attributes<P: Ports>(
+    State(app): State<AppState<P>>,
     IdParam(id): IdParam,
     caller: Caller,
     JsonBody(body): JsonBody,
-) -> Result<Response, ApiError>
-where
-    S: JobStore + 'static,
-    A: AgentStore + 'static,
-    Q: CommandQueue + 'static,
-{
+) -> Result<Response, ApiError> {
     let id = params::job_id(&id)?;
     let upserts = attributes_update(&body)?;
     caller.authorize(&load_job(app.store(), &id).await?)?;
-    let job =
-        titus_control::update_attributes(app.store(), &id, &upserts, &app.config().limits).await?;
+    let job = titus_control::update_attributes(app.control(), &id, &upserts).await?;
     Ok(json(StatusCode::OK, &job))
 }
 
@@ -426,23 +361,18 @@ where
     ),
     security(("bearer" = []))
 )]
-pub async fn delete_attributes<S, A, Q>(
-    State(app): State<AppState<S, A, Q>>,
+pub async fn delete_attributes<P: Ports>(
+    State(app): State<AppState<P>>,
     IdParam(id): IdParam,
     caller: Caller,
     RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError>
-where
-    S: JobStore + 'static,
-    A: AgentStore + 'static,
-    Q: CommandQueue + 'static,
-{
+) -> Result<Response, ApiError> {
     let id = params::job_id(&id)?;
     let mut query = Query::parse(raw.as_deref(), &["keys"]);
     let keys = query.attribute_keys();
     query.finish()?;
     caller.authorize(&load_job(app.store(), &id).await?)?;
-    let job = titus_control::delete_attributes(app.store(), &id, &keys).await?;
+    let job = titus_control::delete_attributes(app.control(), &id, &keys).await?;
     Ok(json(StatusCode::OK, &job))
 }
 
@@ -458,16 +388,11 @@ where
     ),
     security(("bearer" = []))
 )]
-pub async fn list_tasks<S, A, Q>(
-    State(app): State<AppState<S, A, Q>>,
+pub async fn list_tasks<P: Ports>(
+    State(app): State<AppState<P>>,
     _caller: Caller,
     RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError>
-where
-    S: JobStore + 'static,
-    A: AgentStore + 'static,
-    Q: CommandQueue + 'static,
-{
+) -> Result<Response, ApiError> {
     let mut query = Query::parse(
         raw.as_deref(),
         &["jobId", "taskStates", "pageSize", "cursor"],
@@ -475,7 +400,7 @@ where
     let filter = query.task_filter();
     let page = query.page();
     query.finish()?;
-    let result = titus_control::list_tasks(app.store(), &filter, &page).await?;
+    let result = titus_control::list_tasks(app.control(), &filter, &page).await?;
     let pagination = Pagination::of(&result, page.page_size);
     Ok(json(
         StatusCode::OK,
@@ -499,16 +424,11 @@ where
     ),
     security(("bearer" = []))
 )]
-pub async fn get_task<S, A, Q>(
-    State(app): State<AppState<S, A, Q>>,
+pub async fn get_task<P: Ports>(
+    State(app): State<AppState<P>>,
     IdParam(id): IdParam,
     _caller: Caller,
-) -> Result<Response, ApiError>
-where
-    S: JobStore + 'static,
-    A: AgentStore + 'static,
-    Q: CommandQueue + 'static,
-{
+) -> Result<Response, ApiError> {
     let id = params::task_id(&id)?;
     let task = app
         .store()
@@ -538,17 +458,12 @@ where
     ),
     security(("bearer" = []))
 )]
-pub async fn kill_task<S, A, Q>(
-    State(app): State<AppState<S, A, Q>>,
+pub async fn kill_task<P: Ports>(
+    State(app): State<AppState<P>>,
     IdParam(id): IdParam,
     caller: Caller,
     RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError>
-where
-    S: JobStore + 'static,
-    A: AgentStore + 'static,
-    Q: CommandQueue + 'static,
-{
+) -> Result<Response, ApiError> {
     let id = params::task_id(&id)?;
     let mut query = Query::parse(raw.as_deref(), &["shrink"]);
     let shrink = query.shrink();
@@ -565,15 +480,7 @@ where
         })
     })?;
     caller.authorize(&job)?;
-    let task = titus_control::kill_task(
-        app.store(),
-        app.agents(),
-        app.queue(),
-        &id,
-        shrink,
-        now_ms(),
-    )
-    .await?;
+    let task = titus_control::kill_task(app.control(), &id, shrink, now_ms()).await?;
     Ok(json(StatusCode::OK, &task))
 }
 
@@ -587,15 +494,10 @@ where
     ),
     security(("bearer" = []))
 )]
-pub async fn list_agents<S, A, Q>(
-    State(app): State<AppState<S, A, Q>>,
+pub async fn list_agents<P: Ports>(
+    State(app): State<AppState<P>>,
     _caller: Caller,
-) -> Result<Response, ApiError>
-where
-    S: JobStore + 'static,
-    A: AgentStore + 'static,
-    Q: CommandQueue + 'static,
-{
+) -> Result<Response, ApiError> {
     let items = app.agents().list_agents().await?;
     Ok(json(StatusCode::OK, &AgentList { items }))
 }

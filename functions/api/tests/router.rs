@@ -101,11 +101,12 @@ async fn a_created_job_is_returned_with_its_location_and_read_back() {
     assert_eq!(upper.json, reply.json, "ids are read in canonical form");
     // The request stored the job alone; its tasks are the scheduler's to write.
     assert!(tasks_of(&api, &id).await.is_empty());
-    let written = api
-        .store
-        .materialize_job(&titus_core::JobId::from_string(id.clone()))
-        .await
-        .unwrap();
+    let written = titus_control::materialize::materialize_job(
+        &api.control,
+        &titus_core::JobId::from_string(id.clone()),
+    )
+    .await
+    .unwrap();
     assert_eq!(written.len(), 2);
     let tasks = tasks_of(&api, &id).await;
     assert_eq!(tasks.len(), 2);
@@ -208,10 +209,9 @@ async fn an_invalid_descriptor_gets_400_listing_every_problem() {
 
 #[tokio::test]
 async fn a_policy_that_allows_privileged_containers_and_restricts_registries_is_applied() {
-    let api = Api::with_config(|mut config| {
-        config.policy.allow_privileged = true;
-        config.policy.registries = vec!["registry.example.com".to_owned()];
-        config
+    let api = Api::with_settings(|settings| {
+        settings.admission.policy.allow_privileged = true;
+        settings.admission.policy.registries = vec!["registry.example.com".to_owned()];
     })
     .await;
     let mut privileged = batch(1);

@@ -1,39 +1,38 @@
-//! The scaler Lambda: builds its clients once, then runs the scaler once per scheduled
-//! invocation, with the invocation's request id as the lease owner.
+//! The scaler Lambda: builds the control plane once, then runs the scaler once per scheduled
+//! invocation, with the invocation's request id as the lease owner. Its pools' settings are read
+//! again once older than `config_max_age_secs`.
 
 use std::time::Duration;
 
 use lambda_runtime::{service_fn, LambdaEvent};
-use titus_aws::clients::load_sdk_config;
-use titus_aws::{AwsClients, Names};
-use titus_scaler::{AwsScaler, ConfigSource, ScaleSummary, ScalerError};
+use titus_app::lambda::{init_logging, Failed};
+use titus_app::ScalerConfigSource;
+use titus_aws::Names;
+use titus_control::scaler::run;
+use titus_control::ControlError;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .without_time()
-        .init();
-    let stage = std::env::var("TITUS_STAGE")
-        .unwrap_or_else(|_| titus_aws::resources::DEFAULT_STAGE.to_owned());
+    init_logging();
+    let clients = titus_aws::AwsClients::from_env().await;
+    let stage = titus_app::stage_from_env();
+    let cp = titus_app::control_plane(&clients, &stage).await?;
     let names = Names::new(&stage)?;
-    let sdk_config = load_sdk_config().await;
-    let clients = AwsClients::from_config(&sdk_config);
-    let scaler = AwsScaler::with_clients(&clients, aws_sdk_ec2::Client::new(&sdk_config), &names);
-    let config = ConfigSource::new(clients.ssm.clone(), &names, Duration::from_secs(60));
+    let source = ScalerConfigSource::new(clients.ssm.clone(), &names, Duration::from_secs(60));
     // Fail the cold start on a bad configuration, naming the parameter.
-    let first = config.load().await?;
-    let config = config.with_max_age(Duration::from_secs(first.settings.config_max_age_secs));
-    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        let (scaler, config) = (&scaler, &config);
-        async move {
-            let current = config.load().await.map_err(ScalerError::from)?;
-            let summary: ScaleSummary = scaler.run(&current, &event.context.request_id).await?;
-            Ok::<_, ScalerError>(summary)
-        }
-    }))
+    let first = source.load().await?;
+    let source = source.with_max_age(Duration::from_secs(first.settings.config_max_age_secs));
+    let (cp, source) = (&cp, &source);
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let config = source
+                .load()
+                .await
+                .map_err(|e| Failed(ControlError::Configuration(e.to_string())))?;
+            run(cp, &config, &event.context.request_id)
+                .await
+                .map_err(Failed)
+        },
+    ))
     .await
 }

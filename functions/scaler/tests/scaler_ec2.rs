@@ -11,18 +11,34 @@ use aws_sdk_ec2::types::{
     Filter, InstanceStateName, InstanceType, RequestLaunchTemplateData, ResourceType, Tag,
     TagSpecification,
 };
+use titus_app::ScalerConfigSource as ConfigSource;
 use titus_aws::clients::load_sdk_config;
 use titus_aws::provision::provision;
 use titus_aws::resources::{attr, scaler_pool_default, tag, DEFAULT_POOL};
-use titus_aws::{AwsClients, DynamoAgentStore, DynamoJobStore, DynamoLeaseStore, Names};
-use titus_core::lease::{Lease, LeaseStore};
+use titus_aws::{
+    aws_ports, AwsClients, DynamoAgentStore, DynamoJobStore, DynamoLeaseStore, DynamoScalerState,
+    Names,
+};
+use titus_control::scaler::{ScaleSummary, ScalerConfig, LEASE_NAME};
+use titus_control::{ControlError, ControlPlane, Settings};
+use titus_core::ports::{
+    now_ms, FnClock, Lease, LeaseStore, ScalerState, ScalerStateStore, StateError,
+};
 use titus_core::{
-    Agent, AgentHeartbeat, AgentState, AgentStore, Job, JobId, JobStore, Limits, Resources, TaskId,
+    Agent, AgentHeartbeat, AgentState, AgentStore, Job, JobId, JobStore, Limits, Ports, Resources,
+    TaskId,
 };
-use titus_scaler::state::{DynamoScalerState, ScalerState, ScalerStateStore, StateError};
-use titus_scaler::{
-    now_ms, AwsScaler, ConfigSource, Ec2Fleet, ScaleSummary, Scaler, ScalerConfig, LEASE_NAME,
-};
+
+/// A scaler over some ports: a run is `titus_control::scaler::run`.
+struct Scaler<P> {
+    cp: ControlPlane<P>,
+}
+
+impl<P: Ports> Scaler<P> {
+    async fn run(&self, config: &ScalerConfig, owner: &str) -> Result<ScaleSummary, ControlError> {
+        titus_control::scaler::run(&self.cp, config, owner).await
+    }
+}
 
 const MINUTE_MS: u64 = 60_000;
 
@@ -107,10 +123,13 @@ impl Stage {
         .unwrap()
     }
 
-    fn scaler(&self, clock: fn() -> u64) -> AwsScaler {
-        let mut scaler = AwsScaler::with_clients(&self.clients, self.ec2.clone(), &self.names);
-        scaler.clock = clock;
-        scaler
+    fn scaler(&self, clock: fn() -> u64) -> Scaler<titus_aws::AwsPorts> {
+        let mut ports = aws_ports(&self.clients, &self.names);
+        ports.fleet = titus_aws::Ec2Fleet::new(self.ec2.clone());
+        ports.clock = FnClock(clock);
+        Scaler {
+            cp: ControlPlane::new(ports, Settings::default()),
+        }
     }
 
     /// A batch job of `size` tasks, each asking for `cpu` CPUs and 1 GiB.
@@ -138,7 +157,12 @@ impl Stage {
         let store = DynamoJobStore::new(self.clients.dynamodb.clone(), &self.names);
         store.create_job(&job, None).await.unwrap();
         // As the scheduler's next tick would.
-        store.materialize_job(&job.id).await.unwrap();
+        titus_control::materialize::materialize_job(
+            &ControlPlane::new(aws_ports(&self.clients, &self.names), Settings::default()),
+            &job.id,
+        )
+        .await
+        .unwrap();
         job
     }
 
@@ -545,17 +569,14 @@ async fn a_scaler_that_loses_its_lease_mid_run_launches_nothing() {
     stage.submit(2, 2.0).await;
     let dynamodb = stage.clients.dynamodb.clone();
     let scaler = Scaler {
-        names: stage.names.clone(),
-        jobs: DynamoJobStore::new(dynamodb.clone(), &stage.names),
-        agents: stage.agents(),
-        leases: DynamoLeaseStore::new(dynamodb.clone(), &stage.names),
-        state: LeaseStolenAfterLoad {
-            inner: DynamoScalerState::new(dynamodb.clone(), &stage.names),
-            leases: DynamoLeaseStore::new(dynamodb, &stage.names),
-            ttl_ms: config.settings.lease_ttl_secs * 1000,
-        },
-        ec2: Ec2Fleet::new(stage.ec2.clone()),
-        clock: now_ms,
+        cp: ControlPlane::new(
+            aws_ports(&stage.clients, &stage.names).with_scaler_state(LeaseStolenAfterLoad {
+                inner: DynamoScalerState::new(dynamodb.clone(), &stage.names),
+                leases: DynamoLeaseStore::new(dynamodb, &stage.names),
+                ttl_ms: config.settings.lease_ttl_secs * 1000,
+            }),
+            Settings::default(),
+        ),
     };
 
     let summary = scaler.run(&config, "paused").await.unwrap();

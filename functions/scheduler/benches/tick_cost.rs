@@ -44,7 +44,9 @@ use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchInput;
 use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use titus_aws::resources::{attr, KeySchema, TableDef};
 use titus_aws::{AwsClients, Names};
-use titus_scheduler::{now_ms, AwsScheduler, SchedulerConfig, TickInput, TickSummary};
+use titus_control::scheduler::{tick, TickInput, TickSummary, REDISPATCH_EVERY_TICKS};
+use titus_control::{ControlPlane, SchedulerSettings, Settings};
+use titus_core::ports::now_ms;
 
 const AGENTS: usize = 20;
 const JOBS: u32 = 10;
@@ -244,6 +246,7 @@ async fn recorded_clients(recorder: &Recorder) -> AwsClients {
                 .build(),
         ),
         ssm: aws_sdk_ssm::Client::new(&config),
+        ec2: aws_sdk_ec2::Client::new(&config),
     }
 }
 
@@ -472,8 +475,8 @@ async fn measure(tick_limit: u32) -> Measured {
         support::submit(&plain, &names, TASKS_PER_JOB, serde_json::json!({})).await;
     }
     // The jobs' tasks are written before counting starts: this measures placing them.
-    titus_core::JobStore::materialize_jobs(
-        &titus_aws::DynamoJobStore::new(plain.dynamodb.clone(), &names),
+    titus_control::materialize::materialize_jobs(
+        &ControlPlane::new(titus_aws::aws_ports(&plain, &names), Settings::default()),
         u32::MAX,
         u64::MAX,
     )
@@ -484,19 +487,26 @@ async fn measure(tick_limit: u32) -> Measured {
 
     let recorder = Recorder::default();
     let clients = recorded_clients(&recorder).await;
-    let config = SchedulerConfig {
-        stage: names.stage().to_owned(),
-        max_tasks_per_tick: tick_limit,
-        ..SchedulerConfig::default()
-    };
-    let scheduler = AwsScheduler::with_clients(&clients, config);
+    let scheduler = ControlPlane::new(
+        titus_aws::aws_ports(&clients, &names),
+        Settings {
+            scheduler: SchedulerSettings {
+                max_tasks_per_tick: tick_limit,
+                ..SchedulerSettings::default()
+            },
+            ..Settings::default()
+        },
+    );
     let started_at_ms = now_ms();
     let tick = |iteration| {
-        scheduler.tick(TickInput {
-            owner: "bench".to_owned(),
-            started_at_ms: Some(started_at_ms),
-            iteration,
-        })
+        tick(
+            &scheduler,
+            TickInput {
+                owner: "bench".to_owned(),
+                started_at_ms: Some(started_at_ms),
+                iteration,
+            },
+        )
     };
 
     let started = Instant::now();
@@ -518,7 +528,7 @@ async fn measure(tick_limit: u32) -> Measured {
 
     // Idle ticks, as many as make one redispatch cycle: all but one skip the unacknowledged
     // index, so their average is what an idle scheduler costs.
-    for i in 0..titus_scheduler::REDISPATCH_EVERY_TICKS {
+    for i in 0..REDISPATCH_EVERY_TICKS {
         let idle_summary = tick(ticks + i).await.unwrap();
         assert_eq!(idle_summary.placed + idle_summary.redispatched, 0);
     }
@@ -672,9 +682,8 @@ fn report(m: &Measured) {
         .collect();
     println!(
         "idle: {:.1} AWS calls per tick, averaged over {} ticks ({} in all: {})",
-        m.idle.requests.values().sum::<u64>() as f64
-            / titus_scheduler::REDISPATCH_EVERY_TICKS as f64,
-        titus_scheduler::REDISPATCH_EVERY_TICKS,
+        m.idle.requests.values().sum::<u64>() as f64 / REDISPATCH_EVERY_TICKS as f64,
+        REDISPATCH_EVERY_TICKS,
         m.idle.requests.values().sum::<u64>(),
         idle.join(", ")
     );

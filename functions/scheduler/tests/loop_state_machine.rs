@@ -15,8 +15,9 @@ use aws_sdk_lambda::types::{FunctionCode, Runtime};
 use aws_sdk_sfn::config::Region;
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent, HistoryEventType, StateMachineType};
 use serde_json::{json, Value};
+use titus_app::lambda::Failed;
+use titus_control::ControlError;
 use titus_core::StoreError;
-use titus_scheduler::SchedulerError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DEFINITION: &str = include_str!("../../../statemachines/scheduler-loop.asl.json");
@@ -62,8 +63,8 @@ fn summary(placed: u32, lease_held: bool, continue_loop: bool) -> String {
 
 /// A tick that fails the way the scheduler Lambda does: the runtime's error payload for this
 /// error, wrapped in the emulator's failure-injection marker.
-fn failure(error: SchedulerError) -> String {
-    let payload = serde_json::to_value(lambda_runtime::Diagnostic::from(error)).unwrap();
+fn failure(error: ControlError) -> String {
+    let payload = serde_json::to_value(lambda_runtime::Diagnostic::from(Failed(error))).unwrap();
     json!({"__titusFunctionError": "Unhandled", "payload": payload}).to_string()
 }
 
@@ -186,9 +187,9 @@ impl Loop {
     /// Fails at once, with the fix, when the emulator is bare moto rather than the launcher
     /// (it would hand the marker to the loop as a tick's summary).
     async fn require_failure_injection(&self) {
-        self.queue_results(&[failure(SchedulerError::StoreUnavailable(
+        self.queue_results(&[failure(ControlError::Store(StoreError::Unavailable(
             "probe".to_owned(),
-        ))])
+        )))])
         .await;
         let invoked = self
             .lambda
@@ -341,9 +342,9 @@ async fn a_tick_that_fails_with_store_unavailable_is_retried_and_the_loop_goes_o
 
     let run = machine
         .run(&[
-            failure(SchedulerError::StoreUnavailable(
+            failure(ControlError::Store(StoreError::Unavailable(
                 "ProvisionedThroughputExceededException on the tasks table".to_owned(),
-            )),
+            ))),
             summary(2, true, true),
             summary(0, true, false),
         ])
@@ -376,7 +377,7 @@ async fn a_tick_that_fails_with_store_unavailable_is_retried_and_the_loop_goes_o
 async fn a_tick_error_that_is_not_retried_ends_the_run_through_the_catch_with_the_error() {
     let machine = deploy_loop("eu-west-1").await;
     machine.require_failure_injection().await;
-    let error = SchedulerError::Store(StoreError::Internal(
+    let error = ControlError::Store(StoreError::Internal(
         "task t-1 has an unreadable state".to_owned(),
     ));
     let error_type = error.error_type();
@@ -405,7 +406,7 @@ async fn a_tick_error_that_is_not_retried_ends_the_run_through_the_catch_with_th
         serde_json::from_str(run.output["error"]["Cause"].as_str().unwrap()).unwrap();
     assert_eq!(
         cause["errorMessage"],
-        "store error: store error: task t-1 has an unreadable state"
+        "store error: task t-1 has an unreadable state"
     );
     assert_eq!(
         run.output["placed"], 1,
@@ -443,7 +444,7 @@ fn lambda_service_errors_are_retried_and_anything_else_ends_the_run_cleanly() {
     ] {
         assert!(retried.contains(&error), "{error} is not retried");
     }
-    let store_unavailable = titus_scheduler::SchedulerError::StoreUnavailable(String::new());
+    let store_unavailable = ControlError::Store(StoreError::Unavailable(String::new()));
     assert!(
         retried.contains(&store_unavailable.error_type()),
         "the Lambda's transient error_type is retried"

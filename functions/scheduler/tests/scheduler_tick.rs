@@ -9,12 +9,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use titus_aws::provision::ensure_queue;
 use titus_aws::resources::QueueDef;
-use titus_aws::{AwsClients, DynamoAgentStore, DynamoJobStore, DynamoLeaseStore, Names};
-use titus_core::lease::{Lease, LeaseError, LeaseStore};
+use titus_aws::{
+    aws_ports, AwsClients, AwsPorts, DynamoAgentStore, DynamoJobStore, DynamoLeaseStore, Names,
+};
+use titus_control::materialize::materialize_job;
+use titus_control::scheduler::{tick, TickInput};
+use titus_control::{ControlPlane, SchedulerSettings, Settings};
 use titus_core::messages::AgentCommand;
-use titus_core::store::PageRequest;
+use titus_core::ports::now_ms;
+use titus_core::ports::PageRequest;
+use titus_core::ports::{Lease, LeaseError, LeaseStore};
 use titus_core::{AgentStore, Job, JobStore, Resources, StoreError, Task, TaskState};
-use titus_scheduler::{now_ms, AwsScheduler, Scheduler, SchedulerConfig, TickInput};
 
 use support::{add_agent, fresh_stage, submit};
 
@@ -57,11 +62,23 @@ async fn drain_queue(clients: &AwsClients, url: &str) -> Vec<AgentCommand> {
     commands
 }
 
-fn config(names: &Names) -> SchedulerConfig {
-    SchedulerConfig {
-        stage: names.stage().to_owned(),
-        ..SchedulerConfig::default()
-    }
+fn config() -> SchedulerSettings {
+    SchedulerSettings::default()
+}
+
+/// The control plane over the stage, with these scheduler settings.
+fn scheduler(
+    clients: &AwsClients,
+    names: &Names,
+    settings: SchedulerSettings,
+) -> ControlPlane<AwsPorts> {
+    ControlPlane::new(
+        aws_ports(clients, names),
+        Settings {
+            scheduler: settings,
+            ..Settings::default()
+        },
+    )
 }
 
 fn input(owner: &str) -> TickInput {
@@ -84,9 +101,9 @@ async fn a_tick_places_pending_tasks_and_sends_them_to_their_agents() {
         serde_json::json!({"uniqueHost": "true"}),
     )
     .await;
-    let scheduler = AwsScheduler::with_clients(&clients, config(&names));
+    let scheduler = scheduler(&clients, &names, config());
 
-    let summary = scheduler.tick(input("loop-1")).await.unwrap();
+    let summary = tick(&scheduler, input("loop-1")).await.unwrap();
 
     // The job was just accepted: the tick wrote its three tasks, then placed them. uniqueHost
     // on two agents: two placed, one left with a reason.
@@ -143,9 +160,9 @@ async fn a_scheduler_without_the_lease_places_nothing() {
         .acquire_or_renew("scheduler", "the-leader", now_ms(), 60_000)
         .await
         .unwrap();
-    let scheduler = AwsScheduler::with_clients(&clients, config(&names));
+    let scheduler = scheduler(&clients, &names, config());
 
-    let summary = scheduler.tick(input("a-follower")).await.unwrap();
+    let summary = tick(&scheduler, input("a-follower")).await.unwrap();
 
     assert!(!summary.lease_held && !summary.continue_loop);
     assert_eq!((summary.materialized, summary.placed), (0, 0));
@@ -161,7 +178,10 @@ async fn a_waiting_task_of_a_finished_job_is_finished_not_left_pending() {
     add_agent(&clients, &names, "a1", 4096).await;
     let store = DynamoJobStore::new(clients.dynamodb.clone(), &names);
     let job = submit(&clients, &names, 1, serde_json::json!({})).await;
-    let task = store.materialize_job(&job.id).await.unwrap().remove(0);
+    let task = materialize_job(&scheduler(&clients, &names, config()), &job.id)
+        .await
+        .unwrap()
+        .remove(0);
     // The job finished while a task of it was being written (a replacement racing a kill).
     let mut finished = job.clone();
     finished
@@ -176,9 +196,9 @@ async fn a_waiting_task_of_a_finished_job_is_finished_not_left_pending() {
         .transition(titus_core::JobState::Finished, "killed", "done", now_ms())
         .unwrap();
     store.update_job(&finished, job.version).await.unwrap();
-    let scheduler = AwsScheduler::with_clients(&clients, config(&names));
+    let scheduler = scheduler(&clients, &names, config());
 
-    let summary = scheduler.tick(input("loop-1")).await.unwrap();
+    let summary = tick(&scheduler, input("loop-1")).await.unwrap();
 
     assert_eq!(summary.placed, 0);
     let after = store.get_task(&task.id).await.unwrap().unwrap();
@@ -205,11 +225,11 @@ async fn an_unacknowledged_placement_is_sent_again_and_a_failed_send_loses_nothi
         .await
         .unwrap();
     let job = submit(&clients, &names, 1, serde_json::json!({})).await;
-    let mut cfg = config(&names);
+    let mut cfg = config();
     cfg.ack_timeout_ms = 0;
-    let scheduler = AwsScheduler::with_clients(&clients, cfg);
+    let scheduler = scheduler(&clients, &names, cfg);
 
-    let first = scheduler.tick(input("loop")).await.unwrap();
+    let first = tick(&scheduler, input("loop")).await.unwrap();
     let task = tasks_of(&clients, &names, &job).await.remove(0);
     assert_eq!((first.placed, first.dispatch_failures), (1, 1));
     assert_eq!(
@@ -237,7 +257,7 @@ async fn an_unacknowledged_placement_is_sent_again_and_a_failed_send_loses_nothi
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let second = scheduler.tick(input("loop")).await.unwrap();
+    let second = tick(&scheduler, input("loop")).await.unwrap();
 
     assert_eq!(second.redispatched, 1);
     let commands = drain_queue(&clients, &url).await;
@@ -288,21 +308,15 @@ async fn a_scheduler_that_loses_its_lease_mid_tick_commits_nothing() {
     let (clients, names) = fresh_stage().await;
     add_agent(&clients, &names, "a1", 4096).await;
     let job = submit(&clients, &names, 2, serde_json::json!({})).await;
-    let base = AwsScheduler::with_clients(&clients, config(&names));
-    let scheduler = Scheduler {
-        jobs: base.jobs,
-        agents: base.agents,
-        leases: LosesLeaseMidTick {
-            inner: base.leases,
+    let scheduler = ControlPlane::new(
+        aws_ports(&clients, &names).with_leases(LosesLeaseMidTick {
+            inner: DynamoLeaseStore::new(clients.dynamodb.clone(), &names),
             lose: AtomicBool::new(true),
-        },
-        allocations: base.allocations,
-        queue: base.queue,
-        config: base.config,
-        clock: base.clock,
-    };
+        }),
+        Settings::default(),
+    );
 
-    let summary = scheduler.tick(input("paused")).await.unwrap();
+    let summary = tick(&scheduler, input("paused")).await.unwrap();
 
     assert_eq!(summary.placed, 0);
     assert!(!summary.lease_held);
@@ -327,26 +341,32 @@ async fn two_schedulers_at_once_never_place_a_task_twice_nor_overcommit() {
         add_agent(&clients, &names, "a2", 2560).await,
     ];
     let mut jobs = Vec::new();
-    let mut cfg = config(&names);
+    let mut cfg = config();
     // A short lease, so it changes hands between the two schedulers during the run.
     cfg.lease_ttl_ms = 50;
     cfg.max_tasks_per_tick = 4;
-    let one = AwsScheduler::with_clients(&clients, cfg.clone());
-    let two = AwsScheduler::with_clients(&clients, cfg);
+    let one = scheduler(&clients, &names, cfg.clone());
+    let two = scheduler(&clients, &names, cfg);
 
     for round in 0..12 {
         jobs.push(submit(&clients, &names, 2, serde_json::json!({})).await);
         let (a, b) = tokio::join!(
-            one.tick(TickInput {
-                owner: "one".to_owned(),
-                started_at_ms: None,
-                iteration: round
-            }),
-            two.tick(TickInput {
-                owner: "two".to_owned(),
-                started_at_ms: None,
-                iteration: round
-            })
+            tick(
+                &one,
+                TickInput {
+                    owner: "one".to_owned(),
+                    started_at_ms: None,
+                    iteration: round
+                }
+            ),
+            tick(
+                &two,
+                TickInput {
+                    owner: "two".to_owned(),
+                    started_at_ms: None,
+                    iteration: round
+                }
+            )
         );
         let (a, b) = (a.unwrap(), b.unwrap());
         assert!(

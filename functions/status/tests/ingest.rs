@@ -7,18 +7,23 @@
 
 mod support;
 
+use std::collections::HashSet;
+
 use aws_lambda_events::event::sqs::SqsEvent;
 use serde_json::json;
+use support::handle_batch;
 use support::{fresh_stage, status, NOW};
-use titus_aws::{DynamoAgentStore, DynamoAllocationStore, DynamoJobStore, SqsCommandQueue};
-use titus_core::lease::AllocationStore;
+use titus_app::lambda::sqs_messages;
+use titus_aws::sqs::{REASON_ATTRIBUTE, SOURCE_MESSAGE_ID_ATTRIBUTE};
+use titus_aws::{DynamoAllocationStore, DynamoJobStore};
+use titus_control::status::Outcome;
+use titus_control::{ControlPlane, Settings};
 use titus_core::messages::TaskStatusUpdate;
-use titus_core::store::{CreateOutcome, IdempotencyKey, JobFilter, Page, PageRequest};
+use titus_core::ports::AllocationStore;
+use titus_core::ports::{CreateOutcome, IdempotencyKey, JobFilter, Page, PageRequest};
 use titus_core::{
     Job, JobId, JobState, JobStore, Resources, StoreError, Task, TaskId, TaskReason, TaskState,
 };
-use titus_status::dead_letter::{REASON_ATTRIBUTE, SOURCE_MESSAGE_ID_ATTRIBUTE};
-use titus_status::{handle_batch, Outcome, SqsDeadLetterQueue, StatusContext};
 
 #[tokio::test]
 async fn started_moves_the_task_forward_and_records_the_start_time() {
@@ -286,9 +291,9 @@ async fn the_outcome_of_each_recorded_message_is_reported_in_batch_order() {
     let task_a = stage.place(&tasks[0], &agent, NOW).await;
     let task_b = stage.run(&tasks[1], &agent, NOW).await;
 
-    let outcomes = titus_status::process_batch(
+    let outcomes = titus_control::status::process_batch(
         &stage.ctx,
-        recorded_batch(&job, &task_a, &task_b, "a1"),
+        sqs_messages(recorded_batch(&job, &task_a, &task_b, "a1")),
         NOW,
     )
     .await;
@@ -350,14 +355,28 @@ impl JobStore for Throttled {
     ) -> Result<CreateOutcome, StoreError> {
         self.inner.create_job(job, idempotency).await
     }
-    async fn materialize_jobs(
+    async fn list_awaiting_jobs(
         &self,
-        max_tasks: u32,
+        limit: u32,
         created_before_ms: u64,
-    ) -> Result<Vec<Task>, StoreError> {
+    ) -> Result<Vec<JobId>, StoreError> {
         self.inner
-            .materialize_jobs(max_tasks, created_before_ms)
+            .list_awaiting_jobs(limit, created_before_ms)
             .await
+    }
+    async fn get_job_awaiting(&self, id: &JobId) -> Result<Option<(Job, bool)>, StoreError> {
+        self.inner.get_job_awaiting(id).await
+    }
+    async fn existing_tasks(&self, ids: &[&TaskId]) -> Result<HashSet<TaskId>, StoreError> {
+        self.inner.existing_tasks(ids).await
+    }
+    async fn write_initial_tasks(
+        &self,
+        job: &Job,
+        tasks: &[Task],
+        clear_mark: bool,
+    ) -> Result<(), StoreError> {
+        self.inner.write_initial_tasks(job, tasks, clear_mark).await
     }
     async fn get_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
         self.inner.get_job(id).await
@@ -422,16 +441,15 @@ async fn a_store_outage_makes_only_the_affected_message_a_batch_item_failure() {
     let tasks = stage.tasks(&job).await;
     let healthy = stage.place(&tasks[0], &agent, NOW).await;
     let throttled = stage.place(&tasks[1], &agent, NOW).await;
-    let ctx = StatusContext::new(
-        Throttled {
+    let ctx = ControlPlane::new(
+        titus_aws::aws_ports(&stage.clients, &stage.names).with_jobs(Throttled {
             inner: DynamoJobStore::new(stage.clients.dynamodb.clone(), &stage.names),
             task_id: throttled.id.clone(),
+        }),
+        Settings {
+            rules: stage.ctx.settings.rules.clone(),
+            ..Settings::default()
         },
-        DynamoAgentStore::new(stage.clients.dynamodb.clone(), &stage.names),
-        DynamoAllocationStore::new(stage.clients.dynamodb.clone(), &stage.names),
-        SqsCommandQueue::new(stage.clients.sqs.clone()),
-        SqsDeadLetterQueue::new(stage.clients.sqs.clone(), stage.dlq_url.clone()),
-        stage.ctx.config.clone(),
     );
     let bodies = [
         serde_json::to_string(&status(&healthy, TaskState::Started, NOW + 1)).unwrap(),

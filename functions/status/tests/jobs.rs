@@ -9,9 +9,10 @@ mod support;
 
 use serde_json::json;
 use support::{fresh_stage, fresh_stage_with, kills, Stage, NOW};
+use titus_control::reconciler::reconcile;
+use titus_control::status::Outcome;
 use titus_control::CapacityUpdate;
-use titus_core::{Agent, Job, JobState, JobStore, Limits, Task, TaskId, TaskReason, TaskState};
-use titus_status::{reconcile, Outcome};
+use titus_core::{Agent, Job, JobState, JobStore, Task, TaskId, TaskReason, TaskState};
 
 async fn pending_ids(stage: &Stage, now: u64) -> Vec<TaskId> {
     stage
@@ -262,16 +263,9 @@ async fn a_killed_batch_task_is_not_retried() {
     let job = stage.job(batch(json!({"immediate": {"retries": 3}}))).await;
     let task = stage.run(&stage.tasks(&job).await[0], &agent, NOW).await;
 
-    let killing = titus_control::kill_task(
-        &stage.store,
-        &stage.agents,
-        &stage.ctx.commands,
-        &task.id,
-        false,
-        NOW + 10,
-    )
-    .await
-    .unwrap();
+    let killing = titus_control::kill_task(&stage.ctx, &task.id, false, NOW + 10)
+        .await
+        .unwrap();
     let commands = stage.commands(&agent).await;
     stage
         .finish(&killing, TaskReason::Killed, 137, NOW + 20)
@@ -332,15 +326,12 @@ async fn scaling_a_service_up_adds_tasks_that_the_reconciler_leaves_alone() {
     let job = stage.job(service(1)).await;
 
     titus_control::update_capacity(
-        &stage.store,
-        &stage.agents,
-        &stage.ctx.commands,
+        &stage.ctx,
         &job.id,
         CapacityUpdate {
             desired: Some(3),
             ..CapacityUpdate::default()
         },
-        &Limits::default(),
         NOW + 10,
     )
     .await
@@ -364,15 +355,12 @@ async fn scaling_a_service_down_kills_the_newest_tasks_which_are_not_replaced() 
     let agent = stage.agent("a1", NOW).await;
     let job = stage.job(service(1)).await;
     titus_control::update_capacity(
-        &stage.store,
-        &stage.agents,
-        &stage.ctx.commands,
+        &stage.ctx,
         &job.id,
         CapacityUpdate {
             desired: Some(3),
             ..CapacityUpdate::default()
         },
-        &Limits::default(),
         NOW + 10,
     )
     .await
@@ -383,15 +371,12 @@ async fn scaling_a_service_down_kills_the_newest_tasks_which_are_not_replaced() 
     let oldest = stage.tasks(&job).await.remove(0);
 
     titus_control::update_capacity(
-        &stage.store,
-        &stage.agents,
-        &stage.ctx.commands,
+        &stage.ctx,
         &job.id,
         CapacityUpdate {
             desired: Some(1),
             ..CapacityUpdate::default()
         },
-        &Limits::default(),
         NOW + 30,
     )
     .await
@@ -441,16 +426,9 @@ async fn a_task_killed_without_shrink_is_replaced() {
     let job = stage.job(service(2)).await;
     let task = stage.run(&stage.tasks(&job).await[0], &agent, NOW).await;
 
-    titus_control::kill_task(
-        &stage.store,
-        &stage.agents,
-        &stage.ctx.commands,
-        &task.id,
-        false,
-        NOW + 10,
-    )
-    .await
-    .unwrap();
+    titus_control::kill_task(&stage.ctx, &task.id, false, NOW + 10)
+        .await
+        .unwrap();
     stage.finish(&task, TaskReason::Killed, 143, NOW + 20).await;
 
     let replacement = replacement_of(&stage, &job, &task).await.unwrap();
@@ -474,16 +452,9 @@ async fn a_task_killed_with_shrink_is_not_replaced_and_the_service_shrinks() {
     let job = stage.job(service(2)).await;
     let task = stage.run(&stage.tasks(&job).await[0], &agent, NOW).await;
 
-    titus_control::kill_task(
-        &stage.store,
-        &stage.agents,
-        &stage.ctx.commands,
-        &task.id,
-        true,
-        NOW + 10,
-    )
-    .await
-    .unwrap();
+    titus_control::kill_task(&stage.ctx, &task.id, true, NOW + 10)
+        .await
+        .unwrap();
     stage.finish(&task, TaskReason::Killed, 143, NOW + 20).await;
     let summary = reconcile(&stage.ctx, NOW + 30).await.unwrap();
 
@@ -512,30 +483,20 @@ async fn a_disabled_service_keeps_its_tasks_but_replaces_none_and_ignores_capaci
     let job = stage.job(service(2)).await;
     let tasks = stage.tasks(&job).await;
     let running = stage.run(&tasks[0], &agent, NOW).await;
-    titus_control::set_enabled(
-        &stage.store,
-        &stage.agents,
-        &stage.ctx.commands,
-        &job.id,
-        false,
-        NOW + 5,
-    )
-    .await
-    .unwrap();
+    titus_control::set_enabled(&stage.ctx, &job.id, false, NOW + 5)
+        .await
+        .unwrap();
 
     stage
         .finish(&running, TaskReason::Failed, 1, NOW + 10)
         .await;
     titus_control::update_capacity(
-        &stage.store,
-        &stage.agents,
-        &stage.ctx.commands,
+        &stage.ctx,
         &job.id,
         CapacityUpdate {
             desired: Some(5),
             ..CapacityUpdate::default()
         },
-        &Limits::default(),
         NOW + 20,
     )
     .await
@@ -558,15 +519,9 @@ async fn a_killed_job_finishes_when_its_last_task_does_and_nothing_is_replaced()
     let running = stage.run(&tasks[0], &agent, NOW).await;
     // tasks[1] is still waiting for placement.
 
-    let killing = titus_control::kill_job(
-        &stage.store,
-        &stage.agents,
-        &stage.ctx.commands,
-        &job.id,
-        NOW + 10,
-    )
-    .await
-    .unwrap();
+    let killing = titus_control::kill_job(&stage.ctx, &job.id, NOW + 10)
+        .await
+        .unwrap();
     let commands = stage.commands(&agent).await;
     let while_killing = stage.get_job(&job.id).await;
     let outcome = stage
@@ -600,15 +555,9 @@ async fn a_killed_service_finishes_when_its_tasks_do() {
         running.push(stage.run(&task, &agent, NOW).await);
     }
 
-    titus_control::kill_job(
-        &stage.store,
-        &stage.agents,
-        &stage.ctx.commands,
-        &job.id,
-        NOW + 10,
-    )
-    .await
-    .unwrap();
+    titus_control::kill_job(&stage.ctx, &job.id, NOW + 10)
+        .await
+        .unwrap();
     stage
         .finish(&running[0], TaskReason::Killed, 143, NOW + 20)
         .await;

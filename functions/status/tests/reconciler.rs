@@ -8,13 +8,13 @@ mod support;
 
 use serde_json::json;
 use support::{fresh_stage, kills, Stage, NOW};
-use titus_core::lease::AllocationStore;
+use titus_control::reconciler::{reconcile, MATERIALIZE_AFTER_MS};
+use titus_control::scheduler::{self, TickInput};
+use titus_control::{ControlPlane, SchedulerSettings, Settings};
+use titus_core::ports::AllocationStore;
 use titus_core::{
     AgentState, AgentStore, Job, JobState, JobStore, Resources, Task, TaskReason, TaskState,
 };
-use titus_scheduler::{AwsScheduler, SchedulerConfig, TickInput};
-use titus_status::reconcile;
-use titus_status::reconcile::MATERIALIZE_AFTER_MS;
 
 fn service(desired: u32) -> serde_json::Value {
     json!({"service": {"capacity": {"min": 0, "desired": desired, "max": 10},
@@ -118,30 +118,32 @@ async fn a_silent_agent_is_lost_and_its_tasks_finish_lost_are_replaced_and_relea
 #[tokio::test]
 async fn a_dispatch_never_acknowledged_is_sent_again_then_finished_stuck_and_replaced() {
     let stage = fresh_stage().await;
-    let agent = stage.agent("a1", titus_status::now_ms()).await;
+    let agent = stage.agent("a1", titus_core::ports::now_ms()).await;
     let job = stage
         .job(json!({"batch": {"size": 1, "retryPolicy": {"immediate": {"retries": 0}}}}))
         .await;
-    let scheduler = AwsScheduler::with_clients(
-        &stage.clients,
-        SchedulerConfig {
-            stage: stage.names.stage().to_owned(),
-            ack_timeout_ms: 0,
-            ..SchedulerConfig::default()
+    let scheduler = ControlPlane::new(
+        titus_aws::aws_ports(&stage.clients, &stage.names),
+        Settings {
+            rules: stage.ctx.settings.rules.clone(),
+            scheduler: SchedulerSettings {
+                ack_timeout_ms: 0,
+                ..SchedulerSettings::default()
+            },
+            ..Settings::default()
         },
     );
     let tick = |i| TickInput {
         owner: "loop-1".to_owned(),
-        started_at_ms: Some(titus_status::now_ms()),
+        started_at_ms: Some(titus_core::ports::now_ms()),
         iteration: i,
     };
 
-    let first = scheduler.tick(tick(0)).await.unwrap();
+    let first = scheduler::tick(&scheduler, tick(0)).await.unwrap();
     let sent = stage.commands(&agent).await;
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     // A later tick of the run that looks for unacknowledged placements (every few ticks do).
-    let second = scheduler
-        .tick(tick(titus_scheduler::REDISPATCH_EVERY_TICKS))
+    let second = scheduler::tick(&scheduler, tick(scheduler::REDISPATCH_EVERY_TICKS))
         .await
         .unwrap();
     let resent = stage.commands(&agent).await;
@@ -213,16 +215,9 @@ async fn a_kill_without_an_answer_is_sent_once_more_then_the_task_finishes_stuck
     let agent = stage.agent("a1", NOW).await;
     let job = stage.job(json!({"batch": {"size": 1}})).await;
     let task = stage.run(&stage.tasks(&job).await[0], &agent, NOW).await;
-    titus_control::kill_task(
-        &stage.store,
-        &stage.agents,
-        &stage.ctx.commands,
-        &task.id,
-        false,
-        NOW + 10,
-    )
-    .await
-    .unwrap();
+    titus_control::kill_task(&stage.ctx, &task.id, false, NOW + 10)
+        .await
+        .unwrap();
     let first_kill = kills(&stage.commands(&agent).await);
     stage.agents.heartbeat("a1", NOW + 10_000).await.unwrap();
 

@@ -6,14 +6,15 @@
 
 use std::collections::HashSet;
 
-use aws_lambda_events::event::sqs::SqsEvent;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use titus_app::lambda::{batch_response, sqs_messages};
 use titus_aws::provision::provision;
-use titus_aws::{AwsClients, DynamoJobStore, Names};
-use titus_core::store::{JobFilter, PageRequest};
-use titus_core::JobStore;
-use titus_submit::{
-    handle_batch, process_batch, Admission, Outcome, Rejection, SqsRejectionQueue, SubmitConfig,
-};
+use titus_aws::{aws_ports, AwsClients, AwsPorts, DynamoJobStore, Names, SqsRejectionQueue};
+use titus_control::submit::{process_batch, Outcome};
+use titus_control::{Admission, ControlPlane, Settings};
+use titus_core::messages::Rejection;
+use titus_core::ports::{JobFilter, PageRequest};
+use titus_core::{JobStore, Ports};
 
 const NOW_MS: u64 = 1_764_000_001_000;
 
@@ -21,7 +22,6 @@ struct Stage {
     clients: AwsClients,
     names: Names,
     store: DynamoJobStore,
-    rejections: SqsRejectionQueue,
     rejected_queue_url: String,
 }
 
@@ -43,19 +43,45 @@ async fn fresh_stage() -> Stage {
     ))
     .unwrap();
     provision(&clients, &names.definitions()).await.unwrap();
-    let config = SubmitConfig::load(&clients.ssm, &clients.sqs, names.stage())
+    let rejected_queue_url = aws_ports(&clients, &names)
+        .rejections
+        .queue_url()
         .await
-        .unwrap();
+        .unwrap()
+        .to_owned();
     Stage {
         store: DynamoJobStore::new(clients.dynamodb.clone(), &names),
-        rejections: SqsRejectionQueue::new(clients.sqs.clone(), config.rejected_queue_url.clone()),
-        rejected_queue_url: config.rejected_queue_url,
+        rejected_queue_url,
         clients,
         names,
     }
 }
 
+/// Handles one SQS batch as the submit Lambda does; the response lists what SQS must redeliver.
+async fn handle_batch<P: Ports>(
+    cp: &ControlPlane<P>,
+    event: SqsEvent,
+    now_ms: u64,
+) -> SqsBatchResponse {
+    batch_response(&process_batch(cp, sqs_messages(event), now_ms).await)
+}
+
 impl Stage {
+    /// The control plane over the stage's ports, checking submissions against `admission`.
+    fn control(&self, admission: Admission) -> ControlPlane<AwsPorts> {
+        self.control_over(aws_ports(&self.clients, &self.names), admission)
+    }
+
+    fn control_over(&self, ports: AwsPorts, admission: Admission) -> ControlPlane<AwsPorts> {
+        ControlPlane::new(
+            ports,
+            Settings {
+                admission,
+                ..Settings::default()
+            },
+        )
+    }
+
     async fn jobs(&self) -> Vec<titus_core::Job> {
         self.store
             .list_jobs(&JobFilter::default(), &PageRequest::first(100))
@@ -114,10 +140,8 @@ async fn a_mixed_batch_stores_the_valid_once_and_rejects_the_invalid_with_their_
     let admission = Admission::default();
 
     let outcomes = process_batch(
-        &stage.store,
-        &stage.rejections,
-        &admission,
-        recorded_batch(),
+        &stage.control(admission),
+        sqs_messages(recorded_batch()),
         NOW_MS,
     )
     .await;
@@ -197,21 +221,12 @@ async fn a_mixed_batch_stores_the_valid_once_and_rejects_the_invalid_with_their_
 async fn a_redelivered_batch_stores_nothing_twice_and_reports_no_failures() {
     let stage = fresh_stage().await;
     let admission = Admission::default();
-    handle_batch(
-        &stage.store,
-        &stage.rejections,
-        &admission,
-        recorded_batch(),
-        NOW_MS,
-    )
-    .await;
+    handle_batch(&stage.control(admission.clone()), recorded_batch(), NOW_MS).await;
     let first_jobs = stage.jobs().await;
     stage.rejected().await;
 
     let response = handle_batch(
-        &stage.store,
-        &stage.rejections,
-        &admission,
+        &stage.control(admission.clone()),
         recorded_batch(),
         NOW_MS + 60_000,
     )
@@ -239,12 +254,11 @@ async fn a_store_failure_is_a_batch_item_failure_for_sqs_to_redeliver() {
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     ))
     .unwrap();
-    let broken_store = DynamoJobStore::new(stage.clients.dynamodb.clone(), &missing);
+    let mut ports = aws_ports(&stage.clients, &stage.names);
+    ports.jobs = DynamoJobStore::new(stage.clients.dynamodb.clone(), &missing);
 
     let response = handle_batch(
-        &broken_store,
-        &stage.rejections,
-        &Admission::default(),
+        &stage.control_over(ports, Admission::default()),
         recorded_batch(),
         NOW_MS,
     )
@@ -287,15 +301,14 @@ async fn a_store_failure_is_a_batch_item_failure_for_sqs_to_redeliver() {
 #[tokio::test]
 async fn a_rejection_that_cannot_be_sent_is_redelivered_rather_than_dropped() {
     let stage = fresh_stage().await;
-    let nowhere = SqsRejectionQueue::new(
+    let mut ports = aws_ports(&stage.clients, &stage.names);
+    ports.rejections = SqsRejectionQueue::new(
         stage.clients.sqs.clone(),
         format!("{}-gone", stage.rejected_queue_url),
     );
 
     let response = handle_batch(
-        &stage.store,
-        &nowhere,
-        &Admission::default(),
+        &stage.control_over(ports, Admission::default()),
         recorded_batch(),
         NOW_MS,
     )
@@ -322,10 +335,8 @@ async fn the_policy_applies_to_submissions_too() {
     };
 
     let outcomes = process_batch(
-        &stage.store,
-        &stage.rejections,
-        &admission,
-        recorded_batch(),
+        &stage.control(admission),
+        sqs_messages(recorded_batch()),
         NOW_MS,
     )
     .await;

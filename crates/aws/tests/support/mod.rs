@@ -5,7 +5,8 @@
 
 use titus_aws::provision::provision;
 use titus_aws::{AwsClients, Names};
-use titus_core::{Job, JobDescriptor, JobId, Limits};
+use titus_core::ports::MAX_INITIAL_TASKS_PER_WRITE;
+use titus_core::{Job, JobDescriptor, JobId, JobStore, Limits, Task};
 
 /// Clients for the emulator the test command started. Fails loudly rather than reaching AWS.
 pub async fn clients() -> AwsClients {
@@ -64,4 +65,19 @@ pub fn job(descriptor: JobDescriptor, now_ms: u64) -> Job {
         "caller@example.com".to_owned(),
         now_ms,
     )
+}
+
+/// Writes a new job's initial tasks through the store's conditional writes, as the application
+/// layer's materializing does, and returns them.
+pub async fn write_tasks(store: &impl JobStore, job: &Job) -> Vec<Task> {
+    let tasks = Task::initial_tasks_of(job);
+    let chunks: Vec<&[Task]> = tasks.chunks(MAX_INITIAL_TASKS_PER_WRITE).collect();
+    let last = chunks.len().saturating_sub(1);
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        store
+            .write_initial_tasks(job, chunk, i == last)
+            .await
+            .expect("writing a new job's tasks");
+    }
+    tasks
 }

@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use titus_aws::provision::{ensure_queue, provision};
-use titus_aws::{AwsClients, DynamoAgentStore, DynamoJobStore, Names, SqsCommandQueue};
+use titus_aws::{AwsClients, AwsPorts, DynamoAgentStore, DynamoJobStore, Names, SqsCommandQueue};
+use titus_control::{ControlPlane, Settings};
 use titus_core::messages::AgentCommand;
 use titus_core::{
     Agent, AgentState, AgentStore, JobDescriptor, JobStore, Limits, Resources, Task, TaskState,
@@ -28,6 +29,8 @@ pub struct Stage {
     pub store: DynamoJobStore,
     pub agents: DynamoAgentStore,
     pub queue: SqsCommandQueue,
+    /// The control plane over the stage, with the default settings.
+    pub cp: ControlPlane<AwsPorts>,
 }
 
 pub async fn fresh_stage() -> Stage {
@@ -41,12 +44,18 @@ pub async fn fresh_stage() -> Stage {
         store: DynamoJobStore::new(clients.dynamodb.clone(), &names),
         agents: DynamoAgentStore::new(clients.dynamodb.clone(), &names),
         queue: SqsCommandQueue::new(clients.sqs.clone()),
+        cp: ControlPlane::new(titus_aws::aws_ports(&clients, &names), Settings::default()),
         clients,
         names,
     }
 }
 
 impl Stage {
+    /// A control plane over the same stage with other settings.
+    pub fn with_settings(&self, settings: Settings) -> ControlPlane<AwsPorts> {
+        ControlPlane::new(titus_aws::aws_ports(&self.clients, &self.names), settings)
+    }
+
     /// Registers an agent with a real queue of its own; returns the queue URL.
     pub async fn agent(&self, id: &str, now_ms: u64) -> String {
         let (queue_url, _) = ensure_queue(&self.clients.sqs, &self.names.agent_queue_def(id))
@@ -105,7 +114,7 @@ impl Stage {
     pub async fn tasks(&self, job_id: &titus_core::JobId) -> Vec<Task> {
         let page = self
             .store
-            .list_job_tasks(job_id, &titus_core::store::PageRequest::first(1000))
+            .list_job_tasks(job_id, &titus_core::ports::PageRequest::first(1000))
             .await
             .unwrap();
         let mut tasks = page.items;

@@ -1,11 +1,11 @@
 //! `titus-api-lambda`: the API. Under Lambda (`AWS_LAMBDA_RUNTIME_API` set) it serves API Gateway
 //! HTTP API events; with `--listen ADDR` it serves plain HTTP, as the local stack and the tests do.
-//! Clients, configuration and the router are built once, before the first request.
+//! The control plane, the configuration and the router are built once, before the first request.
 
 use anyhow::Context as _;
 use clap::Parser;
 use titus_api::{lambda_service, router, serve, ApiConfig, AppState};
-use titus_aws::{AwsClients, DynamoAgentStore, DynamoJobStore, Names, SqsCommandQueue};
+use titus_aws::{AwsClients, Names};
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -22,20 +22,21 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
-    init_tracing(in_lambda);
+    if in_lambda {
+        titus_app::lambda::init_logging();
+    } else {
+        init_local_logging();
+    }
     let args = Args::parse();
     let names = Names::new(&args.stage).map_err(anyhow::Error::msg)?;
     let clients = AwsClients::from_env().await;
-    let config = ApiConfig::load(&clients.ssm, &args.stage)
+    let control = titus_app::control_plane(&clients, &args.stage)
+        .await
+        .with_context(|| format!("loading the settings of stage {:?}", args.stage))?;
+    let config = ApiConfig::load(&clients.ssm, &names)
         .await
         .with_context(|| format!("loading the API's configuration for stage {:?}", args.stage))?;
-    let state = AppState::new(
-        DynamoJobStore::new(clients.dynamodb.clone(), &names),
-        DynamoAgentStore::new(clients.dynamodb.clone(), &names),
-        SqsCommandQueue::new(clients.sqs.clone()),
-        config,
-    );
-    let app = router(state);
+    let app = router(AppState::new(std::sync::Arc::new(control), config));
 
     match (args.listen, in_lambda) {
         (Some(address), _) => {
@@ -60,16 +61,12 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// JSON logs in Lambda (CloudWatch), plain text elsewhere; `RUST_LOG` sets the filter.
-fn init_tracing(json: bool) {
+/// Plain-text logs on stderr outside Lambda; `RUST_LOG` sets the filter.
+fn init_local_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
+    tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().with_current_span(true).without_time().init();
-    } else {
-        builder.init();
-    }
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -9,7 +9,8 @@ use axum::Router;
 use http_body_util::BodyExt as _;
 use titus_api::{router, ApiConfig, AppState};
 use titus_aws::provision::provision;
-use titus_aws::{AwsClients, DynamoAgentStore, DynamoJobStore, Names, SqsCommandQueue};
+use titus_aws::{aws_ports, AwsClients, AwsPorts, DynamoAgentStore, DynamoJobStore, Names};
+use titus_control::{ControlPlane, Settings};
 use tower::ServiceExt as _;
 
 pub const ALICE: &str = "alice-token";
@@ -51,39 +52,45 @@ pub struct Api {
     pub router: Router,
     pub store: DynamoJobStore,
     pub agents: DynamoAgentStore,
+    /// The control plane the router runs on.
+    pub control: std::sync::Arc<ControlPlane<AwsPorts>>,
 }
 
 impl Api {
     pub async fn new() -> Api {
-        Api::with_config(|config| config).await
+        Api::with_settings(|_| {}).await
     }
 
-    pub async fn with_config(change: impl FnOnce(ApiConfig) -> ApiConfig) -> Api {
+    /// The API over a fresh stage whose control-plane settings `change` adjusts.
+    pub async fn with_settings(change: impl FnOnce(&mut Settings)) -> Api {
         let clients = clients().await;
         let names = unique_stage("a");
         provision(&clients, &names.definitions())
             .await
             .expect("provisioning a fresh stage");
-        let config = change(config(&names));
-        Api::over(clients, names, config)
+        let mut settings = Settings::default();
+        change(&mut settings);
+        let config = config(&names);
+        Api::over_with(clients, names, config, settings)
     }
 
     /// The router over a stage that may or may not be provisioned.
     pub fn over(clients: AwsClients, names: Names, config: ApiConfig) -> Api {
+        Api::over_with(clients, names, config, Settings::default())
+    }
+
+    fn over_with(clients: AwsClients, names: Names, config: ApiConfig, settings: Settings) -> Api {
         let store = DynamoJobStore::new(clients.dynamodb.clone(), &names);
         let agents = DynamoAgentStore::new(clients.dynamodb.clone(), &names);
-        let state = AppState::new(
-            store.clone(),
-            agents.clone(),
-            SqsCommandQueue::new(clients.sqs.clone()),
-            config,
-        );
+        let control = std::sync::Arc::new(ControlPlane::new(aws_ports(&clients, &names), settings));
+        let state = AppState::new(control.clone(), config);
         Api {
             router: router(state),
             clients,
             names,
             store,
             agents,
+            control,
         }
     }
 
@@ -137,7 +144,9 @@ impl Api {
         let reply = self.post_json("/api/v3/jobs", token, descriptor).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
         let id = titus_core::JobId::from_string(reply.json["id"].as_str().unwrap());
-        self.store.materialize_job(&id).await.unwrap();
+        titus_control::materialize::materialize_job(&self.control, &id)
+            .await
+            .unwrap();
         reply.json
     }
 }

@@ -4,8 +4,8 @@
 use titus_aws::provision::{ensure_queue, provision};
 use titus_aws::resources::QueueDef;
 use titus_aws::{AwsClients, DynamoAgentStore, DynamoJobStore, Names};
+use titus_core::ports::now_ms;
 use titus_core::{Agent, AgentState, AgentStore, Job, JobId, JobStore, Limits, Resources};
-use titus_scheduler::now_ms;
 
 pub async fn fresh_stage() -> (AwsClients, Names) {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();

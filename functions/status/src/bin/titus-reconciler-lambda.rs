@@ -1,24 +1,22 @@
-//! `titus-reconciler-lambda`: the scheduled reconciler. Clients and configuration are built once;
-//! each invocation (an EventBridge Scheduler event, whose content is ignored) is one run.
+//! `titus-reconciler-lambda`: the scheduled reconciler. The control plane is built once; each
+//! invocation (an EventBridge Scheduler event, whose content is ignored) is one run.
 
-use anyhow::Context as _;
 use lambda_runtime::{service_fn, LambdaEvent};
-use titus_aws::AwsClients;
-use titus_status::{init_lambda_logging, now_ms, reconcile, AwsStatusContext, StatusConfig};
+use titus_app::lambda::{init_logging, Failed};
+use titus_control::reconciler::reconcile;
+use titus_core::ports::{Clock, Ports};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    init_lambda_logging();
-    let config = StatusConfig::from_env().context("reading the reconciler's settings")?;
-    let stage = config.stage.clone();
-    let clients = AwsClients::from_env().await;
-    let ctx = AwsStatusContext::with_clients(&clients, config)
-        .await
-        .with_context(|| format!("finding the status DLQ of stage {stage:?}"))?;
-    let ctx = &ctx;
+async fn main() -> Result<(), lambda_runtime::Error> {
+    init_logging();
+    let clients = titus_aws::AwsClients::from_env().await;
+    let cp = titus_app::control_plane(&clients, &titus_app::stage_from_env()).await?;
+    let cp = &cp;
     lambda_runtime::run(service_fn(
-        move |_event: LambdaEvent<serde_json::Value>| async move { reconcile(ctx, now_ms()).await },
+        move |_event: LambdaEvent<serde_json::Value>| async move {
+            let now_ms = cp.ports().clock().now_ms();
+            reconcile(cp, now_ms).await.map_err(Failed)
+        },
     ))
     .await
-    .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"))
 }

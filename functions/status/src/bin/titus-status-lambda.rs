@@ -1,27 +1,25 @@
-//! `titus-status-lambda`: the SQS-triggered status function. Clients and configuration are built
-//! once; each invocation applies one batch of status messages and reports partial batch failures
-//! (the event source mapping needs `ReportBatchItemFailures`).
+//! `titus-status-lambda`: the SQS-triggered status function. The control plane is built once;
+//! each invocation applies one batch of the agents' status messages and reports partial batch
+//! failures (the event source mapping needs `ReportBatchItemFailures`).
 
-use anyhow::Context as _;
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
-use titus_aws::AwsClients;
-use titus_status::{handle_batch, init_lambda_logging, now_ms, AwsStatusContext, StatusConfig};
+use titus_app::lambda::{batch_response, init_logging, sqs_messages, Failed};
+use titus_control::status::process_batch;
+use titus_core::ports::{Clock, Ports};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    init_lambda_logging();
-    let config = StatusConfig::from_env().context("reading the status function's settings")?;
-    let stage = config.stage.clone();
-    let clients = AwsClients::from_env().await;
-    let ctx = AwsStatusContext::with_clients(&clients, config)
-        .await
-        .with_context(|| format!("finding the status DLQ of stage {stage:?}"))?;
-    let ctx = &ctx;
+async fn main() -> Result<(), lambda_runtime::Error> {
+    init_logging();
+    let clients = titus_aws::AwsClients::from_env().await;
+    let cp = titus_app::control_plane(&clients, &titus_app::stage_from_env()).await?;
+    // Fail the cold start, naming the queue, when the stage's status DLQ does not exist.
+    cp.ports.dead_letters.queue_url().await?;
+    let cp = &cp;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let response: SqsBatchResponse = handle_batch(ctx, event.payload, now_ms()).await;
-        Ok::<_, lambda_runtime::Error>(response)
+        let now_ms = cp.ports().clock().now_ms();
+        let outcomes = process_batch(cp, sqs_messages(event.payload), now_ms).await;
+        Ok::<_, Failed>(batch_response(&outcomes))
     }))
     .await
-    .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"))
 }

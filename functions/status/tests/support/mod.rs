@@ -6,28 +6,31 @@
 
 use std::collections::HashMap;
 
+use aws_lambda_events::event::sqs::SqsBatchResponse;
 use aws_lambda_events::event::sqs::SqsEvent;
 use serde_json::json;
+use titus_app::lambda::{batch_response, sqs_messages};
 use titus_aws::provision::{ensure_queue, provision};
+use titus_aws::AwsPorts;
 use titus_aws::{
     AwsClients, DynamoAgentStore, DynamoAllocationStore, DynamoJobStore, DynamoLeaseStore, Names,
 };
-use titus_core::lease::{AllocationStore, LeaseStore, PlacementWrite};
+use titus_control::status::{process_batch, Outcome};
+use titus_control::{ControlPlane, Rules, Settings};
 use titus_core::messages::{AgentCommand, TaskStatusUpdate};
-use titus_core::store::PageRequest;
+use titus_core::ports::PageRequest;
+use titus_core::ports::{AllocationStore, LeaseStore, PlacementWrite};
 use titus_core::{
     Agent, AgentState, AgentStore, Job, JobId, JobStore, Limits, Resources, Task, TaskId,
     TaskReason, TaskState,
 };
-use titus_status::{process_batch, AwsStatusContext, Outcome, StatusConfig};
 
 /// A fixed point in time; tests move the clock by adding to it.
 pub const NOW: u64 = 1_764_000_000_000;
 
 /// Short timeouts, so tests move the clock by seconds.
-pub fn test_config(names: &Names) -> StatusConfig {
-    StatusConfig {
-        stage: names.stage().to_owned(),
+pub fn test_config() -> Rules {
+    Rules {
         agent_heartbeat_timeout_ms: 30_000,
         launched_timeout_ms: 1_000,
         start_initiated_batch_timeout_ms: 3_000,
@@ -44,7 +47,7 @@ pub fn test_config(names: &Names) -> StatusConfig {
 pub struct Stage {
     pub clients: AwsClients,
     pub names: Names,
-    pub ctx: AwsStatusContext,
+    pub ctx: ControlPlane<AwsPorts>,
     pub store: DynamoJobStore,
     pub agents: DynamoAgentStore,
     pub dlq_url: String,
@@ -54,7 +57,7 @@ pub async fn fresh_stage() -> Stage {
     fresh_stage_with(|_| {}).await
 }
 
-pub async fn fresh_stage_with(adjust: impl FnOnce(&mut StatusConfig)) -> Stage {
+pub async fn fresh_stage_with(adjust: impl FnOnce(&mut Rules)) -> Stage {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     assert!(
         endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
@@ -68,15 +71,19 @@ pub async fn fresh_stage_with(adjust: impl FnOnce(&mut StatusConfig)) -> Stage {
     ))
     .unwrap();
     provision(&clients, &names.definitions()).await.unwrap();
-    let mut config = test_config(&names);
-    adjust(&mut config);
-    let ctx = AwsStatusContext::with_clients(&clients, config)
-        .await
-        .unwrap();
+    let mut rules = test_config();
+    adjust(&mut rules);
+    let ctx = ControlPlane::new(
+        titus_aws::aws_ports(&clients, &names),
+        Settings {
+            rules,
+            ..Settings::default()
+        },
+    );
     Stage {
         store: DynamoJobStore::new(clients.dynamodb.clone(), &names),
         agents: DynamoAgentStore::new(clients.dynamodb.clone(), &names),
-        dlq_url: ctx.dead_letters.queue_url().to_owned(),
+        dlq_url: ctx.ports.dead_letters.queue_url().await.unwrap().to_owned(),
         ctx,
         clients,
         names,
@@ -126,7 +133,9 @@ impl Stage {
     /// A job with its initial tasks written, as the scheduler's next tick would write them.
     pub async fn job(&self, extra: serde_json::Value) -> Job {
         let job = self.job_awaiting_tasks(extra).await;
-        self.store.materialize_job(&job.id).await.unwrap();
+        titus_control::materialize::materialize_job(&self.ctx, &job.id)
+            .await
+            .unwrap();
         job
     }
 
@@ -245,7 +254,7 @@ impl Stage {
             .iter()
             .map(|u| serde_json::to_string(u).unwrap())
             .collect();
-        process_batch(&self.ctx, sqs_event(&bodies), now)
+        process_batch(&self.ctx, sqs_messages(sqs_event(&bodies)), now)
             .await
             .into_iter()
             .map(|(_, outcome)| outcome)
@@ -306,6 +315,15 @@ impl Stage {
             .map(|m| serde_json::from_str(&m.body).unwrap())
             .collect()
     }
+}
+
+/// Handles one SQS batch as the status Lambda does; the response lists what SQS must redeliver.
+pub async fn handle_batch<P: titus_core::Ports>(
+    ctx: &ControlPlane<P>,
+    event: SqsEvent,
+    now: u64,
+) -> SqsBatchResponse {
+    batch_response(&process_batch(ctx, sqs_messages(event), now).await)
 }
 
 /// The update an agent sends for `task` reaching `state` at `at`.

@@ -1,54 +1,25 @@
-//! `titus-submit-lambda`: the SQS-triggered submit function. Clients and configuration are built
-//! once; each invocation handles one batch and reports partial batch failures.
+//! `titus-submit-lambda`: the SQS-triggered submit function. The control plane is built once;
+//! each invocation stores one batch of job descriptors from the submit queue (refused ones go to
+//! the rejection queue with their errors) and reports partial batch failures.
 
-use anyhow::Context as _;
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
-use titus_aws::{AwsClients, DynamoJobStore, Names};
-use titus_submit::{handle_batch, SqsRejectionQueue, SubmitConfig};
+use titus_app::lambda::{batch_response, init_logging, sqs_messages, Failed};
+use titus_control::submit::process_batch;
+use titus_core::ports::{Clock, Ports};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .without_time()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let stage = std::env::var("TITUS_STAGE")
-        .unwrap_or_else(|_| titus_aws::resources::DEFAULT_STAGE.to_owned());
-    let names = Names::new(&stage).map_err(anyhow::Error::msg)?;
-    let clients = AwsClients::from_env().await;
-    let config = SubmitConfig::load(&clients.ssm, &clients.sqs, &stage)
-        .await
-        .with_context(|| {
-            format!("loading the submit function's configuration for stage {stage:?}")
-        })?;
-    let store = DynamoJobStore::new(clients.dynamodb.clone(), &names);
-    let rejections = SqsRejectionQueue::new(clients.sqs.clone(), config.rejected_queue_url.clone());
-    let (store, rejections, config) = (&store, &rejections, &config);
-
+async fn main() -> Result<(), lambda_runtime::Error> {
+    init_logging();
+    let clients = titus_aws::AwsClients::from_env().await;
+    let cp = titus_app::control_plane(&clients, &titus_app::stage_from_env()).await?;
+    // Fail the cold start, naming the queue, when the stage's rejection queue does not exist.
+    cp.ports.rejections.queue_url().await?;
+    let cp = &cp;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let response: SqsBatchResponse = handle_batch(
-            store,
-            rejections,
-            &config.admission,
-            event.payload,
-            now_ms(),
-        )
-        .await;
-        Ok::<_, lambda_runtime::Error>(response)
+        let now_ms = cp.ports().clock().now_ms();
+        let outcomes = process_batch(cp, sqs_messages(event.payload), now_ms).await;
+        Ok::<_, Failed>(batch_response(&outcomes))
     }))
     .await
-    .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
 }

@@ -7,7 +7,7 @@
 use std::future::Future;
 
 use crate::agent::Resources;
-use crate::store::StoreError;
+use crate::ports::store::StoreError;
 use crate::task::Task;
 
 /// A held lease. `epoch` is the fencing token.

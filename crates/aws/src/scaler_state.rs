@@ -1,72 +1,15 @@
-//! What the scaler remembers between runs, and where: on its lease's item in the leases table,
+//! The scaler's memory on DynamoDB: an attribute of its lease's item in the leases table,
 //! written only on condition that the run still holds the lease (owner and epoch), so a scaler
 //! that lost its lease changes nothing.
-//!
-//! EC2's DescribeInstances is eventually consistent, so the scaler does not rely on it alone to
-//! know what it launched a moment ago: launches are remembered here until their agents register.
 
-use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
+use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
-use serde::{Deserialize, Serialize};
-use titus_aws::resources::{attr, Names};
-use titus_core::lease::Lease;
+use titus_core::ports::{Lease, ScalerState, ScalerStateStore, StateError};
 use titus_core::StoreError;
 
-use crate::ec2::Lifecycle;
-
-/// An instance the scaler launched whose agent has not registered yet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LaunchRecord {
-    pub pool: String,
-    pub machine_type: String,
-    pub zone: String,
-    pub lifecycle: Lifecycle,
-    pub launched_at_ms: u64,
-}
-
-/// The scaler's memory. Small: idle agents, recent launches and drains only.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ScalerState {
-    /// When each pool last launched instances: the start of its cool-down.
-    pub last_launch_at_ms: BTreeMap<String, u64>,
-    /// Since when each idle agent has had no tasks.
-    pub idle_since_ms: BTreeMap<String, u64>,
-    /// Launches not yet registered, by instance id.
-    pub launched: BTreeMap<String, LaunchRecord>,
-    /// Instances the scaler drained, by instance id, with when: terminated once their agent is
-    /// empty or has deregistered.
-    pub drained_at_ms: BTreeMap<String, u64>,
-    /// Since when each instance without an agent has had none.
-    pub unregistered_since_ms: BTreeMap<String, u64>,
-}
-
-/// Why the state could not be read or written.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum StateError {
-    /// The lease changed hands: this run must stop.
-    #[error("the scaler lease is no longer held at epoch {epoch}")]
-    LeaseLost { epoch: u64 },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Reads and writes the scaler's state, fenced by its lease.
-pub trait ScalerStateStore: Send + Sync {
-    fn load(&self, lease: &Lease) -> impl Future<Output = Result<ScalerState, StateError>> + Send;
-
-    /// Writes the state if `lease` is still held (same owner and epoch).
-    fn save(
-        &self,
-        lease: &Lease,
-        state: &ScalerState,
-    ) -> impl Future<Output = Result<(), StateError>> + Send;
-}
+use crate::resources::{attr, Names};
 
 const STATE: &str = "scalerState";
 const OWNER: &str = "owner";
@@ -155,32 +98,5 @@ impl ScalerStateStore for DynamoScalerState {
             }
             Err(e) => Err(unavailable("UpdateItem scaler state", e).into()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn state_round_trips_through_json_and_tolerates_missing_fields() {
-        let mut state = ScalerState::default();
-        state.last_launch_at_ms.insert("default".into(), 5);
-        state.launched.insert(
-            "i-1".into(),
-            LaunchRecord {
-                pool: "default".into(),
-                machine_type: "m7g.large".into(),
-                zone: "us-east-1a".into(),
-                lifecycle: Lifecycle::Spot,
-                launched_at_ms: 7,
-            },
-        );
-        let text = serde_json::to_string(&state).unwrap();
-        assert_eq!(serde_json::from_str::<ScalerState>(&text).unwrap(), state);
-        assert_eq!(
-            serde_json::from_str::<ScalerState>("{}").unwrap(),
-            ScalerState::default()
-        );
     }
 }

@@ -1,9 +1,9 @@
-//! The job store port: what the functions need from persistent storage, independent of DynamoDB.
+//! The job store port: jobs and tasks in persistent storage, independent of DynamoDB.
 //!
 //! Every write that can race is conditional. Losing a race is `StoreError::Conflict`, never a
 //! silent overwrite: the caller re-reads and decides again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 
 use crate::ids::{JobId, TaskId};
@@ -140,10 +140,17 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// DynamoDB's limit on items in one transaction; every store keeps to it.
+pub const MAX_TRANSACTION_ITEMS: usize = 100;
+
+/// The most new tasks one `write_initial_tasks` call takes: a transaction's items less the job's.
+pub const MAX_INITIAL_TASKS_PER_WRITE: usize = MAX_TRANSACTION_ITEMS - 1;
+
 /// Storage of jobs and tasks.
 pub trait JobStore: Send + Sync {
-    /// Stores a new job, marked as awaiting its initial tasks; `materialize_jobs` writes them. With
-    /// an idempotency key, a repeat of the same request returns the first job (`Existing`).
+    /// Stores a new job, marked as awaiting its initial tasks (the application layer's
+    /// materializing writes them). With an idempotency key, a repeat of the same request returns
+    /// the first job (`Existing`).
     ///
     /// Accepting a job is one write, as in Titus, where the gateway stores the job and the job's
     /// reconciliation creates its tasks: a request is answered at the cost of one item, however
@@ -154,19 +161,37 @@ pub trait JobStore: Send + Sync {
         idempotency: Option<&IdempotencyKey>,
     ) -> impl Future<Output = Result<CreateOutcome, StoreError>> + Send;
 
-    /// Writes the initial tasks (`Task::initial_tasks_of`) of jobs awaiting them that were
-    /// created before `created_before_ms`, oldest job first, stopping once about `max_tasks`
-    /// tasks were written (one job is always completed, however large). Returns the tasks this
-    /// call wrote. A job no longer Accepted gets no tasks;
-    /// a job changed meanwhile is read again and gets the tasks its current version calls for.
-    /// A job that fails is logged and left for the next call, so it holds back no other job; only
-    /// failing to read the waiting jobs is an error. Safe to run concurrently and to repeat: task
-    /// ids derive from the job id, and every write is conditional.
-    fn materialize_jobs(
+    /// Up to `limit` ids of jobs still marked as awaiting their initial tasks that were created
+    /// before `created_before_ms`, oldest first. An index read: a job whose mark was cleared a
+    /// moment ago may still show.
+    fn list_awaiting_jobs(
         &self,
-        max_tasks: u32,
+        limit: u32,
         created_before_ms: u64,
-    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<JobId>, StoreError>> + Send;
+
+    /// A job, read consistently, and whether it still awaits its initial tasks.
+    fn get_job_awaiting(
+        &self,
+        id: &JobId,
+    ) -> impl Future<Output = Result<Option<(Job, bool)>, StoreError>> + Send;
+
+    /// Which of `ids` name stored tasks.
+    fn existing_tasks(
+        &self,
+        ids: &[&TaskId],
+    ) -> impl Future<Output = Result<HashSet<TaskId>, StoreError>> + Send;
+
+    /// Stores at most [`MAX_INITIAL_TASKS_PER_WRITE`] new tasks of `job`, all or none, on
+    /// condition that the job is still at `job.version` and awaiting its tasks; with
+    /// `clear_mark` the job stops awaiting them in the same write (an empty `tasks` only clears
+    /// the mark). `Conflict` when the job changed, was no longer marked, or a task existed.
+    fn write_initial_tasks(
+        &self,
+        job: &Job,
+        tasks: &[Task],
+        clear_mark: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn get_job(&self, id: &JobId) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
 

@@ -1,12 +1,11 @@
-//! The scaler's configuration: its own settings and one parameter per agent pool, all under
-//! `/titus/{stage}/scaler` in SSM, read at cold start and again when older than
-//! `config_max_age_secs`. Anything invalid fails the run with the parameter's name.
+//! The scaler's settings: its own and one per agent pool, as SSM holds them under
+//! `/titus/{stage}/scaler` (read at cold start and again when older than `config_max_age_secs`).
+//! Anything invalid fails the run with the parameter's name.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use titus_aws::config::{parse_typed, ConfigError, Parameters, Validate};
-use titus_aws::Names;
+use titus_core::settings::Validate;
 
 /// The scaler's own settings (`/titus/{stage}/scaler/config`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,9 +167,23 @@ impl Validate for PoolSettings {
 /// Everything a run needs to know besides its clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScalerConfig {
+    /// The stage whose pools these are (their instances carry its tag).
+    pub stage: String,
     pub settings: ScalerSettings,
     /// The pools by name.
     pub pools: BTreeMap<String, PoolSettings>,
+    /// Where each pool's settings were read from (its SSM parameter), to name it in errors.
+    pub sources: BTreeMap<String, String>,
+}
+
+impl ScalerConfig {
+    /// Where pool `name`'s settings came from, for an error message.
+    pub fn source_of(&self, pool: &str) -> String {
+        self.sources
+            .get(pool)
+            .cloned()
+            .unwrap_or_else(|| format!("the settings of pool {pool:?}"))
+    }
 }
 
 /// Whether `name` may name a pool: it is a path segment, an EC2 tag value and a machine group.
@@ -179,133 +192,4 @@ pub fn valid_pool_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
-impl ScalerConfig {
-    /// The configuration from the parameters under the stage's scaler path.
-    pub fn from_parameters(
-        names: &Names,
-        parameters: &Parameters,
-    ) -> Result<ScalerConfig, ConfigError> {
-        let settings: ScalerSettings = parameters.typed(&names.scaler_config_parameter())?;
-        let pools_path = names.scaler_pools_path();
-        let mut pools = BTreeMap::new();
-        for (name, text) in parameters.under(&pools_path) {
-            let parameter = format!("{pools_path}/{name}");
-            if !valid_pool_name(name) {
-                return Err(ConfigError::Invalid {
-                    parameter,
-                    message: "the pool name (the last part of the parameter name) is not valid"
-                        .to_owned(),
-                    expected: "1 to 32 lowercase letters, digits, '-' or '_'".to_owned(),
-                });
-            }
-            let pool: PoolSettings = parse_typed(&parameter, text)?;
-            pools.insert(name.to_owned(), pool);
-        }
-        Ok(ScalerConfig { settings, pools })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use titus_aws::resources::{scaler_config_default, scaler_pool_default, DEFAULT_POOL};
-
-    fn names() -> Names {
-        Names::new("cfg").unwrap()
-    }
-
-    fn provisioned() -> BTreeMap<String, String> {
-        let names = names();
-        names
-            .definitions()
-            .parameters
-            .into_iter()
-            .map(|p| (p.name, p.default_value))
-            .collect()
-    }
-
-    #[test]
-    fn the_provisioned_defaults_are_the_built_in_defaults_and_valid() {
-        let names = names();
-        let config =
-            ScalerConfig::from_parameters(&names, &Parameters::from_values(provisioned())).unwrap();
-        assert_eq!(config.settings, ScalerSettings::default());
-        assert_eq!(
-            serde_json::to_value(&config.settings).unwrap(),
-            scaler_config_default()
-        );
-        let pool = &config.pools[DEFAULT_POOL];
-        assert_eq!(
-            serde_json::to_value(pool).unwrap(),
-            scaler_pool_default(&names)
-        );
-        assert_eq!(pool.launch_template, names.agent_launch_template());
-        assert_eq!(config.pools.len(), 1);
-    }
-
-    #[test]
-    fn an_invalid_pool_names_its_parameter_and_the_problem() {
-        let names = names();
-        let mut values = provisioned();
-        let parameter = names.scaler_pool_parameter(DEFAULT_POOL);
-        let mut pool = scaler_pool_default(&names);
-        pool["min_agents"] = 5.into();
-        pool["max_agents"] = 2.into();
-        values.insert(parameter.clone(), pool.to_string());
-
-        let err = ScalerConfig::from_parameters(&names, &Parameters::from_values(values))
-            .unwrap_err()
-            .to_string();
-
-        assert!(err.contains(&parameter), "{err}");
-        assert!(err.contains("min_agents 5 exceeds max_agents 2"), "{err}");
-    }
-
-    #[test]
-    fn an_unknown_setting_is_refused_with_its_name() {
-        let names = names();
-        let mut values = provisioned();
-        values.insert(
-            names.scaler_config_parameter(),
-            r#"{"lease_ttl_secs": 60, "lease_ttl_sec": 30}"#.to_owned(),
-        );
-        let err = ScalerConfig::from_parameters(&names, &Parameters::from_values(values))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(&names.scaler_config_parameter()), "{err}");
-        assert!(err.contains("lease_ttl_sec"), "{err}");
-    }
-
-    #[test]
-    fn a_pool_name_must_be_a_plain_segment() {
-        let names = names();
-        let mut values = provisioned();
-        values.insert(
-            names.scaler_pool_parameter("GPU Pool"),
-            scaler_pool_default(&names).to_string(),
-        );
-        let err =
-            ScalerConfig::from_parameters(&names, &Parameters::from_values(values)).unwrap_err();
-        assert!(
-            matches!(&err, ConfigError::Invalid { parameter, .. } if parameter.ends_with("/GPU Pool")),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn a_missing_settings_parameter_is_named() {
-        let names = names();
-        let mut values = provisioned();
-        values.remove(&names.scaler_config_parameter());
-        let err =
-            ScalerConfig::from_parameters(&names, &Parameters::from_values(values)).unwrap_err();
-        assert_eq!(
-            err,
-            ConfigError::Missing {
-                parameter: names.scaler_config_parameter()
-            }
-        );
-    }
 }

@@ -17,9 +17,9 @@ use serde::Serialize;
 use titus_core::{Agent, AgentState, Resources, TaskId};
 use titus_placement::{AgentView, Strategy, TaskRequest};
 
-use crate::config::{PoolSettings, ScalerConfig};
-use crate::ec2::{InstanceTypeInfo, Lifecycle, PoolInstance, Subnet};
-use crate::state::ScalerState;
+use titus_core::ports::{InstanceTypeInfo, Lifecycle, PoolInstance, ScalerState, Subnet};
+
+use super::settings::{PoolSettings, ScalerConfig};
 
 /// Everything a decision is made from.
 #[derive(Debug, Clone, Copy)]
@@ -702,9 +702,9 @@ mod tests {
     use titus_core::job::Constraint;
     use titus_core::JobId;
 
+    use super::super::settings::ScalerSettings;
     use super::*;
-    use crate::config::ScalerSettings;
-    use crate::state::LaunchRecord;
+    use titus_core::ports::LaunchRecord;
 
     const NOW: u64 = 1_764_000_000_000;
     const MINUTE: u64 = 60_000;
@@ -769,8 +769,10 @@ mod tests {
             )]);
             World {
                 config: ScalerConfig {
+                    stage: "test".to_owned(),
                     settings: ScalerSettings::default(),
                     pools: BTreeMap::from([("default".to_owned(), pool_settings)]),
+                    sources: BTreeMap::new(),
                 },
                 instances: vec![],
                 agents: vec![],

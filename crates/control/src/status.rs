@@ -7,8 +7,9 @@
 //!   changes nothing either.
 //! - Every write is conditional on the version read; a lost race is re-read and decided again.
 //! - Finished records the exit code, reason and OOM flag, and gives the task's resources back to
-//!   its agent in the same transaction, so the allocation is released exactly once. Then the task
-//!   is replaced per its job's policy, or its job finishes. A redelivered Finished repeats those
+//!   its agent in the same transaction, so the allocation is released exactly once. Then the job
+//!   converges ([`task_finished`]): the task is replaced per its job's policy, or its job
+//!   finishes. A redelivered Finished repeats those
 //!   follow-ups, which are idempotent, so a crash between the two writes is repaired.
 //! - A message that can never apply (not JSON, an unknown field, an unknown task, the wrong job) is
 //!   sent to the status DLQ with its reason, then acknowledged. A store or queue error makes it a
@@ -17,17 +18,16 @@
 
 use std::collections::BTreeMap;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use futures::stream::{self, StreamExt};
-use titus_core::lease::AllocationStore;
-use titus_core::messages::{CommandQueue, TaskStatusUpdate};
+use titus_core::messages::TaskStatusUpdate;
+use titus_core::ports::{DeadLetter, DeadLetterSink};
 use titus_core::validation::quoted;
-use titus_core::{AgentStore, JobStore, Task, TaskReason, TaskState};
+use titus_core::{JobStore, Ports, StoreError, Task, TaskReason, TaskState};
 use tracing::{error, info, info_span, warn, Instrument};
 
-use crate::dead_letter::{DeadLetter, DeadLetterSink};
-use crate::error::StatusError;
-use crate::lifecycle::{StatusContext, MAX_WRITE_ATTEMPTS};
+use crate::converge::task_finished;
+use crate::tasks::{write_finished, MAX_WRITE_ATTEMPTS};
+use crate::{ControlError, ControlPlane, InboundMessage, MessageOutcome};
 
 /// How many tasks' messages are applied at once.
 const CONCURRENT_TASKS: usize = 8;
@@ -47,69 +47,42 @@ pub enum Outcome {
     Failed,
 }
 
+impl MessageOutcome for Outcome {
+    fn must_redeliver(&self) -> bool {
+        *self == Outcome::Failed
+    }
+}
+
 /// Why an update did not apply.
 #[derive(Debug)]
 pub enum ApplyError {
     /// The message can never apply; the reason goes to the DLQ with it.
     Malformed(String),
     /// The store or a queue failed; the message is redelivered.
-    Failed(StatusError),
+    Failed(ControlError),
 }
 
-impl<E: Into<StatusError>> From<E> for ApplyError {
-    fn from(err: E) -> Self {
+impl From<StoreError> for ApplyError {
+    fn from(err: StoreError) -> Self {
         ApplyError::Failed(err.into())
     }
 }
 
-/// Handles one SQS batch; the response lists the messages SQS must redeliver.
-pub async fn handle_batch<J, A, C, Q, D>(
-    ctx: &StatusContext<J, A, C, Q, D>,
-    event: SqsEvent,
+/// Handles one batch of the status queue's messages and says what became of each, by message
+/// id, in batch order.
+pub async fn process_batch<P: Ports>(
+    ctx: &ControlPlane<P>,
+    messages: Vec<InboundMessage>,
     now_ms: u64,
-) -> SqsBatchResponse
-where
-    J: JobStore,
-    A: AgentStore,
-    C: AllocationStore,
-    Q: CommandQueue,
-    D: DeadLetterSink,
-{
-    let outcomes = process_batch(ctx, event, now_ms).await;
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = outcomes
-        .into_iter()
-        .filter(|(_, outcome)| *outcome == Outcome::Failed)
-        .map(|(message_id, _)| {
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = message_id;
-            failure
-        })
-        .collect();
-    response
-}
-
-/// Handles one SQS batch and says what became of each message, by message id, in batch order.
-pub async fn process_batch<J, A, C, Q, D>(
-    ctx: &StatusContext<J, A, C, Q, D>,
-    event: SqsEvent,
-    now_ms: u64,
-) -> Vec<(String, Outcome)>
-where
-    J: JobStore,
-    A: AgentStore,
-    C: AllocationStore,
-    Q: CommandQueue,
-    D: DeadLetterSink,
-{
+) -> Vec<(String, Outcome)> {
     let mut outcomes: Vec<(String, Option<Outcome>)> = Vec::new();
     let mut by_task: BTreeMap<String, Vec<(usize, String, String, TaskStatusUpdate)>> =
         BTreeMap::new();
     let mut malformed = Vec::new();
-    for message in event.records {
+    for message in messages {
         let position = outcomes.len();
-        let message_id = message.message_id.clone().unwrap_or_default();
-        let body = message.body.unwrap_or_default();
+        let message_id = message.message_id;
+        let body = message.body;
         outcomes.push((message_id.clone(), None));
         match serde_json::from_str::<TaskStatusUpdate>(&body) {
             Ok(update) => by_task
@@ -169,20 +142,13 @@ where
         .collect()
 }
 
-async fn apply_message<J, A, C, Q, D>(
-    ctx: &StatusContext<J, A, C, Q, D>,
+async fn apply_message<P: Ports>(
+    ctx: &ControlPlane<P>,
     message_id: String,
     body: String,
     update: &TaskStatusUpdate,
     now_ms: u64,
-) -> Outcome
-where
-    J: JobStore,
-    A: AgentStore,
-    C: AllocationStore,
-    Q: CommandQueue,
-    D: DeadLetterSink,
-{
+) -> Outcome {
     match apply_update(ctx, update, now_ms).await {
         Ok(outcome) => outcome,
         Err(ApplyError::Malformed(reason)) => {
@@ -205,14 +171,8 @@ where
     }
 }
 
-async fn dead_letter<J, A, C, Q, D>(
-    ctx: &StatusContext<J, A, C, Q, D>,
-    letter: DeadLetter,
-) -> Outcome
-where
-    D: DeadLetterSink,
-{
-    match ctx.dead_letters.send(&letter).await {
+async fn dead_letter<P: Ports>(ctx: &ControlPlane<P>, letter: DeadLetter) -> Outcome {
+    match ctx.ports.dead_letters().send(&letter).await {
         Ok(()) => {
             warn!(reason = %letter.reason, "status message sent to the DLQ");
             Outcome::DeadLettered {
@@ -227,20 +187,14 @@ where
 }
 
 /// Applies one update to its task; see the module's guarantees.
-pub async fn apply_update<J, A, C, Q, D>(
-    ctx: &StatusContext<J, A, C, Q, D>,
+pub async fn apply_update<P: Ports>(
+    ctx: &ControlPlane<P>,
     update: &TaskStatusUpdate,
     now_ms: u64,
-) -> Result<Outcome, ApplyError>
-where
-    J: JobStore,
-    A: AgentStore,
-    C: AllocationStore,
-    Q: CommandQueue,
-    D: DeadLetterSink,
-{
+) -> Result<Outcome, ApplyError> {
+    let jobs = ctx.ports.jobs();
     for _ in 0..MAX_WRITE_ATTEMPTS {
-        let Some(task) = ctx.jobs.get_task(&update.task_id).await? else {
+        let Some(task) = jobs.get_task(&update.task_id).await? else {
             return Err(ApplyError::Malformed(format!(
                 "task {} does not exist; expected the id of a task placed on agent {}",
                 quoted(update.task_id.as_str()),
@@ -268,7 +222,7 @@ where
             if from == TaskState::Finished && update.state == TaskState::Finished {
                 // A redelivery: the first may have stopped between the Finished write and the
                 // replacement. The follow-ups are idempotent.
-                ctx.after_finished(&task, now_ms).await?;
+                task_finished(ctx, &task, now_ms).await?;
             }
             info!(current = %from, "status not later than the task's; changes nothing");
             return Ok(Outcome::Duplicate);
@@ -290,13 +244,13 @@ where
             }
             next.exit_code = update.exit_code;
             next.oom_killed = update.oom_killed;
-            match ctx.write_finished(&task, &next).await {
+            match write_finished(ctx, &task, &next).await {
                 Ok(()) => {}
                 Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e.into()),
             }
             info!(from = %from, reason = %reason, exit_code = ?update.exit_code, oom_killed = update.oom_killed, "task finished");
-            let follow_up = ctx.after_finished(&next, now_ms).await?;
+            let follow_up = task_finished(ctx, &next, now_ms).await?;
             info!(?follow_up, "after the task finished");
         } else {
             if next
@@ -310,7 +264,7 @@ where
             {
                 return Ok(Outcome::Duplicate);
             }
-            match ctx.jobs.update_task(&next, task.version).await {
+            match jobs.update_task(&next, task.version).await {
                 Ok(()) => {}
                 Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e.into()),
@@ -322,10 +276,12 @@ where
             to: update.state,
         });
     }
-    Err(ApplyError::Failed(StatusError::StoreUnavailable(format!(
-        "task {} kept changing while its status was applied ({MAX_WRITE_ATTEMPTS} attempts)",
-        update.task_id
-    ))))
+    Err(ApplyError::Failed(ControlError::Store(
+        StoreError::Unavailable(format!(
+            "task {} kept changing while its status was applied ({MAX_WRITE_ATTEMPTS} attempts)",
+            update.task_id
+        )),
+    )))
 }
 
 /// Why the task finished. A kill the control plane or the agent initiated keeps its reason: the

@@ -1,6 +1,8 @@
-//! Typed runtime configuration from SSM Parameter Store: a function reads every parameter under
-//! its paths at cold start, keeps them for a short while, and turns each into a typed value. A
-//! value that is missing or wrong fails with the name of the parameter and what it should hold.
+//! The one SSM Parameter Store loader: a binary reads its parameters at cold start (by name with
+//! [`get_parameters`], or everything under a path with [`read_parameters_by_path`]), a warm one
+//! keeps them for a short while ([`ParameterCache`]), and each value becomes a typed setting
+//! ([`Parameters::typed`]). One error type, [`ConfigError`], names the parameter that is missing
+//! or wrong and what it should hold.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,29 +17,67 @@ use tokio::time::Instant;
 #[non_exhaustive]
 pub enum ConfigError {
     #[error(
-        "SSM parameter {parameter} does not exist; expected it provisioned \
-         (titus-provision for a local stage, the CDK app in AWS)"
+        "SSM parameter(s) {} do not exist; expected them provisioned (titus-provision for a \
+         local stage, the CDK app or Terraform in AWS)",
+        .parameters.join(", ")
     )]
-    Missing { parameter: String },
+    Missing { parameters: Vec<String> },
     #[error("SSM parameter {parameter} is invalid: {message}; expected {expected}")]
     Invalid {
         parameter: String,
         message: String,
         expected: String,
     },
-    #[error("reading SSM parameters under {path} failed: {message}")]
-    Aws { path: String, message: String },
+    #[error("reading SSM parameters {what} failed: {message}")]
+    Aws { what: String, message: String },
 }
 
-/// A configuration value that checks more than its JSON shape can say.
-pub trait Validate {
-    /// What the parameter should hold, for error messages.
-    const EXPECTED: &'static str;
-
-    /// The first thing wrong with the value, if any.
-    fn validate(&self) -> Result<(), String> {
-        Ok(())
+impl ConfigError {
+    fn missing(parameter: &str) -> ConfigError {
+        ConfigError::Missing {
+            parameters: vec![parameter.to_owned()],
+        }
     }
+}
+
+pub use titus_core::settings::Validate;
+
+/// SSM's limit on names in one GetParameters call.
+const MAX_NAMES_PER_CALL: usize = 10;
+
+/// The values of `names`, by name, in as few calls as SSM allows. Every name must exist; those
+/// that do not are all named in the error.
+pub async fn get_parameters(
+    ssm: &aws_sdk_ssm::Client,
+    names: &[String],
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut values = BTreeMap::new();
+    let mut missing = Vec::new();
+    for chunk in names.chunks(MAX_NAMES_PER_CALL) {
+        let out = ssm
+            .get_parameters()
+            .set_names(Some(chunk.to_vec()))
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| ConfigError::Aws {
+                what: chunk.join(", "),
+                message: aws_sdk_ssm::error::DisplayErrorContext(e).to_string(),
+            })?;
+        missing.extend(out.invalid_parameters().iter().cloned());
+        for parameter in out.parameters() {
+            if let (Some(name), Some(value)) = (parameter.name(), parameter.value()) {
+                values.insert(name.to_owned(), value.to_owned());
+            }
+        }
+    }
+    if !missing.is_empty() {
+        missing.sort();
+        return Err(ConfigError::Missing {
+            parameters: missing,
+        });
+    }
+    Ok(values)
 }
 
 /// Parameter values by full name, as read at one moment. Cheap to clone.
@@ -47,6 +87,14 @@ pub struct Parameters {
 }
 
 impl Parameters {
+    /// The values of `names`, read with [`get_parameters`].
+    pub async fn read(
+        ssm: &aws_sdk_ssm::Client,
+        names: &[String],
+    ) -> Result<Parameters, ConfigError> {
+        Ok(Parameters::from_values(get_parameters(ssm, names).await?))
+    }
+
     pub fn from_values(values: BTreeMap<String, String>) -> Parameters {
         Parameters {
             values: Arc::new(values),
@@ -67,9 +115,7 @@ impl Parameters {
 
     /// The value of a parameter that must exist.
     pub fn require(&self, name: &str) -> Result<&str, ConfigError> {
-        self.get(name).ok_or_else(|| ConfigError::Missing {
-            parameter: name.to_owned(),
-        })
+        self.get(name).ok_or_else(|| ConfigError::missing(name))
     }
 
     /// The parameter's JSON value as a `T` that is then validated.
@@ -119,7 +165,7 @@ pub async fn read_parameters_by_path(
             .send()
             .await
             .map_err(|e| ConfigError::Aws {
-                path: path.to_owned(),
+                what: format!("under {path}"),
                 message: aws_sdk_ssm::error::DisplayErrorContext(e).to_string(),
             })?;
         for parameter in out.parameters() {
@@ -262,7 +308,7 @@ mod tests {
         assert_eq!(
             err,
             ConfigError::Missing {
-                parameter: "/titus/x/pool".to_owned()
+                parameters: vec!["/titus/x/pool".to_owned()]
             }
         );
     }

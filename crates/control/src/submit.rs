@@ -1,5 +1,5 @@
-//! Batch submission through SQS: the submit Lambda stores each job descriptor put on the submit
-//! queue, with the same admission rules as `POST /api/v3/jobs`.
+//! Batch submission through SQS: each job descriptor put on the submit queue is stored with the
+//! same admission rules as `POST /api/v3/jobs`.
 //!
 //! # Message format
 //! A message body is either a job descriptor (the JSON `POST /api/v3/jobs` takes), or an envelope
@@ -21,22 +21,16 @@
 //! - The job's creator is `sqs:<SenderId>`, the sending principal SQS reports.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::stream::{self, StreamExt};
-use serde::{Deserialize, Serialize};
-use titus_control::{admit, request_hash, JobPolicy};
-use titus_core::messages::QueueError;
-use titus_core::store::IdempotencyKey;
+use titus_core::messages::Rejection;
+use titus_core::ports::{IdempotencyKey, RejectionSink};
 use titus_core::validation::quoted;
-use titus_core::{FieldError, JobDescriptor, JobStore, Limits, StoreError};
+use titus_core::{FieldError, JobDescriptor, Ports, StoreError};
 
-pub mod config;
-pub mod sqs;
-
-pub use config::SubmitConfig;
-pub use sqs::SqsRejectionQueue;
+use crate::admission::{admit, request_hash};
+use crate::settings::Admission;
+use crate::{ControlError, ControlPlane, InboundMessage, MessageOutcome};
 
 /// Idempotency scope of client tokens.
 pub const CLIENT_TOKEN_SCOPE: &str = "submit-queue/client-token";
@@ -48,36 +42,6 @@ pub const CLIENT_TOKEN_MAX_CHARS: usize = 255;
 pub const REJECTED_BODY_MAX_BYTES: usize = 128 * 1024;
 /// How many idempotency keys are processed at once.
 const CONCURRENT_KEYS: usize = 8;
-
-/// What submissions are checked against.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Admission {
-    pub limits: Limits,
-    pub policy: JobPolicy,
-}
-
-/// Why a message was refused, as sent to the rejection queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Rejection {
-    pub message_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_token: Option<String>,
-    pub rejected_at_ms: u64,
-    /// `invalid` (the body or descriptor) or `idempotencyMismatch` (a client token reused for
-    /// another descriptor).
-    pub reason: String,
-    pub errors: Vec<FieldError>,
-    /// The message body as received, cut to [`REJECTED_BODY_MAX_BYTES`].
-    pub body: String,
-    #[serde(default)]
-    pub body_truncated: bool,
-}
-
-/// Where rejections go.
-pub trait RejectionSink: Send + Sync {
-    fn reject(&self, rejection: &Rejection) -> impl Future<Output = Result<(), QueueError>> + Send;
-}
 
 /// A message that parsed and passed admission.
 #[derive(Debug)]
@@ -100,43 +64,28 @@ pub enum Outcome {
     Failed,
 }
 
-/// Handles one SQS batch: the response lists the messages SQS must redeliver.
-pub async fn handle_batch<S: JobStore, R: RejectionSink>(
-    store: &S,
-    rejections: &R,
-    admission: &Admission,
-    event: SqsEvent,
-    now_ms: u64,
-) -> SqsBatchResponse {
-    let outcomes = process_batch(store, rejections, admission, event, now_ms).await;
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = outcomes
-        .into_iter()
-        .filter(|(_, outcome)| *outcome == Outcome::Failed)
-        .map(|(message_id, _)| {
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = message_id;
-            failure
-        })
-        .collect();
-    response
+impl MessageOutcome for Outcome {
+    fn must_redeliver(&self) -> bool {
+        *self == Outcome::Failed
+    }
 }
 
-/// Handles one SQS batch and says what became of each message, by message id, in batch order.
-pub async fn process_batch<S: JobStore, R: RejectionSink>(
-    store: &S,
-    rejections: &R,
-    admission: &Admission,
-    event: SqsEvent,
+/// Handles one batch of the submit queue's messages and says what became of each, by message id,
+/// in batch order.
+pub async fn process_batch<P: Ports>(
+    cp: &ControlPlane<P>,
+    messages: Vec<InboundMessage>,
     now_ms: u64,
 ) -> Vec<(String, Outcome)> {
+    let admission = &cp.settings.admission;
+    let rejections = cp.ports.rejections();
     let mut outcomes: Vec<(String, Option<Outcome>)> = Vec::new();
     // Messages that share an idempotency key run in batch order; different keys run at once.
     let mut groups: BTreeMap<(String, String), Vec<(usize, Submission)>> = BTreeMap::new();
     let mut refused = Vec::new();
-    for message in event.records {
+    for message in messages {
         let position = outcomes.len();
-        let message_id = message.message_id.clone().unwrap_or_default();
+        let message_id = message.message_id.clone();
         outcomes.push((message_id, None));
         match read_message(&message, admission) {
             Ok(submission) => groups
@@ -157,7 +106,7 @@ pub async fn process_batch<S: JobStore, R: RejectionSink>(
         .map(|group| async move {
             let mut results = Vec::with_capacity(group.len());
             for (position, submission) in group {
-                let outcome = store_submission(store, rejections, submission, now_ms).await;
+                let outcome = store_submission(cp, submission, now_ms).await;
                 results.push((position, outcome));
             }
             results
@@ -174,18 +123,18 @@ pub async fn process_batch<S: JobStore, R: RejectionSink>(
         .collect()
 }
 
-async fn store_submission<S: JobStore, R: RejectionSink>(
-    store: &S,
-    rejections: &R,
+async fn store_submission<P: Ports>(
+    cp: &ControlPlane<P>,
     submission: Submission,
     now_ms: u64,
 ) -> Outcome {
+    let rejections = cp.ports.rejections();
     let message_id = submission.message_id.clone();
     let client_token =
         (submission.key.scope == CLIENT_TOKEN_SCOPE).then(|| submission.key.key.clone());
     let body = serde_json::to_string(&submission.descriptor).unwrap_or_default();
-    match titus_control::create_job(
-        store,
+    match crate::jobs::create_job(
+        cp,
         submission.descriptor,
         &submission.created_by,
         Some(submission.key),
@@ -206,7 +155,7 @@ async fn store_submission<S: JobStore, R: RejectionSink>(
                 created: outcome.was_created(),
             }
         }
-        Err(titus_control::ControlError::Store(error @ StoreError::IdempotencyMismatch { .. })) => {
+        Err(ControlError::Store(error @ StoreError::IdempotencyMismatch { .. })) => {
             let rejection = Rejection {
                 message_id,
                 client_token,
@@ -232,7 +181,7 @@ async fn store_submission<S: JobStore, R: RejectionSink>(
     }
 }
 
-async fn send_rejection<R: RejectionSink>(rejections: &R, rejection: &Rejection) -> Outcome {
+async fn send_rejection(rejections: &impl RejectionSink, rejection: &Rejection) -> Outcome {
     match rejections.reject(rejection).await {
         Ok(()) => {
             tracing::info!(
@@ -259,11 +208,11 @@ type PendingRejection = Box<dyn FnOnce(u64) -> Rejection + Send>;
 
 /// Parses and admits one message, or says why it is refused.
 fn read_message(
-    message: &SqsMessage,
+    message: &InboundMessage,
     admission: &Admission,
 ) -> Result<Submission, PendingRejection> {
-    let message_id = message.message_id.clone().unwrap_or_default();
-    let body = message.body.clone().unwrap_or_default();
+    let message_id = message.message_id.clone();
+    let body = message.body.clone();
     let refuse = |client_token: Option<String>, errors: Vec<FieldError>| -> PendingRejection {
         let message_id = message_id.clone();
         let (kept, truncated) = truncate(&body, REJECTED_BODY_MAX_BYTES);
@@ -324,10 +273,9 @@ fn read_message(
         },
     };
     let sender = message
-        .attributes
-        .get("SenderId")
+        .sender_id
+        .as_deref()
         .filter(|s| !s.is_empty())
-        .map(String::as_str)
         .unwrap_or("submit-queue");
     Ok(Submission {
         message_id,

@@ -1,8 +1,7 @@
-//! The scaler's EC2 port: the pool's instances, instance types and subnets, launching from a
-//! launch template with EC2 Fleet, and terminating. `Ec2Fleet` implements it with aws-sdk-ec2.
+//! The fleet port on EC2: the pools' instances, instance types and subnets, launches from a
+//! launch template with EC2 Fleet, and terminations.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::sync::Mutex;
 
 use aws_sdk_ec2::types::{
@@ -12,115 +11,18 @@ use aws_sdk_ec2::types::{
     TargetCapacitySpecificationRequest,
 };
 use aws_sdk_ec2::Client;
-use serde::{Deserialize, Serialize};
-use titus_aws::resources::tag;
+use titus_core::ports::{
+    Fleet, FleetError, InstanceTypeInfo, LaunchOutcome, LaunchRequest, LaunchedInstance, Lifecycle,
+    PoolInstance, Subnet,
+};
 
-/// How an instance is paid for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Lifecycle {
-    OnDemand,
-    Spot,
-}
+use crate::resources::tag;
 
-/// A running or starting instance of one of the stage's pools.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolInstance {
-    /// The instance id, which is also its agent's id.
-    pub id: String,
-    pub pool: String,
-    pub machine_type: String,
-    pub zone: String,
-    pub lifecycle: Lifecycle,
-    pub launched_at_ms: u64,
-}
-
-/// What an instance type offers, as EC2 describes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InstanceTypeInfo {
-    pub vcpus: u32,
-    pub memory_mib: u64,
-    pub gpus: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subnet {
-    pub id: String,
-    pub zone: String,
-}
-
-/// Instances of one type in one subnet, for one pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LaunchRequest {
-    pub stage: String,
-    pub pool: String,
-    pub launch_template: String,
-    pub machine_type: String,
-    pub subnet_id: String,
-    /// The subnet's availability zone.
-    pub zone: String,
-    pub on_demand: u32,
-    pub spot: u32,
-    pub spot_allocation_strategy: String,
-    /// Makes a retried request launch nothing more (EC2's idempotency token, at most 64 chars).
-    pub client_token: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LaunchedInstance {
-    pub id: String,
-    pub machine_type: String,
-    pub zone: String,
-    pub lifecycle: Lifecycle,
-}
-
-/// What a launch started, and why any part of it did not start (e.g. no spot capacity).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LaunchOutcome {
-    pub launched: Vec<LaunchedInstance>,
-    pub errors: Vec<String>,
-}
-
-/// An EC2 call that failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("EC2 {operation} failed: {message}")]
-pub struct Ec2Error {
-    pub operation: &'static str,
-    pub message: String,
-}
-
-fn ec2_error(operation: &'static str, err: impl std::error::Error + 'static) -> Ec2Error {
-    Ec2Error {
+fn ec2_error(operation: &'static str, err: impl std::error::Error + 'static) -> FleetError {
+    FleetError {
         operation,
         message: aws_sdk_ec2::error::DisplayErrorContext(err).to_string(),
     }
-}
-
-/// What the scaler needs from EC2.
-pub trait Ec2Api: Send + Sync {
-    /// The stage's pool instances that are pending or running.
-    fn pool_instances(
-        &self,
-        stage: &str,
-    ) -> impl Future<Output = Result<Vec<PoolInstance>, Ec2Error>> + Send;
-
-    /// The named instance types; an unknown name is an error.
-    fn instance_types(
-        &self,
-        names: &[String],
-    ) -> impl Future<Output = Result<BTreeMap<String, InstanceTypeInfo>, Ec2Error>> + Send;
-
-    /// The named subnets in the given order, or the region's default subnets when none is named.
-    fn subnets(&self, ids: &[String])
-        -> impl Future<Output = Result<Vec<Subnet>, Ec2Error>> + Send;
-
-    fn launch(
-        &self,
-        request: &LaunchRequest,
-    ) -> impl Future<Output = Result<LaunchOutcome, Ec2Error>> + Send;
-
-    fn terminate(&self, ids: &[String]) -> impl Future<Output = Result<(), Ec2Error>> + Send;
 }
 
 /// EC2 through aws-sdk-ec2. Instance types and subnets change rarely; they are cached for the
@@ -166,8 +68,8 @@ fn millis(time: Option<&aws_sdk_ec2::primitives::DateTime>) -> u64 {
         .unwrap_or(0)
 }
 
-impl Ec2Api for Ec2Fleet {
-    async fn pool_instances(&self, stage: &str) -> Result<Vec<PoolInstance>, Ec2Error> {
+impl Fleet for Ec2Fleet {
+    async fn pool_instances(&self, stage: &str) -> Result<Vec<PoolInstance>, FleetError> {
         use aws_sdk_ec2::types::Filter;
         let mut instances = Vec::new();
         let mut next_token = None;
@@ -236,7 +138,7 @@ impl Ec2Api for Ec2Fleet {
     async fn instance_types(
         &self,
         names: &[String],
-    ) -> Result<BTreeMap<String, InstanceTypeInfo>, Ec2Error> {
+    ) -> Result<BTreeMap<String, InstanceTypeInfo>, FleetError> {
         let missing: Vec<String> = {
             let cache = self.types.lock().unwrap_or_else(|e| e.into_inner());
             names
@@ -297,7 +199,7 @@ impl Ec2Api for Ec2Fleet {
                 cache
                     .get(n)
                     .map(|info| (n.clone(), *info))
-                    .ok_or_else(|| Ec2Error {
+                    .ok_or_else(|| FleetError {
                         operation: "DescribeInstanceTypes",
                         message: format!("instance type {n:?} is not offered in this region"),
                     })
@@ -305,7 +207,7 @@ impl Ec2Api for Ec2Fleet {
             .collect()
     }
 
-    async fn subnets(&self, ids: &[String]) -> Result<Vec<Subnet>, Ec2Error> {
+    async fn subnets(&self, ids: &[String]) -> Result<Vec<Subnet>, FleetError> {
         if let Some(subnets) = self
             .subnets
             .lock()
@@ -352,7 +254,7 @@ impl Ec2Api for Ec2Fleet {
         Ok(subnets)
     }
 
-    async fn launch(&self, request: &LaunchRequest) -> Result<LaunchOutcome, Ec2Error> {
+    async fn launch(&self, request: &LaunchRequest) -> Result<LaunchOutcome, FleetError> {
         let total = request.on_demand + request.spot;
         if total == 0 {
             return Ok(LaunchOutcome::default());
@@ -430,7 +332,7 @@ impl Ec2Api for Ec2Fleet {
         Ok(outcome)
     }
 
-    async fn terminate(&self, ids: &[String]) -> Result<(), Ec2Error> {
+    async fn terminate(&self, ids: &[String]) -> Result<(), FleetError> {
         // TerminateInstances takes at most 1000 ids.
         for chunk in ids.chunks(1000) {
             self.client

@@ -15,29 +15,26 @@
 //! for the registration timeout (from launch, or from when it was first seen without one, since
 //! an agent restarting deregisters for a moment) is terminated.
 
-pub mod config;
 pub mod decide;
-pub mod ec2;
-pub mod state;
+pub mod settings;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use titus_aws::config::{ConfigError, ParameterCache};
-use titus_aws::{AwsClients, DynamoAgentStore, DynamoJobStore, DynamoLeaseStore, Names};
-use titus_core::lease::{Lease, LeaseError, LeaseStore};
+use titus_core::ports::{
+    Clock, Fleet, InstanceTypeInfo, LaunchRecord, LaunchRequest, Lease, LeaseError, LeaseStore,
+    Lifecycle, ScalerStateStore, StateError,
+};
 use titus_core::{
-    Agent, AgentState, AgentStore, Job, JobId, JobState, JobStore, Resources, StoreError, TaskId,
+    Agent, AgentState, AgentStore, Job, JobId, JobState, JobStore, Ports, Resources, StoreError,
 };
 use titus_placement::{AgentView, TaskRequest};
 use tracing::{info, warn};
 
-pub use crate::config::{PoolSettings, ScalerConfig, ScalerSettings};
-pub use crate::decide::{decide, Decision, Demand, PoolReport, Snapshot, Termination};
-pub use crate::ec2::{Ec2Api, Ec2Error, Ec2Fleet, Lifecycle};
-pub use crate::state::{DynamoScalerState, ScalerState, ScalerStateStore, StateError};
+pub use decide::{decide, Decision, Demand, PoolReport, Snapshot, Termination};
+pub use settings::{PoolSettings, ScalerConfig, ScalerSettings};
+
+use crate::{ControlError, ControlPlane};
 
 /// The lease every scaler of a stage takes; distinct from the scheduler's.
 pub const LEASE_NAME: &str = "scaler";
@@ -99,160 +96,32 @@ pub struct PoolSummary {
     pub cooling_down: bool,
 }
 
-/// Why a run failed. `error_type` names are stable (alarms and retries match them).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ScalerError {
-    #[error("configuration: {0}")]
-    Config(#[from] ConfigError),
-    #[error("store unavailable: {0}")]
-    StoreUnavailable(String),
-    #[error("store error: {0}")]
-    Store(StoreError),
-    #[error(transparent)]
-    Ec2(#[from] Ec2Error),
+/// One run as `owner` (unique per run, e.g. the invocation's request id).
+pub async fn run<P: Ports>(
+    cp: &ControlPlane<P>,
+    config: &ScalerConfig,
+    owner: &str,
+) -> Result<ScaleSummary, ControlError> {
+    Scaler { cp }.run(config, owner).await
 }
 
-impl ScalerError {
-    pub fn error_type(&self) -> &'static str {
-        match self {
-            ScalerError::Config(_) => "InvalidConfiguration",
-            ScalerError::StoreUnavailable(_) => "StoreUnavailable",
-            ScalerError::Store(_) => "StoreError",
-            ScalerError::Ec2(_) => "Ec2Error",
-        }
-    }
+/// One run's view of the ports.
+struct Scaler<'a, P> {
+    cp: &'a ControlPlane<P>,
 }
 
-impl From<StoreError> for ScalerError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Unavailable(message) => ScalerError::StoreUnavailable(message),
-            other => ScalerError::Store(other),
-        }
-    }
-}
-
-impl From<ScalerError> for lambda_runtime::Diagnostic {
-    fn from(err: ScalerError) -> Self {
-        lambda_runtime::Diagnostic {
-            error_type: err.error_type().to_owned(),
-            error_message: err.to_string(),
-        }
-    }
-}
-
-/// What an agent itself last reported running: a second opinion before terminating it.
-pub trait AgentReports: Send + Sync {
-    /// The task ids the agent last reported running; `None` if it never reported.
-    fn running_task_ids(
-        &self,
-        agent_id: &str,
-    ) -> impl Future<Output = Result<Option<Vec<TaskId>>, StoreError>> + Send;
-}
-
-impl AgentReports for DynamoAgentStore {
-    async fn running_task_ids(&self, agent_id: &str) -> Result<Option<Vec<TaskId>>, StoreError> {
-        Ok(self
-            .heartbeat_report(agent_id)
-            .await?
-            .map(|report| report.running_task_ids))
-    }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// The scaler over its ports.
-#[derive(Debug)]
-pub struct Scaler<J, A, L, S, E> {
-    pub names: Names,
-    pub jobs: J,
-    pub agents: A,
-    pub leases: L,
-    pub state: S,
-    pub ec2: E,
-    pub clock: fn() -> u64,
-}
-
-/// The scaler on AWS.
-pub type AwsScaler =
-    Scaler<DynamoJobStore, DynamoAgentStore, DynamoLeaseStore, DynamoScalerState, Ec2Fleet>;
-
-impl AwsScaler {
-    pub fn with_clients(
-        clients: &AwsClients,
-        ec2: aws_sdk_ec2::Client,
-        names: &Names,
-    ) -> AwsScaler {
-        Scaler {
-            names: names.clone(),
-            jobs: DynamoJobStore::new(clients.dynamodb.clone(), names),
-            agents: DynamoAgentStore::new(clients.dynamodb.clone(), names),
-            leases: DynamoLeaseStore::new(clients.dynamodb.clone(), names),
-            state: DynamoScalerState::new(clients.dynamodb.clone(), names),
-            ec2: Ec2Fleet::new(ec2),
-            clock: now_ms,
-        }
-    }
-}
-
-/// The scaler's parameters, read at cold start and again once older than the configured age.
-#[derive(Debug)]
-pub struct ConfigSource {
-    names: Names,
-    cache: ParameterCache,
-}
-
-impl ConfigSource {
-    pub fn new(ssm: aws_sdk_ssm::Client, names: &Names, max_age: Duration) -> ConfigSource {
-        ConfigSource {
-            names: names.clone(),
-            cache: ParameterCache::new(ssm, vec![names.scaler_parameter_path()], max_age),
-        }
-    }
-
-    /// The same source with another maximum age (the configured `config_max_age_secs`).
-    pub fn with_max_age(self, max_age: Duration) -> ConfigSource {
-        ConfigSource {
-            names: self.names,
-            cache: self.cache.with_max_age(max_age),
-        }
-    }
-
-    pub async fn load(&self) -> Result<ScalerConfig, ConfigError> {
-        let parameters = self.cache.get().await?;
-        ScalerConfig::from_parameters(&self.names, &parameters)
-    }
-}
-
-impl<J, A, L, S, E> Scaler<J, A, L, S, E>
-where
-    J: JobStore,
-    A: AgentStore + AgentReports,
-    L: LeaseStore,
-    S: ScalerStateStore,
-    E: Ec2Api,
-{
+impl<P: Ports> Scaler<'_, P> {
     /// One run as `owner` (unique per run, e.g. the invocation's request id).
-    pub async fn run(
-        &self,
-        config: &ScalerConfig,
-        owner: &str,
-    ) -> Result<ScaleSummary, ScalerError> {
-        let now = (self.clock)();
+    async fn run(&self, config: &ScalerConfig, owner: &str) -> Result<ScaleSummary, ControlError> {
+        let ports = &self.cp.ports;
+        let now = ports.clock().now_ms();
         let mut summary = ScaleSummary {
             owner: owner.to_owned(),
             ..ScaleSummary::default()
         };
         let ttl_ms = config.settings.lease_ttl_secs.saturating_mul(1000);
-        let lease = match self
-            .leases
+        let lease = match ports
+            .leases()
             .acquire_or_renew(LEASE_NAME, owner, now, ttl_ms)
             .await
         {
@@ -268,7 +137,7 @@ where
         summary.lease_held = true;
         summary.epoch = lease.epoch;
         let result = self.run_leased(config, &lease, now, &mut summary).await;
-        if let Err(e) = self.leases.release(&lease).await {
+        if let Err(e) = ports.leases().release(&lease).await {
             warn!(error = %e, "releasing the scaler lease failed; it expires on its own");
         }
         result?;
@@ -291,8 +160,9 @@ where
         lease: &Lease,
         now: u64,
         summary: &mut ScaleSummary,
-    ) -> Result<(), ScalerError> {
-        let state = match self.state.load(lease).await {
+    ) -> Result<(), ControlError> {
+        let ports = &self.cp.ports;
+        let state = match ports.scaler_state().load(lease).await {
             Ok(state) => state,
             Err(StateError::LeaseLost { .. }) => {
                 summary.lease_held = false;
@@ -300,23 +170,22 @@ where
             }
             Err(StateError::Store(e)) => return Err(e.into()),
         };
-        let stage = self.names.stage();
-        let instances = self.ec2.pool_instances(stage).await?;
+        let stage = config.stage.as_str();
+        let instances = ports.fleet().pool_instances(stage).await?;
         let types = self.instance_types(config).await?;
         let mut subnets = BTreeMap::new();
         for (name, pool) in &config.pools {
-            let found = self.ec2.subnets(&pool.subnet_ids).await?;
+            let found = ports.fleet().subnets(&pool.subnet_ids).await?;
             if found.is_empty() {
-                return Err(ConfigError::Invalid {
-                    parameter: self.names.scaler_pool_parameter(name),
-                    message: "no subnet found (subnet_ids empty and no default subnets)".to_owned(),
-                    expected: "subnet_ids naming subnets of the region".to_owned(),
-                }
-                .into());
+                return Err(ControlError::Configuration(format!(
+                    "{} is invalid: no subnet found (subnet_ids empty and no default \
+                     subnets); expected subnet_ids naming subnets of the region",
+                    config.source_of(name)
+                )));
             }
             subnets.insert(name.clone(), found);
         }
-        let agents = self.agents.list_agents().await?;
+        let agents = ports.agents().list_agents().await?;
         let (tasks, views) = self
             .demand_inputs(&agents, now, config.settings.max_pending_tasks)
             .await?;
@@ -341,7 +210,7 @@ where
         // The fence: cool-down starts and drains are kept before anything is done, and only
         // while the lease is held.
         let mut state = decision.state.clone();
-        match self.state.save(lease, &state).await {
+        match ports.scaler_state().save(lease, &state).await {
             Ok(()) => {}
             Err(StateError::LeaseLost { epoch }) => {
                 warn!(epoch, "scaler lease lost before acting; doing nothing");
@@ -353,8 +222,8 @@ where
 
         self.terminate(&decision, summary).await?;
         for (agent_id, pool) in &decision.drain {
-            match self
-                .agents
+            match ports
+                .agents()
                 .set_agent_state(agent_id, AgentState::Active, AgentState::Draining)
                 .await
             {
@@ -373,7 +242,7 @@ where
             let Some(pool) = config.pools.get(&plan.pool) else {
                 continue;
             };
-            let request = ec2::LaunchRequest {
+            let request = LaunchRequest {
                 stage: stage.to_owned(),
                 pool: plan.pool.clone(),
                 launch_template: pool.launch_template.clone(),
@@ -385,7 +254,7 @@ where
                 spot_allocation_strategy: pool.spot_allocation_strategy.clone(),
                 client_token: format!("{stage}-{}-{now}-{index}", lease.epoch),
             };
-            match self.ec2.launch(&request).await {
+            match ports.fleet().launch(&request).await {
                 Ok(outcome) => {
                     for error in &outcome.errors {
                         warn!(pool = %plan.pool, machine_type = %plan.machine_type, zone = %plan.zone, %error, "part of a launch failed");
@@ -395,7 +264,7 @@ where
                         info!(pool = %plan.pool, instance = %instance.id, machine_type = %instance.machine_type, zone = %instance.zone, lifecycle = ?instance.lifecycle, "launched");
                         state.launched.insert(
                             instance.id.clone(),
-                            state::LaunchRecord {
+                            LaunchRecord {
                                 pool: plan.pool.clone(),
                                 machine_type: instance.machine_type.clone(),
                                 zone: instance.zone.clone(),
@@ -419,7 +288,7 @@ where
             }
         }
         if !summary.launched.is_empty() {
-            if let Err(e) = self.state.save(lease, &state).await {
+            if let Err(e) = ports.scaler_state().save(lease, &state).await {
                 // The instances carry the pool's tags: the next run finds them in EC2.
                 warn!(error = %e, "remembering the launches failed");
             }
@@ -433,18 +302,23 @@ where
         &self,
         decision: &Decision,
         summary: &mut ScaleSummary,
-    ) -> Result<(), ScalerError> {
+    ) -> Result<(), ControlError> {
+        let agents = self.cp.ports.agents();
         let mut ids = Vec::new();
         let mut registered = Vec::new();
         for termination in &decision.terminate {
             let id = termination.instance_id.as_str();
             // No record: the agent deregistered (after its drain); nothing of the control plane
             // runs there.
-            if let Some(agent) = self.agents.get_agent(id).await? {
+            if let Some(agent) = agents.get_agent(id).await? {
                 let empty = agent.state == AgentState::Draining
                     && agent.task_count == 0
                     && agent.allocated == Resources::ZERO;
-                let running = self.agents.running_task_ids(id).await?.unwrap_or_default();
+                let running = agents
+                    .last_report(id)
+                    .await?
+                    .map(|report| report.running_task_ids)
+                    .unwrap_or_default();
                 if !empty || !running.is_empty() {
                     info!(agent = %id, state = %agent.state, tasks = agent.task_count, reported_running = running.len(), "not terminating: the agent is not empty");
                     continue;
@@ -456,9 +330,9 @@ where
         if ids.is_empty() {
             return Ok(());
         }
-        self.ec2.terminate(&ids).await?;
+        self.cp.ports.fleet().terminate(&ids).await?;
         for id in &registered {
-            self.agents.deregister_agent(id).await?;
+            agents.deregister_agent(id).await?;
         }
         for termination in &decision.terminate {
             if ids.contains(&termination.instance_id) {
@@ -472,19 +346,24 @@ where
     async fn instance_types(
         &self,
         config: &ScalerConfig,
-    ) -> Result<BTreeMap<String, ec2::InstanceTypeInfo>, ScalerError> {
+    ) -> Result<BTreeMap<String, InstanceTypeInfo>, ControlError> {
         let mut types = BTreeMap::new();
         for (name, pool) in &config.pools {
-            match self.ec2.instance_types(&pool.instance_types).await {
+            match self
+                .cp
+                .ports
+                .fleet()
+                .instance_types(&pool.instance_types)
+                .await
+            {
                 Ok(found) => types.extend(found),
-                // An unknown type is the pool's configuration's fault: name the parameter.
+                // An unknown type is the pool's configuration's fault: name where it came from.
                 Err(e) if e.operation == "DescribeInstanceTypes" => {
-                    return Err(ConfigError::Invalid {
-                        parameter: self.names.scaler_pool_parameter(name),
-                        message: e.message,
-                        expected: "instance_types offered in the region".to_owned(),
-                    }
-                    .into())
+                    return Err(ControlError::Configuration(format!(
+                        "{} is invalid: {}; expected instance_types offered in the region",
+                        config.source_of(name),
+                        e.message
+                    )))
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -499,10 +378,11 @@ where
         agents: &[Agent],
         now: u64,
         limit: u32,
-    ) -> Result<(Vec<TaskRequest>, Vec<AgentView>), ScalerError> {
-        let pending = self.jobs.list_pending_tasks(limit, now).await?;
+    ) -> Result<(Vec<TaskRequest>, Vec<AgentView>), ControlError> {
+        let store = self.cp.ports.jobs();
+        let pending = store.list_pending_tasks(limit, now).await?;
         let job_ids: BTreeSet<&JobId> = pending.iter().map(|t| &t.job_id).collect();
-        let reads = job_ids.iter().map(|id| self.jobs.get_job(id));
+        let reads = job_ids.iter().map(|id| store.get_job(id));
         let mut jobs: HashMap<JobId, Job> = HashMap::new();
         for (id, result) in job_ids.iter().zip(futures::future::join_all(reads).await) {
             if let Some(job) = result? {
@@ -522,7 +402,7 @@ where
             .values()
             .filter(|job| titus_placement::needs_job_counts(job))
         {
-            jobs_tasks.push((job, self.jobs.list_all_job_tasks(&job.id).await?));
+            jobs_tasks.push((job, store.list_all_job_tasks(&job.id).await?));
         }
         let views = titus_placement::agent_views(
             agents,

@@ -1,13 +1,14 @@
-//! The rules, with no I/O: whether a finished task is replaced and when, how a batch job ends, and
-//! which tasks are stuck. The status function and the reconciler both decide through these, so a
-//! message and a repair always agree.
+//! The rules, with no I/O: whether a finished task is replaced and when, which tasks count toward
+//! a service's capacity, how a batch job ends, which tasks are stuck and when a batch task's
+//! runtime limit is up. Every use case decides through these, so an API call, a status message
+//! and a repair always agree.
 
 use std::collections::{BTreeMap, HashSet};
 
 use titus_core::job::RetryPolicy;
 use titus_core::{Job, JobState, JobType, Task, TaskReason, TaskState};
 
-use crate::config::StatusConfig;
+use crate::settings::Rules;
 
 /// What becomes of a finished task's slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +73,7 @@ impl NoReplacement {
 /// The delay is the policy's for retry number `resubmit_number + 1` of the slot, counting system
 /// errors too, so a crash loop backs off. A service task that ran at least
 /// `service_backoff_reset_after_ms` starts the back-off again.
-pub fn replacement(job: &Job, task: &Task, now_ms: u64, config: &StatusConfig) -> Replacement {
+pub fn replacement(job: &Job, task: &Task, now_ms: u64, config: &Rules) -> Replacement {
     use NoReplacement as No;
     if task.state() != TaskState::Finished {
         return Replacement::Keep(No::NotFinished);
@@ -198,7 +199,7 @@ pub enum Stuck {
 /// Whether `task` of a job of `job_type` is stuck at `now_ms`, by Titus' timeouts. A
 /// KillInitiated task gets its kill sent once more after one timeout, which the reconciler
 /// records as a second KillInitiated status; one more timeout after that, it is finished.
-pub fn stuck(task: &Task, job_type: JobType, now_ms: u64, config: &StatusConfig) -> Stuck {
+pub fn stuck(task: &Task, job_type: JobType, now_ms: u64, config: &Rules) -> Stuck {
     let in_state_ms = now_ms.saturating_sub(task.status.timestamp_ms);
     match task.state() {
         TaskState::Launched if in_state_ms >= config.launched_timeout_ms => {
@@ -238,7 +239,7 @@ pub fn kill_was_resent(task: &Task) -> bool {
 
 /// When a Started batch task passes its runtime limit, with the kill grace period and the
 /// reconciler's slack on top. `None` for service tasks and tasks not started.
-pub fn runtime_deadline_ms(job: &Job, task: &Task, config: &StatusConfig) -> Option<u64> {
+pub fn runtime_deadline_ms(job: &Job, task: &Task, config: &Rules) -> Option<u64> {
     let batch = job.job_descriptor.batch.as_ref()?;
     if task.state() != TaskState::Started {
         return None;
@@ -253,7 +254,7 @@ pub fn runtime_deadline_ms(job: &Job, task: &Task, config: &StatusConfig) -> Opt
 }
 
 /// Whether a task counts toward its service's desired capacity: not Finished, and not being
-/// killed as scaledDown. The same rule as titus-control's capacity changes.
+/// killed as scaledDown (a kill for any other reason is replaced, so its slot still counts).
 pub fn counts_toward_capacity(task: &Task) -> bool {
     match task.state() {
         TaskState::Finished => false,
@@ -299,8 +300,8 @@ mod tests {
         Task::initial(job, 0, 0)
     }
 
-    fn config() -> StatusConfig {
-        StatusConfig::default()
+    fn config() -> Rules {
+        Rules::default()
     }
 
     #[test]
@@ -388,7 +389,7 @@ mod tests {
     #[test]
     fn system_retries_are_capped() {
         let job = batch(serde_json::json!({"immediate": {"retries": 0}}));
-        let config = StatusConfig {
+        let config = Rules {
             max_system_retries: 2,
             ..config()
         };
