@@ -354,9 +354,13 @@ export class TitusStack extends cdk.Stack {
       timeout: cdk.Duration.seconds(options.timeout),
       role: executionRole,
       logGroup,
+      // Lambda's advanced logging controls: the functions read AWS_LAMBDA_LOG_FORMAT and
+      // AWS_LAMBDA_LOG_LEVEL from these and write JSON lines at that level.
+      loggingFormat: lambda.LoggingFormat.JSON,
+      applicationLogLevelV2: lambda.ApplicationLogLevel.INFO,
+      systemLogLevelV2: lambda.SystemLogLevel.WARN,
       environment: {
         TITUS_STAGE: stage,
-        RUST_LOG: 'info',
       },
     });
   }
@@ -529,13 +533,21 @@ export class TitusStack extends cdk.Stack {
     const param = (suffix: string) => this.parameterArn(parameter(defs, suffix).name);
     const agentQueues = this.agentQueuesArn();
 
+    // Every function builds the control plane from the same four parameters (titus-app's
+    // settings::load): the job limits and policy, the rules, the scheduler's tunables.
+    const controlPlaneSettings = [
+      param('/limits/job'),
+      param('/policy/jobs'),
+      param('/control/rules'),
+      param('/scheduler/config'),
+    ];
+
     // api: jobs and tasks, reading agents, kill commands to agents' queues.
     this.allow(f.api.role!, [...READ, ...WRITE], this.tableArns(t.jobs, t.tasks, t.idempotency));
     this.allow(f.api.role!, [...READ, ...SCAN], this.tableArns(t.agents));
     this.allow(f.api.role!, ['sqs:SendMessage'], [agentQueues]);
     this.allow(f.api.role!, ['ssm:GetParameters', 'ssm:GetParameter'], [
-      param('/limits/job'),
-      param('/policy/jobs'),
+      ...controlPlaneSettings,
       param('/api/identities'),
       param('/api/admins'),
     ]);
@@ -543,7 +555,7 @@ export class TitusStack extends cdk.Stack {
     // submit: creates jobs; refused descriptors go to the rejected queue.
     this.allow(f.submit.role!, [...READ, ...WRITE], this.tableArns(t.jobs, t.tasks, t.idempotency));
     this.allow(f.submit.role!, ['sqs:GetQueueUrl', 'sqs:SendMessage'], [q['submit-rejected'].queueArn]);
-    this.allow(f.submit.role!, ['ssm:GetParameters', 'ssm:GetParameter'], [param('/limits/job'), param('/policy/jobs')]);
+    this.allow(f.submit.role!, ['ssm:GetParameters', 'ssm:GetParameter'], controlPlaneSettings);
 
     // scheduler: the lease, new jobs' tasks (clearing the job's awaiting mark), placements
     // (tasks and agents' allocations), dispatch to agents.
@@ -551,25 +563,24 @@ export class TitusStack extends cdk.Stack {
     this.allow(f.scheduler.role!, [...READ, ...WRITE], this.tableArns(t.tasks, t.leases));
     this.allow(f.scheduler.role!, [...READ, ...SCAN, 'dynamodb:UpdateItem'], this.tableArns(t.agents));
     this.allow(f.scheduler.role!, ['sqs:SendMessage'], [agentQueues]);
-    this.allow(f.scheduler.role!, ['ssm:GetParameters', 'ssm:GetParameter'], [param('/scheduler/config')]);
+    this.allow(f.scheduler.role!, ['ssm:GetParameters', 'ssm:GetParameter'], controlPlaneSettings);
 
     // status and reconciler: task states, releases, replacements, kills, lost agents.
     for (const fn of [f.status, f.reconciler]) {
       this.allow(fn.role!, [...READ, ...WRITE], this.tableArns(t.jobs, t.tasks, t.leases));
       this.allow(fn.role!, [...READ, ...SCAN, ...WRITE], this.tableArns(t.agents));
       this.allow(fn.role!, ['sqs:SendMessage', 'sqs:GetQueueUrl'], [agentQueues]);
-      this.allow(fn.role!, ['ssm:GetParameters', 'ssm:GetParameter', 'ssm:GetParametersByPath'], [
-        param('/limits/job'),
-        param('/policy/jobs'),
-        param('/scheduler/config'),
-      ]);
+      this.allow(fn.role!, ['ssm:GetParameters', 'ssm:GetParameter'], controlPlaneSettings);
     }
+    // status: a message that can never apply is kept on the status DLQ with its reason.
+    this.allow(f.status.role!, ['sqs:GetQueueUrl', 'sqs:SendMessage'], [this.deadLetterQueues.status.queueArn]);
 
     // scaler: reads demand, drains and deregisters agents, its lease and state, EC2.
     const scaler = f.scaler.role!;
     this.allow(scaler, READ, this.tableArns(t.jobs, t.tasks));
     this.allow(scaler, [...READ, ...SCAN, 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'], this.tableArns(t.agents));
     this.allow(scaler, ['dynamodb:GetItem', 'dynamodb:UpdateItem'], [t.leases.tableArn]);
+    this.allow(scaler, ['ssm:GetParameters', 'ssm:GetParameter'], controlPlaneSettings);
     this.allow(scaler, ['ssm:GetParametersByPath'], [this.parameterArn(`/titus/${stage}/scaler`)]);
     this.allow(scaler, ['ssm:GetParametersByPath', 'ssm:GetParameters', 'ssm:GetParameter'], [
       this.parameterArn(`/titus/${stage}/scaler/*`),

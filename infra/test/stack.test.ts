@@ -219,7 +219,16 @@ describe('the scaler', () => {
 
   it('reads its own parameters and no other function may touch EC2', () => {
     const ssm = statements.filter((s) => actionsOf([s]).some((a) => a.startsWith('ssm:')));
-    assert.ok(ssm.every((s) => JSON.stringify(s.Resource).includes(`parameter/titus/${STAGE}/scaler`)));
+    // Its pools' and its own settings, and the four every function builds the control plane from.
+    const controlPlane = ['limits/job', 'policy/jobs', 'control/rules', 'scheduler/config'];
+    const allowed = (resource: string) =>
+      resource.includes(`parameter/titus/${STAGE}/scaler`) ||
+      controlPlane.some((suffix) => resource.includes(`parameter/titus/${STAGE}/${suffix}`));
+    assert.ok(ssm.length > 0);
+    for (const statement of ssm) {
+      const resources = [statement.Resource].flat().map((r: unknown) => JSON.stringify(r));
+      assert.ok(resources.every(allowed), JSON.stringify(statement.Resource));
+    }
     for (const role of Object.keys(FUNCTION_BINARIES).filter((r) => r !== 'scaler')) {
       const other = resources(template, 'AWS::Lambda::Function')[logicalIdOfFunction(role)].Properties.Role['Fn::GetAtt'][0];
       assert.ok(!actionsOf(statementsOfRole(template, other)).some((a) => a.startsWith('ec2:')), `${role} has no EC2 access`);
