@@ -26,9 +26,6 @@ use tracing::{info, warn, Instrument as _};
 /// submission to start low, at about 18 emulator calls a tick.
 const LOCAL_IDLE_PAUSE: Duration = Duration::from_millis(250);
 
-/// How often the local scaler runs, as the deployed schedule does.
-const SCALER_INTERVAL: Duration = Duration::from_secs(60);
-
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// The stage to provision and run.
@@ -57,6 +54,9 @@ pub struct UpArgs {
     /// the scaler terminates them after the registration timeout). Off by default.
     #[arg(long)]
     scaler: bool,
+    /// How often the local scaler runs, in seconds (the deployed schedule runs it every minute).
+    #[arg(long, default_value_t = 60)]
+    scaler_interval_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -271,15 +271,20 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
 
     // The scaler, against the emulator's EC2, when asked for.
     if args.scaler {
+        let template = names.agent_launch_template();
+        if titus_aws::provision::ensure_local_launch_template(&clients.ec2, &template).await? {
+            info!(component = "scaler", %template, "created the agents' launch template in the emulator");
+        }
         let source = titus_app::ScalerConfigSource::new(
             clients.ssm.clone(),
             &names,
             Duration::from_secs(60),
         );
+        let interval = Duration::from_secs(args.scaler_interval_secs.max(1));
         let (stop, cp) = (shutdown.clone(), cp.clone());
         tasks.spawn(
             async move {
-                scaler_loop(&cp, &source, stop).await;
+                scaler_loop(&cp, &source, interval, stop).await;
                 Ok(())
             }
             .instrument(tracing::info_span!("scaler")),
@@ -373,6 +378,7 @@ async fn scheduler_loop(cp: &ControlPlane<AwsPorts>, stop: CancellationToken) {
 async fn scaler_loop(
     cp: &ControlPlane<AwsPorts>,
     source: &titus_app::ScalerConfigSource,
+    interval: Duration,
     stop: CancellationToken,
 ) {
     let mut run = 0u64;
@@ -396,7 +402,7 @@ async fn scaler_loop(
         }
         tokio::select! {
             _ = stop.cancelled() => {}
-            _ = tokio::time::sleep(SCALER_INTERVAL) => {}
+            _ = tokio::time::sleep(interval) => {}
         }
     }
 }

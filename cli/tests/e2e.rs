@@ -507,3 +507,46 @@ async fn bad_input_gets_clear_errors_from_the_cli_and_the_api_and_changes_nothin
         jobs.items
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_scaler_launches_an_instance_for_a_task_no_agent_can_take() {
+    let stack = Stack::start(StackOptions {
+        agents: 0,
+        scaler: true,
+        ..StackOptions::default()
+    })
+    .await;
+    let clients = titus_aws::AwsClients::from_env().await;
+    let instances_of_stage = || {
+        let ec2 = clients.ec2.clone();
+        let stage = stack.stage.clone();
+        async move {
+            let out = ec2
+                .describe_instances()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name(format!("tag:{}", titus_aws::resources::tag::STAGE))
+                        .values(stage)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+            out.reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .filter_map(|i| i.instance_id().map(str::to_owned))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(instances_of_stage().await.is_empty());
+
+    stack.submit(&["--app", "e2e-scale", "--batch", "1"], &["true"]);
+
+    stack
+        .eventually(
+            "the scaler launches an instance of the stage's pool",
+            || async { !instances_of_stage().await.is_empty() },
+        )
+        .await;
+}

@@ -68,6 +68,8 @@ pub struct StackOptions {
     pub agent_disk_mb: u64,
     /// An agent silent this long is declared lost (the stack's reconciler checks every 5 s).
     pub heartbeat_timeout_ms: u64,
+    /// Whether the stack runs the scaler (every 2 s) against the emulator's EC2.
+    pub scaler: bool,
 }
 
 impl Default for StackOptions {
@@ -79,6 +81,7 @@ impl Default for StackOptions {
             agent_network_mbps: 10_000,
             agent_disk_mb: 1_000_000,
             heartbeat_timeout_ms: 6_000,
+            scaler: false,
         }
     }
 }
@@ -124,6 +127,9 @@ impl Stack {
                 "TITUS_STATUS_AGENT_HEARTBEAT_TIMEOUT_MS",
                 options.heartbeat_timeout_ms.to_string(),
             );
+        if options.scaler {
+            command.args(["--scaler", "--scaler-interval-secs", "2"]);
+        }
         let stack = spawn("stack", command, &log_dir);
         let mut this = Stack {
             stage,

@@ -399,3 +399,49 @@ pub async fn ensure_parameter(
         Err(err) => Err(aws_error("PutParameter", &parameter.name, err)),
     }
 }
+
+/// Creates the agents' launch template of a local stage in the emulator's EC2 unless it exists,
+/// so that the scaler of `titus local up --scaler` can launch instances (they run no agent: the
+/// scaler terminates them after its registration timeout). In AWS the CDK app or Terraform make
+/// the real one. Returns whether it created it.
+pub async fn ensure_local_launch_template(
+    ec2: &aws_sdk_ec2::Client,
+    name: &str,
+) -> Result<bool, ProvisionError> {
+    let existing = ec2
+        .describe_launch_templates()
+        .launch_template_names(name)
+        .send()
+        .await;
+    if let Ok(out) = existing {
+        if !out.launch_templates().is_empty() {
+            return Ok(false);
+        }
+    }
+    let image = ec2
+        .describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .map_err(|e| aws_error("DescribeImages", name, e))?
+        .images()
+        .iter()
+        .find_map(|i| i.image_id().map(str::to_owned))
+        .ok_or_else(|| ProvisionError::Aws {
+            operation: "DescribeImages",
+            resource: name.to_owned(),
+            message: "the emulator offers no Amazon image to launch".to_owned(),
+        })?;
+    ec2.create_launch_template()
+        .launch_template_name(name)
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(image)
+                .instance_type(aws_sdk_ec2::types::InstanceType::M7gLarge)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| aws_error("CreateLaunchTemplate", name, e))?;
+    Ok(true)
+}
