@@ -8,6 +8,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_dynamodb::Client;
 use titus_core::{Agent, AgentHeartbeat, AgentState, AgentStore, Resources, StoreError, TaskId};
 
+use crate::dynamo::conditional::conflict_if_refused;
 use crate::dynamo::sdk_error;
 use crate::resources::{attr, Names};
 
@@ -307,20 +308,10 @@ impl AgentStore for DynamoAgentStore {
             .expression_attribute_values(":now", n(now_ms))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict {
-                    entity: "agent",
-                    id: id.to_owned(),
-                    detail: "not registered".to_owned(),
-                })
-            }
-            Err(e) => Err(sdk_error("UpdateItem agents heartbeat", e)),
-        }
+        conflict_if_refused(result, "UpdateItem agents heartbeat", ("agent", id), || {
+            "not registered".to_owned()
+        })?;
+        Ok(())
     }
 
     async fn set_agent_state(
@@ -341,20 +332,10 @@ impl AgentStore for DynamoAgentStore {
             .expression_attribute_values(":from", s(from.as_str()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict {
-                    entity: "agent",
-                    id: id.to_owned(),
-                    detail: format!("expected state {from}, found another or no agent"),
-                })
-            }
-            Err(e) => Err(sdk_error("UpdateItem agents state", e)),
-        }
+        conflict_if_refused(result, "UpdateItem agents state", ("agent", id), || {
+            format!("expected state {from}, found another or no agent")
+        })?;
+        Ok(())
     }
 
     async fn report_heartbeat(
@@ -399,26 +380,16 @@ impl AgentStore for DynamoAgentStore {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match result {
-            Ok(out) => {
-                let item = out.attributes.unwrap_or_default();
-                let state_text = string_attr(&item, agent_attr::STATE)?;
-                AgentState::parse(&state_text).ok_or_else(|| {
-                    StoreError::Internal(format!("agent item has state {state_text:?}"))
-                })
-            }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict {
-                    entity: "agent",
-                    id: id.to_owned(),
-                    detail: "not registered".to_owned(),
-                })
-            }
-            Err(e) => Err(sdk_error("UpdateItem agents heartbeat report", e)),
-        }
+        let out = conflict_if_refused(
+            result,
+            "UpdateItem agents heartbeat report",
+            ("agent", id),
+            || "not registered".to_owned(),
+        )?;
+        let item = out.attributes.unwrap_or_default();
+        let state_text = string_attr(&item, agent_attr::STATE)?;
+        AgentState::parse(&state_text)
+            .ok_or_else(|| StoreError::Internal(format!("agent item has state {state_text:?}")))
     }
 
     async fn deregister_agent(&self, id: &str) -> Result<(), StoreError> {

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Put, ReturnValue, TransactWriteItem, Update,
 };
@@ -17,6 +16,9 @@ use titus_core::ports::{
 use titus_core::{AgentState, Resources, StoreError, Task};
 
 use crate::agents::agent_attr;
+use crate::dynamo::conditional::{
+    condition_failed, refused_at, refused_count, transact_write, Transacted,
+};
 use crate::dynamo::{sdk_error, task_item, MAX_TRANSACTION_ITEMS};
 use crate::resources::{attr, Names};
 
@@ -102,9 +104,7 @@ impl LeaseStore for DynamoLeaseStore {
             .await;
         match renewed {
             Ok(out) => return Ok(self.lease_from(name, &out.attributes.unwrap_or_default())),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+            Err(e) if condition_failed(&e) => {}
             Err(e) => return Err(sdk_error("UpdateItem lease renew", e).into()),
         }
         // Takeover: free or expired. A new owner means a new epoch.
@@ -128,10 +128,7 @@ impl LeaseStore for DynamoLeaseStore {
             .await;
         match acquired {
             Ok(out) => Ok(self.lease_from(name, &out.attributes.unwrap_or_default())),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
+            Err(e) if condition_failed(&e) => {
                 let current = self
                     .client
                     .get_item()
@@ -171,12 +168,7 @@ impl LeaseStore for DynamoLeaseStore {
             .await;
         match result {
             // Someone else holds it already: nothing of ours to release.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(e) if condition_failed(&e) => Ok(()),
             Err(e) => Err(sdk_error("UpdateItem lease release", e)),
             Ok(_) => Ok(()),
         }
@@ -291,36 +283,9 @@ impl DynamoAllocationStore {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
-    async fn transact(
-        &self,
-        items: Vec<TransactWriteItem>,
-    ) -> Result<Result<(), Vec<String>>, StoreError> {
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(Ok(())),
-            Err(err) => match err.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
-                    let codes: Vec<String> = cancelled
-                        .cancellation_reasons()
-                        .iter()
-                        .map(|r| r.code().unwrap_or("None").to_owned())
-                        .collect();
-                    if codes.iter().any(|c| c == "ConditionalCheckFailed") {
-                        Ok(Err(codes))
-                    } else {
-                        Err(StoreError::Unavailable(format!(
-                            "TransactWriteItems cancelled: {codes:?}"
-                        )))
-                    }
-                }
-                _ => Err(sdk_error("TransactWriteItems", err)),
-            },
-        }
+    /// Every allocation write goes through here, under one operation name.
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Transacted, StoreError> {
+        transact_write(&self.client, items, "TransactWriteItems").await
     }
 }
 
@@ -372,19 +337,14 @@ impl AllocationStore for DynamoAllocationStore {
             ))));
         }
         match self.transact(items).await? {
-            Ok(()) => Ok(()),
-            Err(codes) if codes.first().map(String::as_str) == Some("ConditionalCheckFailed") => {
+            Transacted::Committed => Ok(()),
+            // The lease check is the first item.
+            Transacted::Refused(codes) if refused_at(&codes, 0) => {
                 Err(CommitError::LeaseLost { epoch: lease.epoch })
             }
-            Err(codes) => {
-                let tasks_failed = codes[1..=placements.len()]
-                    .iter()
-                    .filter(|c| *c == "ConditionalCheckFailed")
-                    .count();
-                let agents_failed = codes[placements.len() + 1..]
-                    .iter()
-                    .filter(|c| *c == "ConditionalCheckFailed")
-                    .count();
+            Transacted::Refused(codes) => {
+                let tasks_failed = refused_count(&codes[1..=placements.len()]);
+                let agents_failed = refused_count(&codes[placements.len() + 1..]);
                 Err(CommitError::Conflict(format!(
                     "{tasks_failed} tasks changed and {agents_failed} agents lacked room or changed"
                 )))
@@ -404,20 +364,18 @@ impl AllocationStore for DynamoAllocationStore {
             self.update_agent(agent_id, resources, -1, None)?,
         ];
         match self.transact(items).await? {
-            Ok(()) => Ok(()),
-            Err(codes) if codes.first().map(String::as_str) == Some("ConditionalCheckFailed") => {
-                Err(StoreError::Conflict {
-                    entity: "task",
-                    id: task.id.to_string(),
-                    detail: format!("expected version {expected_version}; the task changed"),
-                })
-            }
+            Transacted::Committed => Ok(()),
+            Transacted::Refused(codes) if refused_at(&codes, 0) => Err(StoreError::Conflict {
+                entity: "task",
+                id: task.id.to_string(),
+                detail: format!("expected version {expected_version}; the task changed"),
+            }),
             // The agent's record is gone (it deregistered): there is nothing to give back to.
-            Err(_) => {
+            Transacted::Refused(_) => {
                 let put = self.put_task(task, expected_version)?;
                 match self.transact(vec![put]).await? {
-                    Ok(()) => Ok(()),
-                    Err(_) => Err(StoreError::Conflict {
+                    Transacted::Committed => Ok(()),
+                    Transacted::Refused(_) => Err(StoreError::Conflict {
                         entity: "task",
                         id: task.id.to_string(),
                         detail: format!("expected version {expected_version}; the task changed"),

@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::Client;
 use titus_core::ports::{Lease, ScalerState, ScalerStateStore, StateError};
 use titus_core::StoreError;
 
+use crate::dynamo::conditional::condition_failed;
 use crate::resources::{attr, Names};
 
 const STATE: &str = "scalerState";
@@ -90,12 +91,7 @@ impl ScalerStateStore for DynamoScalerState {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StateError::LeaseLost { epoch: lease.epoch })
-            }
+            Err(e) if condition_failed(&e) => Err(StateError::LeaseLost { epoch: lease.epoch }),
             Err(e) => Err(unavailable("UpdateItem scaler state", e).into()),
         }
     }

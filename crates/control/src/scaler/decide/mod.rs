@@ -10,6 +10,21 @@
 //! (machine type, zone, group, zone balance, unique host) and bin-packing shape the scale-up.
 //! Tasks no hypothetical instance can take (too large for every type, or pinned elsewhere) are
 //! reported and launch nothing.
+//!
+//! The decision is made in phases, each in its own module and in this order: `classify` every
+//! pool's instances by what their agents do; `terminate` the finished and the agentless;
+//! `demand` from the engine, on `hypothetical` instances where the agents fall short;
+//! `launch` within each pool's limits and mix; `drain` the idle; and `report` and `state`
+//! what to show and what to remember.
+
+mod classify;
+mod demand;
+mod drain;
+mod hypothetical;
+mod launch;
+mod report;
+mod state;
+mod terminate;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -20,6 +35,8 @@ use titus_placement::{AgentView, Strategy, TaskRequest};
 use titus_core::ports::{InstanceTypeInfo, Lifecycle, PoolInstance, ScalerState, Subnet};
 
 use super::settings::{PoolSettings, ScalerConfig};
+
+pub use launch::wants_on_demand;
 
 /// Everything a decision is made from.
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +157,23 @@ pub fn estimated_capacity(pool: &PoolSettings, info: &InstanceTypeInfo) -> Resou
     }
 }
 
+impl Snapshot<'_> {
+    /// How long an instance may go without a registered agent.
+    fn registration_timeout_ms(&self) -> u64 {
+        self.config
+            .settings
+            .registration_timeout_secs
+            .saturating_mul(1000)
+    }
+
+    /// Whether an instance launched at `launched_at_ms` is still within the registration
+    /// timeout.
+    fn is_young(&self, launched_at_ms: u64) -> bool {
+        self.now_ms.saturating_sub(launched_at_ms) < self.registration_timeout_ms()
+    }
+}
+
+/// What an instance is doing, as far as its agent (or the lack of one) tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
     Active {
@@ -153,6 +187,7 @@ enum Status {
     Terminate(TerminateReason),
 }
 
+/// An instance of a pool, listed by EC2 or launched recently, and what it is doing.
 #[derive(Debug, Clone)]
 struct Member {
     id: String,
@@ -162,513 +197,16 @@ struct Member {
     status: Status,
 }
 
-/// A fresh instance the engine may choose: which pool, type and subnet it stands for.
-#[derive(Debug, Clone)]
-struct Candidate {
-    pool: String,
-    type_index: usize,
-    subnet_index: usize,
-}
-
-/// Candidate ids sort after instance ids (`i-...`) and, within a pool, by their sequence number
-/// first, so that equal choices spread over the subnets before doubling up in one.
-fn candidate_id(pool: &str, n: u32, type_index: usize, subnet_index: usize) -> String {
-    format!("~{pool}~{n:05}~{type_index:03}~{subnet_index:03}")
-}
-
-fn hypothetical_view(
-    id: String,
-    pool: &str,
-    machine_type: &str,
-    zone: &str,
-    capacity: Resources,
-) -> AgentView {
-    AgentView {
-        id,
-        zone: zone.to_owned(),
-        machine_type: machine_type.to_owned(),
-        machine_group: pool.to_owned(),
-        state: AgentState::Active,
-        capacity,
-        allocated: Resources::ZERO,
-        job_task_counts: BTreeMap::new(),
-        exclusive_jobs: BTreeSet::new(),
-    }
-}
-
-/// Decides one run. See the module documentation.
-pub fn decide(s: &Snapshot<'_>) -> Decision {
-    let now = s.now_ms;
-    let settings = &s.config.settings;
-    let registration_timeout_ms = settings.registration_timeout_secs.saturating_mul(1000);
-    let agents: HashMap<&str, &Agent> = s.agents.iter().map(|a| (a.id.as_str(), a)).collect();
-
-    // Every pool's members: the instances EC2 lists, plus recent launches it does not list yet.
-    let mut members: BTreeMap<&str, Vec<Member>> = s
-        .config
-        .pools
-        .keys()
-        .map(|p| (p.as_str(), Vec::new()))
-        .collect();
-    let listed: BTreeSet<&str> = s.instances.iter().map(|i| i.id.as_str()).collect();
-    let mut unregistered_since: BTreeMap<String, u64> = BTreeMap::new();
-    for instance in s.instances {
-        let Some(pool_members) = members.get_mut(instance.pool.as_str()) else {
-            continue;
-        };
-        let drained_by_us = s.state.drained_at_ms.contains_key(&instance.id);
-        let status = match agents.get(instance.id.as_str()) {
-            Some(agent) => agent_status(agent, drained_by_us),
-            None if drained_by_us => Status::Terminate(TerminateReason::Deregistered),
-            None => {
-                // The clock starts at launch for a new instance, and when it is first seen
-                // without an agent for an older one (its agent may be restarting).
-                let young = now.saturating_sub(instance.launched_at_ms) < registration_timeout_ms;
-                let since = match s.state.unregistered_since_ms.get(&instance.id) {
-                    Some(&since) => since,
-                    None if young => instance.launched_at_ms,
-                    None => now,
-                };
-                unregistered_since.insert(instance.id.clone(), since);
-                if now.saturating_sub(since) >= registration_timeout_ms {
-                    Status::Terminate(TerminateReason::NoAgent)
-                } else if young {
-                    Status::Booting
-                } else {
-                    Status::Unregistered
-                }
-            }
-        };
-        pool_members.push(Member {
-            id: instance.id.clone(),
-            machine_type: instance.machine_type.clone(),
-            zone: instance.zone.clone(),
-            lifecycle: instance.lifecycle,
-            status,
-        });
-    }
-    for (id, record) in &s.state.launched {
-        let young = now.saturating_sub(record.launched_at_ms) < registration_timeout_ms;
-        if listed.contains(id.as_str()) || !young {
-            continue;
-        }
-        if let Some(pool_members) = members.get_mut(record.pool.as_str()) {
-            let status = match agents.get(id.as_str()) {
-                Some(agent) => agent_status(agent, s.state.drained_at_ms.contains_key(id)),
-                None => Status::Booting,
-            };
-            // An unlisted instance is never terminated: EC2 may not show it yet, nor its end.
-            let status = match status {
-                Status::Terminate(_) => Status::Draining,
-                other => other,
-            };
-            pool_members.push(Member {
-                id: id.clone(),
-                machine_type: record.machine_type.clone(),
-                zone: record.zone.clone(),
-                lifecycle: record.lifecycle,
-                status,
-            });
-        }
+impl Member {
+    /// Not about to be terminated: it counts against the pool's maximum and its zone.
+    fn stays(&self) -> bool {
+        !matches!(self.status, Status::Terminate(_))
     }
 
-    let mut decision = Decision::default();
-    let cooling: BTreeMap<&str, bool> = s
-        .config
-        .pools
-        .iter()
-        .map(|(name, pool)| {
-            let cooling = s.state.last_launch_at_ms.get(name).is_some_and(|&at| {
-                now < at.saturating_add(pool.cooldown_secs.saturating_mul(1000))
-            });
-            (name.as_str(), cooling)
-        })
-        .collect();
-
-    // Terminations, and how much room each pool then has.
-    let mut headroom: BTreeMap<&str, u32> = BTreeMap::new();
-    for (pool, pool_members) in &members {
-        for member in pool_members {
-            if let Status::Terminate(reason) = member.status {
-                decision.terminate.push(Termination {
-                    instance_id: member.id.clone(),
-                    pool: (*pool).to_owned(),
-                    reason,
-                });
-            }
-        }
-        let staying = pool_members
-            .iter()
-            .filter(|m| !matches!(m.status, Status::Terminate(_)))
-            .count() as u32;
-        let settings = &s.config.pools[*pool];
-        headroom.insert(pool, settings.max_agents.saturating_sub(staying));
+    /// Capacity now or soon: what the pool's minimum counts.
+    fn works(&self) -> bool {
+        matches!(self.status, Status::Active { .. } | Status::Booting)
     }
-
-    // Demand: what the agents as they are cannot take.
-    let first = titus_placement::plan(s.tasks, s.views, Strategy::BinPack);
-    let receiving: BTreeSet<&str> = first
-        .placements
-        .iter()
-        .map(|p| p.agent_id.as_str())
-        .collect();
-    decision.unplaced = first.unplaced.len() as u32;
-
-    let mut launches: BTreeMap<&str, Vec<(usize, usize)>> = BTreeMap::new();
-    if !first.unplaced.is_empty() {
-        let mut views = s.views.to_vec();
-        let index: HashMap<String, usize> = views
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v.id.clone(), i))
-            .collect();
-        for placement in &first.placements {
-            if let Some(&i) = index.get(&placement.agent_id) {
-                let view = &mut views[i];
-                view.allocated = view.allocated.saturating_add(placement.resources);
-                *view
-                    .job_task_counts
-                    .entry(placement.job_id.clone())
-                    .or_default() += 1;
-            }
-        }
-        let mut candidates: HashMap<String, Candidate> = HashMap::new();
-        let mut booting: HashMap<String, (&str, &Member)> = HashMap::new();
-        for (pool, pool_members) in &members {
-            let pool_settings = &s.config.pools[*pool];
-            for member in pool_members.iter().filter(|m| m.status == Status::Booting) {
-                if let Some(info) = s.types.get(&member.machine_type) {
-                    views.push(hypothetical_view(
-                        member.id.clone(),
-                        pool,
-                        &member.machine_type,
-                        &member.zone,
-                        estimated_capacity(pool_settings, info),
-                    ));
-                    booting.insert(member.id.clone(), (pool, member));
-                }
-            }
-            if cooling[pool] {
-                continue;
-            }
-            let cap = headroom[pool].min(pool_settings.max_launches_per_run);
-            let subnets = s.subnets.get(*pool).map(Vec::as_slice).unwrap_or_default();
-            for n in 0..cap {
-                for (type_index, machine_type) in pool_settings.instance_types.iter().enumerate() {
-                    let Some(info) = s.types.get(machine_type) else {
-                        continue;
-                    };
-                    let capacity = estimated_capacity(pool_settings, info);
-                    for (subnet_index, subnet) in subnets.iter().enumerate() {
-                        let id = candidate_id(pool, n, type_index, subnet_index);
-                        views.push(hypothetical_view(
-                            id.clone(),
-                            pool,
-                            machine_type,
-                            &subnet.zone,
-                            capacity,
-                        ));
-                        candidates.insert(
-                            id,
-                            Candidate {
-                                pool: (*pool).to_owned(),
-                                type_index,
-                                subnet_index,
-                            },
-                        );
-                    }
-                }
-            }
-        }
-        let unplaced: BTreeSet<&TaskId> = first.unplaced.iter().map(|u| &u.task_id).collect();
-        let leftover: Vec<TaskRequest> = s
-            .tasks
-            .iter()
-            .filter(|t| unplaced.contains(&t.task_id))
-            .cloned()
-            .collect();
-        let second = titus_placement::plan(&leftover, &views, Strategy::BinPack);
-
-        // Which candidates were chosen, and what they would hold.
-        let mut chosen: BTreeMap<&str, (u32, Resources)> = BTreeMap::new();
-        let mut on_booting: BTreeMap<(&str, &str, &str), (u32, Resources)> = BTreeMap::new();
-        for placement in &second.placements {
-            if let Some((id, _)) = candidates.get_key_value(&placement.agent_id) {
-                let entry = chosen.entry(id.as_str()).or_insert((0, Resources::ZERO));
-                entry.0 += 1;
-                entry.1 = entry.1.saturating_add(placement.resources);
-            } else if let Some((pool, member)) = booting.get(&placement.agent_id) {
-                let entry = on_booting
-                    .entry((pool, member.machine_type.as_str(), member.zone.as_str()))
-                    .or_insert((0, Resources::ZERO));
-                entry.0 += 1;
-                entry.1 = entry.1.saturating_add(placement.resources);
-            }
-        }
-        for ((pool, machine_type, zone), (tasks, resources)) in on_booting {
-            decision.demand.push(Demand {
-                pool: pool.to_owned(),
-                machine_type: machine_type.to_owned(),
-                zone: zone.to_owned(),
-                tasks,
-                resources,
-                booting: true,
-            });
-        }
-        // Candidate ids sort by pool, then sequence: the first `cap` of a pool are kept.
-        let mut per_pool_kept: BTreeMap<&str, u32> = BTreeMap::new();
-        let mut new_demand: BTreeMap<(String, usize, usize), (u32, Resources)> = BTreeMap::new();
-        let mut waiting = 0u32;
-        for (id, (tasks, resources)) in chosen {
-            let candidate = &candidates[id];
-            let pool = candidate.pool.as_str();
-            let pool_settings = &s.config.pools[pool];
-            let cap = headroom[pool].min(pool_settings.max_launches_per_run);
-            let kept = per_pool_kept.entry(pool).or_default();
-            if *kept >= cap {
-                waiting += tasks;
-                continue;
-            }
-            *kept += 1;
-            let entry = new_demand
-                .entry((
-                    candidate.pool.clone(),
-                    candidate.type_index,
-                    candidate.subnet_index,
-                ))
-                .or_insert((0, Resources::ZERO));
-            entry.0 += tasks;
-            entry.1 = entry.1.saturating_add(resources);
-            if let Some((pool_name, _)) = s.config.pools.get_key_value(pool) {
-                launches
-                    .entry(pool_name.as_str())
-                    .or_default()
-                    .push((candidate.type_index, candidate.subnet_index));
-            }
-        }
-        for ((pool, type_index, subnet_index), (tasks, resources)) in new_demand {
-            let pool_settings = &s.config.pools[&pool];
-            let zone = s
-                .subnets
-                .get(&pool)
-                .and_then(|subnets| subnets.get(subnet_index))
-                .map(|subnet| subnet.zone.clone())
-                .unwrap_or_default();
-            decision.demand.push(Demand {
-                machine_type: pool_settings.instance_types[type_index].clone(),
-                pool,
-                zone,
-                tasks,
-                resources,
-                booting: false,
-            });
-        }
-        decision.unschedulable = second.unplaced.len() as u32 + waiting;
-        decision.unschedulable_examples = second
-            .unplaced
-            .iter()
-            .take(5)
-            .map(|u| (u.task_id.clone(), u.reasons.clone()))
-            .collect();
-    }
-
-    // The minimum: top up with the first type, in the zones with the fewest instances.
-    for (pool, pool_members) in &members {
-        let pool_settings = &s.config.pools[*pool];
-        if cooling[pool] {
-            continue;
-        }
-        let subnets = s.subnets.get(*pool).map(Vec::as_slice).unwrap_or_default();
-        if subnets.is_empty() || !s.types.contains_key(&pool_settings.instance_types[0]) {
-            continue;
-        }
-        let planned = launches.get(pool).map_or(0, Vec::len) as u32;
-        let working = pool_members
-            .iter()
-            .filter(|m| matches!(m.status, Status::Active { .. } | Status::Booting))
-            .count() as u32;
-        let cap = headroom[pool]
-            .min(pool_settings.max_launches_per_run)
-            .saturating_sub(planned);
-        let need = pool_settings
-            .min_agents
-            .saturating_sub(working + planned)
-            .min(cap);
-        let mut per_zone: BTreeMap<&str, u32> =
-            subnets.iter().map(|s| (s.zone.as_str(), 0)).collect();
-        for member in pool_members
-            .iter()
-            .filter(|m| !matches!(m.status, Status::Terminate(_)))
-        {
-            if let Some(count) = per_zone.get_mut(member.zone.as_str()) {
-                *count += 1;
-            }
-        }
-        for &(_, subnet_index) in launches.get(pool).map(Vec::as_slice).unwrap_or_default() {
-            if let Some(count) = per_zone.get_mut(subnets[subnet_index].zone.as_str()) {
-                *count += 1;
-            }
-        }
-        for _ in 0..need {
-            let (subnet_index, _) = subnets
-                .iter()
-                .enumerate()
-                .min_by_key(|(i, subnet)| (per_zone[subnet.zone.as_str()], *i))
-                .unwrap_or((0, &subnets[0]));
-            *per_zone
-                .entry(subnets[subnet_index].zone.as_str())
-                .or_default() += 1;
-            launches.entry(pool).or_default().push((0, subnet_index));
-        }
-    }
-
-    // Launch plans, with the on-demand/spot mix over the whole pool.
-    for (pool, picks) in &launches {
-        if picks.is_empty() {
-            continue;
-        }
-        let pool_settings = &s.config.pools[*pool];
-        let subnets = &s.subnets[*pool];
-        let staying = members[pool]
-            .iter()
-            .filter(|m| !matches!(m.status, Status::Terminate(_)));
-        let (mut on_demand, mut spot) =
-            staying.fold((0u32, 0u32), |(od, sp), m| match m.lifecycle {
-                Lifecycle::OnDemand => (od + 1, sp),
-                Lifecycle::Spot => (od, sp + 1),
-            });
-        let mut groups: BTreeMap<(usize, usize), (u32, u32)> = BTreeMap::new();
-        for &(type_index, subnet_index) in picks {
-            let group = groups.entry((type_index, subnet_index)).or_default();
-            if wants_on_demand(pool_settings, on_demand, spot) {
-                on_demand += 1;
-                group.0 += 1;
-            } else {
-                spot += 1;
-                group.1 += 1;
-            }
-        }
-        for ((type_index, subnet_index), (od, sp)) in groups {
-            decision.launch.push(LaunchPlan {
-                pool: (*pool).to_owned(),
-                machine_type: pool_settings.instance_types[type_index].clone(),
-                subnet_id: subnets[subnet_index].id.clone(),
-                zone: subnets[subnet_index].zone.clone(),
-                on_demand: od,
-                spot: sp,
-            });
-        }
-    }
-
-    // Scale-down: idle agents, oldest idle first, never below the minimum, and not in a pool
-    // that is growing or cooling down.
-    let mut idle_since = BTreeMap::new();
-    for (pool, pool_members) in &members {
-        let pool_settings = &s.config.pools[*pool];
-        let mut idle: Vec<(u64, &str)> = Vec::new();
-        for member in pool_members {
-            if member.status == (Status::Active { idle: true })
-                && !receiving.contains(member.id.as_str())
-            {
-                let since = s
-                    .state
-                    .idle_since_ms
-                    .get(&member.id)
-                    .copied()
-                    .unwrap_or(now);
-                idle_since.insert(member.id.clone(), since);
-                idle.push((since, member.id.as_str()));
-            }
-        }
-        let growing = launches.get(pool).is_some_and(|l| !l.is_empty());
-        let mut report = PoolReport {
-            pool: (*pool).to_owned(),
-            instances: pool_members.len() as u32,
-            idle: idle.len() as u32,
-            min_agents: pool_settings.min_agents,
-            max_agents: pool_settings.max_agents,
-            cooling_down: cooling[pool],
-            ..PoolReport::default()
-        };
-        for member in pool_members {
-            match member.status {
-                Status::Active { .. } => report.active += 1,
-                Status::Booting => report.booting += 1,
-                Status::Draining | Status::Terminate(_) => report.draining += 1,
-                Status::Lost => report.lost += 1,
-                Status::Unregistered => report.unregistered += 1,
-            }
-        }
-        decision.pools.push(report);
-        if cooling[pool] || growing {
-            continue;
-        }
-        let working = pool_members
-            .iter()
-            .filter(|m| matches!(m.status, Status::Active { .. } | Status::Booting))
-            .count() as u32;
-        let mut allowed = working.saturating_sub(pool_settings.min_agents);
-        let threshold_ms = pool_settings.idle_threshold_secs.saturating_mul(1000);
-        idle.sort();
-        for (since, id) in idle {
-            if allowed == 0 {
-                break;
-            }
-            if now.saturating_sub(since) >= threshold_ms {
-                decision.drain.push((id.to_owned(), (*pool).to_owned()));
-                idle_since.remove(id);
-                allowed -= 1;
-            }
-        }
-    }
-
-    // The state to keep.
-    let terminated: BTreeSet<&str> = decision
-        .terminate
-        .iter()
-        .map(|t| t.instance_id.as_str())
-        .collect();
-    let mut state = ScalerState {
-        last_launch_at_ms: s
-            .state
-            .last_launch_at_ms
-            .iter()
-            .filter(|(pool, _)| s.config.pools.contains_key(*pool))
-            .map(|(k, v)| (k.clone(), *v))
-            .collect(),
-        idle_since_ms: idle_since,
-        ..ScalerState::default()
-    };
-    for plan in &decision.launch {
-        state.last_launch_at_ms.insert(plan.pool.clone(), now);
-    }
-    state.launched = s
-        .state
-        .launched
-        .iter()
-        .filter(|(id, record)| {
-            !agents.contains_key(id.as_str())
-                && !terminated.contains(id.as_str())
-                && now.saturating_sub(record.launched_at_ms) < registration_timeout_ms
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let member_ids: BTreeSet<&str> = members.values().flatten().map(|m| m.id.as_str()).collect();
-    state.drained_at_ms = s
-        .state
-        .drained_at_ms
-        .iter()
-        // Kept until the instance is gone: a termination the run then skips (the agent reported a
-        // container still running) is decided again next run.
-        .filter(|(id, _)| member_ids.contains(id.as_str()))
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
-    for (id, _) in &decision.drain {
-        state.drained_at_ms.insert(id.clone(), now);
-    }
-    state.unregistered_since_ms = unregistered_since;
-    decision.state = state;
-    decision
 }
 
 /// An agent drained by someone else (an operator, its own SIGTERM) is left to finish on its own:
@@ -685,16 +223,59 @@ fn agent_status(agent: &Agent, drained_by_us: bool) -> Status {
     }
 }
 
-/// Whether the next instance of a pool that has `on_demand` and `spot` instances should be
-/// on-demand: always up to the base, then in the configured share of what is above it.
-pub fn wants_on_demand(pool: &PoolSettings, on_demand: u32, spot: u32) -> bool {
-    if on_demand < pool.on_demand_base {
-        return true;
-    }
-    let above_base_on_demand = on_demand - pool.on_demand_base;
-    let above_base_after = u64::from(above_base_on_demand) + u64::from(spot) + 1;
-    let wanted = (above_base_after * u64::from(pool.on_demand_percent_above_base)).div_ceil(100);
-    u64::from(above_base_on_demand) < wanted
+/// Every configured pool's members, by pool.
+type Members<'a> = BTreeMap<&'a str, Vec<Member>>;
+/// Whether each pool is in its cool-down after a launch.
+type Cooling<'a> = BTreeMap<&'a str, bool>;
+/// How many more instances each pool may hold once the terminations are done.
+type Headroom<'a> = BTreeMap<&'a str, u32>;
+/// The instances to launch in each pool, as (index in its instance types, index in its subnets).
+type Picks<'a> = BTreeMap<&'a str, Vec<(usize, usize)>>;
+
+/// Decides one run. See the module documentation.
+pub fn decide(s: &Snapshot<'_>) -> Decision {
+    let agents: HashMap<&str, &Agent> = s.agents.iter().map(|a| (a.id.as_str(), a)).collect();
+    let classify::Classified {
+        members,
+        unregistered_since,
+    } = classify::members(s, &agents);
+    let cooling = classify::cooling(s);
+    let (terminate, headroom) = terminate::terminations(s, &members);
+
+    // The agents as they are take what they can (what the scheduler will do anyway); what is
+    // left is the demand for instances.
+    let current = titus_placement::plan(s.tasks, s.views, Strategy::BinPack);
+    let receiving: BTreeSet<&str> = current
+        .placements
+        .iter()
+        .map(|p| p.agent_id.as_str())
+        .collect();
+    let beyond = demand::beyond_agents(s, &members, &cooling, &headroom, &current);
+
+    let mut picks = beyond.picks;
+    launch::top_up_to_minimum(s, &members, &cooling, &headroom, &mut picks);
+    let launch = launch::launch_plans(s, &members, &picks);
+    let (drain, idle_since) = drain::idle_drains(s, &members, &cooling, &picks, &receiving);
+    let mut decision = Decision {
+        terminate,
+        drain,
+        launch,
+        state: ScalerState::default(),
+        pools: report::pool_reports(s, &members, &cooling, &receiving),
+        demand: beyond.demand,
+        unplaced: current.unplaced.len() as u32,
+        unschedulable: beyond.unschedulable,
+        unschedulable_examples: beyond.unschedulable_examples,
+    };
+    decision.state = state::state_to_keep(
+        s,
+        &agents,
+        &members,
+        &decision,
+        idle_since,
+        unregistered_since,
+    );
+    decision
 }
 
 #[cfg(test)]
