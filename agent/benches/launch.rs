@@ -25,7 +25,7 @@ use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOp
 use support::*;
 use titus_agent::agent::AgentIdentity;
 use titus_agent::aws::NoRegistryAuth;
-use titus_agent::testing::{MemoryAgentStore, MemoryCommandSource, MemoryStatusSink};
+use titus_agent::testing::{MemoryCommandSource, MemoryLink, MemoryStatusSink};
 use titus_agent::{Agent, AgentSettings, DockerRuntime};
 use titus_core::messages::AgentCommand;
 use titus_core::{Resources, TaskState};
@@ -64,7 +64,6 @@ async fn launch_latency() {
     let agent = Agent::start(
         AgentIdentity {
             agent_id: agent_id.clone(),
-            queue_url: "memory://bench".to_owned(),
             zone: "local".to_owned(),
             machine_type: "local".to_owned(),
             machine_group: "default".to_owned(),
@@ -80,7 +79,7 @@ async fn launch_latency() {
         DockerRuntime::from_client(docker.clone(), Duration::from_secs(60)),
         MemoryCommandSource::default(),
         MemoryStatusSink::default(),
-        MemoryAgentStore::default(),
+        MemoryLink::default(),
         Arc::new(NoRegistryAuth),
     )
     .await

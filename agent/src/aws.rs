@@ -1,15 +1,24 @@
 //! The agent's own AWS adapters: its settings from SSM (through the one loader) and ECR
-//! credentials from the instance role. Its queues are `titus-aws`'s SQS adapters.
+//! credentials from the instance role, and its link to the control plane ([`AwsLink`]). Its
+//! queues are `titus-aws`'s SQS adapters.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use base64::Engine as _;
 use futures::future::BoxFuture;
 use titus_aws::ssm::read_parameters_by_path;
-use titus_aws::Names;
+use titus_aws::{
+    AwsClients, DynamoAgentStore, DynamoJobStore, Names, SqsAgentRequests, SqsDeadLetterQueue,
+};
+use titus_core::messages::{AgentRequest, Registration};
+use titus_core::ports::{AgentRequestSink as _, DeadLetter, DeadLetterSink as _, QueueError};
+use titus_core::{Agent, AgentHeartbeat, AgentStore as _, JobStore as _, StoreError, TaskId};
+use tokio::time::{sleep, Instant};
 
 use crate::config::{AgentSettings, ConfigError};
+use crate::ports::{ControlPlaneLink, LinkError, Placement};
 use crate::runtime::RegistryCredentials;
 use crate::time::now_ms;
 
@@ -189,6 +198,106 @@ impl RegistryAuth for EcrAuth {
                 .insert(registry.host.clone(), (credentials.clone(), expires_ms));
             Ok(Some(credentials))
         })
+    }
+}
+
+/// How often the agents table is read while a registration is waited for.
+const REGISTRATION_POLL: Duration = Duration::from_millis(250);
+
+/// The agent's link to the control plane on AWS: requests on the stage's registrations queue,
+/// its record and heartbeats in the agents table, placements read from the tasks table, and its
+/// own dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct AwsLink {
+    pub agents: DynamoAgentStore,
+    pub tasks: DynamoJobStore,
+    pub requests: SqsAgentRequests,
+    pub dead_letters: SqsDeadLetterQueue,
+    /// How long a registration is waited for before it is asked for again.
+    pub registration_wait: Duration,
+}
+
+impl AwsLink {
+    pub fn for_agent(
+        clients: &AwsClients,
+        names: &Names,
+        agent_id: &str,
+        registration_wait: Duration,
+    ) -> AwsLink {
+        let dead_letters = names
+            .agent_queue_def(agent_id)
+            .dead_letter
+            .map(|dlq| dlq.name)
+            .unwrap_or_else(|| format!("{}-dlq", names.agent_queue(agent_id)));
+        AwsLink {
+            agents: DynamoAgentStore::new(clients.dynamodb.clone(), names),
+            tasks: DynamoJobStore::new(clients.dynamodb.clone(), names),
+            requests: SqsAgentRequests::for_stage(clients.sqs.clone(), names),
+            dead_letters: SqsDeadLetterQueue::named(clients.sqs.clone(), dead_letters),
+            registration_wait,
+        }
+    }
+}
+
+impl ControlPlaneLink for AwsLink {
+    async fn register(&self, registration: &Registration) -> Result<Agent, LinkError> {
+        self.requests
+            .send(&AgentRequest::Register(registration.clone()))
+            .await?;
+        let started = Instant::now();
+        loop {
+            if let Some(record) = self.agents.get_agent(&registration.agent_id).await? {
+                if record.registration_id == registration.registration_id {
+                    return Ok(record);
+                }
+            }
+            if started.elapsed() >= self.registration_wait {
+                return Err(LinkError::NotRegistered {
+                    agent_id: registration.agent_id.clone(),
+                    registration_id: registration.registration_id.clone(),
+                    waited_secs: self.registration_wait.as_secs(),
+                });
+            }
+            sleep(REGISTRATION_POLL).await;
+        }
+    }
+
+    async fn request_drain(&self, agent_id: &str) -> Result<(), LinkError> {
+        self.requests
+            .send(&AgentRequest::Drain {
+                agent_id: agent_id.to_owned(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn request_deregister(&self, agent_id: &str) -> Result<(), LinkError> {
+        self.requests
+            .send(&AgentRequest::Deregister {
+                agent_id: agent_id.to_owned(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn heartbeat(
+        &self,
+        agent_id: &str,
+        report: &AgentHeartbeat,
+    ) -> Result<Agent, StoreError> {
+        self.agents.report_heartbeat(agent_id, report).await
+    }
+
+    async fn placement(&self, task_id: &TaskId) -> Result<Option<Placement>, StoreError> {
+        Ok(self.tasks.get_task(task_id).await?.map(|task| Placement {
+            state: task.state(),
+            agent_id: task.agent_id,
+            incarnation: task.agent_incarnation,
+        }))
+    }
+
+    async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), QueueError> {
+        self.dead_letters.send(letter).await
     }
 }
 

@@ -1,24 +1,26 @@
 //! Wires the agent to AWS and Docker: reads its configuration, identifies and measures the host,
-//! makes sure its queue exists, and starts it. `main` and the end-to-end tests both start the
+//! and starts it; it registers through the control plane, which creates its queue. `main` and the end-to-end tests both start the
 //! agent through here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use titus_aws::provision::{ensure_queue, ProvisionError};
-use titus_aws::{AwsClients, DynamoAgentStore, Names, SqsCommandSource, SqsStatusSink};
+use titus_aws::{AwsClients, Names, SqsCommandSource, SqsStatusSink};
 use titus_core::ports::QueueError;
 use titus_core::Resources;
 
 use crate::agent::{Agent, AgentError, AgentIdentity};
-use crate::aws::{load_settings, EcrAuth, NoRegistryAuth, RegistryAuth};
+use crate::aws::{load_settings, AwsLink, EcrAuth, NoRegistryAuth, RegistryAuth};
 use crate::config::{AgentSettings, ConfigError, DEFAULT_STAGE};
 use crate::docker::DockerRuntime;
 use crate::host::{instance_identity, measure_capacity, HostError, IMDS_ENDPOINT};
 use crate::runtime::RuntimeError;
 
 /// The agent as it runs in production: Docker, SQS and DynamoDB.
-pub type AwsAgent = Agent<DockerRuntime, SqsCommandSource, SqsStatusSink, DynamoAgentStore>;
+pub type AwsAgent = Agent<DockerRuntime, SqsCommandSource, SqsStatusSink, AwsLink>;
+
+/// How long a registration request is waited for before it is sent again.
+const REGISTRATION_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The lowest Docker API version whose options the agent uses (Debian's docker.io 20.10).
 const MIN_DOCKER_API: (u32, u32) = (1, 41);
@@ -35,8 +37,6 @@ pub enum BootstrapError {
     Host(#[from] HostError),
     #[error("the Docker engine is not usable: {0}")]
     Docker(RuntimeError),
-    #[error("the agent's queue could not be created: {0}")]
-    Queue(#[from] ProvisionError),
     #[error("the status queue is not usable: {0}; is the stage provisioned?")]
     StatusQueue(QueueError),
     #[error(transparent)]
@@ -65,7 +65,7 @@ pub async fn read_settings(
     Ok((names, settings))
 }
 
-/// Starts the agent: identity, capacity, queue, registration and reconciliation.
+/// Starts the agent: identity, capacity, registration and reconciliation.
 pub async fn start(
     clients: &AwsClients,
     sdk_config: &aws_config::SdkConfig,
@@ -111,7 +111,6 @@ pub async fn start(
     };
 
     let capacity = capacity(&settings, &engine.root_dir)?;
-    let (queue_url, _) = ensure_queue(&clients.sqs, &names.agent_queue_def(&agent_id)).await?;
     let status = SqsStatusSink::for_stage(clients.sqs.clone(), &names)
         .await
         .map_err(BootstrapError::StatusQueue)?;
@@ -121,8 +120,7 @@ pub async fn start(
         Arc::new(NoRegistryAuth)
     };
     let identity = AgentIdentity {
-        agent_id,
-        queue_url: queue_url.clone(),
+        agent_id: agent_id.clone(),
         zone,
         machine_type,
         machine_group: settings.machine_group.clone(),
@@ -132,9 +130,9 @@ pub async fn start(
         identity,
         settings,
         runtime,
-        SqsCommandSource::new(clients.sqs.clone(), queue_url),
+        SqsCommandSource::named(clients.sqs.clone(), names.agent_queue(&agent_id)),
         status,
-        DynamoAgentStore::new(clients.dynamodb.clone(), &names),
+        AwsLink::for_agent(clients, &names, &agent_id, REGISTRATION_WAIT),
         registry_auth,
     )
     .await?;

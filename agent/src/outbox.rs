@@ -219,6 +219,7 @@ mod tests {
             task_id: TaskId::from_string(task),
             job_id: JobId::from_string("job"),
             agent_id: "a".to_owned(),
+            incarnation: 1,
             state,
             reason: None,
             message: String::new(),

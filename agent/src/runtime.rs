@@ -13,6 +13,10 @@ pub mod label {
     pub const AGENT_ID: &str = "titus.agent.id";
     pub const JOB_ID: &str = "titus.job.id";
     pub const TASK_ID: &str = "titus.task.id";
+    /// The agent's incarnation the task was placed on.
+    pub const INCARNATION: &str = "titus.agent.incarnation";
+    /// The task record's version the launch was placed at.
+    pub const PLACEMENT_VERSION: &str = "titus.placement.version";
     /// Seconds the task may run before it is killed with `runtimeLimitExceeded` (batch only).
     pub const RUNTIME_LIMIT_SECS: &str = "titus.runtime-limit-secs";
     /// Seconds between SIGTERM and SIGKILL when the task is killed.

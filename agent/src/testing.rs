@@ -1,16 +1,19 @@
 //! In-memory implementations of the agent's ports, for its unit tests and benchmarks: a
-//! recording fake container runtime, a status sink, a command queue and an agent store.
+//! recording fake container runtime, a status sink, a command queue, an agent store and a link
+//! to a control plane that registers at once and whose placements the test sets.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use titus_core::messages::TaskStatusUpdate;
-use titus_core::ports::QueueError;
-use titus_core::{Agent, AgentHeartbeat, AgentState, AgentStore, StoreError};
+use titus_core::messages::{Registration, TaskStatusUpdate};
+use titus_core::ports::{DeadLetter, QueueError};
+use titus_core::{Agent, AgentHeartbeat, AgentState, AgentStore, StoreError, TaskId, TaskState};
 use tokio::sync::watch;
 
-use crate::ports::{CommandSource, ReceivedMessage, StatusSink};
+use crate::ports::{
+    CommandSource, ControlPlaneLink, LinkError, Placement, ReceivedMessage, StatusSink,
+};
 use crate::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ContainerStatus, ContainerSummary,
     RegistryCredentials, RuntimeError,
@@ -478,6 +481,13 @@ impl AgentStore for MemoryAgentStore {
     async fn register_agent(&self, agent: &Agent) -> Result<Agent, StoreError> {
         let mut state = lock(&self.state);
         let record = match state.agents.get(&agent.id) {
+            Some(existing) if existing.state == AgentState::Lost && existing.task_count > 0 => {
+                return Err(StoreError::Conflict {
+                    entity: "agent",
+                    id: agent.id.clone(),
+                    detail: "declared lost; its tasks are still being finished".to_owned(),
+                });
+            }
             Some(existing) => Agent {
                 allocated: existing.allocated,
                 task_count: existing.task_count,
@@ -486,9 +496,13 @@ impl AgentStore for MemoryAgentStore {
                     AgentState::Lost => AgentState::Active,
                     other => other,
                 },
+                incarnation: existing.incarnation + u64::from(existing.state == AgentState::Lost),
                 ..agent.clone()
             },
-            None => agent.clone(),
+            None => Agent {
+                incarnation: 1,
+                ..agent.clone()
+            },
         };
         state.agents.insert(agent.id.clone(), record.clone());
         Ok(record)
@@ -548,7 +562,7 @@ impl AgentStore for MemoryAgentStore {
         &self,
         id: &str,
         report: &AgentHeartbeat,
-    ) -> Result<AgentState, StoreError> {
+    ) -> Result<Agent, StoreError> {
         let mut state = lock(&self.state);
         let Some(agent) = state.agents.get_mut(id) else {
             return Err(StoreError::Conflict {
@@ -558,9 +572,96 @@ impl AgentStore for MemoryAgentStore {
             });
         };
         agent.heartbeat_at_ms = report.at_ms;
-        let agent_state = agent.state;
+        let record = agent.clone();
         state.reports.insert(id.to_owned(), report.clone());
-        Ok(agent_state)
+        Ok(record)
+    }
+}
+
+/// A control plane in memory for the agent: it registers the agent at once in a
+/// [`MemoryAgentStore`] (refusing, as the real one does, an agent declared lost whose tasks are not
+/// finished yet), and answers placements from what the test set with [`MemoryLink::place`].
+#[derive(Debug, Clone, Default)]
+pub struct MemoryLink {
+    pub store: MemoryAgentStore,
+    placements: Arc<Mutex<HashMap<TaskId, Placement>>>,
+    dead_letters: Arc<Mutex<Vec<DeadLetter>>>,
+}
+
+impl MemoryLink {
+    /// The records run `task` on `agent_id` at `incarnation`.
+    pub fn place(&self, task: &str, agent_id: &str, incarnation: u64) {
+        lock(&self.placements).insert(
+            TaskId::from_string(task),
+            Placement {
+                agent_id: Some(agent_id.to_owned()),
+                incarnation: Some(incarnation),
+                state: TaskState::Started,
+            },
+        );
+    }
+
+    /// The records say `task` ended.
+    pub fn finish(&self, task: &str) {
+        if let Some(placement) = lock(&self.placements).get_mut(&TaskId::from_string(task)) {
+            placement.state = TaskState::Finished;
+        }
+    }
+
+    /// What the agent put on its dead-letter queue.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        lock(&self.dead_letters).clone()
+    }
+}
+
+impl ControlPlaneLink for MemoryLink {
+    async fn register(&self, registration: &Registration) -> Result<Agent, LinkError> {
+        let record = registration.record(
+            format!("memory://{}", registration.agent_id),
+            String::new(),
+            registration.at_ms,
+        );
+        match self.store.register_agent(&record).await {
+            Ok(record) => Ok(record),
+            Err(StoreError::Conflict { .. }) => Err(LinkError::NotRegistered {
+                agent_id: registration.agent_id.clone(),
+                registration_id: registration.registration_id.clone(),
+                waited_secs: 0,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn request_drain(&self, agent_id: &str) -> Result<(), LinkError> {
+        match self
+            .store
+            .set_agent_state(agent_id, AgentState::Active, AgentState::Draining)
+            .await
+        {
+            Ok(()) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn request_deregister(&self, agent_id: &str) -> Result<(), LinkError> {
+        Ok(self.store.deregister_agent(agent_id).await?)
+    }
+
+    async fn heartbeat(
+        &self,
+        agent_id: &str,
+        report: &AgentHeartbeat,
+    ) -> Result<Agent, StoreError> {
+        self.store.report_heartbeat(agent_id, report).await
+    }
+
+    async fn placement(&self, task_id: &TaskId) -> Result<Option<Placement>, StoreError> {
+        Ok(lock(&self.placements).get(task_id).cloned())
+    }
+
+    async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), QueueError> {
+        lock(&self.dead_letters).push(letter.clone());
+        Ok(())
     }
 }
 

@@ -118,6 +118,7 @@ async fn status_updates_reach_the_status_queue_in_one_batch() {
             task_id: TaskId::from_string(format!("t{i}")),
             job_id: JobId::from_string("j"),
             agent_id: "a".to_owned(),
+            incarnation: 1,
             state: TaskState::Started,
             reason: None,
             message: String::new(),

@@ -32,6 +32,7 @@ struct Running {
     drain: CancellationToken,
     stop: CancellationToken,
     run: JoinHandle<Result<RunOutcome, titus_agent::AgentError>>,
+    _control: InProcessControlPlane,
     _cleanup: ContainerCleanup,
 }
 
@@ -41,6 +42,7 @@ impl Running {
         let (clients, sdk_config, names) = fresh_stage().await;
         let agent_id = agent_id(test);
         let env = agent_env(&names, &agent_id, extra_env);
+        let control = InProcessControlPlane::start(&clients, &names);
         let agent = bootstrap::start(&clients, &sdk_config, &env)
             .await
             .expect("the agent starts");
@@ -52,6 +54,7 @@ impl Running {
         let queue_url = queue_url(&clients, &names.agent_queue(&agent_id)).await;
         let status = StatusReader::new(&clients, &names).await;
         Running {
+            _control: control,
             _cleanup: ContainerCleanup(agent_id.clone()),
             clients,
             names,
@@ -375,8 +378,15 @@ async fn a_drain_lets_running_tasks_finish_then_deregisters() {
 
     assert_eq!(finished.reason, Some(TaskReason::Normal));
     assert_eq!(outcome, RunOutcome::Drained);
+    assert!(agent.agent.running_tasks().is_empty());
     let store = titus_aws::DynamoAgentStore::new(agent.clients.dynamodb.clone(), &agent.names);
     use titus_core::AgentStore as _;
-    assert_eq!(store.get_agent(&agent.agent_id).await.unwrap(), None);
-    assert!(agent.agent.running_tasks().is_empty());
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while store.get_agent(&agent.agent_id).await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the control plane did not deregister the drained agent"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

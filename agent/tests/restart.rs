@@ -1,6 +1,7 @@
 //! The `titus-agent` binary killed with SIGKILL mid-task and started again: it re-adopts the
-//! running container, reports the exit that happened while it was down exactly once, and never
-//! makes a second container for a task. Then SIGTERM drains it.
+//! running container the records place on it, reports the exit that happened while it was down
+//! exactly once, and never makes a second container for a task. Then SIGTERM drains it. The
+//! control plane's registration and scheduler run in the test's process.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -65,14 +66,13 @@ async fn an_agent_killed_mid_task_reports_each_exit_exactly_once_after_a_restart
     let env = agent_env(&names, &agent_id, &[]);
     let log = std::env::temp_dir().join(format!("titus-{agent_id}.log"));
     let mut status = StatusReader::new(&clients, &names).await;
+    let control = InProcessControlPlane::start(&clients, &names);
 
     let mut agent = spawn_agent(&env, &log);
     let queue = wait_for_queue(&clients, &names.agent_queue(&agent_id)).await;
-    let short = launch("sleep 4");
-    let long = launch("sleep 300");
-    for task in [&short, &long] {
-        send_command(&clients, &queue, &AgentCommand::LaunchTask(task.clone())).await;
-    }
+    wait_registered(&clients, &names, &agent_id, WITHIN).await;
+    let short = control.place_batch("sleep 4", 1).await.remove(0);
+    let long = control.place_batch("sleep 300", 1).await.remove(0);
     for task in [&short, &long] {
         status
             .wait_for(&task.task_id, TaskState::Started, WITHIN)
@@ -132,7 +132,7 @@ async fn an_agent_killed_mid_task_reports_each_exit_exactly_once_after_a_restart
         .await;
     assert_eq!(long_finished.reason, Some(TaskReason::Killed));
 
-    // SIGTERM drains: nothing runs, so the agent deregisters and exits cleanly.
+    // SIGTERM drains: nothing runs, so the agent asks to leave and exits cleanly.
     let pid = agent.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -157,11 +157,11 @@ async fn an_agent_killed_mid_task_reports_each_exit_exactly_once_after_a_restart
             .unwrap();
         assert_eq!(containers.len(), 1, "{containers:?}");
     }
+    // It asked to drain and to leave; the control plane keeps the record while the records
+    // still hold its tasks (this test reads the statuses off the queue itself).
     let store = DynamoAgentStore::new(clients.dynamodb.clone(), &names);
-    assert_eq!(
-        store.get_agent(&agent_id).await.unwrap(),
-        None,
-        "deregistered"
-    );
+    let record = store.get_agent(&agent_id).await.unwrap().unwrap();
+    assert_eq!(record.state, titus_core::AgentState::Draining);
+    drop(control);
     let _ = std::fs::remove_file(&log);
 }

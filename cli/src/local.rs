@@ -4,19 +4,18 @@
 //! engine. Ctrl-C stops everything.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use aws_lambda_events::event::sqs::SqsBatchResponse;
 use clap::Args;
 use titus_app::lambda::batch_response;
+use titus_app::pump::pump;
 use titus_aws::provision::provision;
 use titus_aws::{AwsClients, AwsPorts, Names};
 use titus_control::scheduler::TickInput;
-use titus_control::{ControlPlane, InboundMessage};
+use titus_control::ControlPlane;
 use titus_core::ports::{Clock, Ports};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument as _};
@@ -216,7 +215,8 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         );
     }
 
-    // The status function, fed from the status queue, and the reconciler every few seconds.
+    // The status function, fed from the status queue and the registrations queue, and the
+    // reconciler every few seconds.
     {
         cp.ports.dead_letters.queue_url().await?;
         let url = queue_url(&clients.sqs, &names.status_queue()).await?;
@@ -237,6 +237,18 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
             }
             .instrument(tracing::info_span!("status")),
         );
+        {
+            let (clients, names, stop, cp) =
+                (clients.clone(), names.clone(), shutdown.clone(), cp.clone());
+            tasks.spawn(
+                async move {
+                    titus_app::pump::serve_agent_requests(cp, &clients, &names, stop)
+                        .await
+                        .context("serving the agents' requests")
+                }
+                .instrument(tracing::info_span!("registrations")),
+            );
+        }
         let (stop, cp) = (shutdown.clone(), cp.clone());
         tasks.spawn(
             async move {
@@ -411,57 +423,4 @@ async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> anyhow::Result<Stri
     titus_aws::sqs::queue_url(sqs, name)
         .await
         .with_context(|| format!("finding queue {name}"))
-}
-
-/// Feeds a queue to a Lambda-style batch handler, as Lambda's event source mapping does: long
-/// polls of up to ten messages, then deletes every message not reported as a batch item
-/// failure. Failures come back after the visibility timeout, and go to the DLQ after its limit.
-async fn pump<H, F>(sqs: aws_sdk_sqs::Client, url: String, stop: CancellationToken, handler: H)
-where
-    H: Fn(Vec<InboundMessage>) -> F,
-    F: Future<Output = SqsBatchResponse>,
-{
-    while !stop.is_cancelled() {
-        let receive = titus_aws::sqs::receive_batch(&sqs, &url, Duration::from_secs(1));
-        let received = tokio::select! {
-            _ = stop.cancelled() => return,
-            received = receive => received,
-        };
-        let messages = match received {
-            Ok(messages) => messages,
-            Err(e) => {
-                warn!(queue = %url, error = %e, "receive failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if messages.is_empty() {
-            continue;
-        }
-        let inbound = messages
-            .iter()
-            .map(|m| InboundMessage {
-                message_id: m.message_id.clone(),
-                body: m.body.clone(),
-                sender_id: m.sender_id.clone(),
-            })
-            .collect();
-        let response = handler(inbound).await;
-        let failed: Vec<&str> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
-        let done: Vec<&str> = messages
-            .iter()
-            .filter(|m| !failed.contains(&m.message_id.as_str()))
-            .map(|m| m.receipt_handle.as_str())
-            .collect();
-        if !done.is_empty() {
-            // A message not deleted comes back; every handler is idempotent.
-            if let Err(e) = titus_aws::sqs::delete_batch(&sqs, &url, &done).await {
-                warn!(queue = %url, error = %e, "delete failed");
-            }
-        }
-    }
 }

@@ -72,6 +72,7 @@ interface Tables {
   jobs: dynamodb.Table;
   tasks: dynamodb.Table;
   agents: dynamodb.Table;
+  heartbeats: dynamodb.Table;
   leases: dynamodb.Table;
   idempotency: dynamodb.Table;
 }
@@ -100,14 +101,14 @@ export class TitusStack extends cdk.Stack {
 
     // Data.
     const tables = Object.fromEntries(definitions.tables.map((t) => [t.role, this.table(t)]));
-    for (const role of ['jobs', 'tasks', 'agents', 'leases', 'idempotency']) {
+    for (const role of ['jobs', 'tasks', 'agents', 'heartbeats', 'leases', 'idempotency']) {
       if (!tables[role]) throw new Error(`definitions.json has no ${role} table`);
     }
     this.tables = tables as unknown as Tables;
     this.queues = {};
     this.deadLetterQueues = {};
     for (const q of definitions.queues) this.queue(q);
-    for (const role of ['submit', 'submit-rejected', 'status']) {
+    for (const role of ['submit', 'submit-rejected', 'status', 'registrations']) {
       if (!this.queues[role]) throw new Error(`definitions.json has no ${role} queue`);
     }
 
@@ -200,6 +201,15 @@ export class TitusStack extends cdk.Stack {
     );
     this.functions.status.addEventSource(
       new SqsEventSource(this.queues.status, {
+        batchSize: 10,
+        maxBatchingWindow: cdk.Duration.seconds(1),
+        reportBatchItemFailures: true,
+      }),
+    );
+    // Agents' requests about their own records: the status function registers them (creating
+    // their queues), drains and deregisters them.
+    this.functions.status.addEventSource(
+      new SqsEventSource(this.queues.registrations, {
         batchSize: 10,
         maxBatchingWindow: cdk.Duration.seconds(1),
         reportBatchItemFailures: true,
@@ -380,6 +390,9 @@ export class TitusStack extends cdk.Stack {
     };
     // In AWS callers are named by API Gateway's IAM authorization: no bearer tokens.
     values.set(parameter(defs, '/api/identities').name, '{}');
+    // A status or an agent request is believed only from the agent instance role's session of
+    // the agent it names: `{role id}:{instance id}`, as SQS reports the sender.
+    merge('/control/rules', { agent_role_id: this.agentRole.roleId });
     // Task logs go to CloudWatch Logs.
     merge('/agent/config', { log_driver: 'awslogs', awslogs_group: taskLogGroup.logGroupName });
     // The default pool launches into this stack's subnets from its launch template.
@@ -491,23 +504,29 @@ export class TitusStack extends cdk.Stack {
   private grantAgent(taskLogGroup: logs.LogGroup): void {
     const role = this.agentRole;
     const stage = this.props.stage;
-    // Its own queue (created at start, named after the instance) and that queue's DLQ.
+    // Only its own queue, named after its instance (the control plane creates it at
+    // registration), and that queue's DLQ, where it keeps the commands it cannot apply. It
+    // cannot create queues, change their attributes or send to another agent's queue.
+    const ownQueue = this.formatArn({ service: 'sqs', resource: `titus-${stage}-agent-\${ec2:InstanceID}` });
     this.allow(
       role,
-      [
-        'sqs:CreateQueue',
-        'sqs:GetQueueUrl',
-        'sqs:GetQueueAttributes',
-        'sqs:SetQueueAttributes',
-        'sqs:ReceiveMessage',
-        'sqs:DeleteMessage',
-        'sqs:ChangeMessageVisibility',
-      ],
-      [this.agentQueuesArn()],
+      ['sqs:GetQueueUrl', 'sqs:GetQueueAttributes', 'sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility'],
+      [ownQueue],
     );
-    this.allow(role, ['sqs:GetQueueUrl', 'sqs:SendMessage'], [this.queues.status.queueArn]);
-    // Its own record: register, heartbeat, drain, deregister.
-    this.allow(role, ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'], [this.tables.agents.tableArn]);
+    this.allow(role, ['sqs:GetQueueUrl', 'sqs:SendMessage'], [`${ownQueue}-dlq`]);
+    // Its statuses, and its requests about its own record (register, drain, deregister).
+    this.allow(role, ['sqs:GetQueueUrl', 'sqs:SendMessage'], [this.queues.status.queueArn, this.queues.registrations.queueArn]);
+    // It reads its own record and writes only its own heartbeat item, keyed by its role
+    // session (`{role id}:{instance id}`): DynamoDB's leading-key condition. It writes no
+    // record of agents, jobs or tasks.
+    this.allow(role, ['dynamodb:GetItem'], [this.tables.agents.tableArn], {
+      'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': ['${ec2:InstanceID}'] },
+    });
+    this.allow(role, ['dynamodb:GetItem', 'dynamodb:PutItem'], [this.tables.heartbeats.tableArn], {
+      'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': ['${aws:userid}'] },
+    });
+    // Before it starts or re-adopts a task it reads the task's record: where it is placed.
+    this.allow(role, ['dynamodb:GetItem'], [this.tables.tasks.tableArn]);
     this.allow(role, ['ssm:GetParametersByPath', 'ssm:GetParameters', 'ssm:GetParameter'], [
       this.parameterArn(`/titus/${stage}/agent`),
       this.parameterArn(`/titus/${stage}/agent/*`),
@@ -544,7 +563,7 @@ export class TitusStack extends cdk.Stack {
 
     // api: jobs and tasks, reading agents, kill commands to agents' queues.
     this.allow(f.api.role!, [...READ, ...WRITE], this.tableArns(t.jobs, t.tasks, t.idempotency));
-    this.allow(f.api.role!, [...READ, ...SCAN], this.tableArns(t.agents));
+    this.allow(f.api.role!, [...READ, ...SCAN], this.tableArns(t.agents, t.heartbeats));
     this.allow(f.api.role!, ['sqs:SendMessage'], [agentQueues]);
     this.allow(f.api.role!, ['ssm:GetParameters', 'ssm:GetParameter'], [
       ...controlPlaneSettings,
@@ -562,23 +581,27 @@ export class TitusStack extends cdk.Stack {
     this.allow(f.scheduler.role!, [...READ, 'dynamodb:UpdateItem'], this.tableArns(t.jobs));
     this.allow(f.scheduler.role!, [...READ, ...WRITE], this.tableArns(t.tasks, t.leases));
     this.allow(f.scheduler.role!, [...READ, ...SCAN, 'dynamodb:UpdateItem'], this.tableArns(t.agents));
+    this.allow(f.scheduler.role!, [...READ, ...SCAN], this.tableArns(t.heartbeats));
     this.allow(f.scheduler.role!, ['sqs:SendMessage'], [agentQueues]);
     this.allow(f.scheduler.role!, ['ssm:GetParameters', 'ssm:GetParameter'], controlPlaneSettings);
 
     // status and reconciler: task states, releases, replacements, kills, lost agents.
     for (const fn of [f.status, f.reconciler]) {
       this.allow(fn.role!, [...READ, ...WRITE], this.tableArns(t.jobs, t.tasks, t.leases));
-      this.allow(fn.role!, [...READ, ...SCAN, ...WRITE], this.tableArns(t.agents));
+      this.allow(fn.role!, [...READ, ...SCAN, ...WRITE], this.tableArns(t.agents, t.heartbeats));
       this.allow(fn.role!, ['sqs:SendMessage', 'sqs:GetQueueUrl'], [agentQueues]);
       this.allow(fn.role!, ['ssm:GetParameters', 'ssm:GetParameter'], controlPlaneSettings);
     }
+    // status: registers agents, creating each one's queue and its DLQ (only the control plane
+    // creates queues or sets their attributes).
+    this.allow(f.status.role!, ['sqs:CreateQueue', 'sqs:GetQueueAttributes', 'sqs:SetQueueAttributes'], [agentQueues]);
     // status: a message that can never apply is kept on the status DLQ with its reason.
     this.allow(f.status.role!, ['sqs:GetQueueUrl', 'sqs:SendMessage'], [this.deadLetterQueues.status.queueArn]);
 
     // scaler: reads demand, drains and deregisters agents, its lease and state, EC2.
     const scaler = f.scaler.role!;
     this.allow(scaler, READ, this.tableArns(t.jobs, t.tasks));
-    this.allow(scaler, [...READ, ...SCAN, 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'], this.tableArns(t.agents));
+    this.allow(scaler, [...READ, ...SCAN, 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'], this.tableArns(t.agents, t.heartbeats));
     this.allow(scaler, ['dynamodb:GetItem', 'dynamodb:UpdateItem'], [t.leases.tableArn]);
     this.allow(scaler, ['ssm:GetParameters', 'ssm:GetParameter'], controlPlaneSettings);
     this.allow(scaler, ['ssm:GetParametersByPath'], [this.parameterArn(`/titus/${stage}/scaler`)]);

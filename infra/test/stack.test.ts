@@ -34,10 +34,11 @@ describe('functions', () => {
     }
   });
 
-  it('wires the submit and status queues with partial batch responses', () => {
+  it('wires the submit, status and registrations queues with partial batch responses', () => {
     for (const [role, queue] of [
       ['submit', `titus-${STAGE}-submit`],
       ['status', `titus-${STAGE}-status`],
+      ['status', `titus-${STAGE}-registrations`],
     ]) {
       const queueId = Object.entries(resources(template, 'AWS::SQS::Queue')).find(
         ([, r]) => r.Properties.QueueName === queue,
@@ -48,7 +49,7 @@ describe('functions', () => {
         FunctionResponseTypes: ['ReportBatchItemFailures'],
       });
     }
-    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 2);
+    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 3);
   });
 
   it('gives each function its own role with only its own log group, no managed policy', () => {
@@ -175,23 +176,62 @@ describe('agents', () => {
     }
   });
 
-  it('have a role limited to their own queues, their record, their settings and images', () => {
-    const roleId = Object.entries(resources(template, 'AWS::IAM::Role')).find(([id]) => id.startsWith('AgentRole'))![0];
-    const statements = statementsOfRole(template, roleId);
-    const actions = actionsOf(statements);
-    for (const expected of ['sqs:ReceiveMessage', 'sqs:CreateQueue', 'sqs:SendMessage', 'dynamodb:UpdateItem', 'ssm:GetParametersByPath', 'ecr:BatchGetImage']) {
+  const agentRoleId = Object.entries(resources(template, 'AWS::IAM::Role')).find(([id]) => id.startsWith('AgentRole'))![0];
+  const agentStatements = statementsOfRole(template, agentRoleId);
+  const tableId = (role: string) =>
+    Object.entries(resources(template, 'AWS::DynamoDB::Table')).find(([, t]) => t.Properties.TableName === `titus-${STAGE}-${role}`)![0];
+  const queueId = (name: string) =>
+    Object.entries(resources(template, 'AWS::SQS::Queue')).find(([, q]) => q.Properties.QueueName === name)![0];
+
+  it('have a role limited to their own queue, their settings, their images and their heartbeat', () => {
+    const actions = actionsOf(agentStatements);
+    for (const expected of ['sqs:ReceiveMessage', 'sqs:SendMessage', 'dynamodb:GetItem', 'dynamodb:PutItem', 'ssm:GetParametersByPath', 'ecr:BatchGetImage']) {
       assert.ok(actions.includes(expected), `agent may ${expected}`);
     }
-    for (const forbidden of ['dynamodb:Scan', 'dynamodb:Query', 'dynamodb:PutItem', 'ec2:RunInstances', 'sqs:DeleteQueue']) {
+    for (const forbidden of ['sqs:CreateQueue', 'sqs:SetQueueAttributes', 'sqs:DeleteQueue', 'dynamodb:Scan', 'dynamodb:Query', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'ec2:RunInstances']) {
       assert.ok(!actions.includes(forbidden), `agent may not ${forbidden}`);
     }
-    const dynamo = statements.filter((s) => actionsOf([s]).some((a) => a.startsWith('dynamodb:')));
-    const agentsTable = Object.entries(resources(template, 'AWS::DynamoDB::Table')).find(
-      ([, t]) => t.Properties.TableName === `titus-${STAGE}-agents`,
-    )![0];
-    assert.deepEqual(dynamo.map((s) => s.Resource), [{ 'Fn::GetAtt': [agentsTable, 'Arn'] }]);
-    const queues = JSON.stringify(statements.filter((s) => actionsOf([s]).includes('sqs:ReceiveMessage')));
-    assert.ok(queues.includes(`titus-${STAGE}-agent-*`));
+  });
+
+  it('cannot receive from or send to another agent\'s queue', () => {
+    const own = JSON.stringify(`titus-${STAGE}-agent-\${ec2:InstanceID}`).slice(1, -1);
+    for (const statement of agentStatements.filter((s) => actionsOf([s]).some((a) => a.startsWith('sqs:')))) {
+      const text = JSON.stringify(statement.Resource);
+      assert.ok(!text.includes(`titus-${STAGE}-agent-*`), `no wildcard over agents' queues: ${text}`);
+      if (actionsOf([statement]).includes('sqs:ReceiveMessage')) {
+        assert.ok(text.includes(own), `receives only on its own queue: ${text}`);
+      }
+    }
+    const sendTo = agentStatements
+      .filter((s) => actionsOf([s]).includes('sqs:SendMessage'))
+      .flatMap((s) => (Array.isArray(s.Resource) ? s.Resource : [s.Resource]))
+      .map((r) => JSON.stringify(r));
+    assert.deepEqual(sendTo.sort(), [
+      JSON.stringify({ 'Fn::GetAtt': [queueId(`titus-${STAGE}-registrations`), 'Arn'] }),
+      JSON.stringify({ 'Fn::GetAtt': [queueId(`titus-${STAGE}-status`), 'Arn'] }),
+      ...sendTo.filter((r) => r.includes(`${own}-dlq`)),
+    ].sort());
+    assert.equal(sendTo.filter((r) => r.includes(`${own}-dlq`)).length, 1, 'and its own DLQ');
+  });
+
+  it('writes no record: only its own heartbeat item, by DynamoDB\'s leading-key condition', () => {
+    const dynamo = agentStatements.filter((s) => actionsOf([s]).some((a) => a.startsWith('dynamodb:')));
+    const writes = dynamo.filter((s) => actionsOf([s]).some((a) => a !== 'dynamodb:GetItem'));
+    assert.equal(writes.length, 1);
+    assert.deepEqual(writes[0].Resource, { 'Fn::GetAtt': [tableId('heartbeats'), 'Arn'] });
+    assert.deepEqual(writes[0].Condition, { 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': ['${aws:userid}'] } });
+    const agents = dynamo.find((s) => JSON.stringify(s.Resource) === JSON.stringify({ 'Fn::GetAtt': [tableId('agents'), 'Arn'] }));
+    assert.deepEqual(agents?.Condition, { 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': ['${ec2:InstanceID}'] } });
+    for (const role of ['jobs', 'idempotency', 'leases']) {
+      assert.ok(!JSON.stringify(dynamo).includes(tableId(role)), `agent may not touch the ${role} table`);
+    }
+  });
+
+  it('are believed only from the agent role\'s sessions: the rules name its role id', () => {
+    const rules = Object.values(resources(template, 'AWS::SSM::Parameter')).find(
+      (p: any) => p.Properties.Name === `/titus/${STAGE}/control/rules`,
+    );
+    assert.ok(JSON.stringify(rules.Properties.Value).includes(agentRoleId), 'agent_role_id is the agent role\'s RoleId');
   });
 });
 

@@ -10,14 +10,16 @@
 //! and removes what is past its retention.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use titus_core::messages::{AgentCommand, KillTask, LaunchTask};
+use futures::StreamExt as _;
+use titus_core::messages::{AgentCommand, KillTask, LaunchTask, Registration, TaskStatusUpdate};
+use titus_core::ports::DeadLetter;
 use titus_core::{
-    Agent as AgentRecord, AgentHeartbeat, AgentState, AgentStore, JobId, Resources, StoreError,
-    TaskId, TaskReason,
+    Agent as AgentRecord, AgentHeartbeat, AgentState, JobId, Resources, StoreError, TaskId,
+    TaskReason, TaskState,
 };
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +29,7 @@ use tracing::Instrument as _;
 use crate::aws::RegistryAuth;
 use crate::config::{AgentSettings, DrainPolicy};
 use crate::outbox::Outbox;
-use crate::ports::{CommandSource, ReceivedMessage, StatusSink};
+use crate::ports::{CommandSource, ControlPlaneLink, LinkError, ReceivedMessage, StatusSink};
 use crate::runtime::{
     label, ContainerInfo, ContainerRuntime, LogConfig, RuntimeError, FINISHED_SUFFIX,
 };
@@ -41,6 +43,14 @@ mod supervisor;
 const TOMBSTONES: usize = 10_000;
 /// Status senders working at once; a task's updates are still sent one at a time.
 const STATUS_SENDERS: usize = 4;
+/// How often registration is asked for at start before the agent gives up.
+const REGISTRATION_ATTEMPTS: u32 = 10;
+/// How long the agent waits between registration attempts.
+const REGISTRATION_RETRY: Duration = Duration::from_secs(2);
+/// Stray containers stopped at once at start-up.
+const STRAY_STOPS: usize = 8;
+/// How long a fenced agent waits for its containers to stop before it registers again anyway.
+const FENCE_STOP_WAIT: Duration = Duration::from_secs(120);
 /// How long a received command stays hidden; the agent extends it at half this while it works.
 const VISIBILITY: Duration =
     Duration::from_secs(titus_aws::resources::AGENT_QUEUE_VISIBILITY_TIMEOUT_SECS as u64);
@@ -49,7 +59,6 @@ const VISIBILITY: Duration =
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentIdentity {
     pub agent_id: String,
-    pub queue_url: String,
     pub zone: String,
     pub machine_type: String,
     pub machine_group: String,
@@ -80,17 +89,13 @@ pub enum RunOutcome {
 #[non_exhaustive]
 pub enum AgentError {
     #[error("registering agent {agent_id} failed: {source}")]
-    Register {
-        agent_id: String,
-        source: StoreError,
-    },
+    Register { agent_id: String, source: LinkError },
     #[error("listing this agent's containers failed: {0}")]
     Reconcile(RuntimeError),
+    #[error("reading where the records place task {task_id} failed: {source}")]
+    Records { task_id: TaskId, source: StoreError },
     #[error("deregistering agent {agent_id} failed: {source}")]
-    Deregister {
-        agent_id: String,
-        source: StoreError,
-    },
+    Deregister { agent_id: String, source: LinkError },
 }
 
 /// How far a task has got, as its command handlers need to know.
@@ -172,6 +177,8 @@ enum Plan {
 struct TaskContext {
     task_id: TaskId,
     job_id: JobId,
+    /// The agent's incarnation the task was placed on; its statuses say so.
+    incarnation: u64,
     name: String,
     grace: Duration,
     runtime_limit: Option<Duration>,
@@ -205,12 +212,17 @@ impl Outcome {
 
 /// The agent. Shared as `Arc<Agent<..>>` between its loops and its tasks' supervisors.
 #[derive(Debug)]
-pub struct Agent<R, Q, S, A> {
+pub struct Agent<R, Q, S, L> {
     identity: AgentIdentity,
     settings: AgentSettings,
     runtime: R,
     commands: Q,
-    store: A,
+    link: L,
+    /// This life of the agent, as the control plane registered it; 0 while it is fenced (declared
+    /// lost) and not registered again: then it runs no launch.
+    incarnation: AtomicU64,
+    /// Whether a fence is being handled (one at a time).
+    fencing: AtomicBool,
     outbox: Outbox<S>,
     registry_auth: Arc<dyn RegistryAuth>,
     log: LogConfig,
@@ -225,22 +237,22 @@ pub struct Agent<R, Q, S, A> {
     outbox_stop: CancellationToken,
 }
 
-impl<R, Q, S, A> Agent<R, Q, S, A>
+impl<R, Q, S, L> Agent<R, Q, S, L>
 where
     R: ContainerRuntime,
     Q: CommandSource,
     S: StatusSink,
-    A: AgentStore + 'static,
+    L: ControlPlaneLink,
 {
-    /// Registers the agent and takes over the containers it left behind. The caller then
-    /// `run`s it.
+    /// Registers the agent (through the control plane), stops the containers its records do not
+    /// run here, and takes over those they do. The caller then `run`s it.
     pub async fn start(
         identity: AgentIdentity,
         settings: AgentSettings,
         runtime: R,
         commands: Q,
         status: S,
-        store: A,
+        link: L,
         registry_auth: Arc<dyn RegistryAuth>,
     ) -> Result<Arc<Self>, AgentError> {
         let log = log_config(&settings);
@@ -249,7 +261,9 @@ where
             settings,
             runtime,
             commands,
-            store,
+            link,
+            incarnation: AtomicU64::new(0),
+            fencing: AtomicBool::new(false),
             outbox: Outbox::new(status),
             registry_auth,
             log,
@@ -265,9 +279,10 @@ where
             let sender = agent.clone();
             tokio::spawn(async move { sender.outbox.run(sender.outbox_stop.clone()).await });
         }
-        let registered = agent.register().await?;
+        let registered = agent.register_patiently(REGISTRATION_ATTEMPTS).await?;
         tracing::info!(
             agent_id = %agent.identity.agent_id,
+            incarnation = registered.incarnation,
             state = %registered.state,
             cpu_millis = registered.capacity.cpu_millis,
             memory_mb = registered.capacity.memory_mb,
@@ -303,6 +318,11 @@ where
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// The incarnation this agent runs as; 0 while fenced.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation.load(Ordering::SeqCst)
+    }
+
     /// The tasks whose containers have not finished, sorted.
     pub fn running_tasks(&self) -> Vec<TaskId> {
         let mut ids: Vec<TaskId> = self.lock_tasks().keys().cloned().collect();
@@ -325,28 +345,42 @@ where
         self.tombstones.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn register(&self) -> Result<AgentRecord, AgentError> {
-        let now = now_ms();
-        let record = AgentRecord {
-            id: self.identity.agent_id.clone(),
-            queue_url: self.identity.queue_url.clone(),
+    /// Asks the control plane to register this agent and takes the incarnation it gives.
+    async fn register(&self) -> Result<AgentRecord, LinkError> {
+        let registration = Registration {
+            agent_id: self.identity.agent_id.clone(),
+            registration_id: uuid::Uuid::new_v4().to_string(),
             zone: self.identity.zone.clone(),
             machine_type: self.identity.machine_type.clone(),
             machine_group: self.identity.machine_group.clone(),
-            state: AgentState::Active,
             capacity: self.identity.capacity,
-            allocated: Resources::ZERO,
-            task_count: 0,
-            registered_at_ms: now,
-            heartbeat_at_ms: now,
+            at_ms: now_ms(),
         };
-        self.store
-            .register_agent(&record)
-            .await
-            .map_err(|source| AgentError::Register {
-                agent_id: self.identity.agent_id.clone(),
-                source,
-            })
+        let record = self.link.register(&registration).await?;
+        self.incarnation.store(record.incarnation, Ordering::SeqCst);
+        Ok(record)
+    }
+
+    /// Registers, asking again up to `attempts` times (a fenced agent is registered again only
+    /// once the control plane has finished the tasks of its last incarnation).
+    async fn register_patiently(&self, attempts: u32) -> Result<AgentRecord, AgentError> {
+        let mut attempt = 1;
+        loop {
+            match self.register().await {
+                Ok(record) => return Ok(record),
+                Err(e) if attempt < attempts => {
+                    tracing::warn!(error = %e, attempt, "registration not applied yet; asking again");
+                    tokio::time::sleep(REGISTRATION_RETRY).await;
+                    attempt += 1;
+                }
+                Err(source) => {
+                    return Err(AgentError::Register {
+                        agent_id: self.identity.agent_id.clone(),
+                        source,
+                    })
+                }
+            }
+        }
     }
 
     // ---- the loops -------------------------------------------------------------------------
@@ -418,8 +452,8 @@ where
         heartbeat_stop.cancel();
         outbox_stop.cancel();
         background.shutdown().await;
-        self.store
-            .deregister_agent(&self.identity.agent_id)
+        self.link
+            .request_deregister(&self.identity.agent_id)
             .await
             .map_err(|source| AgentError::Deregister {
                 agent_id: self.identity.agent_id.clone(),
@@ -527,8 +561,25 @@ where
             Ok(command) => command,
             Err(e) => {
                 let preview: String = body.chars().take(200).collect();
-                tracing::warn!(error = %e, body = %preview, "command is not valid; it goes to the dead-letter queue after its last receive");
-                return Disposition::Release;
+                let letter = DeadLetter {
+                    message_id: String::new(),
+                    body: body.to_owned(),
+                    reason: format!(
+                        "not an agent command: {e}; expected the JSON of an AgentCommand \
+                         (type launchTask or killTask)"
+                    ),
+                    dead_lettered_at_ms: now_ms(),
+                };
+                return match self.link.dead_letter(&letter).await {
+                    Ok(()) => {
+                        tracing::warn!(error = %e, body = %preview, "command is not valid; kept on the dead-letter queue with its reason");
+                        Disposition::Delete
+                    }
+                    Err(send) => {
+                        tracing::warn!(error = %e, dead_letter_error = %send, body = %preview, "command is not valid; it goes to the dead-letter queue after its last receive");
+                        Disposition::Release
+                    }
+                };
             }
         };
         match command {
@@ -539,6 +590,25 @@ where
 
     async fn handle_launch(self: &Arc<Self>, launch: LaunchTask) -> Disposition {
         let task_id = launch.task_id.clone();
+        if let Some(refusal) = self.refuse_launch(&launch) {
+            tracing::warn!(task_id = %task_id, refusal = %refusal, "launch refused");
+            self.lock_tombstones()
+                .insert(task_id.clone(), Tombstone::Finished);
+            let _ = self.outbox.enqueue(TaskStatusUpdate {
+                task_id: launch.task_id.clone(),
+                job_id: launch.job_id.clone(),
+                agent_id: self.identity.agent_id.clone(),
+                incarnation: launch.incarnation,
+                state: TaskState::Finished,
+                reason: Some(TaskReason::TransientSystemError),
+                message: refusal,
+                timestamp_ms: now_ms(),
+                exit_code: None,
+                oom_killed: false,
+                container_id: None,
+            });
+            return Disposition::Delete;
+        }
         let mut phase = {
             let mut tasks = self.lock_tasks();
             if let Some(handle) = tasks.get(&task_id) {
@@ -616,6 +686,40 @@ where
         Disposition::Delete
     }
 
+    /// Why this agent will not take `launch`, before anything runs: it was placed on another
+    /// incarnation (this agent was declared lost since, or the launch is not the control
+    /// plane's), or it would take more than the agent offers. The refusal is reported as the
+    /// task's end, which the control plane believes only from the task's holder.
+    fn refuse_launch(&self, launch: &LaunchTask) -> Option<String> {
+        if self.lock_tasks().contains_key(&launch.task_id) {
+            return None;
+        }
+        let incarnation = self.incarnation();
+        if launch.incarnation != incarnation {
+            return Some(format!(
+                "launch for incarnation {} of agent {}, which runs as incarnation {incarnation}; \
+                 expected a launch placed on this incarnation",
+                launch.incarnation, self.identity.agent_id
+            ));
+        }
+        let asked = Resources::of_container(&launch.resources);
+        let used = self
+            .lock_tasks()
+            .values()
+            .fold(Resources::ZERO, |sum, t| sum.saturating_add(t.resources));
+        let after = used.saturating_add(asked);
+        if !after.fits_within(&self.identity.capacity) {
+            return Some(format!(
+                "launch would take agent {} past its capacity in {} (it runs {} tasks); \
+                 expected placements within what it offers",
+                self.identity.agent_id,
+                after.shortfalls(&self.identity.capacity).join(", "),
+                self.lock_tasks().len()
+            ));
+        }
+        None
+    }
+
     /// Registers the task and starts its supervisor. The caller holds the task map's lock, so
     /// that checking for the task and adding it are one step.
     fn spawn_supervisor(
@@ -668,17 +772,8 @@ where
         tracing::info!(why, policy = ?self.settings.drain_policy, tasks = self.lock_tasks().len(), "draining");
         let agent = self.clone();
         tokio::spawn(async move {
-            match agent
-                .store
-                .set_agent_state(
-                    &agent.identity.agent_id,
-                    AgentState::Active,
-                    AgentState::Draining,
-                )
-                .await
-            {
-                Ok(()) | Err(StoreError::Conflict { .. }) => {}
-                Err(e) => tracing::warn!(error = %e, "marking the agent draining failed"),
+            if let Err(e) = agent.link.request_drain(&agent.identity.agent_id).await {
+                tracing::warn!(error = %e, "asking the control plane to drain this agent failed");
             }
         });
         match self.settings.drain_policy {
@@ -726,35 +821,65 @@ where
                     .fold(Resources::ZERO, |sum, t| sum.saturating_add(t.resources)),
             }
         };
-        match self
-            .store
-            .report_heartbeat(&self.identity.agent_id, &report)
-            .await
-        {
-            Ok(AgentState::Active) => {}
-            Ok(AgentState::Draining) => self.begin_drain("its record is marked draining"),
-            Ok(AgentState::Lost) => {
-                // The control plane gave up on this agent and replaced its tasks: running them
-                // on would run them twice.
-                tracing::warn!(
-                    "this agent was declared lost; killing its tasks and registering again"
-                );
-                self.kill_all(
-                    TaskReason::Lost,
-                    "the agent was declared lost; the task was replaced",
-                );
-                if let Err(e) = self.register().await {
-                    tracing::warn!(error = %e, "registering again failed");
-                }
+        match self.link.heartbeat(&self.identity.agent_id, &report).await {
+            Ok(record)
+                if record.state == AgentState::Lost || record.incarnation != self.incarnation() =>
+            {
+                self.fence(&record);
             }
+            Ok(record) if record.state == AgentState::Draining => {
+                self.begin_drain("its record is marked draining")
+            }
+            Ok(_) => {}
             Err(StoreError::Conflict { .. }) if !self.is_draining() => {
                 tracing::warn!("the agent's record is gone; registering again");
-                if let Err(e) = self.register().await {
-                    tracing::warn!(error = %e, "registering again failed");
-                }
+                let agent = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = agent.register_patiently(u32::MAX).await {
+                        tracing::warn!(error = %e, "registering again failed");
+                    }
+                });
             }
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
         }
+    }
+
+    /// This agent was declared lost (or its record names another incarnation): the control
+    /// plane finished its tasks and replaced them, so running them on would run them twice. It
+    /// stops every container, runs no launch, registers again as a new incarnation once the
+    /// control plane allows it, and then checks its containers against the records.
+    fn fence(self: &Arc<Self>, record: &AgentRecord) {
+        if self.fencing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::warn!(
+            state = %record.state,
+            recorded_incarnation = record.incarnation,
+            incarnation = self.incarnation(),
+            "this agent was declared lost; stopping its tasks and registering again"
+        );
+        self.incarnation.store(0, Ordering::SeqCst);
+        self.kill_all(
+            TaskReason::Lost,
+            "the agent was declared lost; the task was replaced",
+        );
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(FENCE_STOP_WAIT, agent.wait_for_no_tasks()).await;
+            match agent.register_patiently(u32::MAX).await {
+                Ok(record) => {
+                    tracing::info!(
+                        incarnation = record.incarnation,
+                        "registered again after a fence"
+                    );
+                    if let Err(e) = agent.reconcile().await {
+                        tracing::warn!(error = %e, "checking containers against the records failed");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "registering again failed"),
+            }
+            agent.fencing.store(false, Ordering::SeqCst);
+        });
     }
 
     // ---- start-up reconciliation -------------------------------------------------------------
@@ -766,6 +891,7 @@ where
             .await
             .map_err(AgentError::Reconcile)?;
         let (mut adopted, mut retained) = (0, 0);
+        let mut strays = Vec::new();
         for summary in containers {
             let Some(task_id) = summary.labels.get(label::TASK_ID).map(TaskId::from_string) else {
                 continue;
@@ -786,6 +912,35 @@ where
                 Err(RuntimeError::NotFound(_)) => continue,
                 Err(e) => return Err(AgentError::Reconcile(e)),
             };
+            if self.lock_tasks().contains_key(&task_id) {
+                continue;
+            }
+            // Only what the records run on this incarnation is taken over; any other container
+            // (its task finished, placed elsewhere, or on an earlier life of this agent) stops.
+            let incarnation = self.incarnation();
+            let placement =
+                self.link
+                    .placement(&task_id)
+                    .await
+                    .map_err(|source| AgentError::Records {
+                        task_id: task_id.clone(),
+                        source,
+                    })?;
+            if !placement
+                .as_ref()
+                .is_some_and(|p| p.runs_on(&self.identity.agent_id, incarnation))
+            {
+                tracing::warn!(task_id = %task_id, ?placement, incarnation, "a container the records do not run here; stopping it");
+                let grace = info
+                    .labels
+                    .get(label::KILL_GRACE_SECS)
+                    .and_then(|g| g.parse().ok())
+                    .map_or(Duration::from_secs(10), Duration::from_secs);
+                self.lock_tombstones()
+                    .insert(task_id.clone(), Tombstone::Finished);
+                strays.push((task_id, summary.name, grace));
+                continue;
+            }
             let resources = info
                 .labels
                 .get(label::RESOURCES)
@@ -798,8 +953,36 @@ where
                 adopted += 1;
             }
         }
-        tracing::info!(adopted, retained, "reconciled this agent's containers");
+        let stopped = strays.len();
+        tracing::info!(
+            adopted,
+            retained,
+            stopped,
+            "reconciled this agent's containers with the records"
+        );
+        futures::stream::iter(strays)
+            .for_each_concurrent(STRAY_STOPS, |(task_id, name, grace)| async move {
+                self.stop_stray(&task_id, &name, grace).await;
+            })
+            .await;
         Ok(())
+    }
+
+    /// Stops a container the records do not run here and keeps it, renamed as reported, for its
+    /// log until the retention ends: its task's end is the control plane's to record.
+    async fn stop_stray(&self, task_id: &TaskId, name: &str, grace: Duration) {
+        if let Err(e) = self.runtime.stop(name, grace).await {
+            tracing::warn!(task_id = %task_id, error = %e, "stopping a stray container failed");
+            return;
+        }
+        let finished_name = format!("{name}{FINISHED_SUFFIX}");
+        match self.runtime.rename(name, &finished_name).await {
+            Ok(()) => self.retain(&finished_name, now_ms()),
+            Err(e) => {
+                tracing::warn!(task_id = %task_id, error = %e, "renaming a stopped stray container failed; removing it");
+                let _ = self.runtime.remove(name).await;
+            }
+        }
     }
 
     fn retain(&self, name: &str, finished_at_ms: u64) {

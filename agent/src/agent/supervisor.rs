@@ -6,25 +6,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use titus_core::messages::{LaunchTask, TaskStatusUpdate};
-use titus_core::{AgentStore, JobId, Resources, TaskId, TaskReason, TaskState};
+use titus_core::{JobId, Resources, TaskId, TaskReason, TaskState};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use super::{Agent, KillRequest, Outcome, Phase, Plan, TaskContext, Tombstone};
 use crate::config::{AgentSettings, LogDriver};
-use crate::ports::{CommandSource, StatusSink};
+use crate::ports::{CommandSource, ControlPlaneLink, StatusSink};
 use crate::runtime::{
     container_name, finished_container_name, label, ContainerInfo, ContainerRuntime, ContainerSpec,
     ContainerStatus, LogConfig, RuntimeError,
 };
 use crate::time::now_ms;
 
-impl<R, Q, S, A> Agent<R, Q, S, A>
+impl<R, Q, S, L> Agent<R, Q, S, L>
 where
     R: ContainerRuntime,
     Q: CommandSource,
     S: StatusSink,
-    A: AgentStore + 'static,
+    L: ControlPlaneLink,
 {
     pub(super) async fn supervise(
         self: Arc<Self>,
@@ -38,6 +38,7 @@ where
                 let context = TaskContext {
                     task_id: task_id.clone(),
                     job_id: launch.job_id.clone(),
+                    incarnation: launch.incarnation,
                     name: container_name(task_id.as_str()),
                     grace: Duration::from_secs(u64::from(launch.kill_grace_period_sec)),
                     runtime_limit: launch.runtime_limit_sec.map(Duration::from_secs),
@@ -58,6 +59,8 @@ where
                     job_id: JobId::from_string(
                         info.labels.get(label::JOB_ID).cloned().unwrap_or_default(),
                     ),
+                    // Re-adopted only when the records run it on this incarnation.
+                    incarnation: self.incarnation(),
                     name: info.name.clone(),
                     grace: Duration::from_secs(number(label::KILL_GRACE_SECS).unwrap_or(10)),
                     runtime_limit: number(label::RUNTIME_LIMIT_SECS).map(Duration::from_secs),
@@ -81,6 +84,7 @@ where
             task_id: context.task_id.clone(),
             job_id: context.job_id.clone(),
             agent_id: self.identity.agent_id.clone(),
+            incarnation: context.incarnation,
             state,
             reason: None,
             message: String::new(),
@@ -118,6 +122,14 @@ where
             (label::AGENT_ID.to_owned(), self.identity.agent_id.clone()),
             (label::JOB_ID.to_owned(), launch.job_id.to_string()),
             (label::TASK_ID.to_owned(), launch.task_id.to_string()),
+            (
+                label::INCARNATION.to_owned(),
+                launch.incarnation.to_string(),
+            ),
+            (
+                label::PLACEMENT_VERSION.to_owned(),
+                launch.placement_version.to_string(),
+            ),
             (
                 label::KILL_GRACE_SECS.to_owned(),
                 launch.kill_grace_period_sec.to_string(),

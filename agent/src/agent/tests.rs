@@ -3,14 +3,14 @@ use std::collections::BTreeMap;
 
 use titus_core::job::{ContainerResources, HostMount};
 use titus_core::messages::TaskStatusUpdate;
-use titus_core::TaskState;
+use titus_core::{AgentStore as _, TaskState};
 
 use super::*;
 use crate::aws::NoRegistryAuth;
 use crate::runtime::{container_name, finished_container_name, ContainerSpec, ContainerStatus};
-use crate::testing::{FakeRuntime, MemoryAgentStore, MemoryCommandSource, MemoryStatusSink};
+use crate::testing::{FakeRuntime, MemoryCommandSource, MemoryLink, MemoryStatusSink};
 
-type TestAgent = Agent<FakeRuntime, MemoryCommandSource, MemoryStatusSink, MemoryAgentStore>;
+type TestAgent = Agent<FakeRuntime, MemoryCommandSource, MemoryStatusSink, MemoryLink>;
 
 const IMAGE: &str = "titus-test/busybox:1";
 
@@ -19,13 +19,12 @@ struct Harness {
     runtime: FakeRuntime,
     sink: MemoryStatusSink,
     queue: MemoryCommandSource,
-    store: MemoryAgentStore,
+    link: MemoryLink,
 }
 
 fn identity() -> AgentIdentity {
     AgentIdentity {
         agent_id: "agent-1".to_owned(),
-        queue_url: "memory://agent-1".to_owned(),
         zone: "local".to_owned(),
         machine_type: "local".to_owned(),
         machine_group: "default".to_owned(),
@@ -39,11 +38,7 @@ fn identity() -> AgentIdentity {
     }
 }
 
-async fn harness_with(
-    runtime: FakeRuntime,
-    store: MemoryAgentStore,
-    settings: AgentSettings,
-) -> Harness {
+async fn harness_with(runtime: FakeRuntime, link: MemoryLink, settings: AgentSettings) -> Harness {
     let sink = MemoryStatusSink::default();
     let queue = MemoryCommandSource::default();
     let agent = Agent::start(
@@ -52,7 +47,7 @@ async fn harness_with(
         runtime.clone(),
         queue.clone(),
         sink.clone(),
-        store.clone(),
+        link.clone(),
         Arc::new(NoRegistryAuth),
     )
     .await
@@ -62,19 +57,14 @@ async fn harness_with(
         runtime,
         sink,
         queue,
-        store,
+        link,
     }
 }
 
 async fn harness() -> Harness {
     let runtime = FakeRuntime::new();
     runtime.add_image(IMAGE);
-    harness_with(
-        runtime,
-        MemoryAgentStore::default(),
-        AgentSettings::default(),
-    )
-    .await
+    harness_with(runtime, MemoryLink::default(), AgentSettings::default()).await
 }
 
 fn launch(task: &str, command: &[&str]) -> LaunchTask {
@@ -97,6 +87,8 @@ fn launch(task: &str, command: &[&str]) -> LaunchTask {
         privileged: false,
         host_network: false,
         host_mounts: vec![],
+        incarnation: 1,
+        placement_version: 1,
     }
 }
 
@@ -197,6 +189,7 @@ async fn the_container_gets_the_tasks_settings_and_labels() {
     h.agent
         .handle_message(&body(AgentCommand::LaunchTask(LaunchTask {
             runtime_limit_sec: Some(600),
+            placement_version: 4,
             ..launch("t1", &["sleep", "100"])
         })))
         .await;
@@ -211,6 +204,8 @@ async fn the_container_gets_the_tasks_settings_and_labels() {
     assert_eq!(spec.labels[label::JOB_ID], "job-1");
     assert_eq!(spec.labels[label::TASK_ID], "t1");
     assert_eq!(spec.labels[label::RUNTIME_LIMIT_SECS], "600");
+    assert_eq!(spec.labels[label::INCARNATION], "1");
+    assert_eq!(spec.labels[label::PLACEMENT_VERSION], "4");
     assert_eq!(spec.env["GREETING"], "hello");
     assert_eq!(spec.env["TITUS_TASK_ID"], "t1");
     assert_eq!(spec.log.driver, "json-file");
@@ -259,7 +254,7 @@ async fn privileges_are_granted_when_configured() {
         allow_host_network: true,
         ..AgentSettings::default()
     };
-    let h = harness_with(runtime, MemoryAgentStore::default(), settings).await;
+    let h = harness_with(runtime, MemoryLink::default(), settings).await;
     let mut request = launch("t1", &["sleep", "100"]);
     request.privileged = true;
     request.host_network = true;
@@ -327,12 +322,7 @@ async fn a_launch_of_a_finished_task_is_ignored() {
 #[tokio::test]
 async fn a_missing_image_is_pulled_then_run() {
     let runtime = FakeRuntime::new();
-    let h = harness_with(
-        runtime,
-        MemoryAgentStore::default(),
-        AgentSettings::default(),
-    )
-    .await;
+    let h = harness_with(runtime, MemoryLink::default(), AgentSettings::default()).await;
 
     h.agent
         .handle_message(&body(AgentCommand::LaunchTask(launch(
@@ -364,12 +354,7 @@ async fn an_unreachable_registry_finishes_the_task_with_a_local_system_error() {
             message: "dial tcp: lookup registry: no such host".to_owned(),
         },
     );
-    let h = harness_with(
-        runtime,
-        MemoryAgentStore::default(),
-        AgentSettings::default(),
-    )
-    .await;
+    let h = harness_with(runtime, MemoryLink::default(), AgentSettings::default()).await;
 
     let disposition = h
         .agent
@@ -401,12 +386,7 @@ async fn an_image_the_registry_does_not_have_is_an_invalid_request() {
             message: "manifest unknown".to_owned(),
         },
     );
-    let h = harness_with(
-        runtime,
-        MemoryAgentStore::default(),
-        AgentSettings::default(),
-    )
-    .await;
+    let h = harness_with(runtime, MemoryLink::default(), AgentSettings::default()).await;
 
     h.agent
         .handle_message(&body(AgentCommand::LaunchTask(launch(
@@ -510,7 +490,7 @@ async fn the_runtime_limit_stops_the_task() {
 }
 
 #[tokio::test]
-async fn a_malformed_command_is_released_for_the_dead_letter_queue() {
+async fn a_malformed_command_is_kept_on_the_dead_letter_queue_with_its_reason() {
     let h = harness().await;
 
     let disposition = h
@@ -518,8 +498,16 @@ async fn a_malformed_command_is_released_for_the_dead_letter_queue() {
         .handle_message("{\"type\":\"launchTask\",\"taskId\":3}")
         .await;
 
-    assert_eq!(disposition, Disposition::Release);
+    assert_eq!(disposition, Disposition::Delete);
     assert!(h.sink.sent().is_empty());
+    let letters = h.link.dead_letters();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].body, "{\"type\":\"launchTask\",\"taskId\":3}");
+    assert!(
+        letters[0].reason.contains("not an agent command"),
+        "{}",
+        letters[0].reason
+    );
 }
 
 #[tokio::test]
@@ -613,12 +601,10 @@ async fn a_restart_reports_exits_once_and_readopts_running_containers() {
         Some(0),
     );
 
-    let h = harness_with(
-        runtime,
-        MemoryAgentStore::default(),
-        AgentSettings::default(),
-    )
-    .await;
+    let link = MemoryLink::default();
+    link.place("exited", "agent-1", 1);
+    link.place("running", "agent-1", 1);
+    let h = harness_with(runtime, link, AgentSettings::default()).await;
     let exited = finished(&h.sink, "exited").await;
 
     assert_eq!(exited.reason, Some(TaskReason::Failed));
@@ -668,7 +654,7 @@ async fn heartbeats_report_running_tasks_and_a_draining_record_starts_a_drain() 
         drain_policy: DrainPolicy::HandBack,
         ..AgentSettings::default()
     };
-    let h = harness_with(runtime, MemoryAgentStore::default(), settings).await;
+    let h = harness_with(runtime, MemoryLink::default(), settings).await;
     h.queue.push(body(AgentCommand::LaunchTask(launch(
         "t1",
         &["sleep", "100"],
@@ -683,6 +669,7 @@ async fn heartbeats_report_running_tasks_and_a_draining_record_starts_a_drain() 
     });
     tokio::time::timeout(Duration::from_secs(10), async {
         while h
+            .link
             .store
             .report("agent-1")
             .is_none_or(|r| r.running_task_ids.is_empty())
@@ -692,12 +679,13 @@ async fn heartbeats_report_running_tasks_and_a_draining_record_starts_a_drain() 
     })
     .await
     .unwrap();
-    let report = h.store.report("agent-1").unwrap();
+    let report = h.link.store.report("agent-1").unwrap();
     assert_eq!(report.running_task_ids, vec![TaskId::from_string("t1")]);
     assert_eq!(report.used.cpu_millis, 500);
 
     // An operator marks the agent draining; the next heartbeat sees it.
-    h.store
+    h.link
+        .store
         .set_agent_state("agent-1", AgentState::Active, AgentState::Draining)
         .await
         .unwrap();
@@ -716,7 +704,7 @@ async fn heartbeats_report_running_tasks_and_a_draining_record_starts_a_drain() 
         finished.message
     );
     assert_eq!(
-        h.store.get_agent("agent-1").await.unwrap(),
+        h.link.store.get_agent("agent-1").await.unwrap(),
         None,
         "deregistered"
     );
@@ -731,7 +719,7 @@ async fn a_drain_that_finishes_tasks_hands_back_new_launches() {
         poll_wait_secs: 0,
         ..AgentSettings::default()
     };
-    let h = harness_with(runtime, MemoryAgentStore::default(), settings).await;
+    let h = harness_with(runtime, MemoryLink::default(), settings).await;
     h.agent
         .handle_message(&body(AgentCommand::LaunchTask(launch(
             "running",
@@ -785,5 +773,5 @@ async fn a_stop_leaves_containers_running() {
 
     assert_eq!(outcome, RunOutcome::Stopped);
     assert!(!h.runtime.calls().iter().any(|c| c.starts_with("stop")));
-    assert!(h.store.get_agent("agent-1").await.unwrap().is_some());
+    assert!(h.link.store.get_agent("agent-1").await.unwrap().is_some());
 }

@@ -1,10 +1,12 @@
 //! Shared set-up for the agent's Docker and emulator tests: a freshly provisioned stage per test,
-//! a test image built locally from Debian's busybox-static (no registry is reachable), and a
-//! reader of the stage's status queue.
+//! a test image built locally from Debian's busybox-static (no registry is reachable), the part
+//! of the control plane an agent needs (registration, and placements for tests that restart
+//! it), and a reader of the stage's status queue.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::query_parameters::{BuildImageOptionsBuilder, RemoveContainerOptionsBuilder};
@@ -12,10 +14,14 @@ use futures::StreamExt;
 use titus_agent::runtime::label;
 use titus_agent::DockerRuntime;
 use titus_aws::provision::provision;
-use titus_aws::{AwsClients, Names};
-use titus_core::job::ContainerResources;
+use titus_aws::{AwsClients, AwsPorts, Names};
+use titus_control::scheduler::TickInput;
+use titus_control::{ControlPlane, Settings};
+use titus_core::job::{ContainerResources, JobDescriptor};
 use titus_core::messages::{AgentCommand, LaunchTask, TaskStatusUpdate};
-use titus_core::{JobId, TaskId, TaskState};
+use titus_core::ports::{Clock as _, Ports as _};
+use titus_core::{JobId, JobStore as _, TaskId, TaskState};
+use tokio_util::sync::CancellationToken;
 
 /// The image every test runs: `FROM scratch` with a static busybox.
 pub const TEST_IMAGE: &str = "titus-test/busybox:1";
@@ -173,6 +179,8 @@ pub fn launch(script: &str) -> LaunchTask {
         privileged: false,
         host_network: false,
         host_mounts: vec![],
+        incarnation: 1,
+        placement_version: 1,
     }
 }
 
@@ -286,6 +294,111 @@ impl StatusReader {
 
     pub fn states(&self, task: &TaskId) -> Vec<TaskState> {
         self.updates(task).iter().map(|u| u.state).collect()
+    }
+}
+
+/// The stage's control plane, in this process: it applies the agents' registration requests as
+/// the status function does (an agent starts only once registered), and places jobs with the
+/// scheduler's real ticks, so that the records hold what an agent reconciles with. Stops when
+/// dropped.
+pub struct InProcessControlPlane {
+    pub cp: Arc<ControlPlane<AwsPorts>>,
+    stop: CancellationToken,
+}
+
+impl InProcessControlPlane {
+    pub fn start(clients: &AwsClients, names: &Names) -> InProcessControlPlane {
+        let cp = Arc::new(ControlPlane::new(
+            titus_aws::aws_ports(clients, names),
+            Settings::default(),
+        ));
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let (cp, clients, names, stop) =
+                (cp.clone(), clients.clone(), names.clone(), stop.clone());
+            async move {
+                titus_app::pump::serve_agent_requests(cp, &clients, &names, stop)
+                    .await
+                    .expect("the registrations queue exists");
+            }
+        });
+        InProcessControlPlane { cp, stop }
+    }
+
+    /// Accepts a batch job of `count` tasks running `script` under `sh -c`, and ticks the
+    /// scheduler until every task is placed (and its launch sent to its agent's queue). Returns
+    /// the launches as sent.
+    pub async fn place_batch(&self, script: &str, count: u32) -> Vec<LaunchTask> {
+        let descriptor: JobDescriptor = serde_json::from_value(serde_json::json!({
+            "owner": {"teamEmail": "team@example.com"},
+            "applicationName": "agent-test",
+            "container": {
+                "image": {"name": "titus-test/busybox", "tag": "1"},
+                "command": ["sh", "-c", script],
+                "resources": {"cpu": 0.5, "memoryMB": 512, "diskMB": 10000, "networkMbps": 128},
+                "killGracePeriodSec": 10
+            },
+            "batch": {"size": count}
+        }))
+        .expect("a valid descriptor");
+        let now = self.cp.ports().clock().now_ms();
+        let job = titus_control::jobs::create_job(&self.cp, descriptor, "test", None, now)
+            .await
+            .unwrap()
+            .into_job();
+        for iteration in 0..30 {
+            let input = TickInput {
+                owner: "agent-test".to_owned(),
+                started_at_ms: None,
+                iteration,
+            };
+            titus_control::scheduler::tick(&self.cp, input)
+                .await
+                .unwrap();
+            let tasks = self
+                .cp
+                .ports()
+                .jobs()
+                .list_all_job_tasks(&job.id)
+                .await
+                .unwrap();
+            if tasks.len() == count as usize && tasks.iter().all(|t| t.agent_id.is_some()) {
+                return tasks
+                    .iter()
+                    .map(|task| LaunchTask::for_task(task, &job))
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "the scheduler did not place the {count} tasks of job {}",
+            job.id
+        );
+    }
+}
+
+impl Drop for InProcessControlPlane {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Polls the agents table until `agent_id` has a record (registered), for at most `within`.
+pub async fn wait_registered(
+    clients: &AwsClients,
+    names: &Names,
+    agent_id: &str,
+    within: Duration,
+) {
+    use titus_core::AgentStore as _;
+    let store = titus_aws::DynamoAgentStore::new(clients.dynamodb.clone(), names);
+    let deadline = tokio::time::Instant::now() + within;
+    while store.get_agent(agent_id).await.unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agent {agent_id} was not registered within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

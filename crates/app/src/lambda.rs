@@ -39,6 +39,18 @@ pub fn sqs_messages(event: SqsEvent) -> Vec<InboundMessage> {
         .collect()
 }
 
+/// Whether the event's messages come from queue `queue_name` (an event source mapping delivers
+/// one queue's messages per batch; the queue is the last part of the records' source ARN).
+pub fn from_queue(event: &SqsEvent, queue_name: &str) -> bool {
+    event.records.first().is_some_and(|record| {
+        record
+            .event_source_arn
+            .as_deref()
+            .and_then(|arn| arn.rsplit(':').next())
+            == Some(queue_name)
+    })
+}
+
 /// The partial batch response for what became of each message: the ones the queue must deliver
 /// again (the event source mapping needs `ReportBatchItemFailures`).
 pub fn batch_response<O: MessageOutcome>(outcomes: &[(String, O)]) -> SqsBatchResponse {
@@ -125,6 +137,8 @@ mod tests {
         }))
         .unwrap();
 
+        assert!(from_queue(&event, "q"));
+        assert!(!from_queue(&event, "titus-dev-q"));
         let messages = sqs_messages(event);
 
         assert_eq!(

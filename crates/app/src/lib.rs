@@ -4,9 +4,11 @@
 //! stack runs on the same SSM settings as the deployed functions.
 //!
 //! [`lambda`] holds what every function shares besides: logging, SQS events in and partial
-//! batch failures out, and the errors Lambda reports with their stable types.
+//! batch failures out, and the errors Lambda reports with their stable types; [`pump`] feeds
+//! queues to the use cases where no event source mapping does (the local stack, tests).
 
 pub mod lambda;
+pub mod pump;
 pub mod settings;
 
 use titus_aws::{AwsClients, AwsPorts, Names};

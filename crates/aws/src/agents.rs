@@ -1,16 +1,26 @@
 //! Agent records in DynamoDB. Unlike jobs and tasks, an agent's item keeps every field as its own
-//! attribute: the scheduler adds to the allocation, the status path releases it and the agent
-//! heartbeats, all with atomic updates of their own attributes, so no writer clobbers another.
+//! attribute: the registrar writes identity and capacity, the scheduler adds to the allocation and
+//! the status path releases it, all with atomic updates of their own attributes, so no writer
+//! clobbers another.
+//!
+//! An agent writes nothing in the agents table. Its heartbeats and reports go to the heartbeats
+//! table, under the key of the principal it was registered as (`Agent::heartbeat_key`), which in
+//! AWS its role can write only as itself (DynamoDB's leading-key condition on `aws:userid`). A
+//! heartbeat item counts for an agent only if it is under that agent's key and names it, so an
+//! item written by anyone else is ignored.
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_dynamodb::Client;
 use titus_core::{Agent, AgentHeartbeat, AgentState, AgentStore, Resources, StoreError, TaskId};
 
-use crate::dynamo::conditional::conflict_if_refused;
+use crate::dynamo::conditional::{condition_failed, conflict_if_refused};
 use crate::dynamo::sdk_error;
-use crate::resources::{attr, Names};
+use crate::resources::{attr, Names, HEARTBEAT_TTL_SECS};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -23,9 +33,15 @@ pub mod agent_attr {
     pub const STATE: &str = "agentState";
     pub const TASK_COUNT: &str = "taskCount";
     pub const REGISTERED_AT_MS: &str = "registeredAtMs";
+    /// Which life of the agent this is (see `Agent::incarnation`).
+    pub const INCARNATION: &str = "incarnation";
+    /// The registration request that last wrote the record.
+    pub const REGISTRATION_ID: &str = "registrationId";
+    /// The principal the agent speaks as (`Agent::principal`), set at registration.
+    pub const PRINCIPAL: &str = "principal";
     pub const HEARTBEAT_AT_MS: &str = "heartbeatAtMs";
-    /// The agent's own report (`AgentHeartbeat`): the tasks it runs, their count, and what they
-    /// use (`used` + the dimension). Written only by the agent.
+    /// The agent's own report (`AgentHeartbeat`), in its heartbeat item: the tasks it runs, their
+    /// count, and what they use (`used` + the dimension). Written only by the agent.
     pub const RUNNING_TASK_IDS: &str = "runningTaskIds";
     pub const RUNNING_TASK_COUNT: &str = "runningTaskCount";
     /// Capacity attributes are `cap` + the dimension, allocation ones `alloc` + the dimension.
@@ -115,7 +131,20 @@ pub fn agent_from_item(item: &Item) -> Result<Agent, StoreError> {
         task_count: number_attr(item, agent_attr::TASK_COUNT)?,
         registered_at_ms: number_attr(item, agent_attr::REGISTERED_AT_MS)?,
         heartbeat_at_ms: number_attr(item, agent_attr::HEARTBEAT_AT_MS)?,
+        incarnation: match item.get(agent_attr::INCARNATION) {
+            Some(_) => number_attr(item, agent_attr::INCARNATION)?,
+            None => 0,
+        },
+        registration_id: optional_string(item, agent_attr::REGISTRATION_ID),
+        principal: optional_string(item, agent_attr::PRINCIPAL),
     })
+}
+
+fn optional_string(item: &Item, name: &str) -> String {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn s(value: &str) -> AttributeValue {
@@ -126,96 +155,126 @@ fn n(value: u64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-/// The agent store backed by the stage's agents table.
+/// The agent store backed by the stage's agents and heartbeats tables.
 #[derive(Debug, Clone)]
 pub struct DynamoAgentStore {
     client: Client,
     table: String,
+    heartbeats: String,
+}
+
+/// The agent's heartbeat item among `heartbeats` (by key), if one is under its key and names it.
+fn own_heartbeat<'a>(agent: &Agent, heartbeats: &'a HashMap<String, Item>) -> Option<&'a Item> {
+    heartbeats
+        .get(agent.heartbeat_key())
+        .filter(|item| item.get(attr::AGENT_ID).and_then(|v| v.as_s().ok()) == Some(&agent.id))
+}
+
+/// The record with the heartbeat of its heartbeat item, when that is later than the record's own
+/// (its registration's).
+fn with_heartbeat(mut agent: Agent, heartbeat: Option<&Item>) -> Agent {
+    if let Some(at_ms) =
+        heartbeat.and_then(|item| number_attr(item, agent_attr::HEARTBEAT_AT_MS).ok())
+    {
+        agent.heartbeat_at_ms = agent.heartbeat_at_ms.max(at_ms);
+    }
+    agent
+}
+
+/// The agent's own report in its item, if it ever sent one.
+fn report_from_item(item: &Item) -> Result<Option<AgentHeartbeat>, StoreError> {
+    let Some(list) = item.get(agent_attr::RUNNING_TASK_IDS) else {
+        return Ok(None);
+    };
+    let running_task_ids = list
+        .as_l()
+        .map(|list| {
+            list.iter()
+                .filter_map(|v| v.as_s().ok())
+                .map(|id| TaskId::from_string(id.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some(AgentHeartbeat {
+        at_ms: number_attr(item, agent_attr::HEARTBEAT_AT_MS)?,
+        running_task_ids,
+        used: resources_from(item, "used")?,
+    }))
+}
+
+/// The record a registration wrote, or why it failed.
+fn decode_registered(
+    result: Result<UpdateItemOutput, SdkError<UpdateItemError, HttpResponse>>,
+) -> Result<Agent, StoreError> {
+    let out = result.map_err(|e| sdk_error("UpdateItem agents register", e))?;
+    agent_from_item(&out.attributes.unwrap_or_default())
 }
 
 impl DynamoAgentStore {
-    pub fn new(client: Client, names: &Names) -> DynamoAgentStore {
-        DynamoAgentStore {
-            client,
-            table: names.agents_table(),
-        }
-    }
-
-    pub fn table_name(&self) -> &str {
-        &self.table
-    }
-}
-
-impl AgentStore for DynamoAgentStore {
-    async fn last_report(&self, id: &str) -> Result<Option<AgentHeartbeat>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(attr::AGENT_ID, s(id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error("GetItem agents", e))?;
-        let Some(item) = out.item else {
-            return Ok(None);
-        };
-        if !item.contains_key(agent_attr::RUNNING_TASK_IDS) {
-            return Ok(None);
-        }
-        let running_task_ids = item
-            .get(agent_attr::RUNNING_TASK_IDS)
-            .and_then(|v| v.as_l().ok())
-            .map(|list| {
-                list.iter()
-                    .filter_map(|v| v.as_s().ok())
-                    .map(|id| TaskId::from_string(id.as_str()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(Some(AgentHeartbeat {
-            at_ms: number_attr(&item, agent_attr::HEARTBEAT_AT_MS)?,
-            running_task_ids,
-            used: resources_from(&item, "used")?,
-        }))
-    }
-
-    async fn register_agent(&self, agent: &Agent) -> Result<Agent, StoreError> {
-        // Identity, capacity and heartbeat are the agent's to set; allocation, task count and a
-        // draining state belong to the control plane and survive a restart.
+    /// One registration write. The first kind (`relive` false) creates the record or refreshes
+    /// one that is not lost; the second brings a lost agent back as a new incarnation, on
+    /// condition that none of its tasks hold resources any more.
+    async fn write_registration(
+        &self,
+        agent: &Agent,
+        relive: bool,
+    ) -> Result<UpdateItemOutput, SdkError<UpdateItemError, HttpResponse>> {
         let mut sets = vec![
             "#queue = :queue",
             "#zone = :zone",
             "#type = :type",
             "#group = :group",
             "#heartbeat = :heartbeat",
+            "#registration = :registration",
+            "#principal = :principal",
             "#registered = if_not_exists(#registered, :heartbeat)",
-            "#state = if_not_exists(#state, :active)",
             "#count = if_not_exists(#count, :zero)",
         ]
         .into_iter()
         .map(str::to_owned)
         .collect::<Vec<_>>();
+        let (condition, adds) = if relive {
+            sets.push("#state = :active".to_owned());
+            (
+                "#state = :lost AND #count = :zero",
+                " ADD #incarnation :one",
+            )
+        } else {
+            sets.push("#state = if_not_exists(#state, :active)".to_owned());
+            sets.push("#incarnation = if_not_exists(#incarnation, :one)".to_owned());
+            ("attribute_not_exists(#id) OR #state <> :lost", "")
+        };
         let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(attr::AGENT_ID, s(&agent.id))
+            .condition_expression(condition)
             .expression_attribute_names("#queue", agent_attr::QUEUE_URL)
             .expression_attribute_names("#zone", agent_attr::ZONE)
             .expression_attribute_names("#type", agent_attr::MACHINE_TYPE)
             .expression_attribute_names("#group", agent_attr::MACHINE_GROUP)
             .expression_attribute_names("#heartbeat", agent_attr::HEARTBEAT_AT_MS)
+            .expression_attribute_names("#registration", agent_attr::REGISTRATION_ID)
+            .expression_attribute_names("#principal", agent_attr::PRINCIPAL)
             .expression_attribute_names("#registered", agent_attr::REGISTERED_AT_MS)
             .expression_attribute_names("#state", agent_attr::STATE)
             .expression_attribute_names("#count", agent_attr::TASK_COUNT)
+            .expression_attribute_names("#incarnation", agent_attr::INCARNATION)
             .expression_attribute_values(":queue", s(&agent.queue_url))
             .expression_attribute_values(":zone", s(&agent.zone))
             .expression_attribute_values(":type", s(&agent.machine_type))
             .expression_attribute_values(":group", s(&agent.machine_group))
             .expression_attribute_values(":heartbeat", n(agent.heartbeat_at_ms))
+            .expression_attribute_values(":registration", s(&agent.registration_id))
+            .expression_attribute_values(":principal", s(&agent.principal))
             .expression_attribute_values(":active", s(AgentState::Active.as_str()))
-            .expression_attribute_values(":zero", n(0));
+            .expression_attribute_values(":lost", s(AgentState::Lost.as_str()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1));
+        if !relive {
+            request = request.expression_attribute_names("#id", attr::AGENT_ID);
+        }
         for (dimension, value) in agent_attr::DIMENSIONS
             .iter()
             .zip(dimension_values(&agent.capacity))
@@ -232,32 +291,69 @@ impl AgentStore for DynamoAgentStore {
                 )
                 .expression_attribute_values(format!(":cap{dimension}"), n(value));
         }
-        let out = request
-            .update_expression(format!("SET {}", sets.join(", ")))
+        request
+            .update_expression(format!("SET {}{adds}", sets.join(", ")))
             .return_values(ReturnValue::AllNew)
             .send()
             .await
-            .map_err(|e| sdk_error("UpdateItem agents register", e))?;
-        let registered = agent_from_item(&out.attributes.unwrap_or_default())?;
-        // An agent that was declared lost and comes back is a working host again; its old tasks
-        // were already replaced.
-        if registered.state == AgentState::Lost {
-            match self
-                .set_agent_state(&agent.id, AgentState::Lost, AgentState::Active)
-                .await
-            {
-                Ok(()) | Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            return self
-                .get_agent(&agent.id)
-                .await?
-                .ok_or_else(|| StoreError::Internal(format!("agent {} vanished", agent.id)));
-        }
-        Ok(registered)
     }
 
-    async fn get_agent(&self, id: &str) -> Result<Option<Agent>, StoreError> {
+    /// Every item of `table`, page by page (a Scan, with strong consistency).
+    async fn scan_all(&self, table: &str) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start_key = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start_key)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Scan agents/heartbeats", e))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start_key = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Every record of the agents table, in id order, without their heartbeat items.
+    async fn list_records(&self) -> Result<Vec<Agent>, StoreError> {
+        let mut agents = Vec::new();
+        for item in self.scan_all(&self.table).await? {
+            // One item that is not a whole agent record (written by hand) must not stop every
+            // reader.
+            match agent_from_item(&item) {
+                Ok(agent) => agents.push(agent),
+                Err(e) => tracing::warn!(
+                    agent_id = ?item.get(attr::AGENT_ID),
+                    error = %e,
+                    "agent item is not a whole record; left out"
+                ),
+            }
+        }
+        agents.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(agents)
+    }
+
+    /// Every heartbeat item, by key.
+    async fn heartbeat_items(&self) -> Result<HashMap<String, Item>, StoreError> {
+        Ok(self
+            .scan_all(&self.heartbeats)
+            .await?
+            .into_iter()
+            .filter_map(|item| {
+                let key = item.get(attr::HEARTBEAT_KEY)?.as_s().ok()?.clone();
+                Some((key, item))
+            })
+            .collect())
+    }
+
+    /// The agent's record as the agents table has it (without its heartbeat item).
+    async fn record(&self, id: &str) -> Result<Option<Agent>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -270,29 +366,99 @@ impl AgentStore for DynamoAgentStore {
         out.item.as_ref().map(agent_from_item).transpose()
     }
 
-    async fn list_agents(&self) -> Result<Vec<Agent>, StoreError> {
-        let mut agents = Vec::new();
-        let mut start_key = None;
-        loop {
-            let out = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .set_exclusive_start_key(start_key)
-                .send()
-                .await
-                .map_err(|e| sdk_error("Scan agents", e))?;
-            for item in out.items() {
-                agents.push(agent_from_item(item)?);
-            }
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start_key = Some(key),
-                _ => break,
+    /// The heartbeat item of `agent`, if it has one of its own.
+    async fn heartbeat_item(&self, agent: &Agent) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.heartbeats)
+            .key(attr::HEARTBEAT_KEY, s(agent.heartbeat_key()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem heartbeats", e))?;
+        let heartbeats = out
+            .item
+            .map(|item| HashMap::from([(agent.heartbeat_key().to_owned(), item)]))
+            .unwrap_or_default();
+        Ok(own_heartbeat(agent, &heartbeats).cloned())
+    }
+
+    pub fn new(client: Client, names: &Names) -> DynamoAgentStore {
+        DynamoAgentStore {
+            client,
+            table: names.agents_table(),
+            heartbeats: names.heartbeats_table(),
+        }
+    }
+
+    pub fn table_name(&self) -> &str {
+        &self.table
+    }
+}
+
+impl AgentStore for DynamoAgentStore {
+    async fn last_report(&self, id: &str) -> Result<Option<AgentHeartbeat>, StoreError> {
+        let Some(agent) = self.record(id).await? else {
+            return Ok(None);
+        };
+        match self.heartbeat_item(&agent).await? {
+            Some(item) => report_from_item(&item),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_reports(&self) -> Result<Vec<(String, AgentHeartbeat)>, StoreError> {
+        let heartbeats = self.heartbeat_items().await?;
+        let mut reports = Vec::new();
+        for agent in self.list_records().await? {
+            if let Some(Ok(Some(report))) = own_heartbeat(&agent, &heartbeats).map(report_from_item)
+            {
+                reports.push((agent.id, report));
             }
         }
-        agents.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(agents)
+        Ok(reports)
+    }
+
+    async fn register_agent(&self, agent: &Agent) -> Result<Agent, StoreError> {
+        // An agent that restarts keeps its incarnation, its allocation and a draining state (they
+        // are the control plane's). One that was declared lost is fenced: it comes back as a new
+        // incarnation, and only once the control plane has finished every task of its old one.
+        match self.write_registration(agent, false).await {
+            Err(e) if condition_failed(&e) => {}
+            other => return decode_registered(other),
+        }
+        match self.write_registration(agent, true).await {
+            Err(e) if condition_failed(&e) => Err(StoreError::Conflict {
+                entity: "agent",
+                id: agent.id.clone(),
+                detail: "it was declared lost and the tasks of its last incarnation are still \
+                         being finished; expected to register again once they are"
+                    .to_owned(),
+            }),
+            other => decode_registered(other),
+        }
+    }
+
+    async fn get_agent(&self, id: &str) -> Result<Option<Agent>, StoreError> {
+        let Some(agent) = self.record(id).await? else {
+            return Ok(None);
+        };
+        let heartbeat = self.heartbeat_item(&agent).await?;
+        Ok(Some(with_heartbeat(agent, heartbeat.as_ref())))
+    }
+
+    async fn list_agents(&self) -> Result<Vec<Agent>, StoreError> {
+        let heartbeats = self.heartbeat_items().await?;
+        Ok(self
+            .list_records()
+            .await?
+            .into_iter()
+            .map(|agent| {
+                let heartbeat = own_heartbeat(&agent, &heartbeats);
+                with_heartbeat(agent, heartbeat)
+            })
+            .collect())
     }
 
     async fn heartbeat(&self, id: &str, now_ms: u64) -> Result<(), StoreError> {
@@ -342,57 +508,56 @@ impl AgentStore for DynamoAgentStore {
         &self,
         id: &str,
         report: &AgentHeartbeat,
-    ) -> Result<AgentState, StoreError> {
-        let mut sets = vec![
-            "#heartbeat = :now".to_owned(),
-            "#running = :running".to_owned(),
-            "#runningCount = :runningCount".to_owned(),
-        ];
+    ) -> Result<Agent, StoreError> {
+        let Some(agent) = self.record(id).await? else {
+            return Err(StoreError::Conflict {
+                entity: "agent",
+                id: id.to_owned(),
+                detail: "not registered".to_owned(),
+            });
+        };
         let running = report
             .running_task_ids
             .iter()
             .map(|id| s(id.as_str()))
             .collect();
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(attr::AGENT_ID, s(id))
-            .condition_expression("attribute_exists(#id)")
-            .expression_attribute_names("#id", attr::AGENT_ID)
-            .expression_attribute_names("#heartbeat", agent_attr::HEARTBEAT_AT_MS)
-            .expression_attribute_names("#running", agent_attr::RUNNING_TASK_IDS)
-            .expression_attribute_names("#runningCount", agent_attr::RUNNING_TASK_COUNT)
-            .expression_attribute_values(":now", n(report.at_ms))
-            .expression_attribute_values(":running", AttributeValue::L(running))
-            .expression_attribute_values(":runningCount", n(report.running_task_ids.len() as u64));
+        let mut item = Item::from([
+            (attr::HEARTBEAT_KEY.to_owned(), s(agent.heartbeat_key())),
+            (attr::AGENT_ID.to_owned(), s(id)),
+            (agent_attr::HEARTBEAT_AT_MS.to_owned(), n(report.at_ms)),
+            (
+                agent_attr::RUNNING_TASK_IDS.to_owned(),
+                AttributeValue::L(running),
+            ),
+            (
+                agent_attr::RUNNING_TASK_COUNT.to_owned(),
+                n(report.running_task_ids.len() as u64),
+            ),
+            (
+                attr::EXPIRES_AT.to_owned(),
+                n(report.at_ms / 1000 + HEARTBEAT_TTL_SECS),
+            ),
+        ]);
         for (dimension, value) in agent_attr::DIMENSIONS
             .iter()
             .zip(dimension_values(&report.used))
         {
-            sets.push(format!("#used{dimension} = :used{dimension}"));
-            request = request
-                .expression_attribute_names(format!("#used{dimension}"), format!("used{dimension}"))
-                .expression_attribute_values(format!(":used{dimension}"), n(value));
+            item.insert(format!("used{dimension}"), n(value));
         }
-        let result = request
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .return_values(ReturnValue::AllNew)
+        self.client
+            .put_item()
+            .table_name(&self.heartbeats)
+            .set_item(Some(item))
             .send()
-            .await;
-        let out = conflict_if_refused(
-            result,
-            "UpdateItem agents heartbeat report",
-            ("agent", id),
-            || "not registered".to_owned(),
-        )?;
-        let item = out.attributes.unwrap_or_default();
-        let state_text = string_attr(&item, agent_attr::STATE)?;
-        AgentState::parse(&state_text)
-            .ok_or_else(|| StoreError::Internal(format!("agent item has state {state_text:?}")))
+            .await
+            .map_err(|e| sdk_error("PutItem heartbeats", e))?;
+        let mut agent = agent;
+        agent.heartbeat_at_ms = agent.heartbeat_at_ms.max(report.at_ms);
+        Ok(agent)
     }
 
     async fn deregister_agent(&self, id: &str) -> Result<(), StoreError> {
+        let record = self.record(id).await?;
         self.client
             .delete_item()
             .table_name(&self.table)
@@ -400,7 +565,26 @@ impl AgentStore for DynamoAgentStore {
             .send()
             .await
             .map_err(|e| sdk_error("DeleteItem agents", e))?;
-        Ok(())
+        let Some(agent) = record else {
+            return Ok(());
+        };
+        // Its last heartbeat goes too, unless the item is another agent's by now.
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.heartbeats)
+            .key(attr::HEARTBEAT_KEY, s(agent.heartbeat_key()))
+            .condition_expression("#id = :id")
+            .expression_attribute_names("#id", attr::AGENT_ID)
+            .expression_attribute_values(":id", s(id))
+            .send()
+            .await;
+        match result {
+            Err(e) if condition_failed(&e) => Ok(()),
+            other => other
+                .map(|_| ())
+                .map_err(|e| sdk_error("DeleteItem heartbeats", e)),
+        }
     }
 }
 

@@ -211,14 +211,15 @@ impl DynamoAllocationStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    /// Adds (or with `sign` -1 gives back) resources on an agent. Adding is conditional on the
-    /// agent being active, its capacity unchanged, and the new total within it.
+    /// Adds (or with `sign` -1 gives back) resources on an agent. Adding (`placing` is the
+    /// capacity and incarnation the scheduler read) is conditional on the agent being active at
+    /// that incarnation, its capacity unchanged, and the new total within it.
     fn update_agent(
         &self,
         agent_id: &str,
         delta: Resources,
         task_delta: i64,
-        capacity: Option<Resources>,
+        placing: Option<(Resources, u64)>,
     ) -> Result<TransactWriteItem, StoreError> {
         let values = [
             delta.cpu_millis,
@@ -248,7 +249,11 @@ impl DynamoAllocationStore {
                     signed(sign * i128::from(value)),
                 );
         }
-        if let Some(capacity) = capacity {
+        if let Some((capacity, incarnation)) = placing {
+            conditions.push("#incarnation = :incarnation".to_owned());
+            update = update
+                .expression_attribute_names("#incarnation", agent_attr::INCARNATION)
+                .expression_attribute_values(":incarnation", n(incarnation));
             let caps = [
                 capacity.cpu_millis,
                 capacity.memory_mb,
@@ -310,25 +315,31 @@ impl AllocationStore for DynamoAllocationStore {
                 .build(),
         )?;
         let mut items = vec![TransactWriteItem::builder().condition_check(check).build()];
-        let mut per_agent: BTreeMap<&str, (Resources, i64, Resources)> = BTreeMap::new();
+        let mut per_agent: BTreeMap<&str, (Resources, i64, Resources, u64)> = BTreeMap::new();
         for placement in placements {
             items.push(self.put_task(&placement.task, placement.expected_version)?);
             let entry = per_agent.entry(&placement.agent_id).or_insert((
                 Resources::ZERO,
                 0,
                 placement.agent_capacity,
+                placement.agent_incarnation,
             ));
             entry.0 = entry.0.saturating_add(placement.resources);
             entry.1 += 1;
         }
-        for (agent_id, (sum, count, capacity)) in &per_agent {
+        for (agent_id, (sum, count, capacity, incarnation)) in &per_agent {
             if !sum.fits_within(capacity) {
                 return Err(CommitError::Conflict(format!(
                     "placements on agent {agent_id} need more {} than its capacity",
                     sum.shortfalls(capacity).join(", ")
                 )));
             }
-            items.push(self.update_agent(agent_id, *sum, *count, Some(*capacity))?);
+            items.push(self.update_agent(
+                agent_id,
+                *sum,
+                *count,
+                Some((*capacity, *incarnation)),
+            )?);
         }
         if items.len() > MAX_TRANSACTION_ITEMS {
             return Err(CommitError::Store(StoreError::Internal(format!(

@@ -26,5 +26,6 @@ pub use ports::{aws_ports, AwsPorts};
 pub use resources::{Definitions, Names};
 pub use scaler_state::DynamoScalerState;
 pub use sqs::{
-    SqsCommandQueue, SqsCommandSource, SqsDeadLetterQueue, SqsRejectionQueue, SqsStatusSink,
+    SqsAgentRequests, SqsCommandQueue, SqsCommandSource, SqsDeadLetterQueue, SqsRejectionQueue,
+    SqsStatusSink,
 };

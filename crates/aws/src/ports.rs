@@ -33,7 +33,7 @@ pub fn aws_ports(clients: &AwsClients, names: &Names) -> AwsPorts {
         agents: DynamoAgentStore::new(clients.dynamodb.clone(), names),
         leases: DynamoLeaseStore::new(clients.dynamodb.clone(), names),
         allocations: DynamoAllocationStore::new(clients.dynamodb.clone(), names),
-        commands: SqsCommandQueue::new(clients.sqs.clone()),
+        commands: SqsCommandQueue::for_stage(clients.sqs.clone(), names),
         dead_letters: SqsDeadLetterQueue::for_stage(clients.sqs.clone(), names),
         rejections: SqsRejectionQueue::for_stage(clients.sqs.clone(), names),
         fleet: Ec2Fleet::new(clients.ec2.clone()),

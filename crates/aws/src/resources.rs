@@ -19,6 +19,9 @@ pub const AWAITING_TASKS_PARTITION: &str = "awaiting";
 /// How long an idempotency record is kept, in seconds (DynamoDB TTL removes it afterwards).
 pub const IDEMPOTENCY_TTL_SECS: u64 = 7 * 24 * 3600;
 
+/// How long an agent's last heartbeat is kept after it stops sending them (DynamoDB's TTL).
+pub const HEARTBEAT_TTL_SECS: u64 = 24 * 3600;
+
 /// How long a received agent command stays hidden from other receives. The agent extends it
 /// while it works on a command that takes longer (an image pull, a kill's grace period).
 pub const AGENT_QUEUE_VISIBILITY_TIMEOUT_SECS: u32 = 60;
@@ -52,6 +55,8 @@ pub mod attr {
     pub const AWAITING_TASKS: &str = "awaitingTasks";
     pub const REQUEST_HASH: &str = "requestHash";
     pub const EXPIRES_AT: &str = "expiresAt";
+    /// The key of an agent's heartbeat item: the principal it speaks as (see `Agent::principal`).
+    pub const HEARTBEAT_KEY: &str = "heartbeatKey";
 }
 
 /// Index names shared by the store code and the table definitions.
@@ -182,6 +187,11 @@ impl Names {
     pub fn agents_table(&self) -> String {
         self.resource("agents")
     }
+    /// Agents' heartbeats and reports, keyed by the principal that writes them: the only table
+    /// an agent writes to, and only under its own key.
+    pub fn heartbeats_table(&self) -> String {
+        self.resource("heartbeats")
+    }
     pub fn leases_table(&self) -> String {
         self.resource("leases")
     }
@@ -201,6 +211,11 @@ impl Names {
     /// `maxReceiveCount` failures, and the status function itself for malformed messages.
     pub fn status_dead_letter_queue(&self) -> String {
         self.resource("status-dlq")
+    }
+    /// Where agents send their requests about their own records (register, drain, deregister),
+    /// for the control plane to apply.
+    pub fn registrations_queue(&self) -> String {
+        self.resource("registrations")
     }
     /// The queue an agent receives its placements and kills on.
     pub fn agent_queue(&self, agent_id: &str) -> String {
@@ -370,6 +385,13 @@ impl Names {
                 ttl_attribute: None,
             },
             TableDef {
+                role: "heartbeats",
+                name: self.heartbeats_table(),
+                key: key(attr::HEARTBEAT_KEY, None),
+                global_secondary_indexes: vec![],
+                ttl_attribute: Some(attr::EXPIRES_AT),
+            },
+            TableDef {
                 role: "leases",
                 name: self.leases_table(),
                 key: key(attr::LEASE_NAME, None),
@@ -413,6 +435,16 @@ impl Names {
                 message_retention_secs: FOUR_DAYS_SECS,
                 dead_letter: Some(DeadLetterDef {
                     name: self.status_dead_letter_queue(),
+                    max_receive_count: 5,
+                }),
+            },
+            QueueDef {
+                role: "registrations",
+                name: self.registrations_queue(),
+                visibility_timeout_secs: 60,
+                message_retention_secs: FOUR_DAYS_SECS,
+                dead_letter: Some(DeadLetterDef {
+                    name: self.resource("registrations-dlq"),
                     max_receive_count: 5,
                 }),
             },
@@ -557,7 +589,10 @@ pub fn control_rules_default() -> serde_json::Value {
         "max_system_retries": 10,
         "service_backoff_reset_after_ms": 600_000,
         "max_tasks_per_run": 500,
-        "sweep_jobs_per_run": 100
+        "sweep_jobs_per_run": 100,
+        "agent_role_id": "",
+        "unreported_task_timeout_ms": 60_000,
+        "stray_kill_backoff_ms": 5_000
     })
 }
 

@@ -13,10 +13,10 @@ use aws_sdk_sqs::types::{
     QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
-use titus_core::messages::{AgentCommand, Rejection, TaskStatusUpdate};
+use titus_core::messages::{AgentCommand, AgentRequest, Rejection, TaskStatusUpdate};
 use titus_core::ports::{
-    CommandQueue, CommandSource, DeadLetter, DeadLetterSink, QueueError, ReceivedMessage,
-    RejectionSink, SendFailure, StatusSink, MAX_BATCH_MESSAGES,
+    AgentRequestSink, CommandQueue, CommandSource, DeadLetter, DeadLetterSink, QueueError,
+    ReceivedMessage, RejectionSink, SendFailure, StatusSink, MAX_BATCH_MESSAGES,
 };
 use tokio::sync::OnceCell;
 
@@ -86,61 +86,145 @@ impl NamedQueue {
 
 // ---- agents' command queues, from the control plane ----------------------------------------
 
-/// Sends agent commands through SQS.
+/// Sends agent commands through SQS, to the queue named after the agent and the stage. URLs are
+/// looked up once per agent and kept.
 #[derive(Debug, Clone)]
 pub struct SqsCommandQueue {
     client: Client,
+    names: Names,
+    urls: std::sync::Arc<std::sync::Mutex<HashMap<String, String>>>,
 }
 
 impl SqsCommandQueue {
-    pub fn new(client: Client) -> SqsCommandQueue {
-        SqsCommandQueue { client }
+    pub fn for_stage(client: Client, names: &Names) -> SqsCommandQueue {
+        SqsCommandQueue {
+            client,
+            names: names.clone(),
+            urls: std::sync::Arc::default(),
+        }
+    }
+
+    /// Agent `agent_id`'s queue URL: derived from the stage and the id, looked up once.
+    pub async fn agent_queue_url(&self, agent_id: &str) -> Result<String, QueueError> {
+        if let Some(url) = self.cached(agent_id) {
+            return Ok(url);
+        }
+        let url = queue_url(&self.client, &self.names.agent_queue(agent_id)).await?;
+        self.remember(agent_id, &url);
+        Ok(url)
+    }
+
+    fn cached(&self, agent_id: &str) -> Option<String> {
+        self.urls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(agent_id)
+            .cloned()
+    }
+
+    fn remember(&self, agent_id: &str, url: &str) {
+        self.urls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(agent_id.to_owned(), url.to_owned());
+    }
+
+    async fn send_batch(
+        &self,
+        queue_url: &str,
+        chunk: &[AgentCommand],
+    ) -> Result<Vec<SendFailure>, QueueError> {
+        let mut entries = Vec::with_capacity(chunk.len());
+        for (i, command) in chunk.iter().enumerate() {
+            let body = serde_json::to_string(command)
+                .map_err(|e| QueueError::Internal(format!("cannot encode command: {e}")))?;
+            entries.push(
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .build()
+                    .map_err(|e| QueueError::Internal(e.to_string()))?,
+            );
+        }
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| queue_error(queue_url, e))?;
+        Ok(out
+            .failed()
+            .iter()
+            .filter_map(|failed| {
+                let index: usize = failed.id().parse().unwrap_or(usize::MAX);
+                chunk.get(index).map(|command| SendFailure {
+                    task_id: command.task_id().clone(),
+                    reason: format!(
+                        "{}: {}",
+                        failed.code(),
+                        failed.message().unwrap_or_default()
+                    ),
+                })
+            })
+            .collect())
     }
 }
 
 impl CommandQueue for SqsCommandQueue {
     async fn send_commands(
         &self,
-        queue_url: &str,
+        agent_id: &str,
         commands: &[AgentCommand],
     ) -> Result<Vec<SendFailure>, QueueError> {
+        let queue_url = self.agent_queue_url(agent_id).await?;
         let mut failures = Vec::new();
         for chunk in commands.chunks(MAX_BATCH_ENTRIES) {
-            let mut entries = Vec::with_capacity(chunk.len());
-            for (i, command) in chunk.iter().enumerate() {
-                let body = serde_json::to_string(command)
-                    .map_err(|e| QueueError::Internal(format!("cannot encode command: {e}")))?;
-                entries.push(
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(body)
-                        .build()
-                        .map_err(|e| QueueError::Internal(e.to_string()))?,
-                );
-            }
-            let out = self
-                .client
-                .send_message_batch()
-                .queue_url(queue_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| queue_error(queue_url, e))?;
-            for failed in out.failed() {
-                let index: usize = failed.id().parse().unwrap_or(usize::MAX);
-                if let Some(command) = chunk.get(index) {
-                    failures.push(SendFailure {
-                        task_id: command.task_id().clone(),
-                        reason: format!(
-                            "{}: {}",
-                            failed.code(),
-                            failed.message().unwrap_or_default()
-                        ),
-                    });
-                }
-            }
+            failures.extend(self.send_batch(&queue_url, chunk).await?);
         }
         Ok(failures)
+    }
+
+    async fn ensure_agent_queue(&self, agent_id: &str) -> Result<String, QueueError> {
+        let (url, _) =
+            crate::provision::ensure_queue(&self.client, &self.names.agent_queue_def(agent_id))
+                .await
+                .map_err(|e| QueueError::Unavailable(e.to_string()))?;
+        self.remember(agent_id, &url);
+        Ok(url)
+    }
+}
+
+/// Sends an agent's requests about its own record to the stage's registrations queue.
+#[derive(Debug, Clone)]
+pub struct SqsAgentRequests {
+    client: Client,
+    queue: NamedQueue,
+}
+
+impl SqsAgentRequests {
+    pub fn for_stage(client: Client, names: &Names) -> SqsAgentRequests {
+        SqsAgentRequests {
+            client,
+            queue: NamedQueue::new(names.registrations_queue()),
+        }
+    }
+}
+
+impl AgentRequestSink for SqsAgentRequests {
+    async fn send(&self, request: &AgentRequest) -> Result<(), QueueError> {
+        let body = serde_json::to_string(request)
+            .map_err(|e| QueueError::Internal(format!("cannot encode agent request: {e}")))?;
+        let queue_url = self.queue.url(&self.client).await?;
+        self.client
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| queue_error(queue_url, e))?;
+        Ok(())
     }
 }
 
@@ -150,31 +234,44 @@ impl CommandQueue for SqsCommandQueue {
 #[derive(Debug, Clone)]
 pub struct SqsCommandSource {
     client: Client,
-    queue_url: String,
+    queue: NamedQueue,
 }
 
 impl SqsCommandSource {
     pub fn new(client: Client, queue_url: String) -> SqsCommandSource {
-        SqsCommandSource { client, queue_url }
+        SqsCommandSource {
+            client,
+            queue: NamedQueue::with_url(String::new(), queue_url),
+        }
     }
 
-    pub fn queue_url(&self) -> &str {
-        &self.queue_url
+    /// The queue named `name`, looked up on first use: the control plane creates an agent's
+    /// queue when it registers the agent, so it may not exist when the adapter is built.
+    pub fn named(client: Client, name: String) -> SqsCommandSource {
+        SqsCommandSource {
+            client,
+            queue: NamedQueue::new(name),
+        }
+    }
+
+    pub async fn queue_url(&self) -> Result<&str, QueueError> {
+        self.queue.url(&self.client).await
     }
 }
 
 impl CommandSource for SqsCommandSource {
     async fn receive(&self, max: u32, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let queue_url = self.queue_url().await?;
         let out = self
             .client
             .receive_message()
-            .queue_url(&self.queue_url)
+            .queue_url(queue_url)
             .max_number_of_messages(max.clamp(1, 10) as i32)
             .wait_time_seconds(wait.as_secs().min(20) as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await
-            .map_err(|e| queue_error(&self.queue_url, e))?;
+            .map_err(|e| queue_error(queue_url, e))?;
         Ok(out
             .messages()
             .iter()
@@ -191,13 +288,14 @@ impl CommandSource for SqsCommandSource {
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        let queue_url = self.queue_url().await?;
         self.client
             .delete_message()
-            .queue_url(&self.queue_url)
+            .queue_url(queue_url)
             .receipt_handle(receipt)
             .send()
             .await
-            .map_err(|e| queue_error(&self.queue_url, e))?;
+            .map_err(|e| queue_error(queue_url, e))?;
         Ok(())
     }
 
@@ -206,14 +304,15 @@ impl CommandSource for SqsCommandSource {
     }
 
     async fn extend(&self, receipt: &str, hidden_for: Duration) -> Result<(), QueueError> {
+        let queue_url = self.queue_url().await?;
         self.client
             .change_message_visibility()
-            .queue_url(&self.queue_url)
+            .queue_url(queue_url)
             .receipt_handle(receipt)
             .visibility_timeout(hidden_for.as_secs().min(43_200) as i32)
             .send()
             .await
-            .map_err(|e| queue_error(&self.queue_url, e))?;
+            .map_err(|e| queue_error(queue_url, e))?;
         Ok(())
     }
 }
@@ -300,6 +399,15 @@ impl SqsDeadLetterQueue {
         SqsDeadLetterQueue {
             client,
             queue: NamedQueue::new(names.status_dead_letter_queue()),
+        }
+    }
+
+    /// The dead-letter queue named `name` (an agent's own, say); its URL is looked up on first
+    /// use.
+    pub fn named(client: Client, name: String) -> SqsDeadLetterQueue {
+        SqsDeadLetterQueue {
+            client,
+            queue: NamedQueue::new(name),
         }
     }
 

@@ -32,6 +32,9 @@ fn agent(id: &str, now_ms: u64) -> Agent {
         task_count: 0,
         registered_at_ms: now_ms,
         heartbeat_at_ms: now_ms,
+        incarnation: 0,
+        registration_id: String::new(),
+        principal: String::new(),
     }
 }
 
@@ -161,8 +164,8 @@ async fn commands_reach_the_agent_queue_in_batches() {
         })
         .collect();
 
-    let failures = SqsCommandQueue::new(clients.sqs.clone())
-        .send_commands(&url, &commands)
+    let failures = SqsCommandQueue::for_stage(clients.sqs.clone(), &names)
+        .send_commands("a1", &commands)
         .await
         .unwrap();
 
@@ -192,9 +195,9 @@ async fn commands_reach_the_agent_queue_in_batches() {
 }
 
 #[tokio::test]
-async fn sending_to_a_missing_queue_is_a_clear_error() {
-    let (clients, _names) = fresh_stage().await;
-    let queue = SqsCommandQueue::new(clients.sqs);
+async fn sending_to_an_agent_without_a_queue_is_a_clear_error() {
+    let (clients, names) = fresh_stage().await;
+    let queue = SqsCommandQueue::for_stage(clients.sqs, &names);
     let command = AgentCommand::KillTask(KillTask {
         task_id: TaskId::from_string("t"),
         reason: TaskReason::Killed,
@@ -202,10 +205,7 @@ async fn sending_to_a_missing_queue_is_a_clear_error() {
     });
 
     let err = queue
-        .send_commands(
-            "http://127.0.0.1:4566/123456789012/titus-none-agent-x",
-            &[command],
-        )
+        .send_commands("never-registered", &[command])
         .await
         .unwrap_err();
 
@@ -240,8 +240,8 @@ async fn a_heartbeat_report_is_stored_and_tells_the_agent_its_state() {
     let draining = store.report_heartbeat("a1", &report).await.unwrap();
     let unknown = store.report_heartbeat("nobody", &report).await;
 
-    assert_eq!(active, AgentState::Active);
-    assert_eq!(draining, AgentState::Draining);
+    assert_eq!(active.state, AgentState::Active);
+    assert_eq!(draining.state, AgentState::Draining);
     assert!(
         matches!(unknown, Err(StoreError::Conflict { .. })),
         "{unknown:?}"

@@ -34,12 +34,16 @@ fn agent(id: &str, memory_mb: u64) -> Agent {
         task_count: 0,
         registered_at_ms: NOW_MS,
         heartbeat_at_ms: NOW_MS,
+        incarnation: 0,
+        registration_id: String::new(),
+        principal: String::new(),
     }
 }
 
 fn placement(task: &Task, agent: &Agent) -> PlacementWrite {
     let mut launched = task.clone();
     launched.agent_id = Some(agent.id.clone());
+    launched.agent_incarnation = Some(agent.incarnation);
     launched
         .transition(TaskState::Launched, None, "placed", NOW_MS + 1)
         .unwrap();
@@ -47,6 +51,7 @@ fn placement(task: &Task, agent: &Agent) -> PlacementWrite {
         task: launched,
         expected_version: task.version,
         agent_id: agent.id.clone(),
+        agent_incarnation: agent.incarnation,
         resources: Resources::of_container(&task.resources),
         agent_capacity: agent.capacity,
     }

@@ -22,8 +22,8 @@ use std::collections::BTreeMap;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use titus_core::messages::{AgentCommand, KillTask};
-use titus_core::ports::CommandQueue;
-use titus_core::{AgentStore, JobStore, Ports, Task, TaskReason, TaskState};
+use titus_core::ports::{CommandQueue, QueueError};
+use titus_core::{JobStore, Ports, Task, TaskReason, TaskState};
 use tracing::{info, warn};
 
 use crate::converge::{task_finished, AfterFinished};
@@ -201,21 +201,7 @@ pub async fn tell_agents<P: Ports>(
     }
     let (mut told, mut undelivered) = (0, 0);
     for (agent_id, commands) in by_agent {
-        let Some(agent) = cp.ports.agents().get_agent(agent_id).await? else {
-            // Its tasks end without it: the stuck-task timeouts finish them.
-            warn!(
-                agent_id,
-                tasks = commands.len(),
-                "the agent of tasks being ended is not registered; their kill is not sent"
-            );
-            continue;
-        };
-        match cp
-            .ports
-            .commands()
-            .send_commands(&agent.queue_url, &commands)
-            .await
-        {
+        match cp.ports.commands().send_commands(agent_id, &commands).await {
             Ok(failures) => {
                 for failure in &failures {
                     warn!(agent_id, task_id = %failure.task_id, reason = %failure.reason, "kill not delivered");
@@ -223,6 +209,13 @@ pub async fn tell_agents<P: Ports>(
                 told += commands.len() - failures.len();
                 undelivered += failures.len();
             }
+            // Its tasks end without it: the stuck-task timeouts finish them.
+            Err(QueueError::NoSuchQueue(queue)) => warn!(
+                agent_id,
+                %queue,
+                tasks = commands.len(),
+                "the agent of tasks being ended has no queue; their kill is not sent"
+            ),
             Err(e) => {
                 warn!(agent_id, error = %e, tasks = commands.len(), "kills not delivered");
                 undelivered += commands.len();

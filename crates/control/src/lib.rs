@@ -23,6 +23,7 @@
 //! is read again and decided again a bounded number of times. Time comes in as `now_ms`.
 
 pub mod admission;
+pub mod agents;
 pub mod converge;
 pub mod error;
 pub mod jobs;
@@ -79,6 +80,10 @@ pub struct ControlPlane<P> {
     /// Where the reconciler's sweep of active jobs stopped; the next run goes on from there.
     /// Kept in memory: a cold start sweeps from the newest job again, which is harmless.
     sweep_cursor: Mutex<Option<String>>,
+    /// What the reconciler's cross-check of agents' reports remembers between runs (kills sent
+    /// for stray containers, tasks their agent stopped reporting). In memory too: a cold start
+    /// only starts the clocks again, which delays, never hastens, what they decide.
+    agent_watch: Mutex<reconciler::AgentWatch>,
 }
 
 impl<P: Ports> ControlPlane<P> {
@@ -87,6 +92,7 @@ impl<P: Ports> ControlPlane<P> {
             ports,
             settings,
             sweep_cursor: Mutex::new(None),
+            agent_watch: Mutex::default(),
         }
     }
 

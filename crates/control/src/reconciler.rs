@@ -30,12 +30,12 @@
 //! Every write is conditional on the version read; a task that changed meanwhile is left to the
 //! next run. One failing item is counted and logged, and the run goes on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use titus_core::ports::{JobFilter, PageRequest};
 use titus_core::{
-    Agent, AgentState, AgentStore, Job, JobId, JobState, JobStore, Ports, StoreError, Task,
+    Agent, AgentState, AgentStore, Job, JobId, JobState, JobStore, Ports, StoreError, Task, TaskId,
     TaskReason, TaskState, TaskStatus,
 };
 use tracing::{error, info, warn};
@@ -81,6 +81,13 @@ pub struct ReconcileSummary {
     /// Initial tasks written for jobs the scheduler left awaiting them.
     #[serde(default)]
     pub tasks_materialized: u32,
+    /// Kills sent (again) to agents that report containers of tasks the records do not run
+    /// there (finished, or placed elsewhere).
+    #[serde(default)]
+    pub stray_kills_sent: u32,
+    /// Tasks finished as lost because their agent stopped reporting them.
+    #[serde(default)]
+    pub unreported_tasks_finished: u32,
     /// Items that failed; each is logged, and the next run tries again.
     pub errors: u32,
 }
@@ -115,6 +122,9 @@ pub async fn reconcile<P: Ports>(
     if let Err(e) = stuck_tasks(cp, now_ms, &mut summary).await {
         failures.push(("stuck tasks", e));
     }
+    if let Err(e) = cross_check_agents(cp, now_ms, &mut summary).await {
+        failures.push(("agents' reports", e));
+    }
     if let Err(e) = sweep(cp, now_ms, &mut summary).await {
         failures.push(("job sweep", e));
     }
@@ -132,7 +142,7 @@ pub async fn reconcile<P: Ports>(
     for (step, e) in failures {
         summary.errors += 1;
         log_failure(step, &e);
-        if steps_failed == 4 {
+        if steps_failed == 5 {
             return Err(e);
         }
     }
@@ -149,6 +159,8 @@ pub async fn reconcile<P: Ports>(
         service_tasks_scaled_down = summary.service_tasks_scaled_down,
         killed_job_tasks = summary.killed_job_tasks,
         tasks_materialized = summary.tasks_materialized,
+        stray_kills_sent = summary.stray_kills_sent,
+        unreported_tasks_finished = summary.unreported_tasks_finished,
         errors = summary.errors,
         "reconciled"
     );
@@ -384,4 +396,211 @@ async fn sweep<P: Ports>(
         note(summary, "converging a job", result);
     }
     Ok(())
+}
+
+/// What the cross-check of agents' reports remembers between runs.
+#[derive(Debug, Default)]
+pub struct AgentWatch {
+    /// Per (agent, task) reported though the records do not run it there: how many kills were
+    /// sent, and when the next may go.
+    strays: HashMap<(String, TaskId), (u32, u64)>,
+    /// Per (agent, task) the records run there but its reports leave out: since when.
+    unreported: HashMap<(String, TaskId), u64>,
+}
+
+/// Compares what each active agent reports running with what the records place on it (its
+/// current incarnation): a task reported but not placed there (finished, or elsewhere) is a
+/// stray container, and the agent is told to stop it, from one back-off after it is first seen
+/// and then with a doubling back-off, until its reports no longer list it (or it is declared
+/// lost); a task placed there and started, but
+/// left out of every report for `unreported_task_timeout_ms`, is not there: it is finished as
+/// lost and replaced per its policy.
+async fn cross_check_agents<P: Ports>(
+    cp: &ControlPlane<P>,
+    now_ms: u64,
+    summary: &mut ReconcileSummary,
+) -> Result<(), ControlError> {
+    let agents = cp.ports.agents().list_agents().await?;
+    let reports: HashMap<String, titus_core::AgentHeartbeat> = cp
+        .ports
+        .agents()
+        .list_reports()
+        .await?
+        .into_iter()
+        .collect();
+    let mut seen_strays = HashSet::new();
+    let mut seen_unreported = HashSet::new();
+    for agent in agents
+        .iter()
+        .filter(|a| matches!(a.state, AgentState::Active | AgentState::Draining))
+    {
+        let Some(report) = reports.get(&agent.id) else {
+            continue;
+        };
+        let result = cross_check_agent(
+            cp,
+            agent,
+            report,
+            now_ms,
+            summary,
+            &mut seen_strays,
+            &mut seen_unreported,
+        )
+        .await;
+        note(summary, "checking an agent's report", result);
+    }
+    // What is no longer seen is settled: the agent stopped the container, or reports it again.
+    let mut watch = cp.agent_watch.lock().unwrap_or_else(|p| p.into_inner());
+    watch.strays.retain(|key, _| seen_strays.contains(key));
+    watch
+        .unreported
+        .retain(|key, _| seen_unreported.contains(key));
+    Ok(())
+}
+
+async fn cross_check_agent<P: Ports>(
+    cp: &ControlPlane<P>,
+    agent: &Agent,
+    report: &titus_core::AgentHeartbeat,
+    now_ms: u64,
+    summary: &mut ReconcileSummary,
+    seen_strays: &mut HashSet<(String, TaskId)>,
+    seen_unreported: &mut HashSet<(String, TaskId)>,
+) -> Result<(), ControlError> {
+    let rules = cp.rules();
+    let held: Vec<Task> = cp
+        .ports
+        .jobs()
+        .list_agent_tasks(&agent.id)
+        .await?
+        .into_iter()
+        .filter(|t| t.agent_incarnation.is_none_or(|i| i == agent.incarnation))
+        .collect();
+    let reported: HashSet<&TaskId> = report.running_task_ids.iter().collect();
+    let held_ids: HashSet<&TaskId> = held.iter().map(|t| &t.id).collect();
+
+    // Stray containers: reported, not held there. The index may lag a placement made a moment
+    // ago, so a consistent read settles each.
+    let mut strays = Vec::new();
+    for task_id in report
+        .running_task_ids
+        .iter()
+        .filter(|id| !held_ids.contains(id))
+    {
+        let current = cp.ports.jobs().get_task(task_id).await?;
+        let runs_here = current.as_ref().is_some_and(|t| {
+            !t.state().is_terminal()
+                && t.agent_id.as_deref() == Some(agent.id.as_str())
+                && t.agent_incarnation.is_none_or(|i| i == agent.incarnation)
+        });
+        if runs_here {
+            continue;
+        }
+        let key = (agent.id.clone(), task_id.clone());
+        seen_strays.insert(key.clone());
+        let due = {
+            let mut watch = cp.agent_watch.lock().unwrap_or_else(|p| p.into_inner());
+            // The kill path told the agent when the task ended; the first resend waits one
+            // back-off, for the agent to act on that.
+            let first_due = now_ms.saturating_add(rules.stray_kill_backoff_ms);
+            let entry = watch.strays.entry(key).or_insert((0, first_due));
+            if now_ms >= entry.1 {
+                entry.0 += 1;
+                let doublings = (entry.0 - 1).min(16);
+                entry.1 = now_ms.saturating_add(rules.stray_kill_backoff_ms << doublings);
+                true
+            } else {
+                false
+            }
+        };
+        if due {
+            // A stand-in placed here, so that the kill path sends it to this agent.
+            let mut stray = current.unwrap_or_else(|| unknown_task(task_id));
+            stray.agent_id = Some(agent.id.clone());
+            stray.status.state = TaskState::Started;
+            strays.push(stray);
+        }
+    }
+    if !strays.is_empty() {
+        let (told, _) = tell_agents(cp, &strays, TaskReason::Killed, 0).await?;
+        warn!(agent_id = %agent.id, strays = strays.len(), told, "agent reports containers the records do not run there; told to stop them");
+        summary.stray_kills_sent += told as u32;
+    }
+
+    // Unreported tasks: held there and started, but in no report taken since.
+    let mut missing = Vec::new();
+    for task in held.iter().filter(|t| {
+        matches!(
+            t.state(),
+            TaskState::StartInitiated | TaskState::Started | TaskState::KillInitiated
+        ) && !reported.contains(&t.id)
+            && report.at_ms > t.status.timestamp_ms
+    }) {
+        let key = (agent.id.clone(), task.id.clone());
+        seen_unreported.insert(key.clone());
+        let since = *cp
+            .agent_watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unreported
+            .entry(key)
+            .or_insert(now_ms);
+        if now_ms.saturating_sub(since) >= rules.unreported_task_timeout_ms {
+            missing.push(task.clone());
+        }
+    }
+    if !missing.is_empty() {
+        let message = format!(
+            "agent {} has not reported the task for {} s",
+            agent.id,
+            rules.unreported_task_timeout_ms / 1_000
+        );
+        let ended = end_tasks(
+            cp,
+            missing,
+            EndTasks {
+                reason: TaskReason::Lost,
+                message: &message,
+                ending: Ending::Finish,
+                grace_period_sec: 0,
+                resend: false,
+            },
+            now_ms,
+        )
+        .await?;
+        warn!(agent_id = %agent.id, finished = ended.written, "tasks their agent no longer reports finished as lost");
+        summary.unreported_tasks_finished += ended.written as u32;
+        summary.add_ended(&ended);
+    }
+    Ok(())
+}
+
+/// A task the records do not know, as the kill path needs it to address its agent.
+fn unknown_task(task_id: &TaskId) -> Task {
+    Task {
+        id: task_id.clone(),
+        job_id: JobId::from_string(""),
+        index: 0,
+        original_id: task_id.clone(),
+        resubmit_of: None,
+        resubmit_number: 0,
+        system_resubmit_number: 0,
+        status: TaskStatus {
+            state: TaskState::Started,
+            reason_code: None,
+            reason_message: String::new(),
+            timestamp_ms: 0,
+        },
+        status_history: Vec::new(),
+        agent_id: None,
+        agent_incarnation: None,
+        resources: titus_core::job::ContainerResources::default(),
+        created_at_ms: 0,
+        not_before_ms: 0,
+        dispatched_at_ms: None,
+        started_at_ms: None,
+        exit_code: None,
+        oom_killed: false,
+        version: 0,
+    }
 }

@@ -52,6 +52,17 @@ pub struct Rules {
     /// How many active jobs one reconciler run checks for convergence (service capacity, kills
     /// and batch jobs to finish, runtime limits); successive runs continue where the last ended.
     pub sweep_jobs_per_run: u32,
+    /// The IAM role id of the agents' instance role (`AROA...`), when agents run in AWS: a
+    /// status or a request is then believed only when SQS names its sender
+    /// `{agent_role_id}:{agent id}` (an instance role session is named after its instance). Empty
+    /// (the default, and locally, where every process shares one identity): not checked.
+    pub agent_role_id: String,
+    /// A task its agent's heartbeats have not listed for this long, while the records hold it
+    /// there (started), is finished as lost: its container is not there.
+    pub unreported_task_timeout_ms: u64,
+    /// The first wait before a kill is sent again to an agent that still reports a task the
+    /// records do not hold there; it doubles each time, up to 16 times.
+    pub stray_kill_backoff_ms: u64,
 }
 
 impl Default for Rules {
@@ -67,6 +78,9 @@ impl Default for Rules {
             service_backoff_reset_after_ms: 10 * 60_000,
             max_tasks_per_run: 500,
             sweep_jobs_per_run: 100,
+            agent_role_id: String::new(),
+            unreported_task_timeout_ms: 60_000,
+            stray_kill_backoff_ms: 5_000,
         }
     }
 }

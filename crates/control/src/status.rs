@@ -25,7 +25,9 @@ use titus_core::validation::quoted;
 use titus_core::{JobStore, Ports, StoreError, Task, TaskReason, TaskState};
 use tracing::{error, info, info_span, warn, Instrument};
 
+use crate::agents::check_sender;
 use crate::converge::task_finished;
+use crate::kill::tell_agents;
 use crate::tasks::{write_finished, MAX_WRITE_ATTEMPTS};
 use crate::{ControlError, ControlPlane, InboundMessage, MessageOutcome};
 
@@ -39,8 +41,6 @@ pub enum Outcome {
     Applied { from: TaskState, to: TaskState },
     /// Not later than the task's state: changed nothing.
     Duplicate,
-    /// From an agent the task is not placed on: changed nothing.
-    StaleAgent,
     /// Sent to the status DLQ with its reason.
     DeadLettered { reason: String },
     /// To be redelivered.
@@ -68,6 +68,12 @@ impl From<StoreError> for ApplyError {
     }
 }
 
+impl From<ControlError> for ApplyError {
+    fn from(err: ControlError) -> Self {
+        ApplyError::Failed(err)
+    }
+}
+
 /// Handles one batch of the status queue's messages and says what became of each, by message
 /// id, in batch order.
 pub async fn process_batch<P: Ports>(
@@ -76,19 +82,21 @@ pub async fn process_batch<P: Ports>(
     now_ms: u64,
 ) -> Vec<(String, Outcome)> {
     let mut outcomes: Vec<(String, Option<Outcome>)> = Vec::new();
-    let mut by_task: BTreeMap<String, Vec<(usize, String, String, TaskStatusUpdate)>> =
-        BTreeMap::new();
+    // Per task, in batch order: position, message id, body, sender, update.
+    type Received = (usize, String, String, Option<String>, TaskStatusUpdate);
+    let mut by_task: BTreeMap<String, Vec<Received>> = BTreeMap::new();
     let mut malformed = Vec::new();
     for message in messages {
         let position = outcomes.len();
         let message_id = message.message_id;
         let body = message.body;
+        let sender = message.sender_id;
         outcomes.push((message_id.clone(), None));
         match serde_json::from_str::<TaskStatusUpdate>(&body) {
             Ok(update) => by_task
                 .entry(update.task_id.to_string())
                 .or_default()
-                .push((position, message_id, body, update)),
+                .push((position, message_id, body, sender, update)),
             Err(e) => malformed.push((
                 position,
                 DeadLetter {
@@ -114,16 +122,17 @@ pub async fn process_batch<P: Ports>(
     let applied = stream::iter(by_task.into_values())
         .map(|group| async move {
             let mut results = Vec::with_capacity(group.len());
-            for (position, message_id, body, update) in group {
+            for (position, message_id, body, sender, update) in group {
                 let span = info_span!(
                     "status_message",
                     message_id = %message_id,
                     task_id = %update.task_id,
                     state = %update.state,
                 );
-                let outcome = apply_message(ctx, message_id, body, &update, now_ms)
-                    .instrument(span)
-                    .await;
+                let outcome =
+                    apply_message(ctx, message_id, body, sender.as_deref(), &update, now_ms)
+                        .instrument(span)
+                        .await;
                 results.push((position, outcome));
             }
             results
@@ -146,10 +155,15 @@ async fn apply_message<P: Ports>(
     ctx: &ControlPlane<P>,
     message_id: String,
     body: String,
+    sender_id: Option<&str>,
     update: &TaskStatusUpdate,
     now_ms: u64,
 ) -> Outcome {
-    match apply_update(ctx, update, now_ms).await {
+    let applied = match check_sender(ctx, &update.agent_id, sender_id) {
+        Ok(()) => apply_update(ctx, update, now_ms).await,
+        Err(reason) => Err(ApplyError::Malformed(format!("status refused: {reason}"))),
+    };
+    match applied {
         Ok(outcome) => outcome,
         Err(ApplyError::Malformed(reason)) => {
             let letter = DeadLetter {
@@ -209,13 +223,33 @@ pub async fn apply_update<P: Ports>(
                 quoted(update.job_id.as_str())
             )));
         }
-        if task.agent_id.as_deref() != Some(update.agent_id.as_str()) {
-            info!(
-                placed_on = ?task.agent_id,
-                from_agent = %quoted(&update.agent_id),
-                "status from an agent the task is not placed on; changes nothing"
-            );
-            return Ok(Outcome::StaleAgent);
+        let held_by_sender = task.agent_id.as_deref() == Some(update.agent_id.as_str())
+            && task
+                .agent_incarnation
+                .is_none_or(|i| i == update.incarnation);
+        if !held_by_sender {
+            // Believed only from the agent, and the incarnation, the task is placed on. One that
+            // says it runs the task is told to stop it: the records have it elsewhere or not at
+            // all. (Not when the records run it on that very agent, as another incarnation: a
+            // kill by task id would stop the holder's container.)
+            let holder_is_sender = task.agent_id.as_deref() == Some(update.agent_id.as_str());
+            let kill_would_stop_the_holder = holder_is_sender && !task.state().is_terminal();
+            if update.state < TaskState::Finished && !kill_would_stop_the_holder {
+                stop_on_sender(ctx, &task, update).await?;
+            }
+            return Err(ApplyError::Malformed(format!(
+                "status from agent {} (incarnation {}), but task {} is held by {}; expected a \
+                 status from the agent and incarnation the task is placed on",
+                quoted(&update.agent_id),
+                update.incarnation,
+                task.id,
+                match (&task.agent_id, task.agent_incarnation) {
+                    (Some(agent), Some(incarnation)) =>
+                        format!("agent {} (incarnation {incarnation})", quoted(agent)),
+                    (Some(agent), None) => format!("agent {}", quoted(agent)),
+                    (None, _) => "no agent".to_owned(),
+                }
+            )));
         }
         let from = task.state();
         if !from.can_transition_to(update.state) {
@@ -223,6 +257,11 @@ pub async fn apply_update<P: Ports>(
                 // A redelivery: the first may have stopped between the Finished write and the
                 // replacement. The follow-ups are idempotent.
                 task_finished(ctx, &task, now_ms).await?;
+            }
+            if from == TaskState::Finished && update.state < TaskState::Finished {
+                // The records finished the task (stuck, lost, killed) but its agent says it runs
+                // or starts it: that container must stop.
+                stop_on_sender(ctx, &task, update).await?;
             }
             info!(current = %from, "status not later than the task's; changes nothing");
             return Ok(Outcome::Duplicate);
@@ -282,6 +321,36 @@ pub async fn apply_update<P: Ports>(
             update.task_id
         )),
     )))
+}
+
+/// Tells the agent that sent `update` to stop the task's container, which the records do not
+/// expect to run there (finished, or held by another agent or incarnation).
+async fn stop_on_sender<P: Ports>(
+    ctx: &ControlPlane<P>,
+    task: &Task,
+    update: &TaskStatusUpdate,
+) -> Result<(), ApplyError> {
+    let reason = match task.status.reason_code {
+        Some(reason) if task.state() == TaskState::Finished => reason,
+        _ => TaskReason::Killed,
+    };
+    let on_sender = Task {
+        agent_id: Some(update.agent_id.clone()),
+        status: titus_core::TaskStatus {
+            state: TaskState::Started,
+            ..task.status.clone()
+        },
+        ..task.clone()
+    };
+    let (told, _) = tell_agents(ctx, std::slice::from_ref(&on_sender), reason, 0).await?;
+    warn!(
+        agent_id = %quoted(&update.agent_id),
+        reported = %update.state,
+        recorded = %task.state(),
+        told,
+        "an agent reports a task the records do not run there; told to stop it"
+    );
+    Ok(())
 }
 
 /// Why the task finished. A kill the control plane or the agent initiated keeps its reason: the

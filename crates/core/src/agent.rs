@@ -145,9 +145,35 @@ pub struct Agent {
     pub task_count: u64,
     pub registered_at_ms: u64,
     pub heartbeat_at_ms: u64,
+    /// Which life of the agent this is: 1 at its first registration, one more each time it
+    /// registers again after being declared lost. Tasks are placed on one incarnation; an agent
+    /// runs only the tasks placed on its own, and its status reports are believed only for them.
+    #[serde(default)]
+    pub incarnation: u64,
+    /// The id of the registration request that wrote this record, so that the agent that asked
+    /// can tell its registration was applied.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub registration_id: String,
+    /// The AWS principal the agent speaks as, set by the control plane when it registers the
+    /// agent: its instance role's session, `{role id}:{instance id}`, which SQS reports as the
+    /// sender of its messages and DynamoDB's leading-key condition checks on its heartbeats.
+    /// Empty where the stage names no agents' role (locally, where every process shares the
+    /// emulator's credentials).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub principal: String,
 }
 
 impl Agent {
+    /// The key of the agent's heartbeat item: its principal, or its id where it has none. Only
+    /// the agent's own principal can write there.
+    pub fn heartbeat_key(&self) -> &str {
+        if self.principal.is_empty() {
+            &self.id
+        } else {
+            &self.principal
+        }
+    }
+
     pub fn free(&self) -> Resources {
         self.capacity.saturating_sub(self.allocated)
     }

@@ -12,6 +12,8 @@ use crate::task::Task;
 use crate::validation::FieldError;
 
 /// A message on an agent's own queue.
+// Commands are built and sent one at a time, as JSON; boxing the launch would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum AgentCommand {
@@ -34,6 +36,13 @@ impl AgentCommand {
 pub struct LaunchTask {
     pub task_id: TaskId,
     pub job_id: JobId,
+    /// The agent's incarnation the task was placed on: an agent runs a launch only for its own.
+    #[serde(default)]
+    pub incarnation: u64,
+    /// The task record's version when it was placed: which placement of the task this launch
+    /// is, for the container's labels and the agent's logs.
+    #[serde(default)]
+    pub placement_version: u64,
     /// `name:tag` or `name@digest`.
     pub image: String,
     #[serde(default)]
@@ -77,6 +86,8 @@ impl LaunchTask {
         LaunchTask {
             task_id: task.id.clone(),
             job_id: job.id.clone(),
+            incarnation: task.agent_incarnation.unwrap_or_default(),
+            placement_version: task.version,
             image: container.image.reference(),
             entry_point: container.entry_point.clone(),
             command: container.command.clone(),
@@ -111,6 +122,10 @@ pub struct TaskStatusUpdate {
     pub task_id: TaskId,
     pub job_id: JobId,
     pub agent_id: String,
+    /// The sending agent's incarnation: the status is believed only from the incarnation the
+    /// task was placed on.
+    #[serde(default)]
+    pub incarnation: u64,
     pub state: TaskState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<TaskReason>,
@@ -123,6 +138,72 @@ pub struct TaskStatusUpdate {
     pub oom_killed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+}
+
+/// What an agent asks of the control plane about its own record, on the stage's agent-requests
+/// queue: agents never write the fields the control plane decides (state, capacity, incarnation,
+/// allocation) nor create queues; the control plane applies these requests, after checking
+/// that they come from the agent they name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum AgentRequest {
+    /// Register (or, after a restart or a fence, register again).
+    Register(Registration),
+    /// Stop placing tasks here: the agent is draining.
+    Drain { agent_id: String },
+    /// The agent drained and leaves: remove its record.
+    Deregister { agent_id: String },
+}
+
+impl AgentRequest {
+    pub fn agent_id(&self) -> &str {
+        match self {
+            AgentRequest::Register(registration) => &registration.agent_id,
+            AgentRequest::Drain { agent_id } | AgentRequest::Deregister { agent_id } => agent_id,
+        }
+    }
+}
+
+/// An agent's registration request: who it is and what it offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registration {
+    pub agent_id: String,
+    /// Chosen by the agent for this request: the record it waits for carries it.
+    pub registration_id: String,
+    pub zone: String,
+    pub machine_type: String,
+    pub machine_group: String,
+    pub capacity: crate::agent::Resources,
+    pub at_ms: u64,
+}
+
+impl Registration {
+    /// The record this registration asks for, on queue `queue_url` at `now_ms`, for the agent
+    /// speaking as `principal` (see `Agent::principal`): active, holding nothing. The store
+    /// decides the incarnation and keeps what a restart must not reset.
+    pub fn record(&self, queue_url: String, principal: String, now_ms: u64) -> crate::agent::Agent {
+        crate::agent::Agent {
+            id: self.agent_id.clone(),
+            queue_url,
+            zone: self.zone.clone(),
+            machine_type: self.machine_type.clone(),
+            machine_group: self.machine_group.clone(),
+            state: crate::agent::AgentState::Active,
+            capacity: self.capacity,
+            allocated: crate::agent::Resources::ZERO,
+            task_count: 0,
+            registered_at_ms: now_ms,
+            heartbeat_at_ms: now_ms,
+            incarnation: 0,
+            registration_id: self.registration_id.clone(),
+            principal,
+        }
+    }
 }
 
 /// Why a message on the submit queue was refused, as sent to the `submit-rejected` queue.
@@ -180,6 +261,30 @@ mod tests {
         assert_eq!(env["TITUS_TASK_INDEX"], "1");
         assert_eq!(env["TITUS_TASK_ORIGINAL_ID"], first.id.to_string());
         assert_eq!(env["TITUS_TASK_RESUBMIT_NUMBER"], "2");
+    }
+
+    #[test]
+    fn agent_requests_carry_a_type_tag_and_round_trip() {
+        let register = AgentRequest::Register(Registration {
+            agent_id: "i-1".to_owned(),
+            registration_id: "r-1".to_owned(),
+            zone: "z".to_owned(),
+            machine_type: "m".to_owned(),
+            machine_group: "default".to_owned(),
+            capacity: crate::agent::Resources::ZERO,
+            at_ms: 5,
+        });
+        let json = serde_json::to_value(&register).unwrap();
+        assert_eq!(json["type"], "register");
+        assert_eq!(json["agentId"], "i-1");
+        assert_eq!(
+            serde_json::from_value::<AgentRequest>(json).unwrap(),
+            register
+        );
+        let drain: AgentRequest =
+            serde_json::from_str(r#"{"type":"drain","agentId":"i-2"}"#).unwrap();
+        assert_eq!(drain.agent_id(), "i-2");
+        assert!(serde_json::from_str::<AgentRequest>(r#"{"type":"steal","agentId":"x"}"#).is_err());
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct Task {
     /// The agent the task was placed on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
+    /// That agent's incarnation when the task was placed: only that life of the agent may run
+    /// it or report on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_incarnation: Option<u64>,
     /// What the task reserves on its agent, copied from the job when the task was made.
     pub resources: ContainerResources,
     pub created_at_ms: u64,
@@ -86,6 +90,7 @@ impl Task {
             },
             status_history: Vec::new(),
             agent_id: None,
+            agent_incarnation: None,
             resources: job.job_descriptor.container.resources,
             created_at_ms: now_ms,
             not_before_ms: 0,
@@ -127,6 +132,7 @@ impl Task {
             },
             status_history: Vec::new(),
             agent_id: None,
+            agent_incarnation: None,
             resources: self.resources,
             created_at_ms: now_ms,
             not_before_ms,

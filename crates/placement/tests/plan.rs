@@ -369,6 +369,9 @@ fn stored_agent(id: &str) -> titus_core::Agent {
         task_count: 0,
         registered_at_ms: 0,
         heartbeat_at_ms: 0,
+        incarnation: 0,
+        registration_id: String::new(),
+        principal: String::new(),
     }
 }
 

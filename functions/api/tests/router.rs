@@ -759,6 +759,9 @@ async fn tasks_are_listed_read_and_killed() {
             task_count: 0,
             registered_at_ms: 1,
             heartbeat_at_ms: 1,
+            incarnation: 0,
+            registration_id: String::new(),
+            principal: String::new(),
         })
         .await
         .unwrap();

@@ -255,6 +255,9 @@ impl Stage {
             task_count: 0,
             registered_at_ms: now_ms(),
             heartbeat_at_ms: now_ms(),
+            incarnation: 0,
+            registration_id: String::new(),
+            principal: String::new(),
         };
         self.agents().register_agent(&agent).await.unwrap();
         id

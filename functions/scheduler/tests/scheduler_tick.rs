@@ -217,11 +217,31 @@ async fn a_waiting_task_of_a_finished_job_is_finished_not_left_pending() {
 #[tokio::test]
 async fn an_unacknowledged_placement_is_sent_again_and_a_failed_send_loses_nothing() {
     let (clients, names) = fresh_stage().await;
-    let mut broken = add_agent(&clients, &names, "a1", 4096).await;
-    // The agent's queue disappears: the first dispatch fails.
-    broken.queue_url = format!("{}-missing", broken.queue_url);
+    let mut agent = add_agent(&clients, &names, "a1", 4096).await;
+    // The record names a queue someone else reads: the scheduler must not believe it.
+    let (decoy, _) = ensure_queue(&clients.sqs, &queue_def(&names, "decoy"))
+        .await
+        .unwrap();
+    agent.queue_url = decoy.clone();
     DynamoAgentStore::new(clients.dynamodb.clone(), &names)
-        .register_agent(&broken)
+        .register_agent(&agent)
+        .await
+        .unwrap();
+    // The agent's own queue disappears: the first dispatch fails.
+    let own = clients
+        .sqs
+        .get_queue_url()
+        .queue_name(names.agent_queue("a1"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    clients
+        .sqs
+        .delete_queue()
+        .queue_url(&own)
+        .send()
         .await
         .unwrap();
     let job = submit(&clients, &names, 1, serde_json::json!({})).await;
@@ -238,22 +258,9 @@ async fn an_unacknowledged_placement_is_sent_again_and_a_failed_send_loses_nothi
         "a failed dispatch keeps the placement"
     );
 
-    // The queue is back; the next tick finds the placement unacknowledged and sends it again.
-    let (url, _) = ensure_queue(
-        &clients.sqs,
-        &QueueDef {
-            role: "agent",
-            name: names.agent_queue("a1"),
-            visibility_timeout_secs: 30,
-            message_retention_secs: 3600,
-            dead_letter: None,
-        },
-    )
-    .await
-    .unwrap();
-    broken.queue_url = url.clone();
-    DynamoAgentStore::new(clients.dynamodb.clone(), &names)
-        .register_agent(&broken)
+    // The queue is back; the next tick finds the placement unacknowledged and sends it again,
+    // to the queue named after the agent.
+    let (url, _) = ensure_queue(&clients.sqs, &queue_def(&names, "a1"))
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -268,6 +275,20 @@ async fn an_unacknowledged_placement_is_sent_again_and_a_failed_send_loses_nothi
             .collect::<Vec<_>>(),
         vec![task.id.clone()]
     );
+    assert!(
+        drain_queue(&clients, &decoy).await.is_empty(),
+        "nothing goes to the queue the record names"
+    );
+}
+
+fn queue_def(names: &Names, agent_id: &str) -> QueueDef {
+    QueueDef {
+        role: "agent",
+        name: names.agent_queue(agent_id),
+        visibility_timeout_secs: 30,
+        message_retention_secs: 3600,
+        dead_letter: None,
+    }
 }
 
 /// Lets another scheduler take the lease over right after this one got it, as if this one was

@@ -185,9 +185,17 @@ async fn a_message_from_an_agent_the_task_is_not_placed_on_changes_nothing() {
 
     let outcome = stage.send(&[from_old_placement], NOW + 10).await;
 
-    assert_eq!(outcome, [Outcome::StaleAgent]);
+    assert!(
+        matches!(&outcome[0], Outcome::DeadLettered { reason } if reason.contains("is held by agent \"a1\" (incarnation 1)")),
+        "{outcome:?}"
+    );
     assert_eq!(stage.task(&task.id).await, task);
     assert_eq!(stage.get_agent("a1").await.task_count, 1);
+    assert_eq!(
+        stage.drain(&stage.dlq_url).await.len(),
+        1,
+        "kept with its reason"
+    );
 }
 
 #[tokio::test]
@@ -304,7 +312,6 @@ async fn the_outcome_of_each_recorded_message_is_reported_in_batch_order() {
             Outcome::Applied { .. } => "applied",
             Outcome::Duplicate => "duplicate",
             Outcome::DeadLettered { .. } => "deadLettered",
-            Outcome::StaleAgent => "staleAgent",
             Outcome::Failed => "failed",
         })
         .collect();

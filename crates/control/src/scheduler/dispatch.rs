@@ -12,42 +12,39 @@ use tracing::{info, warn};
 use super::snapshot::{load_jobs, Snapshot};
 use crate::{ControlError, ControlPlane};
 
-/// Sends each committed placement to its agent's queue, one batched send per queue. Returns how
-/// many were not delivered.
+/// Sends each committed placement to its agent's queue (derived from the agent's id), one
+/// batched send per agent. Returns how many were not delivered.
 pub async fn dispatch<P: Ports>(
     cp: &ControlPlane<P>,
     committed: &[PlacementWrite],
     snapshot: &Snapshot,
 ) -> u32 {
-    let mut per_queue: BTreeMap<&str, Vec<AgentCommand>> = BTreeMap::new();
+    let mut per_agent: BTreeMap<&str, Vec<AgentCommand>> = BTreeMap::new();
     for write in committed {
-        let (Some(agent), Some(job)) = (
-            snapshot.agent(write.agent_id.as_str()),
-            snapshot.job(&write.task.job_id),
-        ) else {
+        let Some(job) = snapshot.job(&write.task.job_id) else {
             continue;
         };
-        per_queue
-            .entry(agent.queue_url.as_str())
+        per_agent
+            .entry(write.agent_id.as_str())
             .or_default()
             .push(AgentCommand::LaunchTask(LaunchTask::for_task(
                 &write.task,
                 job,
             )));
     }
-    let sends = per_queue
+    let sends = per_agent
         .iter()
-        .map(|(url, commands)| cp.ports.commands().send_commands(url, commands));
+        .map(|(agent_id, commands)| cp.ports.commands().send_commands(agent_id, commands));
     let mut failed = 0u32;
-    for (result, (url, commands)) in futures::future::join_all(sends)
+    for (result, (agent_id, commands)) in futures::future::join_all(sends)
         .await
         .into_iter()
-        .zip(&per_queue)
+        .zip(&per_agent)
     {
         match result {
             Ok(failures) => failed += failures.len() as u32,
             Err(e) => {
-                warn!(queue = %url, error = %e, "dispatch failed; will send again after the acknowledgement timeout");
+                warn!(agent_id, error = %e, "dispatch failed; will send again after the acknowledgement timeout");
                 failed += commands.len() as u32;
             }
         }
@@ -90,6 +87,7 @@ pub async fn redispatch<P: Ports>(
         match cp.ports.jobs().update_task(&updated, task.version).await {
             Ok(()) => resent.push(PlacementWrite {
                 agent_id: agent_id.to_owned(),
+                agent_incarnation: updated.agent_incarnation.unwrap_or_default(),
                 resources: Resources::of_container(&updated.resources),
                 agent_capacity: Resources::ZERO,
                 expected_version: task.version,

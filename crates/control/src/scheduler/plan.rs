@@ -41,6 +41,7 @@ pub fn plan(snapshot: &Snapshot, views: &[AgentView], strategy: Strategy, now: u
         };
         let mut launched = (*task).clone();
         launched.agent_id = Some(agent.id.clone());
+        launched.agent_incarnation = Some(agent.incarnation);
         launched.dispatched_at_ms = Some(now);
         if launched
             .transition(
@@ -57,6 +58,7 @@ pub fn plan(snapshot: &Snapshot, views: &[AgentView], strategy: Strategy, now: u
             task: launched,
             expected_version: task.version,
             agent_id: agent.id.clone(),
+            agent_incarnation: agent.incarnation,
             resources: placement.resources,
             agent_capacity: agent.capacity,
         });

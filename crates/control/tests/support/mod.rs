@@ -43,7 +43,7 @@ pub async fn fresh_stage() -> Stage {
     Stage {
         store: DynamoJobStore::new(clients.dynamodb.clone(), &names),
         agents: DynamoAgentStore::new(clients.dynamodb.clone(), &names),
-        queue: SqsCommandQueue::new(clients.sqs.clone()),
+        queue: SqsCommandQueue::for_stage(clients.sqs.clone(), &names),
         cp: ControlPlane::new(titus_aws::aws_ports(&clients, &names), Settings::default()),
         clients,
         names,
@@ -80,6 +80,9 @@ impl Stage {
                 task_count: 0,
                 registered_at_ms: now_ms,
                 heartbeat_at_ms: now_ms,
+                incarnation: 0,
+                registration_id: String::new(),
+                principal: String::new(),
             })
             .await
             .expect("registering the agent");

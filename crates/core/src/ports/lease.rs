@@ -57,6 +57,9 @@ pub struct PlacementWrite {
     /// The version the task had when it was read in state Accepted.
     pub expected_version: u64,
     pub agent_id: String,
+    /// The agent's incarnation as the scheduler read it; the commit fails if it changed (the
+    /// agent was declared lost and came back).
+    pub agent_incarnation: u64,
     /// What the task holds on the agent.
     pub resources: Resources,
     /// The agent's capacity as the scheduler read it; the commit fails if it changed.

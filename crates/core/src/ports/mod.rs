@@ -28,8 +28,8 @@ pub use fleet::{
 };
 pub use lease::{AllocationStore, CommitError, Lease, LeaseError, LeaseStore, PlacementWrite};
 pub use queues::{
-    CommandQueue, CommandSource, DeadLetter, DeadLetterSink, QueueError, ReceivedMessage,
-    RejectionSink, SendFailure, StatusSink, MAX_BATCH_MESSAGES,
+    AgentRequestSink, CommandQueue, CommandSource, DeadLetter, DeadLetterSink, QueueError,
+    ReceivedMessage, RejectionSink, SendFailure, StatusSink, MAX_BATCH_MESSAGES,
 };
 pub use store::{
     CreateOutcome, IdempotencyKey, JobFilter, JobStore, Page, PageRequest, StoreError,

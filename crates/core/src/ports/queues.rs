@@ -9,7 +9,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::ids::TaskId;
-use crate::messages::{AgentCommand, Rejection, TaskStatusUpdate};
+use crate::messages::{AgentCommand, AgentRequest, Rejection, TaskStatusUpdate};
 
 /// SQS's limit on messages in one batch call (send, receive, delete).
 pub const MAX_BATCH_MESSAGES: usize = 10;
@@ -35,15 +35,29 @@ pub struct SendFailure {
     pub reason: String,
 }
 
-/// Delivers commands to agents' queues.
+/// Delivers commands to agents' own queues. The queue is derived from the agent's id (and the
+/// stage), never read from a record a writer could set.
 pub trait CommandQueue: Send + Sync {
-    /// Sends `commands` to the queue at `queue_url`, batched within SQS's limits. Returns the
-    /// commands that were not delivered; the caller keeps them to retry.
+    /// Sends `commands` to agent `agent_id`'s queue, batched within SQS's limits. Returns the
+    /// commands that were not delivered; the caller keeps them to retry. `NoSuchQueue` when the
+    /// agent has no queue (it never registered).
     fn send_commands(
         &self,
-        queue_url: &str,
+        agent_id: &str,
         commands: &[AgentCommand],
     ) -> impl Future<Output = Result<Vec<SendFailure>, QueueError>> + Send;
+
+    /// Creates agent `agent_id`'s queue (and its dead-letter queue) unless it exists; returns
+    /// its URL. The control plane does this when it registers the agent.
+    fn ensure_agent_queue(
+        &self,
+        agent_id: &str,
+    ) -> impl Future<Output = Result<String, QueueError>> + Send;
+}
+
+/// Where an agent sends its requests about its own record (the agent-requests queue).
+pub trait AgentRequestSink: Send + Sync + 'static {
+    fn send(&self, request: &AgentRequest) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 /// A message received from a queue. It stays hidden from other receives until it is deleted or

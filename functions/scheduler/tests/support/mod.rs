@@ -54,6 +54,9 @@ pub async fn add_agent(clients: &AwsClients, names: &Names, id: &str, memory_mb:
         task_count: 0,
         registered_at_ms: now_ms(),
         heartbeat_at_ms: now_ms(),
+        incarnation: 0,
+        registration_id: String::new(),
+        principal: String::new(),
     };
     DynamoAgentStore::new(clients.dynamodb.clone(), names)
         .register_agent(&agent)

@@ -41,6 +41,7 @@ pub fn test_config() -> Rules {
         service_backoff_reset_after_ms: 600_000,
         max_tasks_per_run: 500,
         sweep_jobs_per_run: 100,
+        ..Rules::default()
     }
 }
 
@@ -121,6 +122,9 @@ impl Stage {
             task_count: 0,
             registered_at_ms: now,
             heartbeat_at_ms: now,
+            incarnation: 0,
+            registration_id: String::new(),
+            principal: String::new(),
         };
         self.agents.register_agent(&agent).await.unwrap()
     }
@@ -200,6 +204,7 @@ impl Stage {
             .unwrap();
         let mut launched = task.clone();
         launched.agent_id = Some(agent.id.clone());
+        launched.agent_incarnation = Some(agent.incarnation);
         launched.dispatched_at_ms = Some(now);
         launched
             .transition(TaskState::Launched, None, "placed", now)
@@ -208,6 +213,7 @@ impl Stage {
             task: launched.clone(),
             expected_version: task.version,
             agent_id: agent.id.clone(),
+            agent_incarnation: agent.incarnation,
             resources: Resources::of_container(&task.resources),
             agent_capacity: agent.capacity,
         };
@@ -332,6 +338,7 @@ pub fn status(task: &Task, state: TaskState, at: u64) -> TaskStatusUpdate {
         task_id: task.id.clone(),
         job_id: task.job_id.clone(),
         agent_id: task.agent_id.clone().unwrap_or_default(),
+        incarnation: task.agent_incarnation.unwrap_or_default(),
         state,
         reason: None,
         message: String::new(),

@@ -425,6 +425,9 @@ mod tests {
                     task_count: tasks,
                     registered_at_ms: self.now - age_ms,
                     heartbeat_at_ms: self.now,
+                    incarnation: 0,
+                    registration_id: String::new(),
+                    principal: String::new(),
                 });
             }
         }
