@@ -775,3 +775,157 @@ async fn a_stop_leaves_containers_running() {
     assert!(!h.runtime.calls().iter().any(|c| c.starts_with("stop")));
     assert!(h.link.store.get_agent("agent-1").await.unwrap().is_some());
 }
+
+/// Waits until `check` holds, for up to ten seconds.
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !check() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+}
+
+#[tokio::test]
+async fn a_launch_for_another_incarnation_is_refused_and_reported_without_a_container() {
+    let h = harness().await;
+    let stale = LaunchTask {
+        incarnation: 2,
+        ..launch("t1", &["sleep", "100"])
+    };
+
+    let disposition = h
+        .agent
+        .handle_message(&body(AgentCommand::LaunchTask(stale)))
+        .await;
+    let update = finished(&h.sink, "t1").await;
+
+    assert_eq!(disposition, Disposition::Delete);
+    assert!(h.runtime.container_names().is_empty(), "no container");
+    assert_eq!(update.reason, Some(TaskReason::TransientSystemError));
+    assert!(
+        update.message.contains("launch for incarnation 2")
+            && update.message.contains("runs as incarnation 1"),
+        "{}",
+        update.message
+    );
+    h.agent.shutdown();
+}
+
+#[tokio::test]
+async fn a_launch_beyond_the_agents_capacity_is_refused_with_its_reason() {
+    let h = harness().await;
+    let big = |task: &str| {
+        let mut request = launch(task, &["sleep", "100"]);
+        request.resources.memory_mb = 5_000;
+        request
+    };
+
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(big("fits"))))
+        .await;
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(big("too-much"))))
+        .await;
+    let refused = finished(&h.sink, "too-much").await;
+
+    assert_eq!(h.agent.running_tasks(), vec![TaskId::from_string("fits")]);
+    assert_eq!(h.runtime.container_names(), vec!["titus-fits".to_owned()]);
+    assert_eq!(refused.reason, Some(TaskReason::TransientSystemError));
+    assert!(
+        refused.message.contains("past its capacity in memory"),
+        "{}",
+        refused.message
+    );
+    h.agent.shutdown();
+}
+
+#[tokio::test]
+async fn a_fenced_agent_stops_its_containers_and_registers_as_its_next_incarnation() {
+    let h = harness().await;
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(launch(
+            "t1",
+            &["sleep", "100"],
+        ))))
+        .await;
+    assert_eq!(h.agent.incarnation(), 1);
+    // The control plane declared the agent lost (and finished its tasks).
+    h.link
+        .store
+        .set_agent_state("agent-1", AgentState::Active, AgentState::Lost)
+        .await
+        .unwrap();
+
+    h.agent.heartbeat().await;
+    let stopped = finished(&h.sink, "t1").await;
+    until("registered as incarnation 2", || h.agent.incarnation() == 2).await;
+
+    assert_eq!(stopped.reason, Some(TaskReason::Lost));
+    assert!(
+        h.runtime.calls().iter().any(|c| c.starts_with("stop titus-t1")),
+        "{:?}",
+        h.runtime.calls()
+    );
+    let record = h.link.store.get_agent("agent-1").await.unwrap().unwrap();
+    assert_eq!((record.state, record.incarnation), (AgentState::Active, 2));
+    // Launches placed on its old life are refused; its new one runs.
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(launch(
+            "old",
+            &["sleep", "100"],
+        ))))
+        .await;
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(LaunchTask {
+            incarnation: 2,
+            ..launch("new", &["sleep", "100"])
+        })))
+        .await;
+    assert_eq!(h.agent.running_tasks(), vec![TaskId::from_string("new")]);
+    h.agent.shutdown();
+}
+
+#[tokio::test]
+async fn a_restarted_agent_stops_containers_whose_task_is_finished_or_held_elsewhere() {
+    let runtime = FakeRuntime::new();
+    runtime.add_image(IMAGE);
+    for task in ["mine", "done", "elsewhere", "old-life", "unknown"] {
+        leftover(
+            task,
+            &runtime,
+            container_name(task),
+            ContainerStatus::Running,
+            None,
+        );
+    }
+    let link = MemoryLink::default();
+    link.place("mine", "agent-1", 1);
+    link.place("done", "agent-1", 1);
+    link.finish("done");
+    link.place("elsewhere", "agent-2", 1);
+    link.place("old-life", "agent-1", 7);
+
+    let h = harness_with(runtime, link, AgentSettings::default()).await;
+    let stopped = ["done", "elsewhere", "old-life", "unknown"];
+    let stop_of = |task: &str| format!("stop {} ", container_name(task));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let calls = h.runtime.calls();
+    for task in stopped {
+        assert!(
+            calls.iter().any(|c| c.starts_with(&stop_of(task))),
+            "{task} stopped: {calls:?}"
+        );
+    }
+    assert!(!calls.iter().any(|c| c.starts_with(&stop_of("mine"))));
+
+    assert_eq!(h.agent.running_tasks(), vec![TaskId::from_string("mine")]);
+    for task in stopped {
+        assert!(
+            states(&h.sink, task).is_empty(),
+            "{task}: the agent does not speak for a task it does not hold"
+        );
+    }
+    h.agent.shutdown();
+}

@@ -291,3 +291,79 @@ async fn an_agent_queue_has_a_dead_letter_queue() {
         .to_owned();
     assert_eq!(max_receives, "3", "{redrive}");
 }
+
+#[tokio::test]
+async fn a_heartbeat_counts_only_under_its_agents_principal_and_naming_it() {
+    let (clients, names) = fresh_stage().await;
+    let store = DynamoAgentStore::new(clients.dynamodb.clone(), &names);
+    let principal = "AROAEXAMPLE:a1";
+    store
+        .register_agent(&Agent {
+            principal: principal.to_owned(),
+            ..agent("a1", 1_000)
+        })
+        .await
+        .unwrap();
+    // Written by someone who is not the agent's principal (under the agent's id), and by the
+    // principal of another agent naming a1: neither is a1's heartbeat.
+    let forge = |key: &str, agent_id: &str| {
+        clients
+            .dynamodb
+            .put_item()
+            .table_name(names.heartbeats_table())
+            .item("heartbeatKey", AttributeValue::S(key.to_owned()))
+            .item("agentId", AttributeValue::S(agent_id.to_owned()))
+            .item("heartbeatAtMs", AttributeValue::N("9000000".to_owned()))
+            .item(
+                "runningTaskIds",
+                AttributeValue::L(vec![AttributeValue::S("forged".to_owned())]),
+            )
+            .item("runningTaskCount", AttributeValue::N("1".to_owned()))
+            .send()
+    };
+    forge("a1", "a1").await.unwrap();
+    forge("AROAEXAMPLE:a2", "a1").await.unwrap();
+
+    let before = store.get_agent("a1").await.unwrap().unwrap();
+    let listed = store.list_agents().await.unwrap();
+    let reports_before = store.list_reports().await.unwrap();
+    let report = titus_core::AgentHeartbeat {
+        at_ms: 5_000,
+        running_task_ids: vec![TaskId::from_string("t1")],
+        used: Resources::ZERO,
+    };
+    store.report_heartbeat("a1", &report).await.unwrap();
+
+    assert_eq!(
+        before.heartbeat_at_ms, 1_000,
+        "forged heartbeats do not count"
+    );
+    assert_eq!(listed[0].heartbeat_at_ms, 1_000);
+    assert!(reports_before.is_empty(), "{reports_before:?}");
+    assert_eq!(store.last_report("a1").await.unwrap(), Some(report.clone()));
+    assert_eq!(
+        store.list_reports().await.unwrap(),
+        vec![("a1".to_owned(), report)]
+    );
+    assert_eq!(
+        store
+            .get_agent("a1")
+            .await
+            .unwrap()
+            .unwrap()
+            .heartbeat_at_ms,
+        5_000
+    );
+    // The agent's own report went under its principal's key.
+    let own = clients
+        .dynamodb
+        .get_item()
+        .table_name(names.heartbeats_table())
+        .key("heartbeatKey", AttributeValue::S(principal.to_owned()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(own["agentId"], AttributeValue::S("a1".to_owned()));
+}
