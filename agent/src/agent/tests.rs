@@ -864,7 +864,10 @@ async fn a_fenced_agent_stops_its_containers_and_registers_as_its_next_incarnati
 
     assert_eq!(stopped.reason, Some(TaskReason::Lost));
     assert!(
-        h.runtime.calls().iter().any(|c| c.starts_with("stop titus-t1")),
+        h.runtime
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("stop titus-t1")),
         "{:?}",
         h.runtime.calls()
     );

@@ -1,9 +1,6 @@
 //! The opaque pagination cursor of the store's listings: where a listing stopped, checked on
 //! the way back so that a cursor from another listing never reaches DynamoDB.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
 use titus_core::StoreError;
 
 use super::codec::{s, string_attr, Item};
@@ -16,71 +13,20 @@ pub(super) fn key_of(item: &Item, key_attrs: &[&str]) -> Result<Vec<(String, Str
         .collect()
 }
 
-/// Where a listing stopped: which partition of the query plan, and the last key returned there.
-/// Encoded as URL-safe base64 of JSON, so it is opaque to clients but checkable on the way back.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub(super) struct Cursor {
-    #[serde(rename = "p")]
-    pub(super) partition: usize,
-    #[serde(rename = "k")]
-    pub(super) key: Vec<(String, String)>,
-}
+/// The listings' cursor, shared with every store implementation.
+pub(super) use titus_core::ports::PageCursor as Cursor;
 
-impl Cursor {
-    pub(super) fn decode(text: Option<&str>, key_attrs: &[&str]) -> Result<Cursor, StoreError> {
-        let Some(text) = text.filter(|t| !t.is_empty()) else {
-            return Ok(Cursor::default());
-        };
-        let bytes = URL_SAFE_NO_PAD
-            .decode(text)
-            .map_err(|_| StoreError::InvalidCursor("not base64url".to_owned()))?;
-        let cursor: Cursor = serde_json::from_slice(&bytes)
-            .map_err(|_| StoreError::InvalidCursor("not a cursor of this listing".to_owned()))?;
-        let names: Vec<&str> = cursor.key.iter().map(|(k, _)| k.as_str()).collect();
-        if names != key_attrs {
-            return Err(StoreError::InvalidCursor(
-                "not a cursor of this listing".to_owned(),
-            ));
-        }
-        Ok(cursor)
-    }
-
-    pub(super) fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
-    }
-
-    /// A cursor from a listing with other filters (or forged) must not reach DynamoDB, which
-    /// refuses a start key outside the queried partition with a ValidationException.
-    pub(super) fn check_partition(
-        &self,
-        attribute: &str,
-        queried: Option<&String>,
-    ) -> Result<(), StoreError> {
-        if self.key.is_empty() {
-            return Ok(());
-        }
-        let value = self
-            .key
-            .iter()
-            .find(|(k, _)| k == attribute)
-            .map(|(_, v)| v);
-        if value.is_none() || value != queried {
-            return Err(StoreError::InvalidCursor(
-                "it belongs to a listing with other filters".to_owned(),
-            ));
-        }
-        Ok(())
-    }
-
-    pub(super) fn key_item(&self) -> Option<Item> {
-        (!self.key.is_empty()).then(|| self.key.iter().map(|(k, v)| (k.clone(), s(v))).collect())
-    }
+/// The cursor's key as DynamoDB's `ExclusiveStartKey`, if it has one.
+pub(super) fn key_item(cursor: &Cursor) -> Option<Item> {
+    (!cursor.key.is_empty()).then(|| cursor.key.iter().map(|(k, v)| (k.clone(), s(v))).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::resources::attr;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
 
     #[test]
     fn a_cursor_round_trips_and_a_foreign_one_is_refused() {

@@ -24,7 +24,7 @@ use titus_core::{Job, JobId, JobState, JobStore, StoreError, Task, TaskId, TaskS
 use crate::resources::{attr, index, Names, AWAITING_TASKS_PARTITION, IDEMPOTENCY_TTL_SECS};
 use codec::{decode_doc, idempotency_item_key, n, s, string_attr, Item};
 use conditional::{conflict_if_refused, refused_at, transact_write, Transacted};
-use cursor::{key_of, Cursor};
+use cursor::{key_item, key_of, Cursor};
 
 pub use codec::{job_item, task_item, TRANSITIONAL_STATES};
 pub(crate) use conditional::sdk_error;
@@ -326,7 +326,10 @@ impl JobStore for DynamoJobStore {
             };
         let key_attrs = [attr::JOB_ID, partition_attr, attr::CREATED_KEY];
         let mut cursor = Cursor::decode(page.cursor.as_deref(), &key_attrs)?;
-        cursor.check_partition(partition_attr, partitions.get(cursor.partition))?;
+        cursor.check_partition(
+            partition_attr,
+            partitions.get(cursor.partition).map(String::as_str),
+        )?;
         let page_size = page.page_size.clamp(1, PageRequest::MAX_PAGE_SIZE);
         let mut jobs = Vec::new();
         let mut queries = 0;
@@ -345,7 +348,7 @@ impl JobStore for DynamoJobStore {
                     &partitions[cursor.partition],
                     false,
                     page_size,
-                    cursor.key_item(),
+                    key_item(&cursor),
                 )
                 .await?;
             for item in items {
@@ -424,7 +427,7 @@ impl JobStore for DynamoJobStore {
     ) -> Result<Page<Task>, StoreError> {
         let key_attrs = [attr::TASK_ID, attr::JOB_ID, attr::CREATED_KEY];
         let cursor = Cursor::decode(page.cursor.as_deref(), &key_attrs)?;
-        cursor.check_partition(attr::JOB_ID, Some(&job_id.to_string()))?;
+        cursor.check_partition(attr::JOB_ID, Some(job_id.as_str()))?;
         let page_size = page.page_size.clamp(1, PageRequest::MAX_PAGE_SIZE);
         let (items, last_key) = self
             .query_page(
@@ -433,7 +436,7 @@ impl JobStore for DynamoJobStore {
                 job_id.as_str(),
                 true,
                 page_size,
-                cursor.key_item(),
+                key_item(&cursor),
             )
             .await?;
         let tasks = items
@@ -561,7 +564,7 @@ impl JobStore for DynamoJobStore {
     ) -> Result<Page<Task>, StoreError> {
         let key_attrs = [attr::TASK_ID, attr::ACTIVE_JOB_ID, attr::CREATED_KEY];
         let cursor = Cursor::decode(page.cursor.as_deref(), &key_attrs)?;
-        cursor.check_partition(attr::ACTIVE_JOB_ID, Some(&job_id.to_string()))?;
+        cursor.check_partition(attr::ACTIVE_JOB_ID, Some(job_id.as_str()))?;
         let page_size = page.page_size.clamp(1, PageRequest::MAX_PAGE_SIZE);
         let (items, last_key) = self
             .query_page(
@@ -570,7 +573,7 @@ impl JobStore for DynamoJobStore {
                 job_id.as_str(),
                 true,
                 page_size,
-                cursor.key_item(),
+                key_item(&cursor),
             )
             .await?;
         let mut tasks = Vec::with_capacity(items.len());

@@ -14,6 +14,7 @@
 //! simulation. One contract suite (`titus-contract`) runs against both.
 
 pub mod agents;
+pub mod cursor;
 pub mod fleet;
 pub mod lease;
 pub mod queues;
@@ -22,6 +23,7 @@ pub mod store;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use agents::AgentStore;
+pub use cursor::PageCursor;
 pub use fleet::{
     Fleet, FleetError, InstanceTypeInfo, LaunchOutcome, LaunchRecord, LaunchRequest,
     LaunchedInstance, Lifecycle, PoolInstance, ScalerState, ScalerStateStore, StateError, Subnet,

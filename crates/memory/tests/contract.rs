@@ -1,0 +1,95 @@
+//! The store and queue contract, in process: each test gets a world of its own.
+
+use std::time::Duration;
+
+use titus_contract::{Fixture, Harness};
+use titus_core::messages::{AgentRequest, Rejection, TaskStatusUpdate};
+use titus_core::ports::DeadLetter;
+use titus_memory::{
+    MemoryAgentRequests, MemoryCommandSource, MemoryPorts, MemoryStatusSink, MemoryWorld,
+};
+
+#[derive(Debug, Clone, Copy)]
+struct InProcess;
+
+#[derive(Debug)]
+struct World {
+    world: MemoryWorld,
+    ports: MemoryPorts,
+}
+
+impl Harness for InProcess {
+    type Fixture = World;
+
+    async fn fresh(&self) -> World {
+        let world = MemoryWorld::default();
+        World {
+            ports: world.ports(),
+            world,
+        }
+    }
+}
+
+fn parsed<T: serde::de::DeserializeOwned>(messages: Vec<titus_memory::QueuedMessage>) -> Vec<T> {
+    messages
+        .into_iter()
+        .map(|m| serde_json::from_str(&m.body).expect("the queue holds JSON it was sent"))
+        .collect()
+}
+
+impl Fixture for World {
+    type Ports = MemoryPorts;
+    type Source = MemoryCommandSource;
+    type Status = MemoryStatusSink;
+    type Requests = MemoryAgentRequests;
+
+    fn ports(&self) -> &MemoryPorts {
+        &self.ports
+    }
+
+    async fn command_source(&self, agent_id: &str) -> MemoryCommandSource {
+        self.world.command_source(agent_id)
+    }
+
+    async fn status_sink(&self) -> MemoryStatusSink {
+        self.world.status_sink()
+    }
+
+    async fn agent_request_sink(&self) -> MemoryAgentRequests {
+        self.world.agent_requests()
+    }
+
+    async fn drain_status_updates(&self) -> Vec<TaskStatusUpdate> {
+        parsed(self.world.drain_queue(&self.world.status_queue_names().0))
+    }
+
+    async fn drain_dead_letters(&self) -> Vec<DeadLetter> {
+        self.world.drain_status_dead_letters()
+    }
+
+    async fn drain_rejections(&self) -> Vec<Rejection> {
+        parsed(self.world.drain_queue(&self.world.rejection_queue_name()))
+    }
+
+    async fn drain_agent_requests(&self) -> Vec<AgentRequest> {
+        parsed(
+            self.world
+                .drain_queue(&self.world.agent_requests_queue_name()),
+        )
+    }
+
+    async fn drain_agent_dead_letters(&self, agent_id: &str) -> Vec<String> {
+        let name = format!("{}-dlq", self.world.agent_queue_name(agent_id));
+        self.world
+            .drain_queue(&name)
+            .into_iter()
+            .map(|m| m.body)
+            .collect()
+    }
+
+    async fn pass_time(&self, duration: Duration) {
+        self.world.clock().advance(duration);
+    }
+}
+
+titus_contract::contract_tests!(InProcess);
