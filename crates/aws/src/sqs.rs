@@ -134,18 +134,7 @@ impl SqsCommandQueue {
         queue_url: &str,
         chunk: &[AgentCommand],
     ) -> Result<Vec<SendFailure>, QueueError> {
-        let mut entries = Vec::with_capacity(chunk.len());
-        for (i, command) in chunk.iter().enumerate() {
-            let body = serde_json::to_string(command)
-                .map_err(|e| QueueError::Internal(format!("cannot encode command: {e}")))?;
-            entries.push(
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(body)
-                    .build()
-                    .map_err(|e| QueueError::Internal(e.to_string()))?,
-            );
-        }
+        let entries = batch_entries(chunk, "command")?;
         let out = self
             .client
             .send_message_batch()
@@ -338,18 +327,7 @@ impl SqsStatusSink {
 
 impl StatusSink for SqsStatusSink {
     async fn send(&self, updates: &[TaskStatusUpdate]) -> Result<Vec<bool>, QueueError> {
-        let mut entries = Vec::with_capacity(updates.len());
-        for (i, update) in updates.iter().enumerate() {
-            let body = serde_json::to_string(update)
-                .map_err(|e| QueueError::Internal(format!("cannot encode status update: {e}")))?;
-            entries.push(
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(body)
-                    .build()
-                    .map_err(|e| QueueError::Internal(e.to_string()))?,
-            );
-        }
+        let entries = batch_entries(updates, "status update")?;
         let out = self
             .client
             .send_message_batch()
@@ -423,6 +401,27 @@ impl SqsDeadLetterQueue {
     pub async fn queue_url(&self) -> Result<&str, QueueError> {
         self.queue.url(&self.client).await
     }
+}
+
+/// One `SendMessageBatch` entry per message, as JSON, with its position as its id (what the
+/// batch's failures name).
+fn batch_entries<T: serde::Serialize>(
+    messages: &[T],
+    what: &str,
+) -> Result<Vec<SendMessageBatchRequestEntry>, QueueError> {
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, message)| {
+            let body = serde_json::to_string(message)
+                .map_err(|e| QueueError::Internal(format!("cannot encode {what}: {e}")))?;
+            SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(body)
+                .build()
+                .map_err(|e| QueueError::Internal(e.to_string()))
+        })
+        .collect()
 }
 
 fn string_attribute(value: &str, data_type: &str) -> Result<MessageAttributeValue, QueueError> {
