@@ -23,7 +23,8 @@ pub trait AgentStore: Send + Sync {
     /// Every agent, in id order.
     fn list_agents(&self) -> impl Future<Output = Result<Vec<Agent>, StoreError>> + Send;
 
-    /// Records a heartbeat; `Conflict` if the agent is not registered.
+    /// Records a sign of life on the record itself, written by the control plane (an agent
+    /// reports with [`AgentStore::report_heartbeat`]); `Conflict` if the agent is not registered.
     fn heartbeat(
         &self,
         id: &str,
