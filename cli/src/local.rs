@@ -56,6 +56,10 @@ pub struct UpArgs {
     /// How often the local scaler runs, in seconds (the deployed schedule runs it every minute).
     #[arg(long, default_value_t = 60)]
     scaler_interval_secs: u64,
+    /// How often the reconciler runs, in milliseconds (lost agents, stuck tasks, agents'
+    /// reports, the job sweep).
+    #[arg(long, default_value_t = 5_000)]
+    reconcile_interval_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +254,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
             );
         }
         let (stop, cp) = (shutdown.clone(), cp.clone());
+        let interval = Duration::from_millis(args.reconcile_interval_ms.max(100));
         tasks.spawn(
             async move {
                 while !stop.is_cancelled() {
@@ -260,7 +265,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
                     }
                     tokio::select! {
                         _ = stop.cancelled() => {}
-                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = tokio::time::sleep(interval) => {}
                     }
                 }
                 Ok(())

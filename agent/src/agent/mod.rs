@@ -29,7 +29,9 @@ use tracing::Instrument as _;
 use crate::aws::RegistryAuth;
 use crate::config::{AgentSettings, DrainPolicy};
 use crate::outbox::Outbox;
-use crate::ports::{CommandSource, ControlPlaneLink, LinkError, ReceivedMessage, StatusSink};
+use crate::ports::{
+    CommandSource, ControlPlaneLink, LinkError, Placement, ReceivedMessage, StatusSink,
+};
 use crate::runtime::{
     label, ContainerInfo, ContainerRuntime, LogConfig, RuntimeError, FINISHED_SUFFIX,
 };
@@ -609,6 +611,12 @@ where
             });
             return Disposition::Delete;
         }
+        if let Some(placement) = self.stale_launch(&launch).await {
+            tracing::warn!(task_id = %task_id, ?placement, "launch of a task the records no longer run here; not started");
+            self.lock_tombstones()
+                .insert(task_id.clone(), Tombstone::Finished);
+            return Disposition::Delete;
+        }
         let mut phase = {
             let mut tasks = self.lock_tasks();
             if let Some(handle) = tasks.get(&task_id) {
@@ -718,6 +726,34 @@ where
             ));
         }
         None
+    }
+
+    /// Where the records place a launch's task, when that is not on this agent and incarnation:
+    /// the task finished (stuck, lost, killed) or was placed elsewhere since the launch was sent.
+    /// A launch comes late when it was received by a process of this agent that died before
+    /// running it (SQS gives it again after its visibility timeout, to a process that never saw
+    /// its kill) or while the agent was frozen; starting it would run a task the records have
+    /// replaced. Read only for a task this agent does not run yet. A task the records do not have
+    /// at all, or records that cannot be read, leave the launch to run as sent: the control plane
+    /// still tells a sender it does not believe to stop.
+    async fn stale_launch(&self, launch: &LaunchTask) -> Option<Placement> {
+        if self.lock_tasks().contains_key(&launch.task_id)
+            || self.lock_tombstones().entries.contains_key(&launch.task_id)
+        {
+            return None;
+        }
+        match self.link.placement(&launch.task_id).await {
+            Ok(Some(placement))
+                if !placement.runs_on(&self.identity.agent_id, launch.incarnation) =>
+            {
+                Some(placement)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(task_id = %launch.task_id, error = %e, "reading where the records place a launched task failed; launching it as sent");
+                None
+            }
+        }
     }
 
     /// Registers the task and starts its supervisor. The caller holds the task map's lock, so

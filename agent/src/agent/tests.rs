@@ -932,3 +932,41 @@ async fn a_restarted_agent_stops_containers_whose_task_is_finished_or_held_elsew
     }
     h.agent.shutdown();
 }
+
+#[tokio::test]
+async fn a_late_launch_of_a_task_the_records_finished_or_placed_elsewhere_starts_no_container() {
+    let h = harness().await;
+    h.link.place("finished", "agent-1", 1);
+    h.link.finish("finished");
+    h.link.place("elsewhere", "agent-2", 1);
+    h.link.place("mine", "agent-1", 1);
+
+    for task in ["finished", "elsewhere"] {
+        let disposition = h
+            .agent
+            .handle_message(&body(AgentCommand::LaunchTask(launch(
+                task,
+                &["sleep", "100"],
+            ))))
+            .await;
+        assert_eq!(disposition, Disposition::Delete, "{task}");
+    }
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(launch(
+            "mine",
+            &["sleep", "100"],
+        ))))
+        .await;
+
+    let calls = h.runtime.calls();
+    for task in ["finished", "elsewhere"] {
+        let create = format!("create {}", container_name(task));
+        assert!(!calls.contains(&create), "{task}: {calls:?}");
+        assert!(
+            states(&h.sink, task).is_empty(),
+            "{task}: the agent does not speak for a task it does not hold"
+        );
+    }
+    assert_eq!(h.agent.running_tasks(), vec![TaskId::from_string("mine")]);
+    h.agent.shutdown();
+}

@@ -28,8 +28,10 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn titus_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_titus")
+/// The `titus` binary: `TITUS_E2E_BIN` when set (a copy, so that a long run is not disturbed by
+/// a rebuild in a shared target directory), else the one cargo built with these tests.
+fn titus_bin() -> String {
+    std::env::var("TITUS_E2E_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_titus").to_owned())
 }
 
 /// A page of a list answer, as the CLI prints it with `-o json`.
@@ -66,10 +68,15 @@ pub struct StackOptions {
     pub agent_network_mbps: u64,
     /// Disk each agent offers; every task reserves at least 10,000 MB.
     pub agent_disk_mb: u64,
-    /// An agent silent this long is declared lost (the stack's reconciler checks every 5 s).
+    /// An agent silent this long is declared lost (the reconciler checks every `reconcile_interval_ms`).
     pub heartbeat_timeout_ms: u64,
     /// Whether the stack runs the scaler (every 2 s) against the emulator's EC2.
     pub scaler: bool,
+    /// How often the stack's reconciler runs.
+    pub reconcile_interval_ms: u64,
+    /// More variables for the stack's process: `TITUS_STATUS_*` and `TITUS_SCHEDULER_*` over the
+    /// stage's settings (stuck timeouts, the unreported-task timeout, ...).
+    pub control_env: Vec<(String, String)>,
 }
 
 impl Default for StackOptions {
@@ -82,6 +89,8 @@ impl Default for StackOptions {
             agent_disk_mb: 1_000_000,
             heartbeat_timeout_ms: 6_000,
             scaler: false,
+            reconcile_interval_ms: 5_000,
+            control_env: Vec::new(),
         }
     }
 }
@@ -123,10 +132,15 @@ impl Stack {
         command
             .args(["local", "up", "--stage", &stage, "--agents", "0"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--reconcile-interval-ms",
+                &options.reconcile_interval_ms.to_string(),
+            ])
             .env(
                 "TITUS_STATUS_AGENT_HEARTBEAT_TIMEOUT_MS",
                 options.heartbeat_timeout_ms.to_string(),
-            );
+            )
+            .envs(options.control_env.iter().cloned());
         if options.scaler {
             command.args(["--scaler", "--scaler-interval-secs", "2"]);
         }
@@ -184,12 +198,18 @@ impl Stack {
         }
     }
 
+    /// Where every process's log is (`{name}.log`).
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
     /// The id of agent `n` (1-based).
     pub fn agent_id(&self, n: u32) -> String {
         format!("{}-a{n}", self.stage)
     }
 
-    async fn add_agent(&mut self, n: u32) {
+    /// The command that runs agent `n`, the same at every start.
+    fn agent_command(&self, n: u32) -> Command {
         let id = self.agent_id(n);
         let mut command = Command::new(titus_bin());
         command
@@ -204,22 +224,74 @@ impl Stack {
             .args(["--disk-mb", &self.options.agent_disk_mb.to_string()])
             .env("TITUS_AGENT_HEARTBEAT_INTERVAL_SECS", "1")
             .env("TITUS_AGENT_FINISHED_RETENTION_SECS", "600");
+        command
+    }
+
+    async fn add_agent(&mut self, n: u32) {
+        let id = self.agent_id(n);
+        let command = self.agent_command(n);
         self.agents.push(spawn(&id, command, &self.log_dir));
         self.agent_ids.push(id);
     }
 
-    /// Kills agent `n` with SIGKILL, as a host that dies.
-    pub fn kill_agent(&mut self, n: u32) {
+    fn agent_process(&mut self, n: u32) -> &mut Process {
         let id = self.agent_id(n);
-        let process = self
-            .agents
+        self.agents
             .iter_mut()
             .find(|p| p.name == id)
-            .expect("a started agent");
+            .expect("a started agent")
+    }
+
+    /// Kills agent `n` with SIGKILL, as a host that dies.
+    pub fn kill_agent(&mut self, n: u32) {
+        self.crash_agent(n);
+        // Its containers would have died with the host.
+        remove_containers(&self.agent_id(n));
+    }
+
+    /// Kills agent `n`'s process with SIGKILL and leaves its containers running, as an agent
+    /// that crashes on a host that does not.
+    pub fn crash_agent(&mut self, n: u32) {
+        let process = self.agent_process(n);
         process.child.kill().expect("SIGKILL the agent");
         process.child.wait().unwrap();
-        // Its containers would have died with the host.
-        remove_containers(&id);
+    }
+
+    /// Stops agent `n` with SIGTERM and waits for its process to exit; its containers go on.
+    pub fn stop_agent(&mut self, n: u32) {
+        let process = self.agent_process(n);
+        signal(&process.child, "TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while process.child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                process.child.kill().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts agent `n` again, with the same id and settings, once its process has exited.
+    pub fn restart_agent(&mut self, n: u32) {
+        let command = self.agent_command(n);
+        let log_dir = self.log_dir.clone();
+        let process = self.agent_process(n);
+        assert!(
+            process.child.try_wait().unwrap().is_some(),
+            "agent {} still runs; stop it before starting it again",
+            process.name
+        );
+        *process = spawn(&process.name.clone(), command, &log_dir);
+    }
+
+    /// Freezes agent `n`'s process (SIGSTOP), as a host that stops answering; its containers go
+    /// on running.
+    pub fn pause_agent(&mut self, n: u32) {
+        signal(&self.agent_process(n).child, "STOP");
+    }
+
+    /// Lets a paused agent `n` run on (SIGCONT).
+    pub fn resume_agent(&mut self, n: u32) {
+        signal(&self.agent_process(n).child, "CONT");
     }
 
     /// Runs the CLI against this stack.
@@ -338,6 +410,7 @@ impl Drop for Stack {
             eprintln!("{}", self.logs());
         }
         for agent in &mut self.agents {
+            // A paused agent is killed as well: SIGKILL needs no SIGCONT.
             let _ = agent.child.kill();
             let _ = agent.child.wait();
         }
@@ -359,9 +432,23 @@ impl Drop for Stack {
     }
 }
 
+/// Sends `signal` (a name `kill` knows: TERM, STOP, CONT, INT) to a child process.
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -{signal} {} failed", child.id());
+}
+
+/// Starts a process with its output in `{name}.log`, appended to at every start of that name.
 fn spawn(name: &str, mut command: Command, log_dir: &Path) -> Process {
     let log = log_dir.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
     let child = command
         .stdin(Stdio::null())
         .stdout(file.try_clone().unwrap())
