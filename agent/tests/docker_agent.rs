@@ -297,7 +297,7 @@ async fn a_malformed_command_goes_to_the_dead_letter_queue_and_the_agent_keeps_w
     .await;
     let mut dead = Vec::new();
     for _ in 0..30 {
-        dead = messages_in(&agent.clients, &dlq_url).await;
+        dead = messages_with_reasons(&agent.clients, &dlq_url).await;
         if !dead.is_empty() {
             break;
         }
@@ -306,7 +306,13 @@ async fn a_malformed_command_goes_to_the_dead_letter_queue_and_the_agent_keeps_w
     agent.launch(&after).await;
     let finished = agent.finished(&after).await;
 
-    assert_eq!(dead, vec!["{\"type\":\"launchTask\",\"oops\":".to_owned()]);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0, "{\"type\":\"launchTask\",\"oops\":");
+    assert!(
+        dead[0].1.contains("not an agent command"),
+        "kept with its reason: {:?}",
+        dead[0].1
+    );
     assert_eq!(finished.reason, Some(TaskReason::Normal));
     assert!(!agent.run.is_finished());
     agent.stop().await;

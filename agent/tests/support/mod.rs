@@ -404,17 +404,36 @@ pub async fn wait_registered(
 
 /// Counts receives of a queue's messages: how many are in its dead-letter queue.
 pub async fn messages_in(clients: &AwsClients, url: &str) -> Vec<String> {
+    messages_with_reasons(clients, url)
+        .await
+        .into_iter()
+        .map(|(body, _)| body)
+        .collect()
+}
+
+/// The messages waiting on a queue (received, so hidden for a while), each with its `reason`
+/// attribute (empty when it has none).
+pub async fn messages_with_reasons(clients: &AwsClients, url: &str) -> Vec<(String, String)> {
     let out = clients
         .sqs
         .receive_message()
         .queue_url(url)
         .max_number_of_messages(10)
         .wait_time_seconds(1)
+        .message_attribute_names("All")
         .send()
         .await
         .unwrap();
     out.messages()
         .iter()
-        .map(|m| m.body().unwrap_or_default().to_owned())
+        .map(|m| {
+            let reason = m
+                .message_attributes()
+                .and_then(|attributes| attributes.get("reason"))
+                .and_then(|value| value.string_value())
+                .unwrap_or_default()
+                .to_owned();
+            (m.body().unwrap_or_default().to_owned(), reason)
+        })
         .collect()
 }
