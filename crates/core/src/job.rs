@@ -153,6 +153,10 @@ pub struct Container {
     /// Host paths to mount; refused unless configuration allows them.
     #[serde(default)]
     pub host_mounts: Vec<HostMount>,
+    /// How the task's processes run: their user, a read-only root file system, capabilities
+    /// beyond the platform's default set.
+    #[serde(default, skip_serializing_if = "SecurityContext::is_default")]
+    pub security_context: SecurityContext,
 }
 
 fn default_kill_grace_period_sec() -> u32 {
@@ -402,6 +406,31 @@ impl Constraint {
             Constraint::MachineGroup(_) => ConstraintName::MachineGroup,
             Constraint::MachineType(_) => ConstraintName::MachineType,
         }
+    }
+}
+
+/// How a task's processes run. Every container runs with `no-new-privileges`, all Linux
+/// capabilities dropped but the agent's default set (`NET_BIND_SERVICE`), and a pids limit; this
+/// asks for more or for less.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecurityContext {
+    /// `UID` or `UID:GID`, numeric; the image's user when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The container's root file system is read-only; `/tmp` is a fresh in-memory file system.
+    #[serde(default)]
+    pub read_only_root_filesystem: bool,
+    /// Capabilities beyond the default set, by their names without `CAP_` (`NET_RAW`); refused
+    /// by the agent unless its `allowed_capabilities` lists them.
+    #[serde(default)]
+    pub add_capabilities: Vec<String>,
+}
+
+impl SecurityContext {
+    pub fn is_default(&self) -> bool {
+        self == &SecurityContext::default()
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{JobId, TaskId};
-use crate::job::{ContainerResources, HostMount, Job};
+use crate::job::{ContainerResources, HostMount, Job, SecurityContext};
 use crate::state::{TaskReason, TaskState};
 use crate::task::Task;
 use crate::validation::FieldError;
@@ -62,6 +62,15 @@ pub struct LaunchTask {
     pub host_network: bool,
     #[serde(default)]
     pub host_mounts: Vec<HostMount>,
+    /// The IAM role whose credentials the task's container gets (an ARN or a role name); none
+    /// when empty, and then the container gets no AWS credentials at all.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub iam_role: String,
+    /// Kept so that an agent that cannot apply them refuses the task rather than ignoring them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "SecurityContext::is_default")]
+    pub security_context: SecurityContext,
 }
 
 impl LaunchTask {
@@ -102,6 +111,9 @@ impl LaunchTask {
             privileged: container.privileged,
             host_network: container.host_network,
             host_mounts: container.host_mounts.clone(),
+            iam_role: container.security_profile.iam_role.clone(),
+            security_groups: container.security_profile.security_groups.clone(),
+            security_context: container.security_context.clone(),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use titus_core::job::{
     BatchJobSpec, Capacity, Constraints, Container, ContainerResources, HostMount, Image,
-    JobGroupInfo, Owner, RetryPolicy, SecurityProfile, ServiceJobSpec,
+    JobGroupInfo, Owner, RetryPolicy, SecurityContext, SecurityProfile, ServiceJobSpec,
 };
 use titus_core::{
     parse_descriptor, Job, JobDescriptor, JobId, Limits, Task, TaskReason, TaskState,
@@ -35,7 +35,8 @@ fn full_batch_descriptor() -> JobDescriptor {
                 network_mbps: 256,
             },
             security_profile: SecurityProfile {
-                security_groups: vec!["sg-0123abcd".to_owned()],
+                // Refused by validation: no agent can apply security groups.
+                security_groups: vec![],
                 iam_role: "arn:aws:iam::123456789012:role/encoder".to_owned(),
                 attributes: BTreeMap::new(),
             },
@@ -61,6 +62,11 @@ fn full_batch_descriptor() -> JobDescriptor {
                 container_path: "/cache".to_owned(),
                 read_only: true,
             }],
+            security_context: SecurityContext {
+                user: Some("1000:1000".to_owned()),
+                read_only_root_filesystem: true,
+                add_capabilities: vec!["NET_RAW".to_owned()],
+            },
         },
         batch: Some(BatchJobSpec {
             size: 3,
@@ -91,8 +97,8 @@ fn descriptor_serializes_with_titus_field_names() {
         json!({"cpu": 2.5, "gpu": 1, "memoryMB": 4096, "diskMB": 20000, "networkMbps": 256})
     );
     assert_eq!(
-        value["container"]["securityProfile"]["securityGroups"][0],
-        "sg-0123abcd"
+        value["container"]["securityProfile"]["iamRole"],
+        "arn:aws:iam::123456789012:role/encoder"
     );
     assert_eq!(value["container"]["entryPoint"][0], "/bin/encode");
     assert_eq!(value["container"]["killGracePeriodSec"], 30);
@@ -105,6 +111,10 @@ fn descriptor_serializes_with_titus_field_names() {
         "/var/cache"
     );
     assert_eq!(value["container"]["hostMounts"][0]["readOnly"], true);
+    assert_eq!(
+        value["container"]["securityContext"],
+        json!({"user": "1000:1000", "readOnlyRootFilesystem": true, "addCapabilities": ["NET_RAW"]})
+    );
     assert_eq!(value["batch"]["runtimeLimitSec"], 3600);
     assert_eq!(value["batch"]["retryOnRuntimeLimit"], true);
     assert_eq!(

@@ -19,7 +19,7 @@ use serde_path_to_error::Segment;
 use crate::job::JobDescriptor;
 use serde_errors::malformed;
 
-pub use rules::validate;
+pub use rules::{validate, CAPABILITIES};
 
 /// One problem with a descriptor: where (a dotted field path in the JSON's camelCase names, with
 /// `[i]` or `["key"]` for collections, e.g. `container.resources.cpu`, `container.env["FOO"]`,

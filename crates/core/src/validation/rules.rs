@@ -8,8 +8,8 @@ use super::image::{
 use super::{quoted, FieldError, Limits, ROOT_FIELD};
 use crate::job::{
     BatchJobSpec, Constraint, ConstraintError, ConstraintName, Constraints, Container,
-    ContainerResources, HostMount, Image, JobDescriptor, RetryPolicy, SecurityProfile,
-    ServiceJobSpec,
+    ContainerResources, HostMount, Image, JobDescriptor, RetryPolicy, SecurityContext,
+    SecurityProfile, ServiceJobSpec,
 };
 
 const EMAIL_MAX_CHARS: usize = 254;
@@ -202,6 +202,36 @@ impl Problems<'_> {
             );
         }
         self.check_host_mounts(&container.host_mounts);
+        self.check_security_context(&container.security_context);
+    }
+
+    fn check_security_context(&mut self, context: &SecurityContext) {
+        if let Some(user) = &context.user {
+            if !is_numeric_user(user) {
+                self.push(
+                    "container.securityContext.user",
+                    format!(
+                        "must be a numeric UID or UID:GID (each at most {}), got {}",
+                        i32::MAX,
+                        quoted(user)
+                    ),
+                );
+            }
+        }
+        let field = "container.securityContext.addCapabilities";
+        self.check_count(field, context.add_capabilities.len(), CAPABILITIES.len());
+        for (index, capability) in context.add_capabilities.iter().enumerate() {
+            if !CAPABILITIES.contains(&capability.as_str()) {
+                self.push(
+                    format!("{field}[{index}]"),
+                    format!(
+                        "must be a Linux capability name without \"CAP_\" in capitals (such as \
+                         \"NET_RAW\"), got {}",
+                        quoted(capability)
+                    ),
+                );
+            }
+        }
     }
 
     fn check_resources(&mut self, resources: &ContainerResources) {
@@ -414,6 +444,7 @@ impl Problems<'_> {
 
     fn check_security_profile(&mut self, profile: &SecurityProfile) {
         let field = "container.securityProfile.securityGroups";
+        let errors_before = self.errors.len();
         self.check_count(field, profile.security_groups.len(), SECURITY_GROUPS_MAX);
         for (index, group) in profile.security_groups.iter().enumerate() {
             if !is_security_group_id(group) {
@@ -426,6 +457,15 @@ impl Problems<'_> {
                     ),
                 );
             }
+        }
+        // Well-formed or not, no agent can apply them: refused rather than ignored.
+        if !profile.security_groups.is_empty() && self.errors.len() == errors_before {
+            self.push(
+                field,
+                "cannot be honoured: agents run tasks on an isolated Docker bridge network, \
+                 where EC2 security groups do not apply (the host's security group governs \
+                 the task's traffic); expected no security groups",
+            );
         }
         let role = &profile.iam_role;
         let role_length = role.chars().count();
@@ -633,6 +673,62 @@ fn is_email_like(email: &str) -> bool {
         && !domain.contains('@')
         && domain.contains('.')
         && domain.split('.').all(|label| !label.is_empty())
+}
+
+/// Linux capabilities by the names Docker takes (without `CAP_`).
+pub const CAPABILITIES: [&str; 41] = [
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "SYSLOG",
+    "WAKE_ALARM",
+];
+
+/// `UID` or `UID:GID`, each a number Docker accepts.
+fn is_numeric_user(user: &str) -> bool {
+    let id = |part: &str| {
+        !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && part.parse::<i32>().is_ok()
+    };
+    match user.split_once(':') {
+        Some((uid, gid)) => id(uid) && id(gid),
+        None => id(user),
+    }
 }
 
 fn is_security_group_id(group: &str) -> bool {
@@ -1103,6 +1199,50 @@ mod tests {
                 "container.securityProfile.iamRole",
             ]
         );
+    }
+
+    #[test]
+    fn security_groups_are_refused_because_no_agent_can_apply_them() {
+        let errors = problems_of(json!({
+            "container": {"securityProfile": {"securityGroups": ["sg-0123abcd"]}}
+        }));
+
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "container.securityProfile.securityGroups");
+        assert!(
+            errors[0].message.starts_with("cannot be honoured"),
+            "{}",
+            errors[0].message
+        );
+    }
+
+    #[test]
+    fn security_context_is_checked() {
+        let errors = problems_of(json!({
+            "container": {"securityContext": {
+                "user": "nobody",
+                "readOnlyRootFilesystem": true,
+                "addCapabilities": ["NET_RAW", "CAP_SYS_ADMIN", "net_admin"]
+            }}
+        }));
+
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "container.securityContext.user",
+                "container.securityContext.addCapabilities[1]",
+                "container.securityContext.addCapabilities[2]",
+            ]
+        );
+        for good in ["1000", "1000:1000", "0:0"] {
+            let json = batch_with(json!({"container": {"securityContext": {"user": good}}}));
+            assert!(parse(&json).is_ok(), "{good} must be accepted");
+        }
+        for bad in ["", ":1", "1:", "-1", "99999999999", "1000:1000:1"] {
+            let errors = problems_of(json!({"container": {"securityContext": {"user": bad}}}));
+            assert_eq!(errors.len(), 1, "{bad:?} must be refused");
+        }
     }
 
     #[test]
