@@ -6,8 +6,12 @@
 //! 1. Launch latency: from a launch message in hand to its container running (and its Started
 //!    status handed to the status sink), against a plain bollard create + start of the same image
 //!    in the same run, interleaved. The agent runs in this process with in-memory queues so that
-//!    only its own work and Docker's are measured.
-//! 2. Resident memory of the `titus-agent` binary, idle and with 50 task containers running,
+//!    only its own work and Docker's are measured; its containers are isolated (task network,
+//!    dropped capabilities), and one series launches tasks with an IAM role (AssumeRole on the
+//!    emulator's STS, the token, the address binding).
+//! 2. The task credentials endpoint's answer time (cached credentials), against the same
+//!    server's answer to a path it does not serve, over a new TCP connection each.
+//! 3. Resident memory of the `titus-agent` binary, idle and with 50 task containers running,
 //!    against the emulator.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,16 +21,15 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use support::*;
 use titus_agent::agent::AgentIdentity;
-use titus_agent::aws::NoRegistryAuth;
+use titus_agent::aws::StsRoles;
 use titus_agent::testing::{MemoryCommandSource, MemoryLink, MemoryStatusSink};
-use titus_agent::{Agent, AgentSettings, DockerRuntime};
+use titus_agent::{Agent, AgentSettings, DockerRuntime, HostServices};
 use titus_core::messages::AgentCommand;
 use titus_core::{Resources, TaskState};
 
@@ -59,8 +62,16 @@ async fn launch_latency() {
     let settings = AgentSettings {
         agent_id: Some(agent_id.clone()),
         finished_retention_secs: 0,
+        credentials_port: 0,
         ..AgentSettings::default()
     };
+    let (_, sdk_config) = clients().await;
+    let credentials = titus_agent::bootstrap::serve_credentials(
+        &settings,
+        std::sync::Arc::new(StsRoles::new(&sdk_config)),
+    )
+    .await
+    .unwrap();
     let agent = Agent::start(
         AgentIdentity {
             agent_id: agent_id.clone(),
@@ -80,12 +91,16 @@ async fn launch_latency() {
         MemoryCommandSource::default(),
         MemoryStatusSink::default(),
         MemoryLink::default(),
-        Arc::new(NoRegistryAuth),
+        HostServices {
+            registry_auth: std::sync::Arc::new(titus_agent::aws::NoRegistryAuth),
+            credentials: Some(credentials),
+        },
     )
     .await
     .unwrap();
 
-    let (mut plain, mut configured, mut agent_samples) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut plain, mut configured, mut agent_samples, mut role_samples) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // One warm-up round of each, not counted.
     for round in 0..=ROUNDS {
         let name = format!("titus-bench-plain-{agent_id}-{round}");
@@ -125,6 +140,10 @@ async fn launch_latency() {
                         memory_swap: Some(512 * 1024 * 1024),
                         pids_limit: Some(4096),
                         init: Some(true),
+                        network_mode: Some("titus-tasks".to_owned()),
+                        security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+                        cap_drop: Some(vec!["ALL".to_owned()]),
+                        cap_add: Some(vec!["NET_BIND_SERVICE".to_owned()]),
                         log_config: Some(HostConfigLogConfig {
                             typ: Some("json-file".to_owned()),
                             config: Some(HashMap::from([
@@ -151,16 +170,27 @@ async fn launch_latency() {
         assert_eq!(disposition, titus_agent::Disposition::Delete);
         remove(&docker, &format!("titus-{}", task.task_id)).await;
 
+        let mut task = launch("sleep 60");
+        task.iam_role = "arn:aws:iam::123456789012:role/bench".to_owned();
+        let body = serde_json::to_string(&AgentCommand::LaunchTask(task.clone())).unwrap();
+        let started = Instant::now();
+        let disposition = agent.handle_message(&body).await;
+        let role_elapsed = started.elapsed();
+        assert_eq!(disposition, titus_agent::Disposition::Delete);
+        remove(&docker, &format!("titus-{}", task.task_id)).await;
+
         if round > 0 {
             plain.push(plain_elapsed);
             configured.push(configured_elapsed);
             agent_samples.push(agent_elapsed);
+            role_samples.push(role_elapsed);
         }
     }
     agent.shutdown();
     let (plain_median, plain_p90, plain_mean) = summary(&mut plain);
     let (configured_median, configured_p90, configured_mean) = summary(&mut configured);
     let (agent_median, agent_p90, agent_mean) = summary(&mut agent_samples);
+    let (role_median, role_p90, role_mean) = summary(&mut role_samples);
     println!("launch latency, {ROUNDS} rounds, interleaved (ms):");
     println!(
         "  docker create+start (bollard, same image): median {plain_median:7.1}  p90 {plain_p90:7.1}  mean {plain_mean:7.1}"
@@ -172,9 +202,92 @@ async fn launch_latency() {
         "  agent: launch message -> container running: median {agent_median:7.1}  p90 {agent_p90:7.1}  mean {agent_mean:7.1}"
     );
     println!(
+        "  agent, task with an IAM role (AssumeRole): median {role_median:7.1}  p90 {role_p90:7.1}  mean {role_mean:7.1}"
+    );
+    println!(
         "  ratio agent / docker (median): {:.2} (goal <= 1.10); against the same settings: {:.2}",
         agent_median / plain_median,
         agent_median / configured_median
+    );
+    println!(
+        "  ratio agent with a role / docker (median): {:.2} (goal <= 1.10); against the same settings: {:.2}",
+        role_median / plain_median,
+        role_median / configured_median
+    );
+}
+
+/// One HTTP/1.1 request on a new connection; the answer's status line.
+async fn get(address: std::net::SocketAddr, path: &str, token: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn credentials_answer_time() {
+    const REQUESTS: usize = 500;
+    let (_, sdk_config) = clients().await;
+    let settings = AgentSettings {
+        credentials_address: "127.0.0.1".to_owned(),
+        credentials_port: 0,
+        ..AgentSettings::default()
+    };
+    let service = titus_agent::bootstrap::serve_credentials(
+        &settings,
+        std::sync::Arc::new(StsRoles::new(&sdk_config)),
+    )
+    .await
+    .unwrap();
+    let address: std::net::SocketAddr = service
+        .uri()
+        .trim_start_matches("http://")
+        .trim_end_matches(titus_agent::credentials::CREDENTIALS_PATH)
+        .parse()
+        .unwrap();
+    let task = titus_core::TaskId::generate();
+    let token = "bench-token";
+    service.adopt(
+        &task,
+        "arn:aws:iam::123456789012:role/bench",
+        &titus_agent::credentials::token_digest(token),
+        titus_agent::credentials::Binding::AnyAddress,
+    );
+    // The first answer assumes the role; the rest are served from the cache.
+    assert!(get(address, "/v1/credentials", token).await.contains("200"));
+    let (mut answered, mut baseline) = (Vec::new(), Vec::new());
+    for _ in 0..REQUESTS {
+        let started = Instant::now();
+        let status = get(address, "/v1/credentials", token).await;
+        answered.push(started.elapsed());
+        assert!(status.contains("200"), "{status}");
+        let started = Instant::now();
+        let status = get(address, "/elsewhere", token).await;
+        baseline.push(started.elapsed());
+        assert!(status.contains("404"), "{status}");
+    }
+    let us = |samples: &mut Vec<Duration>| {
+        let (median, p90, _) = summary(samples);
+        (median * 1000.0, p90 * 1000.0)
+    };
+    let (answer_median, answer_p90) = us(&mut answered);
+    let (base_median, base_p90) = us(&mut baseline);
+    println!("task credentials endpoint, {REQUESTS} requests each, new connection each (µs):");
+    println!(
+        "  the same server, a path it does not serve: median {base_median:7.0}  p90 {base_p90:7.0}"
+    );
+    println!("  credentials (token checked, cached):       median {answer_median:7.0}  p90 {answer_p90:7.0}");
+    println!(
+        "  ratio credentials / baseline (median): {:.2}",
+        answer_median / base_median
     );
 }
 
@@ -259,6 +372,7 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         launch_latency().await;
+        credentials_answer_time().await;
         resident_memory().await;
     });
 }

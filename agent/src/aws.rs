@@ -18,6 +18,7 @@ use titus_core::{Agent, AgentHeartbeat, AgentStore as _, JobStore as _, StoreErr
 use tokio::time::{sleep, Instant};
 
 use crate::config::{AgentSettings, ConfigError};
+use crate::credentials::{AssumeError, RoleAssumer, RoleCredentials, SESSION_SECS};
 use crate::ports::{ControlPlaneLink, LinkError, Placement};
 use crate::runtime::RegistryCredentials;
 use crate::time::now_ms;
@@ -84,21 +85,39 @@ pub struct EcrRegistry {
     pub region: String,
 }
 
-/// The ECR registry of an image, if it is in one.
+/// The ECR registry of an image, if it is in one: its host must be exactly
+/// `{12 digits}.dkr.ecr[-fips].{region}.amazonaws.com` (or `.amazonaws.com.cn`), so that the
+/// instance role's ECR token goes to ECR alone and never to a look-alike host.
 pub fn ecr_registry(image: &str) -> Option<EcrRegistry> {
     let host = image.split('/').next()?;
     if !image.contains('/') {
         return None;
     }
-    let mut parts = host.split('.');
-    let account_id = parts.next()?;
-    let (dkr, ecr, region) = (parts.next()?, parts.next()?, parts.next()?);
-    let rest: Vec<&str> = parts.collect();
+    let parts: Vec<&str> = host.split('.').collect();
+    let (account_id, dkr, ecr, region, suffix) = match parts.as_slice() {
+        [account, dkr, ecr, region, suffix @ ..] => (*account, *dkr, *ecr, *region, suffix),
+        _ => return None,
+    };
+    let is_region = {
+        let mut pieces = region.split('-');
+        let first = pieces.next().unwrap_or_default();
+        let rest: Vec<&str> = pieces.collect();
+        first.len() == 2
+            && first.bytes().all(|b| b.is_ascii_lowercase())
+            && rest.len() >= 2
+            && rest
+                .last()
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            && rest[..rest.len() - 1]
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+    };
     let is_ecr = account_id.len() == 12
         && account_id.bytes().all(|b| b.is_ascii_digit())
         && dkr == "dkr"
-        && ecr.starts_with("ecr")
-        && rest.first() == Some(&"amazonaws");
+        && (ecr == "ecr" || ecr == "ecr-fips")
+        && is_region
+        && (suffix == ["amazonaws", "com"] || suffix == ["amazonaws", "com", "cn"]);
     is_ecr.then(|| EcrRegistry {
         host: host.to_owned(),
         account_id: account_id.to_owned(),
@@ -197,6 +216,115 @@ impl RegistryAuth for EcrAuth {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(registry.host.clone(), (credentials.clone(), expires_ms));
             Ok(Some(credentials))
+        })
+    }
+}
+
+/// Task roles through STS, with the agent's own credentials (the instance role).
+#[derive(Debug)]
+pub struct StsRoles {
+    client: aws_sdk_sts::Client,
+    /// The agent's partition and account, for roles given by name.
+    own_account: tokio::sync::OnceCell<(String, String)>,
+}
+
+impl StsRoles {
+    pub fn new(sdk_config: &aws_config::SdkConfig) -> StsRoles {
+        StsRoles {
+            client: aws_sdk_sts::Client::new(sdk_config),
+            own_account: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// `role` as an ARN: as given, or a name in the agent's own account.
+    async fn role_arn(&self, role: &str) -> Result<String, AssumeError> {
+        if role.starts_with("arn:") {
+            return Ok(role.to_owned());
+        }
+        let (partition, account) = self
+            .own_account
+            .get_or_try_init(|| async {
+                let identity = self
+                    .client
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(|e| AssumeError::Unavailable {
+                        role: role.to_owned(),
+                        message: format!(
+                            "the agent's own account is needed for a role given by name, and \
+                             GetCallerIdentity failed: {}",
+                            aws_sdk_sts::error::DisplayErrorContext(&e)
+                        ),
+                    })?;
+                let arn = identity.arn().unwrap_or_default();
+                let mut parts = arn.split(':');
+                let partition = parts.nth(1).unwrap_or("aws").to_owned();
+                let account = identity.account().unwrap_or_default().to_owned();
+                Ok::<_, AssumeError>((partition, account))
+            })
+            .await?;
+        Ok(format!("arn:{partition}:iam::{account}:role/{role}"))
+    }
+}
+
+impl RoleAssumer for StsRoles {
+    fn assume<'a>(
+        &'a self,
+        role: &'a str,
+        session_name: &'a str,
+    ) -> BoxFuture<'a, Result<RoleCredentials, AssumeError>> {
+        Box::pin(async move {
+            let role_arn = self.role_arn(role).await?;
+            let answer = self
+                .client
+                .assume_role()
+                .role_arn(&role_arn)
+                .role_session_name(session_name)
+                .duration_seconds(SESSION_SECS)
+                .send()
+                .await
+                .map_err(|e| {
+                    let message = aws_sdk_sts::error::DisplayErrorContext(&e).to_string();
+                    let refused = e.as_service_error().is_some_and(|service| {
+                        use aws_sdk_sts::error::ProvideErrorMetadata as _;
+                        matches!(
+                            service.code(),
+                            Some(
+                                "AccessDenied"
+                                    | "NoSuchEntity"
+                                    | "ValidationError"
+                                    | "MalformedPolicyDocument"
+                                    | "RegionDisabledException"
+                            )
+                        )
+                    });
+                    if refused {
+                        AssumeError::Refused {
+                            role: role_arn.clone(),
+                            message,
+                        }
+                    } else {
+                        AssumeError::Unavailable {
+                            role: role_arn.clone(),
+                            message,
+                        }
+                    }
+                })?;
+            let credentials = answer
+                .credentials()
+                .ok_or_else(|| AssumeError::Unavailable {
+                    role: role_arn.clone(),
+                    message: "STS answered without credentials".to_owned(),
+                })?;
+            Ok(RoleCredentials {
+                access_key_id: credentials.access_key_id().to_owned(),
+                secret_access_key: credentials.secret_access_key().to_owned(),
+                session_token: credentials.session_token().to_owned(),
+                expiration_ms: u64::try_from(credentials.expiration().to_millis().unwrap_or(0))
+                    .unwrap_or(0),
+                role_arn,
+            })
         })
     }
 }
@@ -320,6 +448,28 @@ mod tests {
             Some("us-east-1".to_owned())
         );
         assert_eq!(ecr_registry("busybox:1"), None);
+        // Look-alike hosts get no ECR token.
+        for host in [
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.example",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.community",
+            "123456789012.dkr.ecrx.us-east-1.amazonaws.com",
+            "123456789012.dkr.ecr.evil.amazonaws.com",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com:443",
+            "1234567890123.dkr.ecr.us-east-1.amazonaws.com",
+            "x.123456789012.dkr.ecr.us-east-1.amazonaws.com",
+        ] {
+            assert_eq!(ecr_registry(&format!("{host}/app:1")), None, "{host}");
+        }
+        assert_eq!(
+            ecr_registry("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn/app:1")
+                .map(|r| r.region),
+            Some("cn-north-1".to_owned())
+        );
+        assert_eq!(
+            ecr_registry("123456789012.dkr.ecr.us-gov-west-1.amazonaws.com/app:1")
+                .map(|r| r.region),
+            Some("us-gov-west-1".to_owned())
+        );
         assert_eq!(ecr_registry("docker.io/library/busybox"), None);
         assert_eq!(ecr_registry("titus-test/busybox:1"), None);
     }

@@ -9,11 +9,15 @@ use titus_aws::{AwsClients, Names, SqsCommandSource, SqsStatusSink};
 use titus_core::ports::QueueError;
 use titus_core::Resources;
 
-use crate::agent::{Agent, AgentError, AgentIdentity};
-use crate::aws::{load_settings, AwsLink, EcrAuth, NoRegistryAuth, RegistryAuth};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{Agent, AgentError, AgentIdentity, HostServices};
+use crate::aws::{load_settings, AwsLink, EcrAuth, NoRegistryAuth, RegistryAuth, StsRoles};
 use crate::config::{AgentSettings, ConfigError, DEFAULT_STAGE};
+use crate::credentials::{CredentialService, RoleAssumer};
 use crate::docker::DockerRuntime;
 use crate::host::{instance_identity, measure_capacity, HostError, IMDS_ENDPOINT};
+use crate::isolation::{prepare_host, IsolationError};
 use crate::runtime::RuntimeError;
 
 /// The agent as it runs in production: Docker, SQS and DynamoDB.
@@ -39,6 +43,10 @@ pub enum BootstrapError {
     Docker(RuntimeError),
     #[error("the status queue is not usable: {0}; is the stage provisioned?")]
     StatusQueue(QueueError),
+    #[error("this host cannot isolate task containers: {0}")]
+    Isolation(#[from] IsolationError),
+    #[error("the task credentials endpoint cannot listen on {address}: {message}")]
+    Credentials { address: String, message: String },
     #[error(transparent)]
     Agent(#[from] AgentError),
 }
@@ -119,6 +127,9 @@ pub async fn start(
     } else {
         Arc::new(NoRegistryAuth)
     };
+    // No task runs on a host whose isolation is not in place.
+    prepare_host(&runtime, &settings).await?;
+    let credentials = serve_credentials(&settings, Arc::new(StsRoles::new(sdk_config))).await?;
     let identity = AgentIdentity {
         agent_id: agent_id.clone(),
         zone,
@@ -133,10 +144,47 @@ pub async fn start(
         SqsCommandSource::named(clients.sqs.clone(), names.agent_queue(&agent_id)),
         status,
         AwsLink::for_agent(clients, &names, &agent_id, REGISTRATION_WAIT),
-        registry_auth,
+        HostServices {
+            registry_auth,
+            credentials: Some(credentials),
+        },
     )
     .await?;
     Ok(agent)
+}
+
+/// Listens for task containers' credential requests on the configured address and port, and
+/// serves them for as long as the process lives.
+pub async fn serve_credentials(
+    settings: &AgentSettings,
+    roles: Arc<dyn RoleAssumer>,
+) -> Result<Arc<CredentialService>, BootstrapError> {
+    let address = format!(
+        "{}:{}",
+        settings.credentials_address, settings.credentials_port
+    );
+    let listener =
+        tokio::net::TcpListener::bind(&address)
+            .await
+            .map_err(|e| BootstrapError::Credentials {
+                address: address.clone(),
+                message: e.to_string(),
+            })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| BootstrapError::Credentials {
+            address: address.clone(),
+            message: e.to_string(),
+        })?;
+    let service = Arc::new(CredentialService::new(roles, bound));
+    tracing::info!(uri = %service.uri(), "serving task credentials");
+    let server = service.clone();
+    tokio::spawn(async move {
+        if let Err(e) = server.serve(listener, CancellationToken::new()).await {
+            tracing::error!(error = %e, "the task credentials endpoint stopped");
+        }
+    });
+    Ok(service)
 }
 
 /// The measured capacity with the configured overrides.

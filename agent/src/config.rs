@@ -100,6 +100,22 @@ pub struct AgentSettings {
     /// The file system whose size is the agent's disk capacity; default: Docker's root dir.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_path: Option<String>,
+    /// The Docker bridge network every task joins, and its bridge interface's name (at most 15
+    /// characters): created at start with traffic between its containers off, and fenced off
+    /// from the host and from instance metadata by the agent's firewall rules.
+    pub task_network: String,
+    /// Where the agent serves task credentials (`AWS_CONTAINER_CREDENTIALS_FULL_URI`): an
+    /// address the AWS SDKs accept over plain HTTP (169.254.170.2, as on ECS), added to `lo`.
+    pub credentials_address: String,
+    /// Its TCP port; 0 picks a free one at start (tests only: running tasks lose their
+    /// credentials when the agent restarts on another port).
+    pub credentials_port: u16,
+    /// Host TCP ports task containers may reach (on any host address); none in production.
+    /// Locally, the emulator's port, so that tasks can call the emulated AWS as their role.
+    pub host_ports_open_to_tasks: Vec<u16>,
+    /// Capabilities a job may add (`container.securityContext.addCapabilities`) beyond the
+    /// default `NET_BIND_SERVICE`; a launch asking for another finishes with `invalidRequest`.
+    pub allowed_capabilities: Vec<String>,
 }
 
 impl Default for AgentSettings {
@@ -134,6 +150,11 @@ impl Default for AgentSettings {
             ecr_auth_from_instance_role: true,
             imds_timeout_millis: 1000,
             disk_path: None,
+            task_network: "titus-tasks".to_owned(),
+            credentials_address: "169.254.170.2".to_owned(),
+            credentials_port: 51679,
+            host_ports_open_to_tasks: Vec::new(),
+            allowed_capabilities: Vec::new(),
         }
     }
 }
@@ -296,6 +317,43 @@ impl AgentSettings {
                 "missing: the awslogs log driver needs a log group".to_owned(),
             ));
         }
+        let network = &self.task_network;
+        if !(1..=15).contains(&network.len())
+            || !network
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "task_network",
+                format!(
+                    "{network:?}: expected 1 to 15 lowercase letters, digits, '-' or '_' (it \
+                     names the network's bridge interface too)"
+                ),
+            ));
+        }
+        if self
+            .credentials_address
+            .parse::<std::net::Ipv4Addr>()
+            .is_err()
+        {
+            return Err(invalid(
+                "credentials_address",
+                format!("{:?}: expected an IPv4 address", self.credentials_address),
+            ));
+        }
+        if let Some(capability) = self
+            .allowed_capabilities
+            .iter()
+            .find(|c| !titus_core::validation::CAPABILITIES.contains(&c.as_str()))
+        {
+            return Err(invalid(
+                "allowed_capabilities",
+                format!(
+                    "{capability:?}: expected Linux capability names without \"CAP_\", in \
+                     capitals (such as \"NET_RAW\")"
+                ),
+            ));
+        }
         if self.machine_group.is_empty() {
             return Err(invalid(
                 "machine_group",
@@ -367,6 +425,11 @@ const SETTING_NAMES: &[&str] = &[
     "ecr_auth_from_instance_role",
     "imds_timeout_millis",
     "disk_path",
+    "task_network",
+    "credentials_address",
+    "credentials_port",
+    "host_ports_open_to_tasks",
+    "allowed_capabilities",
 ];
 
 const OPTIONAL_SETTINGS: &[&str] = &[
@@ -387,6 +450,21 @@ fn env_value(default: Option<&serde_json::Value>, setting: &str, text: &str) -> 
     let numeric_optional = matches!(setting, "cpu_millis" | "memory_mb" | "disk_mb");
     let is_number = default.is_some_and(serde_json::Value::is_number) || numeric_optional;
     let is_bool = default.is_some_and(serde_json::Value::is_boolean);
+    if default.is_some_and(serde_json::Value::is_array) {
+        // A comma-separated list: `NET_RAW,SYS_PTRACE`, `4566`.
+        let items = text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| {
+                serde_json::from_str::<serde_json::Number>(item).map_or_else(
+                    |_| serde_json::Value::String(item.to_owned()),
+                    serde_json::Value::Number,
+                )
+            })
+            .collect();
+        return serde_json::Value::Array(items);
+    }
     if is_number || is_bool {
         serde_json::from_str(text.trim()).unwrap_or_else(|_| serde_json::Value::String(text.into()))
     } else {

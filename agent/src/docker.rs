@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::models::{
+    ContainerCreateBody, DeviceRequest, HostConfig, HostConfigLogConfig, NetworkCreateRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
@@ -35,6 +37,24 @@ pub struct EngineInfo {
     /// Where the engine keeps images and containers: the disk whose size is the agent's.
     pub root_dir: String,
 }
+
+/// A Docker network as the agent needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub id: String,
+    pub name: String,
+    /// The bridge interface on the host (`com.docker.network.bridge.name`).
+    pub bridge: String,
+    /// Whether containers on it may talk to each other (`enable_icc`).
+    pub inter_container_traffic: bool,
+    /// The host's address on the bridge.
+    pub gateway: Option<std::net::IpAddr>,
+    pub subnet: Option<String>,
+}
+
+/// Docker's bridge driver options the task network is made with.
+const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 
 /// The container runtime backed by a Docker engine.
 #[derive(Debug, Clone)]
@@ -83,6 +103,68 @@ impl DockerRuntime {
             api_version: version.api_version.unwrap_or_default(),
             root_dir: info.docker_root_dir.unwrap_or_default(),
         })
+    }
+
+    /// The bridge network `name` (also its interface's name), created with traffic between its
+    /// containers off when it does not exist. Agents sharing a host share it.
+    pub async fn ensure_task_network(&self, name: &str) -> Result<NetworkInfo, RuntimeError> {
+        if let Some(info) = self.network(name).await? {
+            return Ok(info);
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".to_owned()),
+            options: Some(HashMap::from([
+                (BRIDGE_NAME_OPTION.to_owned(), name.to_owned()),
+                (ICC_OPTION.to_owned(), "false".to_owned()),
+            ])),
+            labels: Some(HashMap::from([(
+                "titus.network".to_owned(),
+                "tasks".to_owned(),
+            )])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => {}
+            // Another agent on this host made it first (the bridge name is taken).
+            Err(e) if status_code(&e).is_some_and(|code| code == 409 || code == 403) => {}
+            Err(e) => return Err(self.error("create network", e)),
+        }
+        self.network(name)
+            .await?
+            .ok_or_else(|| RuntimeError::Engine {
+                operation: "create network",
+                message: format!("network {name:?} was created but cannot be found"),
+            })
+    }
+
+    async fn network(&self, name: &str) -> Result<Option<NetworkInfo>, RuntimeError> {
+        let inspected = match self.docker.inspect_network(name, None).await {
+            Ok(inspected) => inspected,
+            Err(e) if status_code(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(self.error("inspect network", e)),
+        };
+        let options = inspected.options.unwrap_or_default();
+        let ipam = inspected
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .unwrap_or_default();
+        let first = ipam.into_iter().find(|c| {
+            c.subnet
+                .as_deref()
+                .is_some_and(|subnet| !subnet.contains(':'))
+        });
+        Ok(Some(NetworkInfo {
+            id: inspected.id.unwrap_or_default(),
+            name: inspected.name.unwrap_or_default(),
+            bridge: options.get(BRIDGE_NAME_OPTION).cloned().unwrap_or_default(),
+            inter_container_traffic: options.get(ICC_OPTION).map(String::as_str) != Some("false"),
+            gateway: first
+                .as_ref()
+                .and_then(|c| c.gateway.as_deref())
+                .and_then(|g| g.parse().ok()),
+            subnet: first.and_then(|c| c.subnet),
+        }))
     }
 
     fn error(&self, operation: &'static str, err: BollardError) -> RuntimeError {
@@ -189,6 +271,11 @@ impl ContainerRuntime for DockerRuntime {
                 format!("{}:{}:{mode}", m.host_path, m.container_path)
             })
             .collect();
+        let network_mode = if spec.host_network {
+            Some("host".to_owned())
+        } else {
+            spec.network.clone()
+        };
         let host_config = HostConfig {
             nano_cpus: Some(spec.nano_cpus),
             memory: Some(spec.memory_bytes),
@@ -196,8 +283,25 @@ impl ContainerRuntime for DockerRuntime {
             memory_swap: Some(spec.memory_bytes),
             pids_limit: (spec.pids_limit > 0).then_some(spec.pids_limit),
             privileged: Some(spec.privileged),
-            network_mode: spec.host_network.then(|| "host".to_owned()),
+            network_mode,
             binds: (!binds.is_empty()).then_some(binds),
+            // No process may gain privileges it was not started with (setuid binaries, file
+            // capabilities), and only the listed capabilities are kept.
+            security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+            cap_drop: (!spec.privileged).then(|| vec!["ALL".to_owned()]),
+            cap_add: (!spec.privileged && !spec.capabilities.is_empty())
+                .then(|| spec.capabilities.clone()),
+            readonly_rootfs: Some(spec.read_only_root_filesystem),
+            tmpfs: spec.read_only_root_filesystem.then(|| {
+                HashMap::from([("/tmp".to_owned(), "rw,nosuid,nodev,size=64m".to_owned())])
+            }),
+            device_requests: (spec.gpus > 0).then(|| {
+                vec![DeviceRequest {
+                    count: Some(i64::from(spec.gpus)),
+                    capabilities: Some(vec![vec!["gpu".to_owned()]]),
+                    ..Default::default()
+                }]
+            }),
             log_config: Some(HostConfigLogConfig {
                 typ: Some(spec.log.driver.clone()),
                 config: Some(spec.log.options.clone().into_iter().collect()),
@@ -215,6 +319,7 @@ impl ContainerRuntime for DockerRuntime {
             cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(spec.labels.clone().into_iter().collect()),
+            user: spec.user.clone(),
             host_config: Some(host_config),
             ..Default::default()
         };
@@ -299,6 +404,13 @@ impl ContainerRuntime for DockerRuntime {
             .unwrap_or_default()
             .into_iter()
             .collect();
+        let ip_addresses = inspected
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default()
+            .into_values()
+            .filter_map(|endpoint| endpoint.ip_address?.parse().ok())
+            .collect();
         Ok(ContainerInfo {
             id: inspected.id.unwrap_or_default(),
             name: strip_slash(&inspected.name.unwrap_or_default()),
@@ -313,6 +425,7 @@ impl ContainerRuntime for DockerRuntime {
             started_at_ms: state.started_at.as_deref().and_then(parse_docker_time),
             finished_at_ms: state.finished_at.as_deref().and_then(parse_docker_time),
             error: state.error.unwrap_or_default(),
+            ip_addresses,
         })
     }
 

@@ -9,15 +9,19 @@ pub mod agent;
 pub mod aws;
 pub mod bootstrap;
 pub mod config;
+pub mod credentials;
 pub mod docker;
 pub mod host;
+pub mod isolation;
 pub mod outbox;
 pub mod ports;
 pub mod runtime;
 pub mod testing;
 pub mod time;
 
-pub use agent::{task_log_tail, Agent, AgentError, AgentIdentity, Disposition, RunOutcome};
+pub use agent::{
+    task_log_tail, Agent, AgentError, AgentIdentity, Disposition, HostServices, RunOutcome,
+};
 pub use config::{AgentSettings, DrainPolicy, LogDriver};
 pub use docker::DockerRuntime;
 pub use runtime::ContainerRuntime;

@@ -23,6 +23,10 @@ pub mod label {
     pub const KILL_GRACE_SECS: &str = "titus.kill-grace-secs";
     /// The task's resources as JSON (`Resources`), for the heartbeat's report after a restart.
     pub const RESOURCES: &str = "titus.resources";
+    /// The task's IAM role, and the SHA-256 of its credentials token: a restarted agent serves
+    /// the task's credentials again without knowing the token itself.
+    pub const IAM_ROLE: &str = "titus.iam-role";
+    pub const TOKEN_SHA256: &str = "titus.credentials.token-sha256";
 }
 
 /// The deterministic container name of a task: a second launch of the same task finds it taken.
@@ -65,10 +69,25 @@ pub struct ContainerSpec {
     /// The most processes the container may have; 0 leaves the engine's default.
     pub pids_limit: i64,
     pub privileged: bool,
+    /// The Docker network the container joins (the agent's task network); ignored with
+    /// `host_network`.
+    pub network: Option<String>,
     pub host_network: bool,
     pub host_mounts: Vec<HostMount>,
     pub log: LogConfig,
+    /// Capabilities kept; every other one is dropped. Ignored when privileged.
+    pub capabilities: Vec<String>,
+    /// `UID` or `UID:GID`; the image's user when `None`.
+    pub user: Option<String>,
+    /// A read-only root file system, with an in-memory `/tmp`.
+    pub read_only_root_filesystem: bool,
+    /// GPUs asked of the engine's GPU device driver.
+    pub gpus: u32,
 }
+
+/// The capabilities every task container keeps: binding ports under 1024. Kubernetes' Pod
+/// Security Standard "restricted" allows this one alone.
+pub const DEFAULT_CAPABILITIES: &[&str] = &["NET_BIND_SERVICE"];
 
 /// A container's lifecycle state, as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +135,8 @@ pub struct ContainerInfo {
     pub finished_at_ms: Option<u64>,
     /// The engine's error for the container (a failed start), empty when none.
     pub error: String,
+    /// Its addresses on its networks (none with the host's network or before it started).
+    pub ip_addresses: Vec<std::net::IpAddr>,
 }
 
 /// One container found by listing.

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+
 use titus_core::messages::{Registration, TaskStatusUpdate};
 use titus_core::ports::{DeadLetter, QueueError};
 use titus_core::{Agent, AgentHeartbeat, AgentState, AgentStore, StoreError, TaskId, TaskState};
@@ -118,6 +120,7 @@ impl FakeRuntime {
             started_at_ms: Some(now_ms()),
             finished_at_ms: exit_code.map(|_| now_ms()),
             error: String::new(),
+            ip_addresses: vec![fake_address(state.next_id)],
         };
         state.containers.insert(
             spec.name.clone(),
@@ -188,6 +191,7 @@ impl ContainerRuntime for FakeRuntime {
             started_at_ms: None,
             finished_at_ms: None,
             error: String::new(),
+            ip_addresses: vec![fake_address(state.next_id)],
         };
         state.containers.insert(
             spec.name.clone(),
@@ -686,5 +690,66 @@ pub fn remove_agent_containers_blocking(agent_id: &str) {
                 .args(ids)
                 .output();
         }
+    }
+}
+
+/// The address the fake engine gives its `n`th container on the task network.
+pub fn fake_address(n: u64) -> std::net::IpAddr {
+    let [.., high, low] = n.to_be_bytes();
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 99, high, low))
+}
+
+/// STS as a role assumer, in memory: every role can be had but those in `denied`; each answer
+/// is numbered and lasts `lifetime`.
+#[derive(Debug)]
+pub struct FakeRoles {
+    calls: std::sync::atomic::AtomicUsize,
+    lifetime: Duration,
+    denied: Vec<String>,
+}
+
+impl FakeRoles {
+    pub fn new(lifetime: Duration, denied: &[&str]) -> FakeRoles {
+        FakeRoles {
+            calls: std::sync::atomic::AtomicUsize::new(0),
+            lifetime,
+            denied: denied.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+
+    /// How many times a role was assumed.
+    pub fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl crate::credentials::RoleAssumer for FakeRoles {
+    fn assume<'a>(
+        &'a self,
+        role: &'a str,
+        session_name: &'a str,
+    ) -> BoxFuture<'a, Result<crate::credentials::RoleCredentials, crate::credentials::AssumeError>>
+    {
+        Box::pin(async move {
+            let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if self.denied.iter().any(|d| d == role) {
+                return Err(crate::credentials::AssumeError::Refused {
+                    role: role.to_owned(),
+                    message: "AccessDenied: the role does not trust this agent".to_owned(),
+                });
+            }
+            Ok(crate::credentials::RoleCredentials {
+                access_key_id: format!("ASIA{n}"),
+                secret_access_key: "secret".to_owned(),
+                session_token: format!("session-{session_name}"),
+                expiration_ms: now_ms()
+                    + u64::try_from(self.lifetime.as_millis()).unwrap_or(u64::MAX),
+                role_arn: if role.starts_with("arn:") {
+                    role.to_owned()
+                } else {
+                    format!("arn:aws:iam::123456789012:role/{role}")
+                },
+            })
+        })
     }
 }

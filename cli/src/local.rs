@@ -121,6 +121,9 @@ fn local_agent_env(
     }
     env.entry("TITUS_AGENT_POLL_WAIT_SECS".to_owned())
         .or_insert_with(|| "1".to_owned());
+    // The local agents share one host: each serves task credentials on a port of its own.
+    env.entry("TITUS_AGENT_CREDENTIALS_PORT".to_owned())
+        .or_insert_with(|| "0".to_owned());
     env
 }
 

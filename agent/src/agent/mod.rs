@@ -28,6 +28,7 @@ use tracing::Instrument as _;
 
 use crate::aws::RegistryAuth;
 use crate::config::{AgentSettings, DrainPolicy};
+use crate::credentials::CredentialService;
 use crate::outbox::Outbox;
 use crate::ports::{
     CommandSource, ControlPlaneLink, LinkError, Placement, ReceivedMessage, StatusSink,
@@ -212,6 +213,33 @@ impl Outcome {
     }
 }
 
+/// What the agent uses besides its ports.
+#[derive(Clone)]
+pub struct HostServices {
+    /// Registry credentials for pulls.
+    pub registry_auth: Arc<dyn RegistryAuth>,
+    /// Hands task containers their role's credentials; `None` refuses tasks with a role.
+    pub credentials: Option<Arc<CredentialService>>,
+}
+
+impl HostServices {
+    /// No registry credentials and no task credentials (tests, and hosts that need neither).
+    pub fn none() -> HostServices {
+        HostServices {
+            registry_auth: Arc::new(crate::aws::NoRegistryAuth),
+            credentials: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for HostServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostServices")
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The agent. Shared as `Arc<Agent<..>>` between its loops and its tasks' supervisors.
 #[derive(Debug)]
 pub struct Agent<R, Q, S, L> {
@@ -227,6 +255,8 @@ pub struct Agent<R, Q, S, L> {
     fencing: AtomicBool,
     outbox: Outbox<S>,
     registry_auth: Arc<dyn RegistryAuth>,
+    /// Serves tasks their role's credentials; without it, a task with a role is refused.
+    credentials: Option<Arc<CredentialService>>,
     log: LogConfig,
     tasks: Mutex<HashMap<TaskId, TaskHandle>>,
     tombstones: Mutex<Tombstones>,
@@ -255,9 +285,13 @@ where
         commands: Q,
         status: S,
         link: L,
-        registry_auth: Arc<dyn RegistryAuth>,
+        services: HostServices,
     ) -> Result<Arc<Self>, AgentError> {
         let log = log_config(&settings);
+        let HostServices {
+            registry_auth,
+            credentials,
+        } = services;
         let agent = Arc::new(Agent {
             identity,
             settings,
@@ -268,6 +302,7 @@ where
             fencing: AtomicBool::new(false),
             outbox: Outbox::new(status),
             registry_auth,
+            credentials,
             log,
             tasks: Mutex::new(HashMap::new()),
             tombstones: Mutex::new(Tombstones::default()),

@@ -12,10 +12,11 @@ use tracing::Instrument as _;
 
 use super::{Agent, KillRequest, Outcome, Phase, Plan, TaskContext, Tombstone};
 use crate::config::{AgentSettings, LogDriver};
+use crate::credentials::{AssumeError, Binding, IssuedToken, FULL_URI_VAR, TOKEN_VAR};
 use crate::ports::{CommandSource, ControlPlaneLink, StatusSink};
 use crate::runtime::{
     container_name, finished_container_name, label, ContainerInfo, ContainerRuntime, ContainerSpec,
-    ContainerStatus, LogConfig, RuntimeError,
+    ContainerStatus, LogConfig, RuntimeError, DEFAULT_CAPABILITIES,
 };
 use crate::time::now_ms;
 
@@ -95,28 +96,71 @@ where
         }
     }
 
-    /// Why this agent will not run the launch, if it will not.
-    fn refusal(&self, launch: &LaunchTask) -> Option<String> {
+    /// Why this agent will not run the launch, if it will not: what the task asks for is
+    /// delivered or refused, never ignored.
+    fn refusal(&self, launch: &LaunchTask) -> Option<(TaskReason, String)> {
+        let agent_id = &self.identity.agent_id;
+        if !launch.iam_role.is_empty() && self.credentials.is_none() {
+            return Some((
+                TaskReason::LocalSystemError,
+                format!(
+                    "the task has an IAM role (container.securityProfile.iamRole) and agent \
+                     {agent_id} serves no task credentials"
+                ),
+            ));
+        }
         let mut refused = Vec::new();
         if launch.privileged && !self.settings.allow_privileged {
-            refused.push("a privileged container (allow_privileged is false)");
+            refused.push("a privileged container (allow_privileged is false)".to_owned());
         }
         if launch.host_network && !self.settings.allow_host_network {
-            refused.push("the host's network (allow_host_network is false)");
+            refused.push("the host's network (allow_host_network is false)".to_owned());
         }
         if !launch.host_mounts.is_empty() && !self.settings.allow_host_mounts {
-            refused.push("host mounts (allow_host_mounts is false)");
+            refused.push("host mounts (allow_host_mounts is false)".to_owned());
+        }
+        if !launch.security_groups.is_empty() {
+            refused.push(
+                "security groups (container.securityProfile.securityGroups), which its task \
+                 bridge network cannot apply"
+                    .to_owned(),
+            );
+        }
+        let extra: Vec<&str> = launch
+            .security_context
+            .add_capabilities
+            .iter()
+            .map(String::as_str)
+            .filter(|c| {
+                !DEFAULT_CAPABILITIES.contains(c)
+                    && !self.settings.allowed_capabilities.iter().any(|a| a == c)
+            })
+            .collect();
+        if !extra.is_empty() {
+            refused.push(format!(
+                "capabilities {} (container.securityContext.addCapabilities; \
+                 allowed_capabilities is {:?})",
+                extra.join(", "),
+                self.settings.allowed_capabilities
+            ));
         }
         (!refused.is_empty()).then(|| {
-            format!(
-                "the task asks for {}, which agent {} does not allow",
-                refused.join(" and "),
-                self.identity.agent_id
+            (
+                TaskReason::InvalidRequest,
+                format!(
+                    "the task asks for {}, which agent {agent_id} does not allow",
+                    refused.join(" and ")
+                ),
             )
         })
     }
 
-    fn container_spec(&self, context: &TaskContext, launch: &LaunchTask) -> ContainerSpec {
+    fn container_spec(
+        &self,
+        context: &TaskContext,
+        launch: &LaunchTask,
+        issued: Option<&IssuedToken>,
+    ) -> ContainerSpec {
         let resources = Resources::of_container(&launch.resources);
         let mut labels = BTreeMap::from([
             (label::AGENT_ID.to_owned(), self.identity.agent_id.clone()),
@@ -146,6 +190,21 @@ where
         // The platform's own variables win over the job's.
         env.insert("TITUS_TASK_ID".to_owned(), launch.task_id.to_string());
         env.insert("TITUS_JOB_ID".to_owned(), launch.job_id.to_string());
+        if let Some(issued) = issued {
+            env.insert(FULL_URI_VAR.to_owned(), issued.uri.clone());
+            env.insert(TOKEN_VAR.to_owned(), issued.token.clone());
+            labels.insert(label::IAM_ROLE.to_owned(), launch.iam_role.clone());
+            labels.insert(label::TOKEN_SHA256.to_owned(), issued.token_sha256.clone());
+        }
+        let mut capabilities: Vec<String> = DEFAULT_CAPABILITIES
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
+        for capability in &launch.security_context.add_capabilities {
+            if !capabilities.contains(capability) {
+                capabilities.push(capability.clone());
+            }
+        }
         let mut log = self.log.clone();
         if self.settings.log_driver == LogDriver::Awslogs {
             log.options.insert(
@@ -165,9 +224,14 @@ where
                 .unwrap_or(i64::MAX),
             pids_limit: self.settings.pids_limit,
             privileged: launch.privileged,
+            network: Some(self.settings.task_network.clone()),
             host_network: launch.host_network,
             host_mounts: launch.host_mounts.clone(),
             log,
+            capabilities,
+            user: launch.security_context.user.clone(),
+            read_only_root_filesystem: launch.security_context.read_only_root_filesystem,
+            gpus: launch.resources.gpu,
         }
     }
 
@@ -226,17 +290,38 @@ where
                 format!("{}; the container was never started", request.message),
             );
         }
-        if let Some(refusal) = self.refusal(launch) {
+        if let Some((reason, refusal)) = self.refusal(launch) {
             tracing::warn!(refusal = %refusal, "launch refused");
-            return Outcome::without_container(TaskReason::InvalidRequest, refusal);
+            return Outcome::without_container(reason, refusal);
         }
         let _ =
             self.outbox
                 .enqueue(self.status(context, TaskState::StartInitiated, now_ms(), None));
 
+        // The role first: a role that cannot be had fails the launch, not the task's first
+        // AWS call.
+        let issued = match (&self.credentials, launch.iam_role.as_str()) {
+            (Some(service), role) if !role.is_empty() => {
+                match service.issue(&context.task_id, role).await {
+                    Ok(issued) => Some(issued),
+                    Err(e) => {
+                        let reason = match e {
+                            AssumeError::Refused { .. } => TaskReason::InvalidRequest,
+                            _ => TaskReason::LocalSystemError,
+                        };
+                        return Outcome::without_container(
+                            reason,
+                            format!("the task's IAM role: {e}"),
+                        );
+                    }
+                }
+            }
+            _ => None,
+        };
+
         // Create first: the image is almost always present, and a missing one is the engine's
         // answer to the create, which saves a call on the common path.
-        let spec = self.container_spec(context, launch);
+        let spec = self.container_spec(context, launch, issued.as_ref());
         let mut pulled = false;
         let container_id = loop {
             match self.runtime.create(&spec).await {
@@ -306,6 +391,7 @@ where
                 ..Outcome::without_container(reason, format!("the container could not start: {e}"))
             };
         }
+        self.bind_credentials(context, None).await;
         self.watch(context, container_id, None, kill, phase).await
     }
 
@@ -319,8 +405,12 @@ where
         phase: &Arc<watch::Sender<Phase>>,
     ) -> Outcome {
         match info.status {
-            ContainerStatus::Created => self.start_and_watch(context, info.id, kill, phase).await,
+            ContainerStatus::Created => {
+                self.adopt_credentials(context, &info);
+                self.start_and_watch(context, info.id, kill, phase).await
+            }
             ContainerStatus::Running | ContainerStatus::Paused => {
+                self.adopt_credentials(context, &info);
                 let started_at = info.started_at_ms;
                 self.watch(context, info.id, started_at, kill, phase).await
             }
@@ -483,12 +573,62 @@ where
     }
 
     /// Sends Finished, then marks the container as reported (or removes it).
+    /// Tells the credentials service where the task's container answers from, now that it
+    /// runs (`info` when the caller has inspected it already).
+    async fn bind_credentials(&self, context: &TaskContext, info: Option<&ContainerInfo>) {
+        let Some(service) = &self.credentials else {
+            return;
+        };
+        let inspected;
+        let info = match info {
+            Some(info) => info,
+            None => match self.runtime.inspect(&context.name).await {
+                Ok(found) => {
+                    inspected = found;
+                    &inspected
+                }
+                Err(e) => {
+                    // Its token is then answered for no address: the task gets no credentials.
+                    tracing::warn!(error = %e, "the container's address is not known");
+                    return;
+                }
+            },
+        };
+        let binding = if info.ip_addresses.is_empty() {
+            Binding::AnyAddress
+        } else {
+            Binding::Addresses(info.ip_addresses.clone())
+        };
+        service.bind(&context.task_id, binding);
+    }
+
+    /// A running container found at start keeps its credentials, by its token's digest.
+    fn adopt_credentials(&self, context: &TaskContext, info: &ContainerInfo) {
+        let (Some(service), Some(role), Some(digest)) = (
+            &self.credentials,
+            info.labels.get(label::IAM_ROLE),
+            info.labels.get(label::TOKEN_SHA256),
+        ) else {
+            return;
+        };
+        let binding = if info.ip_addresses.is_empty() {
+            Binding::AnyAddress
+        } else {
+            Binding::Addresses(info.ip_addresses.clone())
+        };
+        service.adopt(&context.task_id, role, digest, binding);
+    }
+
     async fn finish(
         &self,
         context: &TaskContext,
         outcome: Outcome,
         phase: &Arc<watch::Sender<Phase>>,
     ) {
+        // Its container has ended: its token is refused from now on.
+        if let Some(service) = &self.credentials {
+            service.revoke(&context.task_id);
+        }
         tracing::info!(
             reason = %outcome.reason,
             exit_code = ?outcome.exit_code,

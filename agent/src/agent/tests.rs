@@ -6,7 +6,7 @@ use titus_core::messages::TaskStatusUpdate;
 use titus_core::{AgentStore as _, TaskState};
 
 use super::*;
-use crate::aws::NoRegistryAuth;
+use crate::agent::HostServices;
 use crate::runtime::{container_name, finished_container_name, ContainerSpec, ContainerStatus};
 use crate::testing::{FakeRuntime, MemoryCommandSource, MemoryLink, MemoryStatusSink};
 
@@ -41,14 +41,16 @@ fn identity() -> AgentIdentity {
 async fn harness_with(runtime: FakeRuntime, link: MemoryLink, settings: AgentSettings) -> Harness {
     let sink = MemoryStatusSink::default();
     let queue = MemoryCommandSource::default();
+    let mut identity = identity();
+    identity.capacity.gpu = settings.gpu;
     let agent = Agent::start(
-        identity(),
+        identity,
         settings,
         runtime.clone(),
         queue.clone(),
         sink.clone(),
         link.clone(),
-        Arc::new(NoRegistryAuth),
+        HostServices::none(),
     )
     .await
     .unwrap();
@@ -89,6 +91,9 @@ fn launch(task: &str, command: &[&str]) -> LaunchTask {
         host_mounts: vec![],
         incarnation: 1,
         placement_version: 1,
+        iam_role: String::new(),
+        security_groups: vec![],
+        security_context: Default::default(),
     }
 }
 
@@ -552,12 +557,17 @@ fn leftover(
         memory_bytes: 1,
         pids_limit: 0,
         privileged: false,
+        network: None,
         host_network: false,
         host_mounts: vec![],
         log: LogConfig {
             driver: "json-file".to_owned(),
             options: BTreeMap::new(),
         },
+        capabilities: vec![],
+        user: None,
+        read_only_root_filesystem: false,
+        gpus: 0,
     };
     spec.labels
         .insert(label::AGENT_ID.to_owned(), "agent-1".to_owned());
@@ -968,5 +978,229 @@ async fn a_late_launch_of_a_task_the_records_finished_or_placed_elsewhere_starts
         );
     }
     assert_eq!(h.agent.running_tasks(), vec![TaskId::from_string("mine")]);
+    h.agent.shutdown();
+}
+
+async fn harness_with_credentials(settings: AgentSettings) -> (Harness, Arc<CredentialService>) {
+    let runtime = FakeRuntime::new();
+    runtime.add_image(IMAGE);
+    let service = Arc::new(CredentialService::new(
+        Arc::new(crate::testing::FakeRoles::new(
+            Duration::from_secs(3600),
+            &["denied"],
+        )),
+        "169.254.170.2:51679".parse().unwrap(),
+    ));
+    let sink = MemoryStatusSink::default();
+    let queue = MemoryCommandSource::default();
+    let link = MemoryLink::default();
+    let agent = Agent::start(
+        identity(),
+        settings,
+        runtime.clone(),
+        queue.clone(),
+        sink.clone(),
+        link.clone(),
+        HostServices {
+            registry_auth: Arc::new(crate::aws::NoRegistryAuth),
+            credentials: Some(service.clone()),
+        },
+    )
+    .await
+    .unwrap();
+    (
+        Harness {
+            agent,
+            runtime,
+            sink,
+            queue,
+            link,
+        },
+        service,
+    )
+}
+
+#[tokio::test]
+async fn every_container_gets_the_restricted_defaults_on_the_task_network() {
+    let h = harness().await;
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(launch(
+            "t1",
+            &["sleep", "100"],
+        ))))
+        .await;
+    let spec = h.runtime.spec("titus-t1").unwrap();
+
+    assert_eq!(spec.capabilities, vec!["NET_BIND_SERVICE".to_owned()]);
+    assert_eq!(spec.network.as_deref(), Some("titus-tasks"));
+    assert_eq!(spec.user, None);
+    assert!(!spec.read_only_root_filesystem);
+    assert_eq!(spec.gpus, 0);
+    // No role: no credentials variables at all.
+    assert!(!spec.env.contains_key(crate::credentials::FULL_URI_VAR));
+    assert!(!spec.env.contains_key(crate::credentials::TOKEN_VAR));
+    h.agent.shutdown();
+}
+
+#[tokio::test]
+async fn a_security_context_is_delivered_when_the_agent_allows_it() {
+    let settings = AgentSettings {
+        allowed_capabilities: vec!["NET_RAW".to_owned()],
+        ..AgentSettings::default()
+    };
+    let h = harness_with(FakeRuntime::new(), MemoryLink::default(), settings).await;
+    h.runtime.add_image(IMAGE);
+    let mut request = launch("t1", &["sleep", "100"]);
+    request.security_context = titus_core::job::SecurityContext {
+        user: Some("1000:1000".to_owned()),
+        read_only_root_filesystem: true,
+        add_capabilities: vec!["NET_RAW".to_owned(), "NET_BIND_SERVICE".to_owned()],
+    };
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(request)))
+        .await;
+    let spec = h.runtime.spec("titus-t1").unwrap();
+
+    assert_eq!(
+        spec.capabilities,
+        vec!["NET_BIND_SERVICE".to_owned(), "NET_RAW".to_owned()]
+    );
+    assert_eq!(spec.user.as_deref(), Some("1000:1000"));
+    assert!(spec.read_only_root_filesystem);
+    h.agent.shutdown();
+}
+
+#[tokio::test]
+async fn what_the_agent_cannot_deliver_is_refused_naming_the_field() {
+    let h = harness().await;
+    let mut capabilities = launch("caps", &["exit", "0"]);
+    capabilities.security_context.add_capabilities = vec!["SYS_ADMIN".to_owned()];
+    let mut groups = launch("groups", &["exit", "0"]);
+    groups.security_groups = vec!["sg-0123abcd".to_owned()];
+    let mut gpus = launch("gpus", &["exit", "0"]);
+    gpus.resources.gpu = 1;
+    let mut role = launch("role", &["exit", "0"]);
+    role.iam_role = "arn:aws:iam::123456789012:role/app".to_owned();
+
+    for request in [capabilities, groups, gpus, role] {
+        h.agent
+            .handle_message(&body(AgentCommand::LaunchTask(request)))
+            .await;
+    }
+    // Another host may have GPUs or serve credentials: not the task's fault, so a GPU task is
+    // placed again without using up its retries.
+    for (task, reason, names) in [
+        (
+            "caps",
+            TaskReason::InvalidRequest,
+            "SYS_ADMIN (container.securityContext.addCapabilities",
+        ),
+        (
+            "groups",
+            TaskReason::InvalidRequest,
+            "container.securityProfile.securityGroups",
+        ),
+        (
+            "gpus",
+            TaskReason::TransientSystemError,
+            "past its capacity in gpu",
+        ),
+        (
+            "role",
+            TaskReason::LocalSystemError,
+            "serves no task credentials",
+        ),
+    ] {
+        let finished = finished(&h.sink, task).await;
+        assert_eq!(finished.reason, Some(reason), "{task}");
+        assert!(
+            finished.message.contains(names),
+            "{task}: {}",
+            finished.message
+        );
+    }
+    for task in ["caps", "groups", "gpus", "role"] {
+        assert!(h.runtime.spec(&container_name(task)).is_none(), "{task}");
+    }
+    h.agent.shutdown();
+}
+
+#[tokio::test]
+async fn gpus_are_asked_of_the_engine_on_a_host_that_has_them() {
+    let settings = AgentSettings {
+        gpu: 2,
+        ..AgentSettings::default()
+    };
+    let h = harness_with(FakeRuntime::new(), MemoryLink::default(), settings).await;
+    h.runtime.add_image(IMAGE);
+    let mut request = launch("t1", &["sleep", "100"]);
+    request.resources.gpu = 2;
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(request)))
+        .await;
+    assert_eq!(h.runtime.spec("titus-t1").map(|s| s.gpus), Some(2));
+    h.agent.shutdown();
+}
+
+#[tokio::test]
+async fn a_task_with_a_role_gets_its_own_token_until_it_finishes() {
+    let (h, service) = harness_with_credentials(AgentSettings::default()).await;
+    let mut request = launch("t1", &["sleep", "100"]);
+    request.iam_role = "arn:aws:iam::123456789012:role/app".to_owned();
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(request)))
+        .await;
+    let spec = h.runtime.spec("titus-t1").unwrap();
+    let token = spec.env[crate::credentials::TOKEN_VAR].clone();
+
+    assert_eq!(
+        spec.env[crate::credentials::FULL_URI_VAR],
+        "http://169.254.170.2:51679/v1/credentials"
+    );
+    assert_eq!(
+        spec.labels[label::IAM_ROLE],
+        "arn:aws:iam::123456789012:role/app"
+    );
+    assert_eq!(
+        spec.labels[label::TOKEN_SHA256],
+        crate::credentials::token_digest(&token)
+    );
+    // The fake engine's container address is bound once it runs; another address is refused.
+    let own = crate::testing::fake_address(1);
+    let got = service.answer(Some(&token), own).await.unwrap();
+    assert_eq!(got.role_arn, "arn:aws:iam::123456789012:role/app");
+    let other = crate::testing::fake_address(2);
+    assert_eq!(
+        service.answer(Some(&token), other).await.unwrap_err().code,
+        "WrongTask"
+    );
+
+    h.runtime.exit("titus-t1", 0, false);
+    finished(&h.sink, "t1").await;
+    assert_eq!(
+        service.answer(Some(&token), own).await.unwrap_err().code,
+        "UnknownToken"
+    );
+    h.agent.shutdown();
+}
+
+#[tokio::test]
+async fn a_role_that_cannot_be_assumed_fails_the_launch_without_a_container() {
+    let (h, service) = harness_with_credentials(AgentSettings::default()).await;
+    let mut request = launch("t1", &["sleep", "100"]);
+    request.iam_role = "denied".to_owned();
+    h.agent
+        .handle_message(&body(AgentCommand::LaunchTask(request)))
+        .await;
+    let finished = finished(&h.sink, "t1").await;
+
+    assert_eq!(finished.reason, Some(TaskReason::InvalidRequest));
+    assert!(
+        finished.message.contains("IAM role"),
+        "{}",
+        finished.message
+    );
+    assert!(h.runtime.spec("titus-t1").is_none());
+    assert_eq!(service.tokens(), 0);
     h.agent.shutdown();
 }

@@ -50,10 +50,14 @@ pub async fn fresh_stage() -> (AwsClients, aws_config::SdkConfig, Names) {
     (clients, config, names)
 }
 
-/// The Docker engine, with the test image built.
+/// The Docker engine, with the test image built and the host fenced for tasks (the task
+/// network and the firewall rules every agent installs at start).
 pub async fn docker() -> DockerRuntime {
     let runtime = DockerRuntime::connect(Duration::from_secs(60)).expect("Docker answers");
     ensure_test_image(&runtime).await;
+    titus_agent::isolation::prepare_host(&runtime, &titus_agent::AgentSettings::default())
+        .await
+        .expect("the host isolates task containers (the tests run as root)");
     runtime
 }
 
@@ -65,21 +69,35 @@ pub async fn ensure_test_image(runtime: &DockerRuntime) {
     let busybox = std::fs::read(BUSYBOX)
         .expect("Debian's busybox-static at /bin/busybox (apt-get install busybox-static)");
     let dockerfile = "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+    build_image(
+        runtime,
+        TEST_IMAGE,
+        &[
+            ("Dockerfile".to_owned(), dockerfile.as_bytes().to_vec()),
+            ("busybox".to_owned(), busybox),
+        ],
+    )
+    .await;
+}
+
+/// Builds `tag` from a context of `files` (name, bytes): the Dockerfile and certificates are
+/// plain files, everything else executable.
+pub async fn build_image(runtime: &DockerRuntime, tag: &str, files: &[(String, Vec<u8>)]) {
     let mut context = tar::Builder::new(Vec::new());
-    for (name, bytes, mode) in [
-        ("Dockerfile", dockerfile.as_bytes(), 0o644),
-        ("busybox", busybox.as_slice(), 0o755),
-    ] {
+    for (name, bytes) in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(bytes.len() as u64);
-        header.set_mode(mode);
+        let plain = name == "Dockerfile" || name.ends_with(".crt");
+        header.set_mode(if plain { 0o644 } else { 0o755 });
         header.set_cksum();
-        context.append_data(&mut header, name, bytes).unwrap();
+        context
+            .append_data(&mut header, name, bytes.as_slice())
+            .unwrap();
     }
     let context = context.into_inner().unwrap();
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
-        .t(TEST_IMAGE)
+        .t(tag)
         .rm(true)
         .build();
     let mut build =
@@ -87,9 +105,9 @@ pub async fn ensure_test_image(runtime: &DockerRuntime) {
             .client()
             .build_image(options, None, Some(bollard::body_full(context.into())));
     while let Some(step) = build.next().await {
-        let step = step.expect("building the test image");
+        let step = step.unwrap_or_else(|e| panic!("building image {tag}: {e}"));
         if let Some(error) = step.error_detail {
-            panic!("building the test image failed: {error:?}");
+            panic!("building image {tag} failed: {error:?}");
         }
     }
 }
@@ -141,6 +159,8 @@ pub fn agent_env(
         ("TITUS_AGENT_ECR_AUTH_FROM_INSTANCE_ROLE", "false"),
         ("TITUS_AGENT_CPU_MILLIS", "64000"),
         ("TITUS_AGENT_MEMORY_MB", "65536"),
+        // Several agents share this host: each serves task credentials on a port of its own.
+        ("TITUS_AGENT_CREDENTIALS_PORT", "0"),
     ] {
         env.insert(key.to_owned(), value.to_owned());
     }
@@ -181,6 +201,9 @@ pub fn launch(script: &str) -> LaunchTask {
         host_mounts: vec![],
         incarnation: 1,
         placement_version: 1,
+        iam_role: String::new(),
+        security_groups: vec![],
+        security_context: Default::default(),
     }
 }
 
@@ -436,4 +459,477 @@ pub async fn messages_with_reasons(clients: &AwsClients, url: &str) -> Vec<(Stri
             (m.body().unwrap_or_default().to_owned(), reason)
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The identity probe image, a stand-in for the internet, and small network fixtures.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{InspectContainerOptions, LogsOptionsBuilder};
+
+/// The host's CA bundle, copied into the whoami image at the same path.
+const CA_CERTIFICATES: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The `titus-whoami` binary Cargo built for these tests.
+pub const WHOAMI_BINARY: &str = env!("CARGO_BIN_EXE_titus-whoami");
+
+/// Builds (unless present) and returns the tag of an image holding `titus-whoami` at
+/// `/bin/titus-whoami`: `FROM scratch` with the static busybox of `TEST_IMAGE`, the binary,
+/// every shared library `ldd` lists for it (the dynamic loader too) at the same absolute paths,
+/// so that the glibc-linked binary runs, and the host's CA bundle (the SDK needs one). The tag is `titus-test/whoami:<12 hex of the binary's
+/// SHA-256>`, so a rebuilt binary gets a new image.
+pub async fn whoami_image(runtime: &DockerRuntime) -> String {
+    use sha2::Digest as _;
+    let binary =
+        std::fs::read(WHOAMI_BINARY).unwrap_or_else(|e| panic!("reading {WHOAMI_BINARY}: {e}"));
+    let digest = sha2::Sha256::digest(&binary);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let tag = format!("titus-test/whoami:{}", &hex[..12]);
+    if runtime.client().inspect_image(&tag).await.is_ok() {
+        return tag;
+    }
+    let busybox = std::fs::read(BUSYBOX)
+        .expect("Debian's busybox-static at /bin/busybox (apt-get install busybox-static)");
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("busybox".to_owned(), busybox),
+        ("root/bin/titus-whoami".to_owned(), binary),
+    ];
+    for library in shared_libraries(WHOAMI_BINARY) {
+        let bytes = std::fs::read(&library).unwrap_or_else(|e| panic!("reading {library}: {e}"));
+        files.push((format!("root{library}"), bytes));
+    }
+    // The SDK's HTTPS client wants CA certificates (it panics without), even to talk plain
+    // HTTP to the emulator; a real task image has them too.
+    let certificates = std::fs::read(CA_CERTIFICATES).unwrap_or_else(|e| {
+        panic!("reading {CA_CERTIFICATES} (apt-get install ca-certificates): {e}")
+    });
+    files.push((format!("root{CA_CERTIFICATES}"), certificates));
+    let dockerfile = "FROM scratch\nCOPY busybox /bin/busybox\n\
+                      RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY root/ /\n";
+    files.push(("Dockerfile".to_owned(), dockerfile.as_bytes().to_vec()));
+    build_image(runtime, &tag, &files).await;
+    tag
+}
+
+/// The absolute paths of the shared libraries (and the loader) `ldd` lists for a binary.
+fn shared_libraries(binary: &str) -> Vec<String> {
+    let out = std::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .expect("ldd runs");
+    assert!(
+        out.status.success(),
+        "ldd {binary}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut libraries = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)`, `/lib64/ld-linux-x86-64.so.2
+        // (0x...)`, or `linux-vdso.so.1 (0x...)` (in the kernel, nothing to copy).
+        let target = match line.split_once("=>") {
+            Some((name, target)) => {
+                let target = target.trim();
+                assert!(
+                    !target.starts_with("not found"),
+                    "ldd {binary}: {} not found",
+                    name.trim()
+                );
+                target
+            }
+            None => line.trim(),
+        };
+        let path = target.split_whitespace().next().unwrap_or_default();
+        if path.starts_with('/') {
+            libraries.push(path.to_owned());
+        }
+    }
+    assert!(!libraries.is_empty(), "ldd lists no libraries for {binary}");
+    libraries
+}
+
+/// What a container run to its end left: its exit code, stdout and stderr.
+#[derive(Debug, Clone)]
+pub struct ContainerRun {
+    pub exit_code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Creates, starts and waits for a container made from `body` (labelled with `agent_id`, so
+/// that `ContainerCleanup` removes it too should this panic), reads its output and removes it.
+pub async fn run_container(
+    runtime: &DockerRuntime,
+    agent_id: &str,
+    mut body: ContainerCreateBody,
+) -> ContainerRun {
+    use bollard::container::LogOutput;
+    let _cleanup = ContainerCleanup(agent_id.to_owned());
+    body.labels
+        .get_or_insert_with(Default::default)
+        .insert(label::AGENT_ID.to_owned(), agent_id.to_owned());
+    let docker = runtime.client();
+    let created = docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            body,
+        )
+        .await
+        .expect("creating the container");
+    docker
+        .start_container(&created.id, None)
+        .await
+        .expect("starting the container");
+    // A non-zero exit is reported as an error; the exit code is read from the state below.
+    let _ = docker
+        .wait_container(&created.id, None)
+        .collect::<Vec<_>>()
+        .await;
+    let state = docker
+        .inspect_container(&created.id, None::<InspectContainerOptions>)
+        .await
+        .expect("inspecting the container")
+        .state
+        .unwrap_or_default();
+    let mut run = ContainerRun {
+        exit_code: state
+            .exit_code
+            .expect("an exited container has an exit code"),
+        stdout: String::new(),
+        stderr: String::new(),
+    };
+    let options = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut logs = docker.logs(&created.id, Some(options));
+    while let Some(item) = logs.next().await {
+        match item.expect("reading the container's logs") {
+            LogOutput::StdOut { message } => {
+                run.stdout.push_str(&String::from_utf8_lossy(&message))
+            }
+            LogOutput::StdErr { message } => {
+                run.stderr.push_str(&String::from_utf8_lossy(&message))
+            }
+            _ => {}
+        }
+    }
+    let _ = docker
+        .remove_container(
+            &created.id,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await;
+    run
+}
+
+/// Runs a command (`ip` mostly), returning its stderr when it fails.
+fn run_command(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn must(program: &str, args: &[&str]) {
+    if let Err(e) = run_command(program, args) {
+        panic!("{e}");
+    }
+}
+
+/// A stand-in for "the internet" that a task container routes to: a network namespace joined
+/// to the host by a veth pair on a /30 of 10.201.N.0 (host end .1, namespace end .2, default
+/// route in the namespace via the host end), with `busybox httpd` serving `outside-ok` on port
+/// 8080 inside it. Dropping it stops the server and removes the namespace and the veth pair.
+#[derive(Debug)]
+pub struct OutsideHost {
+    namespace: String,
+    host_veth: String,
+    address: Ipv4Addr,
+    httpd: Option<std::process::Child>,
+    root: PathBuf,
+}
+
+/// What `OutsideHost` serves at `/`.
+pub const OUTSIDE_BODY: &str = "outside-ok";
+
+impl OutsideHost {
+    pub async fn start() -> OutsideHost {
+        ensure_ip_forward();
+        for _attempt in 0..30 {
+            let random = uuid::Uuid::new_v4();
+            let n = random.as_bytes()[0] % 250 + 1;
+            if subnet_in_use(n) {
+                continue;
+            }
+            let suffix = &random.simple().to_string()[..10];
+            let namespace = format!("titus-out-{suffix}");
+            // The host end's name is keyed by N: creating it claims the /30 against other
+            // outside hosts (of concurrent test processes) atomically.
+            let host_veth = format!("tout{n}h");
+            let peer = format!("tout{n}n");
+            must("ip", &["netns", "add", &namespace]);
+            if run_command(
+                "ip",
+                &[
+                    "link", "add", &host_veth, "type", "veth", "peer", "name", &peer,
+                ],
+            )
+            .is_err()
+            {
+                let _ = run_command("ip", &["netns", "del", &namespace]);
+                continue;
+            }
+            let root = std::env::temp_dir().join(&namespace);
+            let mut outside = OutsideHost {
+                namespace,
+                host_veth,
+                address: Ipv4Addr::new(10, 201, n, 2),
+                httpd: None,
+                root,
+            };
+            let ns = outside.namespace.clone();
+            let host_end = format!("10.201.{n}.1");
+            must("ip", &["link", "set", &peer, "netns", &ns]);
+            must(
+                "ip",
+                &[
+                    "addr",
+                    "add",
+                    &format!("{host_end}/30"),
+                    "dev",
+                    &outside.host_veth,
+                ],
+            );
+            must("ip", &["link", "set", &outside.host_veth, "up"]);
+            must(
+                "ip",
+                &[
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("10.201.{n}.2/30"),
+                    "dev",
+                    &peer,
+                ],
+            );
+            must("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+            must("ip", &["-n", &ns, "link", "set", &peer, "up"]);
+            must(
+                "ip",
+                &["-n", &ns, "route", "add", "default", "via", &host_end],
+            );
+            std::fs::create_dir_all(&outside.root).unwrap();
+            std::fs::write(outside.root.join("index.html"), OUTSIDE_BODY).unwrap();
+            let root = outside.root.to_str().unwrap().to_owned();
+            outside.httpd = Some(
+                std::process::Command::new("ip")
+                    .args(["netns", "exec", &ns, BUSYBOX, "httpd", "-f", "-p", "8080"])
+                    .args(["-h", &root])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .expect("starting busybox httpd in the namespace"),
+            );
+            outside.wait_listening().await;
+            return outside;
+        }
+        panic!("found no free 10.201.N.0/30 for an outside host");
+    }
+
+    /// `http://10.201.N.2:8080/`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.socket_addr())
+    }
+
+    /// The server's address, `10.201.N.2:8080`.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.address, 8080))
+    }
+
+    /// The namespace's name (for `ip netns exec`).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    async fn wait_listening(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let attempt = tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::net::TcpStream::connect(self.socket_addr()),
+            )
+            .await;
+            if let Ok(Ok(_)) = attempt {
+                return;
+            }
+            if let Some(status) = self
+                .httpd
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("busybox httpd in {} exited: {status}", self.namespace);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "busybox httpd in {} did not listen on {} within 10s",
+                self.namespace,
+                self.socket_addr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for OutsideHost {
+    fn drop(&mut self) {
+        if let Some(mut httpd) = self.httpd.take() {
+            let _ = httpd.kill();
+            let _ = httpd.wait();
+        }
+        // httpd's children still serving a connection, which would keep the namespace alive.
+        if let Ok(out) = std::process::Command::new("ip")
+            .args(["netns", "pids", &self.namespace])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = run_command("kill", &["-KILL", pid]);
+            }
+        }
+        // Deleting the namespace destroys its veth end, and so the pair; the second is for a
+        // pair whose end never moved.
+        let _ = run_command("ip", &["netns", "del", &self.namespace]);
+        let _ = run_command("ip", &["link", "del", &self.host_veth]);
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Whether an address or a route of the host lies in 10.201.N.0/30.
+fn subnet_in_use(n: u8) -> bool {
+    let wanted = [0u8, 1, 2, 3].map(|last| format!("10.201.{n}.{last}"));
+    ["addr", "route"].iter().any(|object| {
+        let out = std::process::Command::new("ip")
+            .args(["-4", "-o", object, "show"])
+            .output()
+            .expect("ip runs");
+        String::from_utf8_lossy(&out.stdout)
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .any(|word| wanted.iter().any(|w| w == word))
+    })
+}
+
+/// Turns IPv4 forwarding on unless it is (Docker turns it on).
+fn ensure_ip_forward() {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+    let current = std::fs::read_to_string(PATH).unwrap_or_default();
+    if current.trim() != "1" {
+        std::fs::write(PATH, "1").unwrap_or_else(|e| panic!("enabling {PATH}: {e}"));
+    }
+}
+
+/// Adds `ip/32` to `lo` unless it is there (for servers that tests bind on a fixed address).
+pub fn ensure_loopback_address(ip: &str) {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", "lo"])
+        .output()
+        .expect("ip runs");
+    let wanted = format!("{ip}/32");
+    if String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .any(|word| word == wanted)
+    {
+        return;
+    }
+    if let Err(e) = run_command("ip", &["addr", "add", &wanted, "dev", "lo"]) {
+        // Another test added it meanwhile.
+        assert!(e.contains("File exists"), "{e}");
+    }
+}
+
+/// A tiny HTTP server in the test process: answers every request with `200 OK` and the body
+/// `probe-ok`, and counts the connections it accepted. Stops when dropped.
+#[derive(Debug)]
+pub struct HttpProbe {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    server: tokio::task::AbortHandle,
+}
+
+/// What `HttpProbe` answers.
+pub const PROBE_RESPONSE: &[u8] = b"HTTP/1.0 200 OK\r\n\r\nprobe-ok";
+
+impl HttpProbe {
+    /// Listens on `addr` (port 0 picks one; `addr()` tells which).
+    pub async fn bind(addr: SocketAddr) -> HttpProbe {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("binding a probe on {addr}: {e}"));
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        let server = tokio::spawn(async move {
+            // Dropped with the server when it is aborted, which aborts the open connections.
+            let mut open = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                while open.try_join_next().is_some() {}
+                open.spawn(answer_probe(stream));
+            }
+        })
+        .abort_handle();
+        HttpProbe {
+            addr,
+            connections,
+            server,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many connections it has accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for HttpProbe {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Reads the request's head (for at most two seconds) and answers it.
+async fn answer_probe(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => request.extend_from_slice(&buffer[..read]),
+            }
+        }
+    })
+    .await;
+    let _ = stream.write_all(PROBE_RESPONSE).await;
+    let _ = stream.shutdown().await;
 }

@@ -547,7 +547,12 @@ pub fn agent_config_default() -> serde_json::Value {
         "max_concurrent_messages": 16,
         "finished_retention_secs": 3600,
         "ecr_auth_from_instance_role": true,
-        "imds_timeout_millis": 1000
+        "imds_timeout_millis": 1000,
+        "task_network": "titus-tasks",
+        "credentials_address": "169.254.170.2",
+        "credentials_port": 51679,
+        "host_ports_open_to_tasks": [],
+        "allowed_capabilities": []
     })
 }
 
