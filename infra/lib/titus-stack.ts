@@ -49,6 +49,8 @@ export const TAG_STAGE = 'titus:stage';
 export const TAG_POOL = 'titus:pool';
 export const TAG_MANAGED_BY = 'titus:managed-by';
 export const MANAGED_BY_SCALER = 'titus-scaler';
+/** The tag a task role carries, with the stage as its value, for that stage's agents to assume it. */
+export const TAG_TASK_ROLE = 'titus:task-role';
 
 export const PLACEHOLDER_ASSET_DIR = path.join(__dirname, '..', 'assets', 'placeholder');
 export const STATE_MACHINE_FILE = path.join(__dirname, '..', '..', 'statemachines', 'scheduler-loop.asl.json');
@@ -145,7 +147,9 @@ export class TitusStack extends cdk.Stack {
       retention: logs.RetentionDays.ONE_MONTH,
       removalPolicy: cdk.RemovalPolicy.DESTROY,
     });
+    // A fixed name: task roles' trust policies name it (infra/README.md, "Task IAM roles").
     this.agentRole = new iam.Role(this, 'AgentRole', {
+      roleName: `titus-${stage}-agent`,
       assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'),
       description: `Titus ${stage} agent instances`,
     });
@@ -267,6 +271,10 @@ export class TitusStack extends cdk.Stack {
     new cdk.CfnOutput(this, 'SubmitQueueUrl', { value: this.queues.submit.queueUrl });
     new cdk.CfnOutput(this, 'SubmitRejectedQueueUrl', { value: this.queues['submit-rejected'].queueUrl });
     new cdk.CfnOutput(this, 'AgentLaunchTemplateName', { value: `titus-${stage}-agent` });
+    new cdk.CfnOutput(this, 'AgentRoleArn', {
+      value: this.agentRole.roleArn,
+      description: `The agent role: task roles trust it (sts:AssumeRole) and carry the tag ${TAG_TASK_ROLE}=${stage}`,
+    });
   }
 
   private table(def: TableDef): dynamodb.Table {
@@ -469,8 +477,10 @@ export class TitusStack extends cdk.Stack {
       securityGroup,
       userData,
       requireImdsv2: true,
-      // Containers reach instance metadata through Docker's bridge: one more hop.
-      httpPutResponseHopLimit: 2,
+      // Only the host reaches instance metadata: the agent runs on it (a systemd unit), and a
+      // token's response dies at the first hop, so containers behind Docker's bridge get none.
+      // Tasks get their role's credentials from the agent, never the instance role's.
+      httpPutResponseHopLimit: 1,
       instanceMetadataTags: true,
       blockDevices: [
         {
@@ -541,6 +551,12 @@ export class TitusStack extends cdk.Stack {
       taskLogGroup.logGroupArn,
       `${taskLogGroup.logGroupArn}:log-stream:*`,
     ]);
+    // Task credentials: it assumes the role a job names (session titus-{task id}) and serves the
+    // credentials to that task's container only. Only roles of the account that the user tagged
+    // titus:task-role={stage}; the role's own trust policy must also name this role.
+    this.allow(role, ['sts:AssumeRole'], [
+      this.formatArn({ service: 'iam', region: '', resource: 'role', resourceName: '*' }),
+    ], { StringEquals: { [`aws:ResourceTag/${TAG_TASK_ROLE}`]: stage } });
   }
 
   private grantFunctions(): void {
@@ -745,6 +761,11 @@ export class TitusStack extends cdk.Stack {
             'Action::s3:List*',
             { regex: '/^Resource::arn:<AWS::Partition>:s3:::cdk-.*\\/\\*$/g' },
           ],
+        },
+        {
+          id: 'AwsSolutions-IAM5',
+          reason: `Task roles are the users' own, named by each job at run time; sts:AssumeRole is limited to the account's roles tagged ${TAG_TASK_ROLE}=${stage}, and each role's trust policy must name the agent role`,
+          appliesTo: ['Resource::arn:<AWS::Partition>:iam::<AWS::AccountId>:role/*'],
         },
       ],
       true,

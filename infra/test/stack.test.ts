@@ -151,13 +151,13 @@ describe('the scheduler loop', () => {
 });
 
 describe('agents', () => {
-  it('start from a launch template that installs the agent as a systemd unit, IMDSv2 only', () => {
+  it('start from a launch template that installs the agent as a systemd unit, IMDSv2 only, one hop', () => {
     const templates = Object.values(resources(template, 'AWS::EC2::LaunchTemplate'));
     assert.equal(templates.length, 1);
     const props = templates[0].Properties;
     assert.equal(props.LaunchTemplateName, `titus-${STAGE}-agent`);
     assert.deepEqual(props.LaunchTemplateData.MetadataOptions, {
-      HttpPutResponseHopLimit: 2,
+      HttpPutResponseHopLimit: 1,
       HttpTokens: 'required',
       InstanceMetadataTags: 'enabled',
     });
@@ -231,7 +231,36 @@ describe('agents', () => {
     const rules = Object.values(resources(template, 'AWS::SSM::Parameter')).find(
       (p: any) => p.Properties.Name === `/titus/${STAGE}/control/rules`,
     );
-    assert.ok(JSON.stringify(rules.Properties.Value).includes(agentRoleId), 'agent_role_id is the agent role\'s RoleId');
+    assert.ok(
+      JSON.stringify(rules.Properties.Value).includes(JSON.stringify({ 'Fn::GetAtt': [agentRoleId, 'RoleId'] })),
+      'agent_role_id is the agent role\'s RoleId',
+    );
+  });
+
+  it('have a role of a fixed name, which the stack outputs for task roles to trust', () => {
+    assert.equal(resources(template, 'AWS::IAM::Role')[agentRoleId].Properties.RoleName, `titus-${STAGE}-agent`);
+    template.hasOutput('AgentRoleArn', { Value: { 'Fn::GetAtt': [agentRoleId, 'Arn'] } });
+  });
+
+  it('may assume only the account\'s roles tagged titus:task-role with its stage', () => {
+    const assume = agentStatements.filter((s) => actionsOf([s]).includes('sts:AssumeRole'));
+    assert.equal(assume.length, 1, 'one statement grants sts:AssumeRole');
+    assert.equal(assume[0].Effect, 'Allow');
+    assert.deepEqual(actionsOf(assume), ['sts:AssumeRole']);
+    assert.deepEqual(assume[0].Resource, {
+      'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':iam::', { Ref: 'AWS::AccountId' }, ':role/*']],
+    });
+    assert.deepEqual(assume[0].Condition, { StringEquals: { 'aws:ResourceTag/titus:task-role': STAGE } });
+    for (const statement of agentStatements.filter((s) => s !== assume[0])) {
+      assert.ok(!actionsOf([statement]).some((a) => a.startsWith('sts:')), `no other sts grant: ${JSON.stringify(statement)}`);
+    }
+  });
+
+  it('cannot assume a role of the stack: none carries the task-role tag', () => {
+    for (const [id, role] of Object.entries(resources(template, 'AWS::IAM::Role'))) {
+      const tags = (role.Properties.Tags ?? []).map((t: any) => t.Key);
+      assert.ok(!tags.includes('titus:task-role'), `${id} is not a task role`);
+    }
   });
 });
 
