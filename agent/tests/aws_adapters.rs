@@ -100,11 +100,18 @@ async fn ecr_credentials_come_from_get_authorization_token_and_are_cached() {
     let first = auth.credentials_for(image).await.unwrap().unwrap();
     let second = auth.credentials_for(image).await.unwrap().unwrap();
     let none = auth.credentials_for(TEST_IMAGE).await.unwrap();
+    // A host that only starts like ECR's gets no token, so the instance role's ECR password
+    // never leaves for it.
+    let look_alike = auth
+        .credentials_for("123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.example/team/app:1")
+        .await
+        .unwrap();
 
     assert_eq!(first.username, "AWS");
     assert!(!first.password.is_empty());
     assert_eq!(first, second);
     assert_eq!(none, None);
+    assert_eq!(look_alike, None);
 }
 
 #[tokio::test]

@@ -19,6 +19,9 @@ pub struct JobPolicy {
     /// Registries (`registry.example.com`, `docker.io`) or repository prefixes
     /// (`registry.example.com/team`) that images may come from. Empty: any.
     pub registries: Vec<String>,
+    /// Capabilities jobs may add (`container.securityContext.addCapabilities`) beyond the
+    /// default `NET_BIND_SERVICE`. Empty: none, Kubernetes' "restricted" level.
+    pub allowed_capabilities: Vec<String>,
 }
 
 /// Docker's default registry, for image names that name none (`busybox`, `team/app`).
@@ -46,6 +49,27 @@ impl JobPolicy {
                 "container.hostMounts",
                 "host path mounts are not allowed by this platform's configuration; expected none",
             ));
+        }
+        for (index, capability) in container
+            .security_context
+            .add_capabilities
+            .iter()
+            .enumerate()
+        {
+            if capability != "NET_BIND_SERVICE" && !self.allowed_capabilities.contains(capability) {
+                errors.push(field_error(
+                    &format!("container.securityContext.addCapabilities[{index}]"),
+                    format!(
+                        "capability {} is not allowed by this platform's configuration; \
+                         expected one of: NET_BIND_SERVICE{}",
+                        quoted(capability),
+                        self.allowed_capabilities
+                            .iter()
+                            .map(|c| format!(", {c}"))
+                            .collect::<String>()
+                    ),
+                ));
+            }
         }
         if !self.registries.is_empty() && !self.allows_image(&container.image.name) {
             errors.push(field_error(
@@ -103,6 +127,37 @@ mod tests {
     }
 
     #[test]
+    fn capabilities_beyond_the_default_are_refused_unless_allowed() {
+        let asks = descriptor(serde_json::json!({
+            "securityContext": {"addCapabilities": ["NET_BIND_SERVICE", "NET_RAW", "SYS_ADMIN"]}
+        }));
+        let errors = JobPolicy::default().check(&asks);
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "container.securityContext.addCapabilities[1]",
+                "container.securityContext.addCapabilities[2]",
+            ]
+        );
+        assert!(
+            errors[0].message.contains("\"NET_RAW\" is not allowed"),
+            "{errors:?}"
+        );
+
+        let policy = JobPolicy {
+            allowed_capabilities: vec!["NET_RAW".to_owned()],
+            ..JobPolicy::default()
+        };
+        let errors = policy.check(&asks);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].message.contains("NET_BIND_SERVICE, NET_RAW"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
     fn the_default_policy_refuses_privileged_host_network_and_host_mounts() {
         let asks_everything = descriptor(serde_json::json!({
             "privileged": true,
@@ -130,6 +185,7 @@ mod tests {
             allow_host_network: true,
             allow_host_mounts: true,
             registries: Vec::new(),
+            allowed_capabilities: Vec::new(),
         };
         let asks_everything = descriptor(serde_json::json!({
             "privileged": true,
