@@ -162,7 +162,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let names = Names::new(&args.stage).map_err(anyhow::Error::msg)?;
     let sdk_config = titus_aws::clients::load_sdk_config().await;
     let clients = AwsClients::from_config(&sdk_config);
-    provision(&clients, &names.definitions())
+    provision(&clients, &names.local_definitions())
         .await
         .with_context(|| format!("provisioning stage {:?} at {endpoint}", args.stage))?;
     info!(component = "local", stage = %args.stage, %endpoint, "provisioned");

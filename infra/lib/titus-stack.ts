@@ -568,11 +568,12 @@ export class TitusStack extends cdk.Stack {
     const param = (suffix: string) => this.parameterArn(parameter(defs, suffix).name);
     const agentQueues = this.agentQueuesArn();
 
-    // Every function builds the control plane from the same four parameters (titus-app's
-    // settings::load): the job limits and policy, the rules, the scheduler's tunables.
+    // Every function builds the control plane from the same five parameters (titus-app's
+    // settings::load): the job limits and policies, the rules, the scheduler's tunables.
     const controlPlaneSettings = [
       param('/limits/job'),
       param('/policy/jobs'),
+      param('/policy/teams'),
       param('/control/rules'),
       param('/scheduler/config'),
     ];

@@ -312,6 +312,7 @@ describe('configuration', () => {
     const byName = new Map(params.map((p: any) => [p.Properties.Name, p.Properties]));
     assert.deepEqual([...byName.keys()].sort(), defs.parameters.map((p) => p.name).sort());
     assert.equal(byName.get(`/titus/${STAGE}/api/identities`).Value, '{}', 'no bearer tokens in AWS');
+    assert.equal(byName.get(`/titus/${STAGE}/api/admins`).Value, '[]', 'no admin until the operator names one');
     assert.equal(byName.get(`/titus/${STAGE}/limits/job`).Value, defs.parameters.find((p) => p.name.endsWith('/limits/job'))!.defaultValue);
     const pool = JSON.stringify(byName.get(`/titus/${STAGE}/scaler/pools/default`).Value);
     assert.ok(pool.includes('AgentVpcagentsSubnet1'), 'the pool launches into the stack\'s subnets');

@@ -15,6 +15,10 @@ struct Args {
     /// Print the stage's resource definitions as JSON and exit, touching nothing.
     #[arg(long)]
     print_definitions: bool,
+    /// Also write the local-only bearer tokens (`local-dev-token`, `local-admin-token`) and
+    /// their admin: for a stage on the local emulator only, so AWS_ENDPOINT_URL must be set.
+    #[arg(long)]
+    local_tokens: bool,
 }
 
 #[tokio::main]
@@ -26,7 +30,17 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let names = Names::new(&args.stage).map_err(anyhow::Error::msg)?;
-    let definitions = names.definitions();
+    let definitions = if args.local_tokens {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+        anyhow::ensure!(
+            !endpoint.is_empty(),
+            "--local-tokens writes well-known tokens, for an emulator only; expected \
+             AWS_ENDPOINT_URL to name the emulator"
+        );
+        names.local_definitions()
+    } else {
+        names.definitions()
+    };
     if args.print_definitions {
         println!("{}", serde_json::to_string_pretty(&definitions)?);
         return Ok(());

@@ -24,7 +24,7 @@ pub enum StartError {
     Override(#[from] OverrideError),
 }
 
-/// The control plane's settings of a stage: its four parameters, read in one call, and the
+/// The control plane's settings of a stage: its five parameters, read in one call, and the
 /// `TITUS_STATUS_*` and `TITUS_SCHEDULER_*` variables `lookup` finds over them.
 pub async fn load(
     ssm: &aws_sdk_ssm::Client,
@@ -34,6 +34,7 @@ pub async fn load(
     let wanted = [
         names.job_limits_parameter(),
         names.job_policy_parameter(),
+        names.team_policy_parameter(),
         names.control_rules_parameter(),
         names.scheduler_config_parameter(),
     ];
@@ -55,6 +56,7 @@ pub fn from_parameters(
         admission: Admission {
             limits: parameters.typed(&names.job_limits_parameter())?,
             policy: parameters.typed(&names.job_policy_parameter())?,
+            teams: parameters.typed(&names.team_policy_parameter())?,
         },
     })
 }

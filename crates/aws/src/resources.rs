@@ -7,6 +7,16 @@ use serde::Serialize;
 /// The stage used when none is configured: the local stack.
 pub const DEFAULT_STAGE: &str = "local";
 
+/// The bearer tokens of a local stack (token, identity): well known, so only
+/// [`Names::local_definitions`] writes them, never a stage provisioned into AWS.
+pub const LOCAL_TOKENS: [(&str, &str); 2] = [
+    ("local-dev-token", "dev@titus.local"),
+    ("local-admin-token", LOCAL_ADMIN),
+];
+
+/// The admin of a local stack.
+pub const LOCAL_ADMIN: &str = "admin@titus.local";
+
 /// How many shards the pending-task index spreads its writes over, so that a burst of new tasks
 /// does not land on one hot partition key.
 pub const PENDING_TASK_SHARDS: u32 = 16;
@@ -240,6 +250,12 @@ impl Names {
     pub fn api_admins_parameter(&self) -> String {
         format!("{}/api/admins", self.parameter_path())
     }
+    /// The owner teams each caller belongs to: it submits jobs for them (through the API or
+    /// the submit queue) and reads their jobs' environment values. A JSON object of identity to
+    /// team emails.
+    pub fn team_policy_parameter(&self) -> String {
+        format!("{}/policy/teams", self.parameter_path())
+    }
     /// The SSM path under which the agent's parameters live.
     pub fn agent_parameter_path(&self) -> String {
         format!("{}/agent", self.parameter_path())
@@ -294,7 +310,9 @@ impl Names {
         }
     }
 
-    /// Every table, queue and parameter of the stage.
+    /// Every table, queue and parameter of the stage, with defaults safe for any account: no
+    /// bearer token and no admin, so that nobody can call a new stage's API until its operator
+    /// names who may.
     pub fn definitions(&self) -> Definitions {
         Definitions {
             stage: self.stage.clone(),
@@ -302,6 +320,31 @@ impl Names {
             queues: self.queues(),
             parameters: self.parameters(),
         }
+    }
+
+    /// The definitions of a stage on the local emulator (`titus local up`, tests): the defaults
+    /// plus the local-only bearer tokens ([`LOCAL_TOKENS`]), their admin, and the local developer
+    /// in every team. Never provisioned
+    /// into AWS: `titus-provision` writes [`Names::definitions`].
+    pub fn local_definitions(&self) -> Definitions {
+        let mut definitions = self.definitions();
+        for parameter in &mut definitions.parameters {
+            if parameter.name == self.api_identities_parameter() {
+                let tokens: serde_json::Map<String, serde_json::Value> = LOCAL_TOKENS
+                    .iter()
+                    .map(|(token, identity)| ((*token).to_owned(), (*identity).into()))
+                    .collect();
+                parameter.default_value = serde_json::Value::Object(tokens).to_string();
+            } else if parameter.name == self.api_admins_parameter() {
+                parameter.default_value = serde_json::json!([LOCAL_ADMIN]).to_string();
+            } else if parameter.name == self.team_policy_parameter() {
+                // The local developer and every local submit-queue producer file jobs for any
+                // team, as demos and tests do.
+                parameter.default_value =
+                    serde_json::json!({LOCAL_TOKENS[0].1: ["*"], "sqs:*": ["*"]}).to_string();
+            }
+        }
+        definitions
     }
 
     fn tables(&self) -> Vec<TableDef> {
@@ -463,12 +506,14 @@ impl Names {
                 name: self.job_policy_parameter(),
                 description:
                     "What jobs may ask of their hosts (JSON, camelCase): allowPrivileged, \
-                              allowHostNetwork, allowHostMounts, registries (empty: any)",
+                              allowHostNetwork, allowHostMounts, registries (empty: any), \
+                              allowedCapabilities (beyond NET_BIND_SERVICE; empty: none)",
                 default_value: serde_json::json!({
                     "allowPrivileged": false,
                     "allowHostNetwork": false,
                     "allowHostMounts": false,
-                    "registries": []
+                    "registries": [],
+                    "allowedCapabilities": []
                 })
                 .to_string(),
             },
@@ -476,16 +521,21 @@ impl Names {
                 name: self.api_identities_parameter(),
                 description: "Bearer tokens the API accepts outside AWS (JSON object: token to \
                               identity); in AWS, API Gateway's IAM auth names the caller instead",
-                default_value: serde_json::json!({
-                    "local-dev-token": "dev@titus.local",
-                    "local-admin-token": "admin@titus.local"
-                })
-                .to_string(),
+                default_value: "{}".to_owned(),
             },
             ParameterDef {
                 name: self.api_admins_parameter(),
                 description: "Identities that may kill or change any job (JSON array)",
-                default_value: serde_json::json!(["admin@titus.local"]).to_string(),
+                default_value: "[]".to_owned(),
+            },
+            ParameterDef {
+                name: self.team_policy_parameter(),
+                description: "The owner teams each caller belongs to (JSON object: identity, or \
+                              prefix ending in *, to team emails, \"*\" for every team): a \
+                              caller (an API identity, or sqs:<SenderId> on the submit queue) \
+                              submits jobs only for its teams or the team named like itself, \
+                              and reads the environment values of its teams' jobs",
+                default_value: "{}".to_owned(),
             },
             ParameterDef {
                 name: self.agent_config_parameter(),
@@ -660,6 +710,32 @@ mod tests {
         assert!(err.contains("\"Prod\""), "{err}");
         assert!(Names::new("").is_err());
         assert!(Names::new("a-very-long-stage-name").is_err());
+    }
+
+    #[test]
+    fn only_local_definitions_carry_the_local_tokens() {
+        let names = Names::new("ci").unwrap();
+        let value = |defs: &Definitions, name: String| {
+            defs.parameters
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| p.default_value.clone())
+                .unwrap()
+        };
+
+        let defaults = names.definitions();
+        assert_eq!(value(&defaults, names.api_identities_parameter()), "{}");
+        assert_eq!(value(&defaults, names.api_admins_parameter()), "[]");
+
+        let local = names.local_definitions();
+        let tokens: serde_json::Value =
+            serde_json::from_str(&value(&local, names.api_identities_parameter())).unwrap();
+        assert_eq!(tokens["local-dev-token"], "dev@titus.local");
+        assert_eq!(tokens["local-admin-token"], "admin@titus.local");
+        assert_eq!(
+            value(&local, names.api_admins_parameter()),
+            r#"["admin@titus.local"]"#
+        );
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub mod settings;
 pub mod status;
 pub mod submit;
 pub mod tasks;
+pub mod teams;
 
 use std::sync::Mutex;
 
@@ -54,6 +55,7 @@ pub use jobs::{
 pub use policy::JobPolicy;
 pub use query::{list_tasks, TaskFilter};
 pub use settings::{Admission, Rules, SchedulerSettings, Settings};
+pub use teams::Teams;
 
 /// A message as a queue-triggered use case receives it (from Lambda's SQS event, or from the
 /// local stack's stand-in for it).

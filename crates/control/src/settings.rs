@@ -200,14 +200,30 @@ impl SchedulerSettings {
 
 impl Validate for JobPolicy {
     const EXPECTED: &'static str =
-        "a JSON object with allowPrivileged, allowHostNetwork, allowHostMounts and registries";
+        "a JSON object with allowPrivileged, allowHostNetwork, allowHostMounts, registries and \
+         allowedCapabilities (capability names without CAP_, such as NET_RAW)";
+
+    fn validate(&self) -> Result<(), String> {
+        match self
+            .allowed_capabilities
+            .iter()
+            .find(|c| !titus_core::validation::CAPABILITIES.contains(&c.as_str()))
+        {
+            Some(unknown) => Err(format!(
+                "allowedCapabilities names unknown capability {unknown:?}"
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
-/// What submissions are checked against: the platform's limits, then its policy.
+/// What submissions are checked against: the platform's limits, then its policy, then whether
+/// the caller belongs to the job's owner team.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Admission {
     pub limits: Limits,
     pub policy: JobPolicy,
+    pub teams: crate::teams::Teams,
 }
 
 /// Every setting the use cases read.
@@ -290,5 +306,21 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("binpack or spread"), "{err}");
+    }
+
+    #[test]
+    fn a_job_policy_may_allow_only_known_capabilities() {
+        let known = JobPolicy {
+            allowed_capabilities: vec!["NET_RAW".to_owned()],
+            ..JobPolicy::default()
+        };
+        assert_eq!(known.validate(), Ok(()));
+
+        let unknown = JobPolicy {
+            allowed_capabilities: vec!["CAP_NET_RAW".to_owned()],
+            ..JobPolicy::default()
+        };
+        let err = unknown.validate().unwrap_err();
+        assert!(err.contains("\"CAP_NET_RAW\""), "{err}");
     }
 }

@@ -7,7 +7,8 @@
 //! envelope when it is an object with a `jobDescriptor` key.
 //!
 //! # Guarantees
-//! - Idempotent on the client token (scope `submit-queue/client-token`), or on the SQS message id
+//! - Idempotent on the client token (scope `submit-queue/client-token/sqs:<SenderId>`, so one
+//!   producer's tokens are its own), or on the SQS message id
 //!   when there is none (scope `submit-queue/message-id`), so a redelivered message or a
 //!   resubmission with the same token stores one job. Messages of one batch that share a key are
 //!   processed in order.
@@ -18,7 +19,9 @@
 //!   token reused for another descriptor) is sent to the rejection queue with its errors
 //!   ([`Rejection`]) and then acknowledged; if the rejection cannot be sent, it is a batch item
 //!   failure instead. Nothing is dropped silently.
-//! - The job's creator is `sqs:<SenderId>`, the sending principal SQS reports.
+//! - The job's creator is `sqs:<SenderId>`, the sending principal SQS reports; it submits only for
+//!   the owner teams the stage's team policy gives it (`Admission::teams`), else the message is
+//!   rejected with reason `forbidden`.
 
 use std::collections::BTreeMap;
 
@@ -130,8 +133,11 @@ async fn store_submission<P: Ports>(
 ) -> Outcome {
     let rejections = cp.ports.rejections();
     let message_id = submission.message_id.clone();
-    let client_token =
-        (submission.key.scope == CLIENT_TOKEN_SCOPE).then(|| submission.key.key.clone());
+    let client_token = submission
+        .key
+        .scope
+        .starts_with(CLIENT_TOKEN_SCOPE)
+        .then(|| submission.key.key.clone());
     let body = serde_json::to_string(&submission.descriptor).unwrap_or_default();
     match crate::jobs::create_job(
         cp,
@@ -213,7 +219,10 @@ fn read_message(
 ) -> Result<Submission, PendingRejection> {
     let message_id = message.message_id.clone();
     let body = message.body.clone();
-    let refuse = |client_token: Option<String>, errors: Vec<FieldError>| -> PendingRejection {
+    let refuse_for = |reason: &'static str,
+                      client_token: Option<String>,
+                      errors: Vec<FieldError>|
+     -> PendingRejection {
         let message_id = message_id.clone();
         let (kept, truncated) = truncate(&body, REJECTED_BODY_MAX_BYTES);
         let kept = kept.to_owned();
@@ -221,12 +230,13 @@ fn read_message(
             message_id,
             client_token,
             rejected_at_ms: now_ms,
-            reason: "invalid".to_owned(),
+            reason: reason.to_owned(),
             errors,
             body: kept,
             body_truncated: truncated,
         })
     };
+    let refuse = |client_token, errors| refuse_for("invalid", client_token, errors);
     if message_id.is_empty() {
         return Err(refuse(
             None,
@@ -260,9 +270,31 @@ fn read_message(
             return Err(refuse(client_token, errors));
         }
     };
+    let sender = message
+        .sender_id
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("submit-queue");
+    let created_by = format!("sqs:{sender}");
+    if let Some(refusal) = admission
+        .teams
+        .refusal(&created_by, &descriptor.owner.team_email)
+    {
+        let field_name = if envelope {
+            "jobDescriptor.owner.teamEmail"
+        } else {
+            "owner.teamEmail"
+        };
+        return Err(refuse_for(
+            "forbidden",
+            client_token,
+            vec![field(field_name, refusal)],
+        ));
+    }
     let key = match &client_token {
+        // Scoped to the producer: one producer's tokens never answer with another's jobs.
         Some(token) => IdempotencyKey {
-            scope: CLIENT_TOKEN_SCOPE.to_owned(),
+            scope: format!("{CLIENT_TOKEN_SCOPE}/{created_by}"),
             key: token.clone(),
             request_hash: request_hash(&descriptor),
         },
@@ -272,16 +304,11 @@ fn read_message(
             request_hash: request_hash(&descriptor),
         },
     };
-    let sender = message
-        .sender_id
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("submit-queue");
     Ok(Submission {
         message_id,
         descriptor,
         key,
-        created_by: format!("sqs:{sender}"),
+        created_by,
     })
 }
 

@@ -226,8 +226,8 @@ pub struct Rejection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_token: Option<String>,
     pub rejected_at_ms: u64,
-    /// `invalid` (the body or descriptor) or `idempotencyMismatch` (a client token reused for
-    /// another descriptor).
+    /// `invalid` (the body or descriptor), `forbidden` (the producer is not in the job's owner
+    /// team) or `idempotencyMismatch` (a client token reused for another descriptor).
     pub reason: String,
     pub errors: Vec<FieldError>,
     /// The message body as received, cut to fit one SQS message.

@@ -207,7 +207,9 @@ async fn main() {
                 &uuid::Uuid::new_v4().simple().to_string()[..10]
             ))
             .unwrap();
-            provision(&clients, &names.definitions()).await.unwrap();
+            provision(&clients, &names.local_definitions())
+                .await
+                .unwrap();
             names
         }
     };

@@ -1,4 +1,11 @@
-//! Who is calling, and whether they may change a job.
+//! Who is calling, and what they may read and change.
+//!
+//! - Any caller reads every job and task, but a job's environment values only if it created the
+//!   job, belongs to the job's owner team, or is an admin; others see the names with
+//!   [`HIDDEN_VALUE`]. Agents' queue URLs and principals are shown to admins only.
+//! - A caller submits jobs only for its teams (`/titus/{stage}/policy/teams`, or the team named
+//!   like itself); admins for any team.
+//! - Only a job's creator or an admin kills or changes it.
 //!
 //! In AWS, API Gateway authenticates with IAM (SigV4) and the Lambda entry puts the caller's ARN
 //! in the request as a [`GatewayIdentity`]; bearer tokens are then ignored. Served as plain HTTP
@@ -7,7 +14,8 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use titus_core::{Job, Ports};
+use titus_control::Teams;
+use titus_core::{Agent, Job, Ports};
 
 use crate::config::ApiConfig;
 use crate::error::ApiError;
@@ -18,14 +26,58 @@ use crate::AppState;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayIdentity(pub Option<String>);
 
+/// What a caller who may not read them sees in place of a job's environment values.
+pub const HIDDEN_VALUE: &str = "(hidden)";
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub identity: String,
     pub admin: bool,
+    /// The stage's map of callers to owner teams, narrowed to this caller.
+    pub teams: Teams,
 }
 
 impl Caller {
+    /// Whether the caller belongs to `team`.
+    pub fn is_member_of(&self, team: &str) -> bool {
+        self.teams.is_member(&self.identity, team)
+    }
+
+    /// Only admins and a team's members submit jobs for the team.
+    pub fn may_submit_for(&self, team: &str) -> Result<(), ApiError> {
+        match self.teams.refusal(&self.identity, team) {
+            Some(refusal) if !self.admin => Err(ApiError::forbidden(refusal)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the caller may read `job`'s environment values.
+    pub fn may_read_env_of(&self, job: &Job) -> bool {
+        self.admin
+            || job.created_by == self.identity
+            || self.is_member_of(&job.job_descriptor.owner.team_email)
+    }
+
+    /// `job` as this caller may see it.
+    pub fn view_of_job(&self, mut job: Job) -> Job {
+        if !self.may_read_env_of(&job) {
+            for value in job.job_descriptor.container.env.values_mut() {
+                *value = HIDDEN_VALUE.to_owned();
+            }
+        }
+        job
+    }
+
+    /// `agent` as this caller may see it: where to reach it and who it speaks as are for admins.
+    pub fn view_of_agent(&self, mut agent: Agent) -> Agent {
+        if !self.admin {
+            agent.queue_url.clear();
+            agent.principal.clear();
+        }
+        agent
+    }
+
     /// Only a job's creator or an admin may kill or change it.
     pub fn authorize(&self, job: &Job) -> Result<(), ApiError> {
         if self.admin || job.created_by == self.identity {
@@ -39,7 +91,7 @@ impl Caller {
 }
 
 /// Finds the caller of a request.
-pub fn authenticate(parts: &Parts, config: &ApiConfig) -> Result<Caller, ApiError> {
+pub fn authenticate(parts: &Parts, config: &ApiConfig, teams: &Teams) -> Result<Caller, ApiError> {
     let identity = match parts.extensions.get::<GatewayIdentity>() {
         Some(GatewayIdentity(Some(identity))) => identity.clone(),
         Some(GatewayIdentity(None)) => {
@@ -80,6 +132,7 @@ pub fn authenticate(parts: &Parts, config: &ApiConfig) -> Result<Caller, ApiErro
     };
     Ok(Caller {
         admin: config.is_admin(&identity),
+        teams: teams.narrowed_to(&identity),
         identity,
     })
 }
@@ -91,6 +144,10 @@ impl<P: Ports> FromRequestParts<AppState<P>> for Caller {
         parts: &mut Parts,
         state: &AppState<P>,
     ) -> Result<Caller, ApiError> {
-        authenticate(parts, state.config())
+        authenticate(
+            parts,
+            state.config(),
+            &state.control().settings.admission.teams,
+        )
     }
 }

@@ -126,10 +126,27 @@ mod tests {
     }
 
     #[test]
-    fn the_provisioned_defaults_are_a_valid_configuration() {
+    fn a_stage_starts_with_no_token_and_no_admin() {
         let names = Names::new("unit").unwrap();
 
         let config = config(&names, defaults(&names)).unwrap();
+
+        assert_eq!(config.identity_of_token("local-dev-token"), None);
+        assert_eq!(config.identity_of_token("local-admin-token"), None);
+        assert!(config.admins.is_empty());
+    }
+
+    #[test]
+    fn the_local_defaults_are_a_valid_configuration() {
+        let names = Names::new("unit").unwrap();
+        let local = names
+            .local_definitions()
+            .parameters
+            .into_iter()
+            .map(|p| (p.name, p.default_value))
+            .collect();
+
+        let config = config(&names, local).unwrap();
 
         assert_eq!(
             config.identity_of_token("local-dev-token"),

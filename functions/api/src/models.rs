@@ -84,13 +84,16 @@ pub struct ListJobsParams {
     #[param(rename = "jobState", style = Form, explode = false)]
     job_state: Option<Vec<JobState>>,
     /// The owner's team email.
+    #[param(max_length = 254)]
     owner: Option<String>,
-    #[param(rename = "applicationName")]
+    /// The application name (at most 2048 bytes).
+    #[param(rename = "applicationName", max_length = 2048)]
     application_name: Option<String>,
     #[param(rename = "jobType")]
     job_type: Option<JobType>,
-    /// Attributes that must be set, as comma-separated `key:value` pairs.
-    #[param(style = Form, explode = false)]
+    /// Attributes that must be set, as comma-separated `key:value` pairs (at most 16 pairs,
+    /// 4096 bytes in all).
+    #[param(style = Form, explode = false, max_items = 16)]
     attributes: Option<Vec<String>>,
     /// Items per page, 1 to 1000 (default 50).
     #[param(rename = "pageSize", minimum = 1, maximum = 1000)]

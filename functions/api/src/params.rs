@@ -17,6 +17,14 @@ use crate::error::ApiError;
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// Longest accepted idempotency key.
 pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
+/// Longest `owner` filter: the longest team email a job can have.
+pub const OWNER_FILTER_MAX_CHARS: usize = 254;
+/// Longest `applicationName` filter, in bytes: the longest partition key of a DynamoDB index.
+pub const APPLICATION_FILTER_MAX_BYTES: usize = 2048;
+/// Most `attributes` pairs a job filter may name.
+pub const ATTRIBUTE_FILTERS_MAX: usize = 16;
+/// Longest `attributes` filter, in bytes: every pair together.
+pub const ATTRIBUTE_FILTER_MAX_BYTES: usize = 4096;
 
 /// The query string as a map, refusing unknown and repeated parameters.
 #[derive(Debug)]
@@ -142,10 +150,26 @@ impl Query {
             .get("owner")
             .filter(|v| !v.is_empty())
             .map(str::to_owned);
+        if let Some(length) = filter.owner.as_ref().map(|o| o.chars().count()) {
+            if length > OWNER_FILTER_MAX_CHARS {
+                let message = format!(
+                    "must be at most {OWNER_FILTER_MAX_CHARS} characters (a team email), got \
+                     {length}"
+                );
+                self.push("owner", message);
+            }
+        }
         filter.application_name = self
             .get("applicationName")
             .filter(|v| !v.is_empty())
             .map(str::to_owned);
+        if let Some(length) = filter.application_name.as_ref().map(String::len) {
+            if length > APPLICATION_FILTER_MAX_BYTES {
+                let message =
+                    format!("must be at most {APPLICATION_FILTER_MAX_BYTES} bytes, got {length}");
+                self.push("applicationName", message);
+            }
+        }
         if let Some(text) = self.get("jobType") {
             match JobType::parse(text) {
                 Some(job_type) => filter.job_type = Some(job_type),
@@ -160,7 +184,19 @@ impl Query {
         }
         let mut attributes = BTreeMap::new();
         let mut attribute_problems = Vec::new();
-        for pair in self.list("attributes") {
+        let given = self.get("attributes").map_or(0, str::len);
+        let pairs = self.list("attributes");
+        if given > ATTRIBUTE_FILTER_MAX_BYTES || pairs.len() > ATTRIBUTE_FILTERS_MAX {
+            attribute_problems.push(problem(
+                "attributes",
+                format!(
+                    "must name at most {ATTRIBUTE_FILTERS_MAX} key:value pairs in at most \
+                     {ATTRIBUTE_FILTER_MAX_BYTES} bytes, got {} pairs in {given} bytes",
+                    pairs.len()
+                ),
+            ));
+        }
+        for pair in pairs {
             match pair.split_once(':') {
                 Some((key, value)) if !key.is_empty() => {
                     attributes.insert(key.to_owned(), value.to_owned());
@@ -345,6 +381,41 @@ mod tests {
         assert_eq!(filter.job_type, Some(JobType::Service));
         assert_eq!(filter.attributes.get("b").map(String::as_str), Some("x:y"));
         assert_eq!(filter.owner.as_deref(), Some("t@e.com"));
+    }
+
+    #[test]
+    fn job_filters_are_bounded() {
+        let allowed = ["owner", "applicationName", "attributes"];
+        let long_owner = format!("owner={}@e.com", "a".repeat(250));
+        let long_application = format!("applicationName={}", "a".repeat(2049));
+        let many_pairs = format!(
+            "attributes={}",
+            (0..17)
+                .map(|i| format!("k{i}:v"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let long_pairs = format!("attributes=k:{}", "v".repeat(4096));
+        for (raw, field) in [
+            (long_owner.as_str(), "owner"),
+            (long_application.as_str(), "applicationName"),
+            (many_pairs.as_str(), "attributes"),
+            (long_pairs.as_str(), "attributes"),
+        ] {
+            let mut query = Query::parse(Some(raw), &allowed);
+            query.job_filter();
+            let problems: Vec<&str> = query.problems.iter().map(|p| p.field.as_str()).collect();
+            assert_eq!(problems, [field], "{}", &raw[..40]);
+        }
+
+        let at_the_limit = format!(
+            "owner={}@e.com&applicationName={}",
+            "a".repeat(248),
+            "a".repeat(2048)
+        );
+        let mut query = Query::parse(Some(&at_the_limit), &allowed);
+        query.job_filter();
+        assert!(query.finish().is_ok());
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub async fn healthz() -> Response {
         (status = 200, description = "A retry with the same Idempotency-Key: the job the first request created", body = Job),
         (status = 400, description = "The descriptor is invalid; every problem is listed", body = ErrorBody),
         (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 403, description = "The caller may not submit jobs for the owner team it names (`/titus/{stage}/api/teams`)", body = ErrorBody),
         (status = 409, description = "The Idempotency-Key was used for a different descriptor", body = ErrorBody),
         (status = 413, description = "The body is over the descriptor size limit", body = ErrorBody),
         (status = 415, description = "The body is not declared as application/json", body = ErrorBody),
@@ -96,6 +97,7 @@ pub async fn create_job<P: Ports>(
     let admission = &app.control().settings.admission;
     let descriptor = titus_control::admit(&body, &admission.limits, &admission.policy)
         .map_err(ApiError::from_parse)?;
+    caller.may_submit_for(&descriptor.owner.team_email)?;
     let idempotency = key.map(|key| IdempotencyKey {
         scope: caller.identity.clone(),
         key,
@@ -126,7 +128,7 @@ pub async fn create_job<P: Ports>(
     get, path = "/api/v3/jobs", tag = "jobs",
     params(ListJobsParams),
     responses(
-        (status = 200, description = "A page of jobs, newest first", body = JobPage),
+        (status = 200, description = "A page of jobs, newest first; environment values read `(hidden)` unless the caller created the job, is in its owner team or is an admin", body = JobPage),
         (status = 400, description = "A query parameter or the cursor is invalid", body = ErrorBody),
         (status = 401, description = "No or unknown credentials", body = ErrorBody),
         (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
@@ -136,7 +138,7 @@ pub async fn create_job<P: Ports>(
 )]
 pub async fn list_jobs<P: Ports>(
     State(app): State<AppState<P>>,
-    _caller: Caller,
+    caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let mut query = Query::parse(
@@ -159,7 +161,11 @@ pub async fn list_jobs<P: Ports>(
     Ok(json(
         StatusCode::OK,
         &JobPage {
-            items: result.items,
+            items: result
+                .items
+                .into_iter()
+                .map(|job| caller.view_of_job(job))
+                .collect(),
             pagination,
         },
     ))
@@ -169,7 +175,7 @@ pub async fn list_jobs<P: Ports>(
     get, path = "/api/v3/jobs/{id}", tag = "jobs",
     params(("id" = uuid::Uuid, Path, description = "The job's id")),
     responses(
-        (status = 200, description = "The job", body = Job),
+        (status = 200, description = "The job; its environment values read `(hidden)` unless the caller created it, is in its owner team or is an admin", body = Job),
         (status = 400, description = "The id is not a UUID", body = ErrorBody),
         (status = 401, description = "No or unknown credentials", body = ErrorBody),
         (status = 404, description = "No job has this id", body = ErrorBody),
@@ -181,11 +187,11 @@ pub async fn list_jobs<P: Ports>(
 pub async fn get_job<P: Ports>(
     State(app): State<AppState<P>>,
     IdParam(id): IdParam,
-    _caller: Caller,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     let id = params::job_id(&id)?;
     let job = load_job(app.store(), &id).await?;
-    Ok(json(StatusCode::OK, &job))
+    Ok(json(StatusCode::OK, &caller.view_of_job(job)))
 }
 
 /// Kills a job: it moves to KillInitiated and its tasks are killed; it is Finished once none runs.
@@ -487,7 +493,7 @@ pub async fn kill_task<P: Ports>(
 #[utoipa::path(
     get, path = "/api/v3/agents", tag = "agents",
     responses(
-        (status = 200, description = "Every registered agent", body = AgentList),
+        (status = 200, description = "Every registered agent; `queueUrl` and `principal` are empty unless the caller is an admin", body = AgentList),
         (status = 401, description = "No or unknown credentials", body = ErrorBody),
         (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
         (status = 503, description = "The store is throttling or unreachable; retry", body = ErrorBody),
@@ -496,9 +502,15 @@ pub async fn kill_task<P: Ports>(
 )]
 pub async fn list_agents<P: Ports>(
     State(app): State<AppState<P>>,
-    _caller: Caller,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
-    let items = app.agents().list_agents().await?;
+    let items = app
+        .agents()
+        .list_agents()
+        .await?
+        .into_iter()
+        .map(|agent| caller.view_of_agent(agent))
+        .collect();
     Ok(json(StatusCode::OK, &AgentList { items }))
 }
 

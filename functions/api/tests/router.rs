@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use serde_json::{json, Value};
-use support::{batch, request, service, Api, ADMIN, ALICE, BOB};
+use support::{batch, request, service, Api, ADMIN, ALICE, BOB, CAROL};
 use titus_aws::provision::ensure_queue;
 use titus_core::{Agent, AgentState, AgentStore, JobStore, Resources, TaskId, TaskState};
 
@@ -735,6 +735,130 @@ async fn attributes_are_set_and_deleted() {
 }
 
 #[tokio::test]
+async fn control_characters_in_attributes_and_oversized_filters_get_400_and_change_nothing() {
+    let api = Api::new().await;
+    let job = id_of(&api.create(ALICE, &batch(1)).await);
+
+    let escape = api
+        .put_json(
+            &format!("/api/v3/jobs/{job}/attributes"),
+            ALICE,
+            &json!({"attributes": {"colour": "\u{1b}[31mred", "ok": "fine"}}),
+        )
+        .await;
+    let nul_key = api
+        .put_json(
+            &format!("/api/v3/jobs/{job}/attributes"),
+            ALICE,
+            &json!({"attributes": {"a\u{0}b": "v"}}),
+        )
+        .await;
+    let mut escaped_at_creation = batch(1);
+    escaped_at_creation["attributes"] = json!({"note": "line\nbreak"});
+    let created = api
+        .post_json("/api/v3/jobs", ALICE, &escaped_at_creation)
+        .await;
+    let huge_owner = api
+        .get(&format!("/api/v3/jobs?owner={}", "o".repeat(65_000)), ALICE)
+        .await;
+    let unchanged = api.get(&format!("/api/v3/jobs/{job}"), ALICE).await;
+
+    assert_eq!(escape.error(StatusCode::BAD_REQUEST), "invalid_request");
+    assert_eq!(escape.fields(), ["attributes[\"colour\"]"]);
+    assert!(
+        escape.text.contains("must not contain control characters"),
+        "{}",
+        escape.text
+    );
+    assert_eq!(nul_key.error(StatusCode::BAD_REQUEST), "invalid_request");
+    assert_eq!(created.error(StatusCode::BAD_REQUEST), "invalid_request");
+    assert_eq!(created.fields(), ["attributes[\"note\"]"]);
+    assert_eq!(huge_owner.error(StatusCode::BAD_REQUEST), "invalid_request");
+    assert_eq!(huge_owner.fields(), ["owner"]);
+    assert!(huge_owner.text.contains("at most 254 characters"));
+    assert_eq!(unchanged.json["jobDescriptor"]["attributes"], json!({}));
+}
+
+/// What each kind of caller reads of a job and an agent, and for which teams it may submit.
+#[tokio::test]
+async fn callers_read_env_values_of_their_teams_only_and_submit_for_their_teams_only() {
+    let api = Api::new().await;
+    let mut secretive = batch(1);
+    secretive["container"]["env"] = json!({"DB_PASSWORD": "hunter2", "MODE": "prod"});
+    let job = id_of(&api.create(ALICE, &secretive).await);
+    let mut for_blue = batch(1);
+    for_blue["owner"]["teamEmail"] = json!("blue@example.com");
+    let mut for_herself = batch(1);
+    for_herself["owner"]["teamEmail"] = json!("carol@example.com");
+
+    let env_seen_by = |token: &'static str| {
+        let api = &api;
+        let job = job.clone();
+        async move {
+            let one = api.get(&format!("/api/v3/jobs/{job}"), token).await;
+            let listed = api.get("/api/v3/jobs?owner=team@example.com", token).await;
+            let in_list = listed.json["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|j| j["id"] == json!(job))
+                .unwrap()["jobDescriptor"]["container"]["env"]
+                .clone();
+            assert_eq!(one.json["jobDescriptor"]["container"]["env"], in_list);
+            in_list
+        }
+    };
+    let creator = env_seen_by(ALICE).await;
+    let team_member = env_seen_by(BOB).await;
+    let admin = env_seen_by(ADMIN).await;
+    let outsider = env_seen_by(CAROL).await;
+    let outsider_for_blue = api.post_json("/api/v3/jobs", CAROL, &for_blue).await;
+    let outsider_for_team = api.post_json("/api/v3/jobs", CAROL, &batch(1)).await;
+    let carol_for_herself = api.post_json("/api/v3/jobs", CAROL, &for_herself).await;
+    let admin_for_blue = api.post_json("/api/v3/jobs", ADMIN, &for_blue).await;
+    let listed = api.get("/api/v3/jobs?pageSize=1000", CAROL).await;
+
+    let plain = json!({"DB_PASSWORD": "hunter2", "MODE": "prod"});
+    assert_eq!(creator, plain);
+    assert_eq!(team_member, plain);
+    assert_eq!(admin, plain);
+    assert_eq!(
+        outsider,
+        json!({"DB_PASSWORD": "(hidden)", "MODE": "(hidden)"}),
+        "another caller sees the names only"
+    );
+    assert!(!listed.text.contains("hunter2"), "{}", listed.text);
+    assert_eq!(outsider_for_blue.error(StatusCode::FORBIDDEN), "forbidden");
+    assert!(
+        outsider_for_blue.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"blue@example.com\""),
+        "the refusal names the team: {}",
+        outsider_for_blue.text
+    );
+    assert_eq!(outsider_for_team.error(StatusCode::FORBIDDEN), "forbidden");
+    assert_eq!(carol_for_herself.status, StatusCode::CREATED);
+    assert_eq!(carol_for_herself.json["createdBy"], "carol@example.com");
+    assert_eq!(
+        carol_for_herself.json["jobDescriptor"]["owner"]["teamEmail"],
+        "carol@example.com"
+    );
+    assert_eq!(
+        admin_for_blue.status,
+        StatusCode::CREATED,
+        "{}",
+        admin_for_blue.text
+    );
+    let created: Vec<&Value> = listed.json["items"].as_array().unwrap().iter().collect();
+    assert_eq!(
+        created.len(),
+        3,
+        "the two refused submissions wrote nothing"
+    );
+}
+
+#[tokio::test]
 async fn tasks_are_listed_read_and_killed() {
     let api = Api::new().await;
     let (queue_url, _) = ensure_queue(&api.clients.sqs, &api.names.agent_queue_def("a1"))
@@ -829,6 +953,7 @@ async fn tasks_are_listed_read_and_killed() {
         .delete(&format!("/api/v3/tasks/{batch_task}"), ALICE)
         .await;
     let agents = api.get("/api/v3/agents", BOB).await;
+    let agents_as_admin = api.get("/api/v3/agents", ADMIN).await;
 
     assert_eq!(started.status, StatusCode::OK, "{}", started.text);
     assert_eq!(started.json["items"][0]["id"], json!(placed_id.as_str()));
@@ -860,7 +985,14 @@ async fn tasks_are_listed_read_and_killed() {
     assert_eq!(killed_again.error(StatusCode::CONFLICT), "conflict");
     assert_eq!(agents.status, StatusCode::OK);
     assert_eq!(agents.json["items"][0]["id"], "a1");
-    assert_eq!(agents.json["items"][0]["queueUrl"], json!(queue_url));
+    assert_eq!(
+        agents.json["items"][0]["queueUrl"], "",
+        "only admins see queues"
+    );
+    assert_eq!(
+        agents_as_admin.json["items"][0]["queueUrl"],
+        json!(queue_url)
+    );
     let messages = api
         .clients
         .sqs

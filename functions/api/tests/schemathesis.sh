@@ -23,7 +23,7 @@ fi
 
 cargo build --quiet -p titus-api --bin titus-api-lambda -p titus-localstack --bin titus-provision
 STAGE=st$(head -c 5 /dev/urandom | od -An -tx1 | tr -d ' \n')
-"$CARGO_TARGET_DIR/debug/titus-provision" --stage "$STAGE" >/dev/null
+"$CARGO_TARGET_DIR/debug/titus-provision" --stage "$STAGE" --local-tokens >/dev/null
 # Small limits keep a generated valid job from asking the emulator for thousands of tasks.
 "$VENV/bin/python" - "$STAGE" <<'PY'
 import json, os, sys

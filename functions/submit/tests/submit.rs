@@ -122,6 +122,15 @@ impl Stage {
     }
 }
 
+/// The recorded batch's producer, `sqs:AIDAEXAMPLEPRODUCER`, in the team its jobs name.
+fn producer_admission() -> Admission {
+    Admission {
+        teams: titus_control::Teams::default()
+            .with("sqs:AIDAEXAMPLEPRODUCER", &["team@example.com"]),
+        ..Admission::default()
+    }
+}
+
 fn recorded_batch() -> SqsEvent {
     let path = format!(
         "{}/tests/data/sqs-submit-batch.json",
@@ -137,7 +146,7 @@ fn id(n: u32) -> String {
 #[tokio::test]
 async fn a_mixed_batch_stores_the_valid_once_and_rejects_the_invalid_with_their_errors() {
     let stage = fresh_stage().await;
-    let admission = Admission::default();
+    let admission = producer_admission();
 
     let outcomes = process_batch(
         &stage.control(admission),
@@ -220,7 +229,7 @@ async fn a_mixed_batch_stores_the_valid_once_and_rejects_the_invalid_with_their_
 #[tokio::test]
 async fn a_redelivered_batch_stores_nothing_twice_and_reports_no_failures() {
     let stage = fresh_stage().await;
-    let admission = Admission::default();
+    let admission = producer_admission();
     handle_batch(&stage.control(admission.clone()), recorded_batch(), NOW_MS).await;
     let first_jobs = stage.jobs().await;
     stage.rejected().await;
@@ -258,7 +267,7 @@ async fn a_store_failure_is_a_batch_item_failure_for_sqs_to_redeliver() {
     ports.jobs = DynamoJobStore::new(stage.clients.dynamodb.clone(), &missing);
 
     let response = handle_batch(
-        &stage.control_over(ports, Admission::default()),
+        &stage.control_over(ports, producer_admission()),
         recorded_batch(),
         NOW_MS,
     )
@@ -308,7 +317,7 @@ async fn a_rejection_that_cannot_be_sent_is_redelivered_rather_than_dropped() {
     );
 
     let response = handle_batch(
-        &stage.control_over(ports, Admission::default()),
+        &stage.control_over(ports, producer_admission()),
         recorded_batch(),
         NOW_MS,
     )
@@ -331,7 +340,7 @@ async fn the_policy_applies_to_submissions_too() {
             registries: vec!["registry.example.com".to_owned()],
             ..titus_control::JobPolicy::default()
         },
-        ..Admission::default()
+        ..producer_admission()
     };
 
     let outcomes = process_batch(
@@ -352,4 +361,75 @@ async fn the_policy_applies_to_submissions_too() {
         rejected[1].errors[0].field,
         "jobDescriptor.container.image.name"
     );
+}
+
+/// The recorded batch as `sender` sent it.
+fn batch_from(sender: &str) -> SqsEvent {
+    let mut event = recorded_batch();
+    for record in &mut event.records {
+        record
+            .attributes
+            .insert("SenderId".to_owned(), sender.to_owned());
+    }
+    event
+}
+
+#[tokio::test]
+async fn producers_submit_only_for_their_teams_and_their_client_tokens_are_their_own() {
+    let stage = fresh_stage().await;
+    let admission = Admission {
+        teams: producer_admission()
+            .teams
+            .with("sqs:AIDASECONDPRODUCER", &["team@example.com"]),
+        ..Admission::default()
+    };
+    let cp = stage.control(admission);
+
+    let first = process_batch(&cp, sqs_messages(recorded_batch()), NOW_MS).await;
+    let outsider = process_batch(&cp, sqs_messages(batch_from("AIDAOUTSIDER")), NOW_MS).await;
+    // The same messages (and client tokens) from a second producer of the team: its own jobs.
+    let mut second_batch = batch_from("AIDASECONDPRODUCER");
+    for record in &mut second_batch.records {
+        record.message_id = record.message_id.as_ref().map(|m| format!("{m}-second"));
+    }
+    let second = process_batch(&cp, sqs_messages(second_batch), NOW_MS).await;
+
+    let token_job = |outcomes: &[(String, Outcome)]| match &outcomes[1].1 {
+        Outcome::Stored { job_id, created } => (job_id.clone(), *created),
+        other => panic!("{other:?}"),
+    };
+    let (first_token_job, _) = token_job(&first);
+    let (second_token_job, second_created) = token_job(&second);
+    assert_ne!(
+        first_token_job, second_token_job,
+        "a client token answers only its own producer"
+    );
+    assert!(second_created);
+    assert!(
+        outsider.iter().all(|(_, o)| *o == Outcome::Rejected),
+        "{outsider:?}"
+    );
+    let rejected = stage.rejected().await;
+    let forbidden: Vec<&Rejection> = rejected
+        .iter()
+        .filter(|r| r.reason == "forbidden")
+        .collect();
+    // The outsider's four valid descriptors are refused for the team; its two invalid ones as
+    // invalid, as every producer's are.
+    assert_eq!(forbidden.len(), 4, "{rejected:?}");
+    assert_eq!(forbidden[0].errors[0].field, "owner.teamEmail");
+    assert_eq!(
+        forbidden[1].errors[0].field,
+        "jobDescriptor.owner.teamEmail"
+    );
+    assert!(
+        forbidden[0].errors[0]
+            .message
+            .contains("\"team@example.com\""),
+        "{:?}",
+        forbidden[0].errors
+    );
+    let jobs = stage.jobs().await;
+    assert_eq!(jobs.len(), 4, "two jobs of each producer of the team");
+    assert!(jobs.iter().all(|j| j.created_by != "sqs:AIDAOUTSIDER"));
 }

@@ -171,6 +171,17 @@ impl Problems<'_> {
                     ),
                 );
             }
+            for (part, text) in [("key", key), ("value", value)] {
+                if let Some(at) = text.chars().position(char::is_control) {
+                    self.push(
+                        &entry,
+                        format!(
+                            "{part} must not contain control characters (NUL, escape sequences, \
+                             line breaks), found one at character {at}; expected printable text"
+                        ),
+                    );
+                }
+            }
         }
     }
 
@@ -1260,6 +1271,33 @@ mod tests {
                 "must have at most 16 entries, got 17"
             )]
         );
+    }
+
+    #[test]
+    fn attributes_refuse_control_characters() {
+        let json = batch_with(json!({
+            "attributes": {"colour": "\u{1b}[31mred", "nul\u{0}key": "v", "fine": "ok"}
+        }));
+
+        let errors = match parse_descriptor(&json, &Limits::titus_defaults()) {
+            Err(ParseError::Invalid(errors)) => errors,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+
+        let messages: Vec<(&str, &str)> = errors
+            .iter()
+            .map(|e| (e.field.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert_eq!(messages[0].0, "attributes[\"colour\"]");
+        assert!(messages[0]
+            .1
+            .starts_with("value must not contain control characters"));
+        assert!(messages[0].1.contains("at character 0"), "{messages:?}");
+        assert_eq!(messages[1].0, "attributes[\"nul\\0key\"]");
+        assert!(messages[1]
+            .1
+            .starts_with("key must not contain control characters"));
     }
 
     #[test]

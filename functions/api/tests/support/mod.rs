@@ -16,6 +16,8 @@ use tower::ServiceExt as _;
 pub const ALICE: &str = "alice-token";
 pub const BOB: &str = "bob-token";
 pub const ADMIN: &str = "admin-token";
+/// A caller in no team: it creates nothing of the tests' teams and reads only what any caller may.
+pub const CAROL: &str = "carol-token";
 
 /// Clients for the emulator the test command started. Fails loudly rather than reaching AWS.
 pub async fn clients() -> AwsClients {
@@ -40,9 +42,26 @@ pub fn config(names: &Names) -> ApiConfig {
             (ALICE, "alice@example.com"),
             (BOB, "bob@example.com"),
             (ADMIN, "root@example.com"),
+            (CAROL, "carol@example.com"),
         ],
         &["root@example.com"],
     )
+}
+
+/// The teams of the tests' callers: Alice (by token and by IAM) and Bob in `team@example.com`,
+/// Alice also in `other@example.com`; Carol in none.
+pub fn teams() -> titus_control::Teams {
+    titus_control::Teams::default()
+        .with(
+            "alice@example.com",
+            &["team@example.com", "other@example.com"],
+        )
+        .with("bob@example.com", &["team@example.com"])
+        // The IAM caller of the recorded API Gateway events.
+        .with(
+            "arn:aws:iam::123456789012:user/alice",
+            &["team@example.com"],
+        )
 }
 
 /// The API over a fresh stage.
@@ -69,6 +88,7 @@ impl Api {
             .await
             .expect("provisioning a fresh stage");
         let mut settings = Settings::default();
+        settings.admission.teams = teams();
         change(&mut settings);
         let config = config(&names);
         Api::over_with(clients, names, config, settings)
@@ -76,7 +96,9 @@ impl Api {
 
     /// The router over a stage that may or may not be provisioned.
     pub fn over(clients: AwsClients, names: Names, config: ApiConfig) -> Api {
-        Api::over_with(clients, names, config, Settings::default())
+        let mut settings = Settings::default();
+        settings.admission.teams = teams();
+        Api::over_with(clients, names, config, settings)
     }
 
     fn over_with(clients: AwsClients, names: Names, config: ApiConfig, settings: Settings) -> Api {
