@@ -288,8 +288,8 @@ describe('the scaler', () => {
 
   it('reads its own parameters and no other function may touch EC2', () => {
     const ssm = statements.filter((s) => actionsOf([s]).some((a) => a.startsWith('ssm:')));
-    // Its pools' and its own settings, and the four every function builds the control plane from.
-    const controlPlane = ['limits/job', 'policy/jobs', 'control/rules', 'scheduler/config'];
+    // Its pools' and its own settings, and the five every function builds the control plane from.
+    const controlPlane = ['limits/job', 'policy/jobs', 'policy/teams', 'control/rules', 'scheduler/config'];
     const allowed = (resource: string) =>
       resource.includes(`parameter/titus/${STAGE}/scaler`) ||
       controlPlane.some((suffix) => resource.includes(`parameter/titus/${STAGE}/${suffix}`));
