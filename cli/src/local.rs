@@ -177,7 +177,8 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     // The API, as the api Lambda's router.
     {
         let api_config = titus_api::ApiConfig::load(&clients.ssm, &names).await?;
-        let state = titus_api::AppState::new(cp.clone(), api_config);
+        let limiter = titus_aws::DynamoRateLimiter::new(clients.dynamodb.clone(), &names);
+        let state = titus_api::AppState::new(cp.clone(), api_config, Some(Arc::new(limiter)));
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| {

@@ -77,6 +77,7 @@ interface Tables {
   heartbeats: dynamodb.Table;
   leases: dynamodb.Table;
   idempotency: dynamodb.Table;
+  'rate-limits': dynamodb.Table;
 }
 
 const READ = ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query', 'dynamodb:ConditionCheckItem'];
@@ -103,7 +104,7 @@ export class TitusStack extends cdk.Stack {
 
     // Data.
     const tables = Object.fromEntries(definitions.tables.map((t) => [t.role, this.table(t)]));
-    for (const role of ['jobs', 'tasks', 'agents', 'heartbeats', 'leases', 'idempotency']) {
+    for (const role of ['jobs', 'tasks', 'agents', 'heartbeats', 'leases', 'idempotency', 'rate-limits']) {
       if (!tables[role]) throw new Error(`definitions.json has no ${role} table`);
     }
     this.tables = tables as unknown as Tables;
@@ -580,12 +581,15 @@ export class TitusStack extends cdk.Stack {
 
     // api: jobs and tasks, reading agents, kill commands to agents' queues.
     this.allow(f.api.role!, [...READ, ...WRITE], this.tableArns(t.jobs, t.tasks, t.idempotency));
+    // Per-caller rate limits: one conditional counter update per request.
+    this.allow(f.api.role!, ['dynamodb:UpdateItem'], [t['rate-limits'].tableArn]);
     this.allow(f.api.role!, [...READ, ...SCAN], this.tableArns(t.agents, t.heartbeats));
     this.allow(f.api.role!, ['sqs:SendMessage'], [agentQueues]);
     this.allow(f.api.role!, ['ssm:GetParameters', 'ssm:GetParameter'], [
       ...controlPlaneSettings,
       param('/api/identities'),
       param('/api/admins'),
+      param('/api/rate-limits'),
     ]);
 
     // submit: creates jobs; refused descriptors go to the rejected queue.

@@ -12,6 +12,7 @@ pub mod ec2;
 pub mod lease;
 pub mod ports;
 pub mod provision;
+pub mod rate;
 pub mod resources;
 pub mod scaler_state;
 pub mod sqs;
@@ -23,6 +24,7 @@ pub use dynamo::DynamoJobStore;
 pub use ec2::Ec2Fleet;
 pub use lease::{DynamoAllocationStore, DynamoLeaseStore};
 pub use ports::{aws_ports, AwsPorts};
+pub use rate::DynamoRateLimiter;
 pub use resources::{Definitions, Names};
 pub use scaler_state::DynamoScalerState;
 pub use sqs::{

@@ -65,6 +65,8 @@ pub mod attr {
     pub const AWAITING_TASKS: &str = "awaitingTasks";
     pub const REQUEST_HASH: &str = "requestHash";
     pub const EXPIRES_AT: &str = "expiresAt";
+    /// The key of a rate-limit counter: `{caller}#{kind}#{window start}`.
+    pub const RATE_KEY: &str = "rateKey";
     /// The key of an agent's heartbeat item: the principal it speaks as (see `Agent::principal`).
     pub const HEARTBEAT_KEY: &str = "heartbeatKey";
 }
@@ -208,6 +210,11 @@ impl Names {
     pub fn idempotency_table(&self) -> String {
         self.resource("idempotency")
     }
+    /// Per-caller request counters of the API's rate limits, one item per caller, kind and
+    /// window, expiring by TTL.
+    pub fn rate_limits_table(&self) -> String {
+        self.resource("rate-limits")
+    }
     pub fn submit_queue(&self) -> String {
         self.resource("submit")
     }
@@ -249,6 +256,10 @@ impl Names {
     /// The identities that may change any job: a JSON array.
     pub fn api_admins_parameter(&self) -> String {
         format!("{}/api/admins", self.parameter_path())
+    }
+    /// The API's per-caller rate limits: a JSON object.
+    pub fn api_rate_limits_parameter(&self) -> String {
+        format!("{}/api/rate-limits", self.parameter_path())
     }
     /// The owner teams each caller belongs to: it submits jobs for them (through the API or
     /// the submit queue) and reads their jobs' environment values. A JSON object of identity to
@@ -448,6 +459,13 @@ impl Names {
                 global_secondary_indexes: vec![],
                 ttl_attribute: Some(attr::EXPIRES_AT),
             },
+            TableDef {
+                role: "rate-limits",
+                name: self.rate_limits_table(),
+                key: key(attr::RATE_KEY, None),
+                global_secondary_indexes: vec![],
+                ttl_attribute: Some(attr::EXPIRES_AT),
+            },
         ]
     }
 
@@ -527,6 +545,20 @@ impl Names {
                 name: self.api_admins_parameter(),
                 description: "Identities that may kill or change any job (JSON array)",
                 default_value: "[]".to_owned(),
+            },
+            ParameterDef {
+                name: self.api_rate_limits_parameter(),
+                description: "Per-caller rate limits of the API (JSON, camelCase): at most \
+                              requests authenticated requests and creates job creations per \
+                              caller in each window of windowSecs; callers maps an identity to \
+                              its own requests and creates",
+                default_value: serde_json::json!({
+                    "windowSecs": 1,
+                    "requests": 50,
+                    "creates": 10,
+                    "callers": {}
+                })
+                .to_string(),
             },
             ParameterDef {
                 name: self.team_policy_parameter(),

@@ -137,3 +137,18 @@ impl Fixture for Stage {
 }
 
 titus_contract::contract_tests!(Emulator);
+
+// The rate limiter is held beside the bundle, so its behaviours take a limiter of their own.
+#[tokio::test]
+async fn rate_limits_count_per_key_and_window() {
+    let (clients, names) = support::fresh_stage().await;
+    let limiter = titus_aws::DynamoRateLimiter::new(clients.dynamodb.clone(), &names);
+    titus_contract::rate::rate_limits(&limiter).await;
+}
+
+#[tokio::test]
+async fn concurrent_rate_limit_takes_respect_the_limit() {
+    let (clients, names) = support::fresh_stage().await;
+    let limiter = titus_aws::DynamoRateLimiter::new(clients.dynamodb.clone(), &names);
+    titus_contract::rate::concurrent_takes_respect_the_limit(&limiter).await;
+}

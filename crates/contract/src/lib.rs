@@ -21,6 +21,7 @@ pub mod fixtures;
 pub mod jobs;
 pub mod leases;
 pub mod queues;
+pub mod rate;
 pub mod scaler;
 pub mod sinks;
 pub mod tasks;

@@ -27,6 +27,7 @@ mod metering;
 mod pages;
 mod ports;
 mod queues;
+mod rate;
 mod scaler_state;
 mod sinks;
 mod transaction;
@@ -42,6 +43,7 @@ pub use metering::{MeterSnapshot, READ_UNIT_BYTES, SQS_BILLING_CHUNK_BYTES, WRIT
 pub use pages::MAX_PAGE_BYTES;
 pub use ports::MemoryPorts;
 pub use queues::{QueuedMessage, MAX_MESSAGE_BYTES};
+pub use rate::MemoryRateLimiter;
 pub use scaler_state::MemoryScalerState;
 pub use sinks::{
     MemoryAgentRequests, MemoryCommandQueue, MemoryCommandSource, MemoryDeadLetters,

@@ -93,3 +93,15 @@ impl Fixture for World {
 }
 
 titus_contract::contract_tests!(InProcess);
+
+// The rate limiter is held beside the bundle, so its behaviours take a limiter of their own.
+#[tokio::test]
+async fn rate_limits_count_per_key_and_window() {
+    titus_contract::rate::rate_limits(&titus_memory::MemoryRateLimiter::new()).await;
+}
+
+#[tokio::test]
+async fn concurrent_rate_limit_takes_respect_the_limit() {
+    let limiter = titus_memory::MemoryRateLimiter::new();
+    titus_contract::rate::concurrent_takes_respect_the_limit(&limiter).await;
+}

@@ -14,7 +14,9 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::Method;
 use titus_control::Teams;
+use titus_core::ports::{now_ms, RateDecision, RateLimiter};
 use titus_core::{Agent, Job, Ports};
 
 use crate::config::ApiConfig;
@@ -137,6 +139,52 @@ pub fn authenticate(parts: &Parts, config: &ApiConfig, teams: &Teams) -> Result<
     })
 }
 
+/// Counts the request against the caller's rate limits: every request, and a job creation
+/// against its own limit too. A limiter that cannot be reached lets the request through (and
+/// logs it): the limits protect the store, they are not worth an outage.
+async fn check_rate(
+    parts: &Parts,
+    caller: &Caller,
+    config: &ApiConfig,
+    limiter: &dyn RateLimiter,
+) -> Result<(), ApiError> {
+    let limits = config.rate_limits.of(&caller.identity);
+    let window_ms = config.rate_limits.window_ms();
+    let creates = parts.method == Method::POST && parts.uri.path() == "/api/v3/jobs";
+    let mut counters = vec![("requests", limits.requests)];
+    if creates {
+        counters.push(("creates", limits.creates));
+    }
+    let now = now_ms();
+    for (kind, limit) in counters {
+        let key = format!("{}#{kind}", caller.identity);
+        match limiter.take(&key, limit, window_ms, now).await {
+            Ok(RateDecision::Allowed { .. }) => {}
+            Ok(RateDecision::Limited { retry_after_ms }) => {
+                let what = if kind == "creates" {
+                    "job creations"
+                } else {
+                    "requests"
+                };
+                return Err(ApiError::rate_limited(
+                    format!(
+                        "caller {:?} made more than {limit} {what} in {} s; expected to retry \
+                         after the Retry-After header's seconds (limits: \
+                         /titus/{{stage}}/api/rate-limits)",
+                        caller.identity, config.rate_limits.window_secs
+                    ),
+                    retry_after_ms.div_ceil(1_000),
+                ));
+            }
+            Err(error) => {
+                tracing::warn!(%error, caller = %caller.identity, "rate limiter unavailable; request let through");
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
 impl<P: Ports> FromRequestParts<AppState<P>> for Caller {
     type Rejection = ApiError;
 
@@ -144,10 +192,14 @@ impl<P: Ports> FromRequestParts<AppState<P>> for Caller {
         parts: &mut Parts,
         state: &AppState<P>,
     ) -> Result<Caller, ApiError> {
-        authenticate(
+        let caller = authenticate(
             parts,
             state.config(),
             &state.control().settings.admission.teams,
-        )
+        )?;
+        if let Some(limiter) = state.limiter() {
+            check_rate(parts, &caller, state.config(), limiter).await?;
+        }
+        Ok(caller)
     }
 }

@@ -1,11 +1,11 @@
 //! The API's own configuration, beside the control plane's settings: who the bearer tokens stand
-//! for outside AWS, and who may change any job. Read once at start from SSM
+//! for outside AWS, who may change any job, and how many requests each caller may make. Read once at start from SSM
 //! (`/titus/{stage}/api/...`) with the one loader, failing fast with the name of the parameter
 //! that is wrong.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use titus_aws::ssm::{ConfigError, Parameters};
 use titus_aws::Names;
@@ -20,6 +20,71 @@ pub struct ApiConfig {
     token_identities: BTreeMap<[u8; 32], String>,
     /// Identities that may kill or change any job.
     pub admins: BTreeSet<String>,
+    /// How many requests, and job creations, each caller may make per window.
+    pub rate_limits: RateLimits,
+}
+
+/// Per-caller rate limits (`/titus/{stage}/api/rate-limits`): at most `requests` authenticated
+/// requests and `creates` job creations per caller in each window of `windowSecs`, with
+/// per-identity exceptions in `callers`. Counted across every API process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimits {
+    pub window_secs: u64,
+    pub requests: u32,
+    pub creates: u32,
+    #[serde(default)]
+    pub callers: BTreeMap<String, CallerLimits>,
+}
+
+/// One identity's own limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CallerLimits {
+    pub requests: u32,
+    pub creates: u32,
+}
+
+impl Default for RateLimits {
+    /// 50 requests and 10 job creations per caller per second.
+    fn default() -> RateLimits {
+        RateLimits {
+            window_secs: 1,
+            requests: 50,
+            creates: 10,
+            callers: BTreeMap::new(),
+        }
+    }
+}
+
+impl RateLimits {
+    /// The limits of `identity`.
+    pub fn of(&self, identity: &str) -> CallerLimits {
+        self.callers.get(identity).copied().unwrap_or(CallerLimits {
+            requests: self.requests,
+            creates: self.creates,
+        })
+    }
+
+    pub fn window_ms(&self) -> u64 {
+        self.window_secs.saturating_mul(1_000)
+    }
+}
+
+impl Validate for RateLimits {
+    const EXPECTED: &'static str = "a JSON object with windowSecs (1 to 3600), requests and \
+                                    creates (per caller and window), and optional callers \
+                                    (identity to its own requests and creates)";
+
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=3_600).contains(&self.window_secs) {
+            return Err(format!(
+                "windowSecs must be 1 to 3600, got {}",
+                self.window_secs
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Bearer tokens to the identities they stand for (`/titus/{stage}/api/identities`).
@@ -59,6 +124,7 @@ impl ApiConfig {
         let wanted = [
             names.api_identities_parameter(),
             names.api_admins_parameter(),
+            names.api_rate_limits_parameter(),
         ];
         ApiConfig::from_parameters(names, &Parameters::read(ssm, &wanted).await?)
     }
@@ -70,6 +136,7 @@ impl ApiConfig {
     ) -> Result<ApiConfig, ConfigError> {
         let Identities(identities) = parameters.typed(&names.api_identities_parameter())?;
         let Admins(admins) = parameters.typed(&names.api_admins_parameter())?;
+        let rate_limits = parameters.typed(&names.api_rate_limits_parameter())?;
         Ok(ApiConfig {
             stage: names.stage().to_owned(),
             token_identities: identities
@@ -77,6 +144,7 @@ impl ApiConfig {
                 .map(|(token, identity)| (token_digest(&token), identity))
                 .collect(),
             admins,
+            rate_limits,
         })
     }
 
@@ -89,6 +157,7 @@ impl ApiConfig {
                 .map(|(token, identity)| (token_digest(token), (*identity).to_owned()))
                 .collect(),
             admins: admins.iter().map(|a| (*a).to_owned()).collect(),
+            rate_limits: RateLimits::default(),
         }
     }
 
@@ -155,6 +224,40 @@ mod tests {
         assert_eq!(config.identity_of_token("wrong"), None);
         assert!(config.is_admin("admin@titus.local"));
         assert!(!config.is_admin("dev@titus.local"));
+    }
+
+    #[test]
+    fn rate_limits_have_defaults_and_per_caller_exceptions() {
+        let names = Names::new("unit").unwrap();
+        let mut values = defaults(&names);
+        assert_eq!(
+            config(&names, values.clone()).unwrap().rate_limits,
+            RateLimits::default()
+        );
+        values.insert(
+            names.api_rate_limits_parameter(),
+            r#"{"windowSecs": 60, "requests": 600, "creates": 60,
+                "callers": {"ci@example.com": {"requests": 6000, "creates": 600}}}"#
+                .to_owned(),
+        );
+        let limits = config(&names, values.clone()).unwrap().rate_limits;
+        assert_eq!(limits.window_ms(), 60_000);
+        assert_eq!(limits.of("ci@example.com").creates, 600);
+        assert_eq!(limits.of("someone@example.com").creates, 60);
+
+        values.insert(
+            names.api_rate_limits_parameter(),
+            r#"{"windowSecs": 0, "requests": 1, "creates": 1}"#.to_owned(),
+        );
+        let err = config(&names, values).unwrap_err();
+        assert!(
+            err.to_string().contains("/titus/unit/api/rate-limits"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("windowSecs must be 1 to 3600"),
+            "{err}"
+        );
     }
 
     #[test]

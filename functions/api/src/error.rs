@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 pub struct ErrorBody {
     /// A stable code: `invalid_request`, `unauthorized`, `forbidden`, `not_found`,
     /// `method_not_allowed`, `conflict`, `idempotency_mismatch`, `payload_too_large`,
-    /// `unsupported_media_type`, `unavailable` or `internal`.
+    /// `unsupported_media_type`, `rate_limited`, `unavailable` or `internal`.
     pub error: String,
     /// What was wrong and what was expected.
     pub message: String,
@@ -49,6 +49,8 @@ pub struct ApiError {
     details: Vec<ErrorDetail>,
     /// For 5xx: what went wrong, for the log only.
     internal: Option<String>,
+    /// For 429: the seconds after which to retry (`Retry-After`).
+    retry_after_secs: Option<u64>,
 }
 
 /// Carries an internal error's detail from the handler to the request-context middleware, which
@@ -64,6 +66,15 @@ impl ApiError {
             message: message.into(),
             details: Vec::new(),
             internal: None,
+            retry_after_secs: None,
+        }
+    }
+
+    /// 429: the caller's rate limit is used up; retry after `retry_after_secs`.
+    pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> ApiError {
+        ApiError {
+            retry_after_secs: Some(retry_after_secs.max(1)),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
         }
     }
 
@@ -256,6 +267,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(secs) = self.retry_after_secs {
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
         }
         if let Some(detail) = self.internal {
             response.extensions_mut().insert(InternalDetail(detail));

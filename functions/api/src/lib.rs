@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 use titus_control::ControlPlane;
+use titus_core::ports::RateLimiter;
 use titus_core::Ports;
 use tracing::Instrument;
 
@@ -37,8 +38,8 @@ pub const DEFAULT_LOCAL_PORT: u16 = 7001;
 /// The header carrying a request's id, in and out.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// What the handlers share: the control plane (its ports and settings) and the API's own
-/// configuration. Cheap to clone.
+/// What the handlers share: the control plane (its ports and settings), the API's own
+/// configuration and the rate limiter. Cheap to clone.
 #[derive(Debug)]
 pub struct AppState<P> {
     inner: Arc<Shared<P>>,
@@ -48,6 +49,7 @@ pub struct AppState<P> {
 struct Shared<P> {
     control: Arc<ControlPlane<P>>,
     config: ApiConfig,
+    limiter: Option<Arc<dyn RateLimiter>>,
 }
 
 impl<P> Clone for AppState<P> {
@@ -60,11 +62,24 @@ impl<P> Clone for AppState<P> {
 
 impl<P: Ports> AppState<P> {
     /// The state over a control plane the API may share with other components (the local
-    /// stack's).
-    pub fn new(control: Arc<ControlPlane<P>>, config: ApiConfig) -> AppState<P> {
+    /// stack's), counting every caller's requests with `limiter` (the stage's rate-limits table;
+    /// `None` only for tools that serve no one else).
+    pub fn new(
+        control: Arc<ControlPlane<P>>,
+        config: ApiConfig,
+        limiter: Option<Arc<dyn RateLimiter>>,
+    ) -> AppState<P> {
         AppState {
-            inner: Arc::new(Shared { control, config }),
+            inner: Arc::new(Shared {
+                control,
+                config,
+                limiter,
+            }),
         }
+    }
+
+    pub fn limiter(&self) -> Option<&dyn RateLimiter> {
+        self.inner.limiter.as_deref()
     }
 
     pub fn control(&self) -> &ControlPlane<P> {

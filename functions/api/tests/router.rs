@@ -859,6 +859,91 @@ async fn callers_read_env_values_of_their_teams_only_and_submit_for_their_teams_
 }
 
 #[tokio::test]
+async fn a_caller_over_its_rate_limit_gets_429_with_retry_after_and_others_are_not_slowed() {
+    let provisioned = Api::new().await;
+    // An hour's window, so that the test does not straddle two; never within its last 15 s.
+    let into_hour = titus_core::ports::now_ms() % 3_600_000;
+    if into_hour > 3_585_000 {
+        tokio::time::sleep(std::time::Duration::from_millis(
+            3_600_000 - into_hour + 100,
+        ))
+        .await;
+    }
+    let mut config = support::config(&provisioned.names);
+    config.rate_limits = serde_json::from_value(json!({
+        "windowSecs": 3600, "requests": 8, "creates": 3,
+        "callers": {"root@example.com": {"requests": 100, "creates": 50}}
+    }))
+    .unwrap();
+    let api = Api::over(
+        provisioned.clients.clone(),
+        provisioned.names.clone(),
+        config,
+    );
+
+    let mut creates = Vec::new();
+    for _ in 0..5 {
+        creates.push(api.post_json("/api/v3/jobs", ALICE, &batch(1)).await);
+    }
+    let mut admin_creates = Vec::new();
+    for _ in 0..5 {
+        admin_creates.push(api.post_json("/api/v3/jobs", ADMIN, &batch(1)).await);
+    }
+    let bob_reads = api.get("/api/v3/jobs?pageSize=100", BOB).await;
+    // Alice's five creates counted as requests too: three more reads fit, then none.
+    let mut alice_reads = Vec::new();
+    for _ in 0..4 {
+        alice_reads.push(api.get("/api/v3/jobs", ALICE).await.status);
+    }
+
+    let statuses: Vec<StatusCode> = creates.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::CREATED,
+            StatusCode::CREATED,
+            StatusCode::CREATED,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    let limited = &creates[3];
+    assert_eq!(limited.error(StatusCode::TOO_MANY_REQUESTS), "rate_limited");
+    let retry_after: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3_600).contains(&retry_after), "{retry_after}");
+    assert!(
+        limited.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 3 job creations"),
+        "{}",
+        limited.text
+    );
+    assert!(admin_creates
+        .iter()
+        .all(|r| r.status == StatusCode::CREATED));
+    assert_eq!(bob_reads.status, StatusCode::OK);
+    assert_eq!(
+        bob_reads.json["items"].as_array().unwrap().len(),
+        8,
+        "the refused creates wrote nothing"
+    );
+    assert_eq!(
+        alice_reads,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+}
+
+#[tokio::test]
 async fn tasks_are_listed_read_and_killed() {
     let api = Api::new().await;
     let (queue_url, _) = ensure_queue(&api.clients.sqs, &api.names.agent_queue_def("a1"))

@@ -7,6 +7,7 @@
 //!   [`AllocationStore`]);
 //! - [`queues`]: agents' command queues, the status queue, dead letters and rejections;
 //! - [`fleet`]: the EC2 fleet and the scaler's memory;
+//! - [`rate`]: per-caller rate limits ([`RateLimiter`]), held by the API beside the bundle;
 //! - [`Clock`]: the time.
 //!
 //! Two implementations exist: the AWS adapters (`titus-aws`: DynamoDB, SQS, EC2) and the
@@ -18,6 +19,7 @@ pub mod cursor;
 pub mod fleet;
 pub mod lease;
 pub mod queues;
+pub mod rate;
 pub mod store;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,6 +35,7 @@ pub use queues::{
     AgentRequestSink, CommandQueue, CommandSource, DeadLetter, DeadLetterSink, QueueError,
     ReceivedMessage, RejectionSink, SendFailure, StatusSink, MAX_BATCH_MESSAGES,
 };
+pub use rate::{window_of, RateDecision, RateLimiter};
 pub use store::{
     CreateOutcome, IdempotencyKey, JobFilter, JobStore, Page, PageRequest, StoreError,
     MAX_INITIAL_TASKS_PER_WRITE, MAX_TRANSACTION_ITEMS,

@@ -36,7 +36,12 @@ async fn main() -> anyhow::Result<()> {
     let config = ApiConfig::load(&clients.ssm, &names)
         .await
         .with_context(|| format!("loading the API's configuration for stage {:?}", args.stage))?;
-    let app = router(AppState::new(std::sync::Arc::new(control), config));
+    let limiter = titus_aws::DynamoRateLimiter::new(clients.dynamodb.clone(), &names);
+    let app = router(AppState::new(
+        std::sync::Arc::new(control),
+        config,
+        Some(std::sync::Arc::new(limiter)),
+    ));
 
     match (args.listen, in_lambda) {
         (Some(address), _) => {

@@ -105,7 +105,8 @@ impl Api {
         let store = DynamoJobStore::new(clients.dynamodb.clone(), &names);
         let agents = DynamoAgentStore::new(clients.dynamodb.clone(), &names);
         let control = std::sync::Arc::new(ControlPlane::new(aws_ports(&clients, &names), settings));
-        let state = AppState::new(control.clone(), config);
+        let limiter = titus_aws::DynamoRateLimiter::new(clients.dynamodb.clone(), &names);
+        let state = AppState::new(control.clone(), config, Some(std::sync::Arc::new(limiter)));
         Api {
             router: router(state),
             clients,
