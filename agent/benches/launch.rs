@@ -306,7 +306,18 @@ async fn resident_memory() {
     let (clients, _, names) = fresh_stage().await;
     let agent_id = agent_id("benchmem");
     let _cleanup = ContainerCleanup(agent_id.clone());
-    let env: BTreeMap<String, String> = agent_env(&names, &agent_id, &[]);
+    // The agent starts only once registered, and runs only tasks placed on it: the part of the
+    // control plane that registers and places runs here.
+    let control = InProcessControlPlane::start(&clients, &names);
+    // Room for every task: each reserves 128 Mbps and 10,000 MB of disk.
+    let env: BTreeMap<String, String> = agent_env(
+        &names,
+        &agent_id,
+        &[
+            ("TITUS_AGENT_NETWORK_MBPS", "100000"),
+            ("TITUS_AGENT_DISK_MB", "1000000"),
+        ],
+    );
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_titus-agent"))
         .env_clear()
         .envs(&env)
@@ -317,31 +328,14 @@ async fn resident_memory() {
         .spawn()
         .unwrap();
     let pid = child.id().unwrap();
-    let mut queue = None;
-    for _ in 0..100 {
-        if let Ok(out) = clients
-            .sqs
-            .get_queue_url()
-            .queue_name(names.agent_queue(&agent_id))
-            .send()
-            .await
-        {
-            queue = out.queue_url().map(str::to_owned);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let queue = queue.expect("the agent created its queue");
+    wait_registered(&clients, &names, &agent_id, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_kb = resident_kb(pid);
 
     let mut status = StatusReader::new(&clients, &names).await;
-    let tasks: Vec<_> = (0..CONTAINERS_FOR_MEMORY)
-        .map(|_| launch("sleep 600"))
-        .collect();
-    for task in &tasks {
-        send_command(&clients, &queue, &AgentCommand::LaunchTask(task.clone())).await;
-    }
+    let tasks = control
+        .place_batch("sleep 600", CONTAINERS_FOR_MEMORY as u32)
+        .await;
     for task in &tasks {
         status
             .wait_for(&task.task_id, TaskState::Started, Duration::from_secs(300))
