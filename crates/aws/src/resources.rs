@@ -335,8 +335,8 @@ impl Names {
 
     /// The definitions of a stage on the local emulator (`titus local up`, tests): the defaults
     /// plus the local-only bearer tokens ([`LOCAL_TOKENS`]), their admin, and the local developer
-    /// in every team. Never provisioned
-    /// into AWS: `titus-provision` writes [`Names::definitions`].
+    /// in every team. Never provisioned into AWS: `titus-provision` writes
+    /// [`Names::definitions`].
     pub fn local_definitions(&self) -> Definitions {
         let mut definitions = self.definitions();
         for parameter in &mut definitions.parameters {

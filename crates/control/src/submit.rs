@@ -52,6 +52,8 @@ struct Submission {
     message_id: String,
     descriptor: JobDescriptor,
     key: IdempotencyKey,
+    /// The envelope's client token, if it had one (the key is then scoped to the producer).
+    client_token: Option<String>,
     created_by: String,
 }
 
@@ -133,11 +135,7 @@ async fn store_submission<P: Ports>(
 ) -> Outcome {
     let rejections = cp.ports.rejections();
     let message_id = submission.message_id.clone();
-    let client_token = submission
-        .key
-        .scope
-        .starts_with(CLIENT_TOKEN_SCOPE)
-        .then(|| submission.key.key.clone());
+    let client_token = submission.client_token.clone();
     let body = serde_json::to_string(&submission.descriptor).unwrap_or_default();
     match crate::jobs::create_job(
         cp,
@@ -308,6 +306,7 @@ fn read_message(
         message_id,
         descriptor,
         key,
+        client_token,
         created_by,
     })
 }

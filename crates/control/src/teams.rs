@@ -54,19 +54,15 @@ impl Teams {
 
     /// Whether `identity` belongs to `team`.
     pub fn is_member(&self, identity: &str, team: &str) -> bool {
-        if identity == team {
-            return true;
-        }
-        let teams = self.of(identity);
-        teams.contains(team) || teams.contains(EVERY_TEAM)
+        identity == team || lists(&self.of(identity), team)
     }
 
     /// Why `identity` may not submit a job for `team`, if it may not.
     pub fn refusal(&self, identity: &str, team: &str) -> Option<String> {
-        if self.is_member(identity, team) {
+        let teams = self.of(identity);
+        if identity == team || lists(&teams, team) {
             return None;
         }
-        let teams = self.of(identity);
         let mine = if teams.is_empty() {
             "none".to_owned()
         } else {
@@ -78,6 +74,11 @@ impl Teams {
              policy/teams parameter says"
         ))
     }
+}
+
+/// Whether a list of teams names `team`, or every team.
+fn lists(teams: &BTreeSet<String>, team: &str) -> bool {
+    teams.contains(team) || teams.contains(EVERY_TEAM)
 }
 
 impl Validate for Teams {
