@@ -94,6 +94,7 @@ async fn launch_latency() {
         HostServices {
             registry_auth: std::sync::Arc::new(titus_agent::aws::NoRegistryAuth),
             credentials: Some(credentials),
+            secrets: None,
         },
     )
     .await

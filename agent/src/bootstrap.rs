@@ -11,7 +11,7 @@ use titus_core::Resources;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{Agent, AgentError, AgentIdentity, HostServices};
+use crate::agent::{Agent, AgentError, AgentIdentity, HostServices, TaskSecrets};
 use crate::aws::{load_settings, AwsLink, EcrAuth, NoRegistryAuth, RegistryAuth, StsRoles};
 use crate::config::{AgentSettings, ConfigError, DEFAULT_STAGE};
 use crate::credentials::{CredentialService, RoleAssumer};
@@ -19,6 +19,7 @@ use crate::docker::DockerRuntime;
 use crate::host::{instance_identity, measure_capacity, HostError, IMDS_ENDPOINT};
 use crate::isolation::{prepare_host, IsolationError};
 use crate::runtime::RuntimeError;
+use crate::secrets::AwsSecrets;
 
 /// The agent as it runs in production: Docker, SQS and DynamoDB.
 pub type AwsAgent = Agent<DockerRuntime, SqsCommandSource, SqsStatusSink, AwsLink>;
@@ -147,6 +148,10 @@ pub async fn start(
         HostServices {
             registry_auth,
             credentials: Some(credentials),
+            secrets: Some(TaskSecrets {
+                resolver: Arc::new(AwsSecrets::new(sdk_config.clone())),
+                stage: names.stage().to_owned(),
+            }),
         },
     )
     .await?;

@@ -244,6 +244,15 @@ impl CredentialService {
         }
     }
 
+    /// The credentials issued for the task's role, as cached (what the agent reads the task's
+    /// secrets with at launch); `None` for a task without a token or adopted without them.
+    pub async fn role_credentials(&self, task_id: &TaskId) -> Option<RoleCredentials> {
+        let digest = lock(&self.by_task).get(task_id).cloned()?;
+        let entry = lock(&self.entries).get(&digest).cloned()?;
+        let cached = entry.cached.lock().await;
+        cached.clone()
+    }
+
     /// Forgets the task's token: its container has finished.
     pub fn revoke(&self, task_id: &TaskId) {
         if let Some(digest) = lock(&self.by_task).remove(task_id) {

@@ -16,11 +16,13 @@ pub mod isolation;
 pub mod outbox;
 pub mod ports;
 pub mod runtime;
+pub mod secrets;
 pub mod testing;
 pub mod time;
 
 pub use agent::{
     task_log_tail, Agent, AgentError, AgentIdentity, Disposition, HostServices, RunOutcome,
+    TaskSecrets,
 };
 pub use config::{AgentSettings, DrainPolicy, LogDriver};
 pub use docker::DockerRuntime;

@@ -24,9 +24,14 @@ use titus_core::{Resources, TaskReason, TaskState};
 type TestAgent = Agent<DockerRuntime, MemoryCommandSource, MemoryStatusSink, MemoryLink>;
 
 const WITHIN: Duration = Duration::from_secs(60);
-/// The emulator's port, which the credentials test opens to its tasks (locally, the emulator
-/// stands in for AWS's endpoints).
-const EMULATOR_PORT: u16 = 4566;
+/// The emulator's port (from `AWS_ENDPOINT_URL`), which the credentials test opens to its tasks
+/// (locally, the emulator stands in for AWS's endpoints).
+fn emulator_port() -> u16 {
+    std::env::var("AWS_ENDPOINT_URL")
+        .ok()
+        .and_then(|url| url.rsplit(':').next()?.trim_end_matches('/').parse().ok())
+        .unwrap_or(4566)
+}
 
 struct Host {
     agent: Arc<TestAgent>,
@@ -363,7 +368,7 @@ async fn relay_to_emulator(listen: SocketAddr) -> tokio::task::JoinHandle<()> {
         while let Ok((mut inbound, _)) = listener.accept().await {
             tokio::spawn(async move {
                 if let Ok(mut outbound) =
-                    tokio::net::TcpStream::connect(("127.0.0.1", EMULATOR_PORT)).await
+                    tokio::net::TcpStream::connect(("127.0.0.1", emulator_port())).await
                 {
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                 }
@@ -377,7 +382,7 @@ async fn a_task_is_its_role_and_no_one_else_and_a_roleless_task_is_no_one() {
     let (_, sdk_config) = clients().await;
     let settings = AgentSettings {
         credentials_port: 0,
-        host_ports_open_to_tasks: vec![EMULATOR_PORT],
+        host_ports_open_to_tasks: vec![emulator_port()],
         ..AgentSettings::default()
     };
     let credentials =
@@ -390,6 +395,7 @@ async fn a_task_is_its_role_and_no_one_else_and_a_roleless_task_is_no_one() {
         HostServices {
             registry_auth: Arc::new(titus_agent::aws::NoRegistryAuth),
             credentials: Some(credentials.clone()),
+            secrets: None,
         },
     )
     .await;
@@ -401,12 +407,12 @@ async fn a_task_is_its_role_and_no_one_else_and_a_roleless_task_is_no_one() {
         .unwrap()
         .gateway
         .expect("the task network has a gateway");
-    let _relay = relay_to_emulator(SocketAddr::new(gateway, EMULATOR_PORT)).await;
+    let _relay = relay_to_emulator(SocketAddr::new(gateway, emulator_port())).await;
     let aws_env = |launch: &mut LaunchTask| {
         launch.image = image.clone();
         launch.env.insert(
             "AWS_ENDPOINT_URL".to_owned(),
-            format!("http://{gateway}:{EMULATOR_PORT}"),
+            format!("http://{gateway}:{}", emulator_port()),
         );
         launch
             .env
@@ -521,4 +527,258 @@ async fn an_existing_network_that_lets_containers_talk_is_not_used() {
         message.contains(&format!("docker network rm {name}")),
         "{message}"
     );
+}
+
+/// A resolver that notes whose credentials each read used, then reads for real.
+#[derive(Debug)]
+struct NotingResolver {
+    inner: titus_agent::secrets::AwsSecrets,
+    reads: std::sync::Mutex<Vec<(String, Option<String>)>>,
+}
+
+impl titus_agent::secrets::SecretResolver for NotingResolver {
+    fn resolve<'a>(
+        &'a self,
+        reference: &'a titus_core::secrets::SecretRef,
+        role: Option<&'a titus_agent::credentials::RoleCredentials>,
+    ) -> futures::future::BoxFuture<'a, Result<String, titus_agent::secrets::SecretError>> {
+        self.reads
+            .lock()
+            .unwrap()
+            .push((reference.arn.clone(), role.map(|r| r.role_arn.clone())));
+        self.inner.resolve(reference, role)
+    }
+}
+
+/// Captures the agent's log lines (the test's runtime is on one thread, so the default
+/// subscriber set here sees the agent's and its supervisors' events).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn secrets_reach_the_container_and_nothing_else() {
+    let captured = Captured::default();
+    let _logs = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(captured.clone())
+            .finish(),
+    );
+    let (clients, sdk_config) = clients().await;
+    let ssm = &clients.ssm;
+    let secrets_manager = aws_sdk_secretsmanager::Client::new(&sdk_config);
+    let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let stage = format!("s{run}");
+    // Values with what a shell or a log line might mangle.
+    let shared_value = format!("pa$$ 'w\"rd {run}\n2nd line");
+    let manager_value = format!("{{\"api\": \"key-{run}\"}}");
+    let private_value = format!("private-{run}");
+    let shared_name = format!("/titus/{stage}/secrets/db");
+    ssm.put_parameter()
+        .name(&shared_name)
+        .value(&shared_value)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let private_name = format!("/apps/{run}/token");
+    ssm.put_parameter()
+        .name(&private_name)
+        .value(&private_value)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let manager_arn = secrets_manager
+        .create_secret()
+        .name(format!("titus/{stage}/secrets/api"))
+        .secret_string(&manager_value)
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_owned();
+    let parameter_arn = |name: &str| format!("arn:aws:ssm:us-east-1:123456789012:parameter{name}");
+
+    let settings = AgentSettings {
+        credentials_port: 0,
+        ..AgentSettings::default()
+    };
+    let credentials =
+        titus_agent::bootstrap::serve_credentials(&settings, Arc::new(StsRoles::new(&sdk_config)))
+            .await
+            .expect("the credentials endpoint listens");
+    let resolver = Arc::new(NotingResolver {
+        inner: titus_agent::secrets::AwsSecrets::new(sdk_config.clone()),
+        reads: std::sync::Mutex::new(Vec::new()),
+    });
+    let host = Host::start(
+        "secrets",
+        settings,
+        HostServices {
+            registry_auth: Arc::new(titus_agent::aws::NoRegistryAuth),
+            credentials: Some(credentials),
+            secrets: Some(titus_agent::TaskSecrets {
+                resolver: resolver.clone(),
+                stage: stage.clone(),
+            }),
+        },
+    )
+    .await;
+    let checksums = "for v in DB_PASSWORD API_KEY TOKEN; do \
+                     eval \"x=\\${$v-unset}\"; printf '%s' \"$x\" | sha256sum | sed \"s/ .*//;s/^/$v=/\"; done";
+
+    // A roleless task reads the stage's shared secrets with the agent's credentials.
+    let mut shared = launch(checksums);
+    shared
+        .secrets
+        .insert("DB_PASSWORD".to_owned(), parameter_arn(&shared_name));
+    shared
+        .secrets
+        .insert("API_KEY".to_owned(), manager_arn.clone());
+    let (finished, log) = host.run(&shared).await;
+    assert_eq!(
+        finished.reason,
+        Some(TaskReason::Normal),
+        "{finished:?} {log}"
+    );
+    let shared_container = finished.container_id.clone().expect("a container ran");
+    assert!(
+        log.contains(&format!("DB_PASSWORD={}", sha256_hex(&shared_value))),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("API_KEY={}", sha256_hex(&manager_value))),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("TOKEN={}", sha256_hex("unset"))),
+        "{log}"
+    );
+
+    // A task with a role reads a secret outside the shared space, with its role's credentials.
+    let role = "arn:aws:iam::123456789012:role/titus-test-secrets";
+    let mut private = launch(checksums);
+    private.iam_role = role.to_owned();
+    private
+        .secrets
+        .insert("TOKEN".to_owned(), parameter_arn(&private_name));
+    let (finished, log) = host.run(&private).await;
+    assert_eq!(
+        finished.reason,
+        Some(TaskReason::Normal),
+        "{finished:?} {log}"
+    );
+    assert!(
+        log.contains(&format!("TOKEN={}", sha256_hex(&private_value))),
+        "{log}"
+    );
+    let reads = resolver.reads.lock().unwrap().clone();
+    assert_eq!(
+        reads.last(),
+        Some(&(parameter_arn(&private_name), Some(role.to_owned()))),
+        "the role's read: {reads:?}"
+    );
+    assert!(
+        reads[..2].iter().all(|(_, role)| role.is_none()),
+        "the roleless task's reads used the agent's credentials: {reads:?}"
+    );
+
+    // Without a role, that secret is refused before anything is read or created.
+    let mut roleless = launch(checksums);
+    roleless
+        .secrets
+        .insert("TOKEN".to_owned(), parameter_arn(&private_name));
+    let (finished, _) = host.run(&roleless).await;
+    assert_eq!(finished.reason, Some(TaskReason::InvalidRequest));
+    assert!(finished.container_id.is_none(), "{finished:?}");
+    assert!(
+        finished.message.contains("TOKEN")
+            && finished
+                .message
+                .contains(&format!("/titus/{stage}/secrets/")),
+        "the refusal names the variable and the shared space: {}",
+        finished.message
+    );
+    assert_eq!(
+        resolver.reads.lock().unwrap().len(),
+        3,
+        "nothing read for it"
+    );
+
+    // A secret that does not exist fails the launch, naming the variable and the reference.
+    let missing_arn = parameter_arn(&format!("/titus/{stage}/secrets/missing"));
+    let mut missing = launch(checksums);
+    missing
+        .secrets
+        .insert("DB_PASSWORD".to_owned(), missing_arn.clone());
+    let (finished, _) = host.run(&missing).await;
+    assert_eq!(finished.reason, Some(TaskReason::InvalidRequest));
+    assert!(finished.container_id.is_none());
+    assert!(
+        finished.message.contains("DB_PASSWORD") && finished.message.contains(&missing_arn),
+        "{}",
+        finished.message
+    );
+
+    // The values are in the containers' environments and nowhere else the platform writes.
+    let config = host
+        .runtime
+        .client()
+        .inspect_container(&shared_container, None)
+        .await
+        .expect("the finished container is kept")
+        .config
+        .unwrap();
+    let env = config.env.unwrap();
+    assert!(
+        env.contains(&format!("DB_PASSWORD={shared_value}")),
+        "{env:?}"
+    );
+    let labels = config.labels.unwrap();
+    let statuses = format!("{:?}", host.sink.sent());
+    let agent_log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    assert!(
+        agent_log.contains("task secrets resolved"),
+        "the capture works: {agent_log}"
+    );
+    for value in [&shared_value, &manager_value, &private_value] {
+        let first_line = value.lines().next().unwrap();
+        assert!(!statuses.contains(first_line), "a status holds a secret");
+        assert!(
+            !agent_log.contains(first_line),
+            "the agent's log holds a secret"
+        );
+        assert!(
+            !labels.values().any(|l| l.contains(first_line)),
+            "a label holds a secret"
+        );
+    }
+    host.agent.shutdown();
 }

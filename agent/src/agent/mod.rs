@@ -36,6 +36,7 @@ use crate::ports::{
 use crate::runtime::{
     label, ContainerInfo, ContainerRuntime, LogConfig, RuntimeError, FINISHED_SUFFIX,
 };
+use crate::secrets::SecretResolver;
 use crate::time::now_ms;
 use supervisor::log_config;
 
@@ -220,6 +221,16 @@ pub struct HostServices {
     pub registry_auth: Arc<dyn RegistryAuth>,
     /// Hands task containers their role's credentials; `None` refuses tasks with a role.
     pub credentials: Option<Arc<CredentialService>>,
+    /// Resolves tasks' secrets at launch; `None` refuses tasks that name secrets.
+    pub secrets: Option<TaskSecrets>,
+}
+
+/// How the agent reads tasks' secrets, and the stage whose shared secrets roleless tasks may
+/// name (see [`crate::secrets`]).
+#[derive(Clone, Debug)]
+pub struct TaskSecrets {
+    pub resolver: Arc<dyn SecretResolver>,
+    pub stage: String,
 }
 
 impl HostServices {
@@ -228,6 +239,7 @@ impl HostServices {
         HostServices {
             registry_auth: Arc::new(crate::aws::NoRegistryAuth),
             credentials: None,
+            secrets: None,
         }
     }
 }
@@ -236,6 +248,7 @@ impl std::fmt::Debug for HostServices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostServices")
             .field("credentials", &self.credentials)
+            .field("secrets", &self.secrets)
             .finish_non_exhaustive()
     }
 }
@@ -257,6 +270,8 @@ pub struct Agent<R, Q, S, L> {
     registry_auth: Arc<dyn RegistryAuth>,
     /// Serves tasks their role's credentials; without it, a task with a role is refused.
     credentials: Option<Arc<CredentialService>>,
+    /// Resolves tasks' secrets; without it, a task that names secrets is refused.
+    secrets: Option<TaskSecrets>,
     log: LogConfig,
     tasks: Mutex<HashMap<TaskId, TaskHandle>>,
     tombstones: Mutex<Tombstones>,
@@ -291,6 +306,7 @@ where
         let HostServices {
             registry_auth,
             credentials,
+            secrets,
         } = services;
         let agent = Arc::new(Agent {
             identity,
@@ -303,6 +319,7 @@ where
             outbox: Outbox::new(status),
             registry_auth,
             credentials,
+            secrets,
             log,
             tasks: Mutex::new(HashMap::new()),
             tombstones: Mutex::new(Tombstones::default()),

@@ -18,7 +18,9 @@ use crate::runtime::{
     container_name, finished_container_name, label, ContainerInfo, ContainerRuntime, ContainerSpec,
     ContainerStatus, LogConfig, RuntimeError, DEFAULT_CAPABILITIES,
 };
+use crate::secrets::{shared_prefixes, shared_with_roleless_tasks, SecretError};
 use crate::time::now_ms;
+use titus_core::secrets::SecretRef;
 
 impl<R, Q, S, L> Agent<R, Q, S, L>
 where
@@ -100,6 +102,15 @@ where
     /// delivered or refused, never ignored.
     fn refusal(&self, launch: &LaunchTask) -> Option<(TaskReason, String)> {
         let agent_id = &self.identity.agent_id;
+        if !launch.secrets.is_empty() && self.secrets.is_none() {
+            return Some((
+                TaskReason::LocalSystemError,
+                format!(
+                    "the task names secrets (container.secrets) and agent {agent_id} resolves \
+                     no secrets"
+                ),
+            ));
+        }
         if !launch.iam_role.is_empty() && self.credentials.is_none() {
             return Some((
                 TaskReason::LocalSystemError,
@@ -155,11 +166,80 @@ where
         })
     }
 
+    /// The values of the task's secrets, read with its role's credentials when it has a role,
+    /// else with the agent's and only from the stage's shared space. A failure names the
+    /// variable and the reference, never a value.
+    async fn resolve_secrets(
+        &self,
+        context: &TaskContext,
+        launch: &LaunchTask,
+        has_role: bool,
+    ) -> Result<BTreeMap<String, String>, (TaskReason, String)> {
+        let mut values = BTreeMap::new();
+        if launch.secrets.is_empty() {
+            return Ok(values);
+        }
+        let Some(secrets) = &self.secrets else {
+            return Err((
+                TaskReason::LocalSystemError,
+                "the task names secrets and this agent resolves none".to_owned(),
+            ));
+        };
+        let role = match (&self.credentials, has_role) {
+            (Some(service), true) => service.role_credentials(&context.task_id).await,
+            _ => None,
+        };
+        for (name, reference) in &launch.secrets {
+            let parsed = SecretRef::parse(reference).map_err(|problem| {
+                (
+                    TaskReason::InvalidRequest,
+                    format!("secret {name} (container.secrets): {problem}"),
+                )
+            })?;
+            if role.is_none() && !shared_with_roleless_tasks(&parsed, &secrets.stage) {
+                let (parameters, names) = shared_prefixes(&secrets.stage);
+                return Err((
+                    TaskReason::InvalidRequest,
+                    format!(
+                        "secret {name} (container.secrets) names {reference}, which a task \
+                         without an IAM role may not read; expected an SSM parameter under \
+                         {parameters} or a Secrets Manager secret named {names}…, or a task \
+                         role (container.securityProfile.iamRole) that may read it"
+                    ),
+                ));
+            }
+            match secrets.resolver.resolve(&parsed, role.as_ref()).await {
+                Ok(value) if value.contains('\0') => {
+                    return Err((
+                        TaskReason::InvalidRequest,
+                        format!(
+                            "secret {name} ({reference}) holds a NUL byte, which an \
+                             environment variable cannot"
+                        ),
+                    ))
+                }
+                Ok(value) => {
+                    values.insert(name.clone(), value);
+                }
+                Err(e) => {
+                    let reason = match e {
+                        SecretError::Refused(_) => TaskReason::InvalidRequest,
+                        _ => TaskReason::LocalSystemError,
+                    };
+                    return Err((reason, format!("secret {name} (container.secrets): {e}")));
+                }
+            }
+        }
+        tracing::info!(count = values.len(), "task secrets resolved");
+        Ok(values)
+    }
+
     fn container_spec(
         &self,
         context: &TaskContext,
         launch: &LaunchTask,
         issued: Option<&IssuedToken>,
+        secrets: BTreeMap<String, String>,
     ) -> ContainerSpec {
         let resources = Resources::of_container(&launch.resources);
         let mut labels = BTreeMap::from([
@@ -187,6 +267,7 @@ where
             labels.insert(label::RUNTIME_LIMIT_SECS.to_owned(), limit.to_string());
         }
         let mut env = launch.env.clone();
+        env.extend(secrets);
         // The platform's own variables win over the job's.
         env.insert("TITUS_TASK_ID".to_owned(), launch.task_id.to_string());
         env.insert("TITUS_JOB_ID".to_owned(), launch.job_id.to_string());
@@ -319,9 +400,17 @@ where
             _ => None,
         };
 
+        let secrets = match self
+            .resolve_secrets(context, launch, issued.is_some())
+            .await
+        {
+            Ok(secrets) => secrets,
+            Err((reason, message)) => return Outcome::without_container(reason, message),
+        };
+
         // Create first: the image is almost always present, and a missing one is the engine's
         // answer to the create, which saves a call on the common path.
-        let spec = self.container_spec(context, launch, issued.as_ref());
+        let spec = self.container_spec(context, launch, issued.as_ref(), secrets);
         let mut pulled = false;
         let container_id = loop {
             match self.runtime.create(&spec).await {

@@ -77,6 +77,7 @@ fn launch(task: &str, command: &[&str]) -> LaunchTask {
         entry_point: vec![],
         command: command.iter().map(|c| (*c).to_owned()).collect(),
         env: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
+        secrets: BTreeMap::new(),
         resources: ContainerResources {
             cpu: 0.5,
             gpu: 0,
@@ -1004,6 +1005,7 @@ async fn harness_with_credentials(settings: AgentSettings) -> (Harness, Arc<Cred
         HostServices {
             registry_auth: Arc::new(crate::aws::NoRegistryAuth),
             credentials: Some(service.clone()),
+            secrets: None,
         },
     )
     .await

@@ -187,6 +187,7 @@ pub fn launch(script: &str) -> LaunchTask {
         entry_point: vec![],
         command: vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()],
         env: BTreeMap::new(),
+        secrets: BTreeMap::new(),
         resources: ContainerResources {
             cpu: 0.5,
             gpu: 0,

@@ -22,6 +22,11 @@ pub struct JobPolicy {
     /// Capabilities jobs may add (`container.securityContext.addCapabilities`) beyond the
     /// default `NET_BIND_SERVICE`. Empty: none, Kubernetes' "restricted" level.
     pub allowed_capabilities: Vec<String>,
+    /// The stage whose shared secrets a job without an IAM role may name
+    /// (`/titus/{stage}/secrets/…`); not configured but set by the loader. Empty: not checked
+    /// at submission (the agent still refuses such a launch).
+    #[serde(skip)]
+    pub stage: String,
 }
 
 /// Docker's default registry, for image names that name none (`busybox`, `team/app`).
@@ -69,6 +74,25 @@ impl JobPolicy {
                             .collect::<String>()
                     ),
                 ));
+            }
+        }
+        if !self.stage.is_empty() && container.security_profile.iam_role.is_empty() {
+            let (parameters, names) = titus_core::secrets::shared_prefixes(&self.stage);
+            for (name, reference) in &container.secrets {
+                let Ok(parsed) = titus_core::secrets::SecretRef::parse(reference) else {
+                    continue; // validation reported it
+                };
+                if !titus_core::secrets::shared_with_roleless_tasks(&parsed, &self.stage) {
+                    errors.push(field_error(
+                        &format!("container.secrets[{}]", quoted(name)),
+                        format!(
+                            "a job without an IAM role may name only the stage's shared \
+                             secrets; expected an SSM parameter under {parameters} or a Secrets \
+                             Manager secret named {names}…, or \
+                             container.securityProfile.iamRole naming a role that may read it"
+                        ),
+                    ));
+                }
             }
         }
         if !self.registries.is_empty() && !self.allows_image(&container.image.name) {
@@ -158,6 +182,37 @@ mod tests {
     }
 
     #[test]
+    fn a_roleless_job_names_only_the_stages_shared_secrets() {
+        let shared = "arn:aws:ssm:us-east-1:123456789012:parameter/titus/dev/secrets/db";
+        let private = "arn:aws:ssm:us-east-1:123456789012:parameter/apps/db";
+        let asks = descriptor(serde_json::json!({
+            "secrets": {"SHARED": shared, "PRIVATE": private}
+        }));
+        let policy = JobPolicy {
+            stage: "dev".to_owned(),
+            ..JobPolicy::default()
+        };
+        let errors = policy.check(&asks);
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["container.secrets[\"PRIVATE\"]"]);
+        assert!(
+            errors[0].message.contains("/titus/dev/secrets/")
+                && errors[0].message.contains("iamRole"),
+            "{errors:?}"
+        );
+
+        let with_role = descriptor(serde_json::json!({
+            "secrets": {"SHARED": shared, "PRIVATE": private},
+            "securityProfile": {"iamRole": "app-role"}
+        }));
+        assert_eq!(
+            policy.check(&with_role),
+            vec![],
+            "a role may read what it is allowed"
+        );
+    }
+
+    #[test]
     fn the_default_policy_refuses_privileged_host_network_and_host_mounts() {
         let asks_everything = descriptor(serde_json::json!({
             "privileged": true,
@@ -186,6 +241,7 @@ mod tests {
             allow_host_mounts: true,
             registries: Vec::new(),
             allowed_capabilities: Vec::new(),
+            stage: String::new(),
         };
         let asks_everything = descriptor(serde_json::json!({
             "privileged": true,

@@ -137,6 +137,13 @@ pub struct Container {
     pub command: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are secrets, by reference: the variable's name mapped
+    /// to an SSM parameter ARN (`arn:aws:ssm:{region}:{account}:parameter/{name}`, SecureString
+    /// or String) or a Secrets Manager secret ARN (`arn:aws:secretsmanager:…:secret:{name}`).
+    /// The agent resolves them when it launches the task, with the task's IAM role when it has
+    /// one; their values are never stored, returned or logged by the platform.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     #[serde(default)]
     pub soft_constraints: Constraints,
     #[serde(default)]

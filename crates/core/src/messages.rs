@@ -51,6 +51,10 @@ pub struct LaunchTask {
     pub command: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Variables the agent sets from secrets it resolves at launch: name → SSM parameter or
+    /// Secrets Manager ARN (see `Container::secrets`). References only, never values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     pub resources: ContainerResources,
     pub kill_grace_period_sec: u32,
     /// Batch tasks only: the agent kills the container with `runtimeLimitExceeded` after this.
@@ -101,6 +105,7 @@ impl LaunchTask {
             entry_point: container.entry_point.clone(),
             command: container.command.clone(),
             env,
+            secrets: container.secrets.clone(),
             resources: task.resources,
             kill_grace_period_sec: container.kill_grace_period_sec,
             runtime_limit_sec: job

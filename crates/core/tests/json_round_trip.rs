@@ -48,6 +48,7 @@ fn full_batch_descriptor() -> JobDescriptor {
             entry_point: vec!["/bin/encode".to_owned()],
             command: vec!["--fast".to_owned()],
             env: BTreeMap::from([("MODE".to_owned(), "hd".to_owned())]),
+            secrets: BTreeMap::new(),
             soft_constraints: Constraints {
                 constraints: BTreeMap::from([("zoneBalance".to_owned(), "true".to_owned())]),
             },

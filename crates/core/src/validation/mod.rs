@@ -71,6 +71,8 @@ pub struct Limits {
     pub env_max_count: usize,
     /// Total bytes of all names and values.
     pub env_max_bytes: usize,
+    /// Entries in container.secrets.
+    pub secrets_max_count: usize,
     pub attributes_max_count: usize,
     pub attribute_key_max_len: usize,
     pub attribute_value_max_len: usize,
@@ -107,6 +109,7 @@ impl Limits {
             retry_delay_ms_max: 24 * 3600 * 1000,
             env_max_count: 512,
             env_max_bytes: 32 * 1024,
+            secrets_max_count: 64,
             attributes_max_count: 128,
             attribute_key_max_len: 256,
             attribute_value_max_len: 2_048,

@@ -201,6 +201,7 @@ impl Problems<'_> {
         self.check_args("container.entryPoint", &container.entry_point);
         self.check_args("container.command", &container.command);
         self.check_env(&container.env);
+        self.check_secrets(&container.secrets, &container.env);
         self.check_constraints(&container.soft_constraints, &container.hard_constraints);
         self.check_security_profile(&container.security_profile);
         if container.kill_grace_period_sec > limits.kill_grace_period_sec_max {
@@ -398,6 +399,41 @@ impl Problems<'_> {
                     &entry,
                     "value must not contain a NUL byte, expected text an environment can hold",
                 );
+            }
+        }
+    }
+
+    fn check_secrets(
+        &mut self,
+        secrets: &BTreeMap<String, String>,
+        env: &BTreeMap<String, String>,
+    ) {
+        let field = "container.secrets";
+        self.check_count(field, secrets.len(), self.limits.secrets_max_count);
+        for (name, reference) in secrets {
+            let entry = format!("{field}[{}]", quoted(name));
+            if !is_env_name(name) {
+                self.push(
+                    &entry,
+                    "name must start with a letter or '_' and hold only letters, digits and '_'",
+                );
+            } else if name.starts_with(RESERVED_ENV_PREFIX) {
+                self.push(
+                    &entry,
+                    format!(
+                        "names starting with {RESERVED_ENV_PREFIX:?} are reserved for the \
+                         platform, expected another name"
+                    ),
+                );
+            } else if env.contains_key(name) {
+                self.push(
+                    &entry,
+                    "is also set in container.env; expected each variable in one of env or \
+                     secrets",
+                );
+            }
+            if let Err(problem) = crate::secrets::SecretRef::parse(reference) {
+                self.push(&entry, problem);
             }
         }
     }
@@ -1090,6 +1126,41 @@ mod tests {
             "names starting with \"TITUS_\" are reserved for the platform, expected another name"
         );
         assert!(message_for(&errors, "container.env[\"NUL\"]").contains("NUL byte"));
+    }
+
+    #[test]
+    fn secrets_name_references_and_stay_apart_from_env() {
+        let param = "arn:aws:ssm:us-east-1:123456789012:parameter/app/db";
+        let errors = problems_of(json!({
+            "container": {
+                "env": {"BOTH": "plain"},
+                "secrets": {
+                    "DB_PASSWORD": param,
+                    "BOTH": param,
+                    "TITUS_SECRET": param,
+                    "BAD-NAME": param,
+                    "RAW": "hunter2"
+                }
+            }
+        }));
+
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "container.secrets[\"BAD-NAME\"]",
+                "container.secrets[\"BOTH\"]",
+                "container.secrets[\"RAW\"]",
+                "container.secrets[\"TITUS_SECRET\"]",
+            ]
+        );
+        assert!(message_for(&errors, "container.secrets[\"BOTH\"]").contains("container.env"));
+        let raw = message_for(&errors, "container.secrets[\"RAW\"]");
+        assert!(raw.contains("expected an SSM parameter ARN"), "{raw}");
+        assert!(
+            !raw.contains("hunter2"),
+            "a value given where a reference belongs is not echoed: {raw}"
+        );
     }
 
     #[test]
