@@ -77,6 +77,11 @@ struct ErrorDetail {
     message: String,
 }
 
+/// How often a rate-limited request is sent in all.
+const RATE_LIMIT_ATTEMPTS: u32 = 4;
+/// The longest the CLI waits on a `Retry-After` before sending again.
+const MAX_RETRY_AFTER_SECS: u64 = 10;
+
 /// A client of one Titus deployment.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -124,42 +129,61 @@ impl Client {
         let body_bytes = body
             .map(|b| serde_json::to_vec(b).unwrap_or_default())
             .unwrap_or_default();
-        let mut request = self.http.request(method.clone(), url.clone());
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        if body.is_some() {
-            request = request
-                .header("content-type", "application/json")
-                .body(body_bytes.clone());
-        }
-        request = match &self.auth {
-            Auth::Bearer(token) => request.bearer_auth(token),
-            Auth::SigV4 { region } => {
-                for (name, value) in sigv4_headers(&method, &url, &body_bytes, region).await? {
-                    request = request.header(name, value);
-                }
-                request
+        let mut attempt = 1;
+        loop {
+            let mut request = self.http.request(method.clone(), url.clone());
+            for (name, value) in headers {
+                request = request.header(*name, value);
             }
-        };
-        let response = request.send().await.map_err(|e| {
-            CliError::Unavailable(format!(
-                "cannot reach the Titus API at {}: {e}",
-                self.base_url
-            ))
-        })?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| CliError::Unavailable(format!("reading the answer failed: {e}")))?;
-        if status.is_success() {
-            let text = if text.is_empty() { "null" } else { &text };
-            return serde_json::from_str(text).map_err(|e| {
-                CliError::Unavailable(format!("the API answered with unexpected JSON: {e}"))
-            });
+            if body.is_some() {
+                request = request
+                    .header("content-type", "application/json")
+                    .body(body_bytes.clone());
+            }
+            request = match &self.auth {
+                Auth::Bearer(token) => request.bearer_auth(token),
+                Auth::SigV4 { region } => {
+                    for (name, value) in sigv4_headers(&method, &url, &body_bytes, region).await? {
+                        request = request.header(name, value);
+                    }
+                    request
+                }
+            };
+            let response = request.send().await.map_err(|e| {
+                CliError::Unavailable(format!(
+                    "cannot reach the Titus API at {}: {e}",
+                    self.base_url
+                ))
+            })?;
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let text = response
+                .text()
+                .await
+                .map_err(|e| CliError::Unavailable(format!("reading the answer failed: {e}")))?;
+            if status.is_success() {
+                let text = if text.is_empty() { "null" } else { &text };
+                return serde_json::from_str(text).map_err(|e| {
+                    CliError::Unavailable(format!("the API answered with unexpected JSON: {e}"))
+                });
+            }
+            // A rate-limited request was refused before anything happened: wait as told and
+            // send it again, a few times. Over quota is not retried (it lasts).
+            let rate_limited = status.as_u16() == 429
+                && serde_json::from_str::<ErrorBody>(&text)
+                    .is_ok_and(|b| b.error == "rate_limited");
+            if rate_limited && attempt < RATE_LIMIT_ATTEMPTS {
+                let wait = retry_after.unwrap_or(1).clamp(1, MAX_RETRY_AFTER_SECS);
+                tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                attempt += 1;
+                continue;
+            }
+            return Err(error_for(status.as_u16(), &text));
         }
-        Err(error_for(status.as_u16(), &text))
     }
 }
 
@@ -179,7 +203,7 @@ fn error_for(status: u16, text: &str) -> CliError {
     };
     match status {
         400 | 413 | 415 | 422 => CliError::Invalid(message),
-        401 | 403 => CliError::Denied(message),
+        401 | 403 | 429 => CliError::Denied(message),
         404 => CliError::NotFound(message),
         409 => CliError::Conflict(message),
         _ => CliError::Unavailable(message),

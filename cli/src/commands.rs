@@ -621,6 +621,69 @@ pub async fn agent(client: &Client, command: AgentCommand, output: Output) -> Re
     }
 }
 
+/// What `GET /api/v3/quotas` answers, as the CLI reads it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct QuotaList {
+    items: Vec<QuotaRow>,
+    #[serde(default)]
+    default_team_limits: Value,
+    #[serde(default)]
+    default_capacity_group_limits: Value,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct QuotaRow {
+    kind: String,
+    name: String,
+    limits: Value,
+    used: Value,
+}
+
+/// `used/limit` of one dimension, `-` for no limit.
+fn used_of(row: &QuotaRow, dimension: &str) -> String {
+    let used = row
+        .used
+        .get(dimension)
+        .map_or("0".to_owned(), Value::to_string);
+    let limit = row
+        .limits
+        .get(dimension)
+        .map_or("-".to_owned(), Value::to_string);
+    format!("{used}/{limit}")
+}
+
+/// Shows the quotas the caller may see, with what each holds.
+pub async fn quota(client: &Client, output: Output) -> Result<(), CliError> {
+    let list: QuotaList = client.get("/api/v3/quotas", &[]).await?;
+    emit(output, &list, |list| {
+        let rows: Vec<Vec<String>> = list
+            .items
+            .iter()
+            .map(|row| {
+                vec![
+                    row.kind.clone(),
+                    row.name.clone(),
+                    used_of(row, "jobs"),
+                    used_of(row, "tasks"),
+                    used_of(row, "cpu"),
+                    used_of(row, "memoryMB"),
+                    used_of(row, "gpu"),
+                ]
+            })
+            .collect();
+        table(
+            &["KIND", "NAME", "JOBS", "TASKS", "CPU", "MEMORY(MB)", "GPU"],
+            &rows,
+        );
+        println!(
+            "defaults: team {}, capacity group {} (used/limit; - is no limit)",
+            list.default_team_limits, list.default_capacity_group_limits
+        );
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

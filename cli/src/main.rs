@@ -2,7 +2,7 @@
 //! the local stack, SigV4 for API Gateway — and prints tables, or JSON with `--output json`.
 //!
 //! Exit codes: 0 success; 2 invalid input (bad flags, a descriptor the API refused); 3 not found;
-//! 4 conflict; 5 not authenticated or not allowed; 6 API unreachable or failing; 7 `job wait`: the
+//! 4 conflict; 5 not authenticated, not allowed, rate-limited or over quota; 6 API unreachable or failing; 7 `job wait`: the
 //! job finished but not every task ended normally; 8 `job wait`: timed out.
 
 mod client;
@@ -43,7 +43,7 @@ struct Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 2 invalid input, 3 not found, 4 conflict, \
-5 not authenticated or not allowed, 6 API unreachable or failing, 7 job finished unsuccessfully \
+5 not authenticated, not allowed, rate-limited or over quota, 6 API unreachable or failing, 7 job finished unsuccessfully \
 (job wait), 8 timed out (job wait).";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -63,6 +63,8 @@ enum Command {
     /// Inspect agents.
     #[command(subcommand)]
     Agent(commands::AgentCommand),
+    /// Show the quotas you may see (your teams' and every capacity group's) and their use.
+    Quota,
     /// Run the whole system on this machine.
     #[command(subcommand)]
     Local(LocalCommand),
@@ -104,6 +106,7 @@ async fn run(client: &Client, command: Command, output: Output) -> Result<(), Cl
         Command::Job(command) => commands::job(client, command, output).await,
         Command::Task(command) => commands::task(client, command, output).await,
         Command::Agent(command) => commands::agent(client, command, output).await,
+        Command::Quota => commands::quota(client, output).await,
         Command::Local(_) => Ok(()),
     }
 }

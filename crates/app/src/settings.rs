@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use titus_aws::ssm::{parse_typed, ConfigError, ParameterCache, Parameters};
 use titus_aws::Names;
+use titus_control::policy::JobPolicy;
 use titus_control::scaler::settings::valid_pool_name;
 use titus_control::scaler::{PoolSettings, ScalerConfig};
 use titus_control::settings::{Admission, Rules, SchedulerSettings, Settings};
@@ -35,6 +36,7 @@ pub async fn load(
         names.job_limits_parameter(),
         names.job_policy_parameter(),
         names.team_policy_parameter(),
+        names.quota_policy_parameter(),
         names.control_rules_parameter(),
         names.scheduler_config_parameter(),
     ];
@@ -55,8 +57,12 @@ pub fn from_parameters(
         scheduler: scheduler.with_overrides(&lookup)?,
         admission: Admission {
             limits: parameters.typed(&names.job_limits_parameter())?,
-            policy: parameters.typed(&names.job_policy_parameter())?,
+            policy: JobPolicy {
+                stage: names.stage().to_owned(),
+                ..parameters.typed(&names.job_policy_parameter())?
+            },
             teams: parameters.typed(&names.team_policy_parameter())?,
+            quotas: parameters.typed(&names.quota_policy_parameter())?,
         },
     })
 }
@@ -226,8 +232,23 @@ mod tests {
         let names = names();
         let parameters = Parameters::from_values(provisioned());
 
-        let settings = from_parameters(&names, &parameters, |_| None).unwrap();
+        let mut settings = from_parameters(&names, &parameters, |_| None).unwrap();
 
+        assert_eq!(
+            settings.admission.policy.stage,
+            names.stage(),
+            "the loader names the stage"
+        );
+        settings.admission.policy.stage.clear();
+        // Every team has a default quota; nothing else differs from the built-in defaults.
+        let quotas = std::mem::take(&mut settings.admission.quotas);
+        let provisioned: titus_core::quota::Quotas =
+            serde_json::from_value(titus_aws::resources::quotas_default()).unwrap();
+        assert_eq!(quotas, provisioned);
+        assert!(quotas
+            .limits_for(&titus_core::quota::QuotaScope::Team("any@x".to_owned()))
+            .tasks
+            .is_some());
         assert_eq!(settings, Settings::default());
     }
 

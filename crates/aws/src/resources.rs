@@ -67,6 +67,8 @@ pub mod attr {
     pub const EXPIRES_AT: &str = "expiresAt";
     /// The key of a rate-limit counter: `{caller}#{kind}#{window start}`.
     pub const RATE_KEY: &str = "rateKey";
+    /// The key of a quota usage record: `team:{email}` or `group:{capacity group}`.
+    pub const QUOTA_SCOPE: &str = "scope";
     /// The key of an agent's heartbeat item: the principal it speaks as (see `Agent::principal`).
     pub const HEARTBEAT_KEY: &str = "heartbeatKey";
 }
@@ -215,6 +217,11 @@ impl Names {
     pub fn rate_limits_table(&self) -> String {
         self.resource("rate-limits")
     }
+    /// What each owner team and capacity group holds (jobs, task slots, CPU, memory, GPUs), one
+    /// item per scope, changed in the same transaction as the jobs that change it.
+    pub fn quota_usage_table(&self) -> String {
+        self.resource("quota-usage")
+    }
     pub fn submit_queue(&self) -> String {
         self.resource("submit")
     }
@@ -264,6 +271,9 @@ impl Names {
     /// The owner teams each caller belongs to: it submits jobs for them (through the API or
     /// the submit queue) and reads their jobs' environment values. A JSON object of identity to
     /// team emails.
+    pub fn quota_policy_parameter(&self) -> String {
+        format!("{}/policy/quotas", self.parameter_path())
+    }
     pub fn team_policy_parameter(&self) -> String {
         format!("{}/policy/teams", self.parameter_path())
     }
@@ -466,6 +476,13 @@ impl Names {
                 global_secondary_indexes: vec![],
                 ttl_attribute: Some(attr::EXPIRES_AT),
             },
+            TableDef {
+                role: "quota-usage",
+                name: self.quota_usage_table(),
+                key: key(attr::QUOTA_SCOPE, None),
+                global_secondary_indexes: vec![],
+                ttl_attribute: None,
+            },
         ]
     }
 
@@ -561,6 +578,14 @@ impl Names {
                 .to_string(),
             },
             ParameterDef {
+                name: self.quota_policy_parameter(),
+                description: "Quotas (JSON, camelCase): teams and capacityGroups map an owner \
+                              team email or capacity group (\"*\": every other one) to limits \
+                              on what its unfinished jobs hold at once: jobs, tasks (slots), \
+                              cpu (cores), memoryMB, gpu; a limit left out is unlimited",
+                default_value: quotas_default().to_string(),
+            },
+            ParameterDef {
                 name: self.team_policy_parameter(),
                 description: "The owner teams each caller belongs to (JSON object: identity, or \
                               prefix ending in *, to team emails, \"*\" for every team): a \
@@ -604,6 +629,15 @@ impl Names {
             },
         ]
     }
+}
+
+/// Every team's default quota: room for a large team's work, not for one tenant to take a
+/// fleet of thousands of hosts; capacity groups are unlimited until configured.
+pub fn quotas_default() -> serde_json::Value {
+    serde_json::json!({
+        "teams": {"*": {"jobs": 1000, "tasks": 10000, "cpu": 5000, "memoryMB": 20_000_000, "gpu": 64}},
+        "capacityGroups": {}
+    })
 }
 
 /// The stage-wide agent settings provisioning writes. The agent crate's tests check that these

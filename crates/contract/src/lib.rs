@@ -21,6 +21,7 @@ pub mod fixtures;
 pub mod jobs;
 pub mod leases;
 pub mod queues;
+pub mod quotas;
 pub mod rate;
 pub mod scaler;
 pub mod sinks;
@@ -93,6 +94,10 @@ macro_rules! contract_tests {
             jobs::jobs_awaiting_their_tasks_are_listed_oldest_first_until_their_tasks_are_written,
             jobs::initial_tasks_are_refused_once_the_job_changed_and_none_are_written,
             jobs::initial_tasks_are_written_all_or_none_with_the_cancellation_reasons,
+            quotas::creates_are_charged_and_one_past_a_limit_is_refused_whole,
+            quotas::a_repeated_idempotent_create_is_charged_once,
+            quotas::growing_past_a_limit_is_refused_and_finishing_releases_everything,
+            quotas::two_creates_racing_for_the_last_of_a_quota_cannot_both_win,
             tasks::inserting_a_task_whose_id_exists_is_a_conflict,
             tasks::a_task_update_with_a_stale_version_is_a_conflict_and_changes_nothing,
             tasks::a_job_s_tasks_are_listed_oldest_first_page_by_page,

@@ -285,6 +285,7 @@ async fn finish_job<P: Ports>(
             return Ok(false);
         };
         let expected_version = job.version;
+        let before = job.clone();
         let (reason, message) = match job.status.state {
             JobState::Finished => return Ok(false),
             JobState::KillInitiated => (
@@ -299,7 +300,18 @@ async fn finish_job<P: Ports>(
         {
             return Ok(false);
         }
-        match cp.ports.jobs().update_job(&job, expected_version).await {
+        // What the job held is released with its finish, in the same write.
+        let released = titus_core::quota::UsageChange::between(
+            Some(&before),
+            &job,
+            &cp.settings.admission.quotas,
+        );
+        match cp
+            .ports
+            .jobs()
+            .update_job_charged(&job, expected_version, &released)
+            .await
+        {
             Ok(()) => {
                 info!(job_id = %job_id, reason, "job finished");
                 return Ok(true);

@@ -25,8 +25,15 @@ pub enum ControlError {
     /// The request itself is wrong, whatever the state: every problem found.
     #[error("invalid request: {}", summarize(.0))]
     Invalid(Vec<FieldError>),
+    /// The job would take its team or capacity group past a quota. `fits_ever` is false when
+    /// the request alone is beyond the limit (it can never be accepted as it is).
+    #[error("{}", over_quota_message(exceeded, *fits_ever))]
+    OverQuota {
+        exceeded: titus_core::quota::QuotaExceeded,
+        fits_ever: bool,
+    },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]
@@ -43,6 +50,7 @@ impl ControlError {
             ControlError::NotFound { .. } => "NotFound",
             ControlError::Conflict { .. } => "Conflict",
             ControlError::Invalid(_) => "InvalidInput",
+            ControlError::OverQuota { .. } => "QuotaExceeded",
             ControlError::Store(StoreError::Unavailable(_)) => "StoreUnavailable",
             ControlError::Store(_) => "StoreError",
             ControlError::Queue(_) => "QueueError",
@@ -84,6 +92,37 @@ impl ControlError {
              ({MAX_WRITE_ATTEMPTS} attempts); expected it to hold still: read it again and retry",
             quoted_id(id)
         ))
+    }
+}
+
+fn over_quota_message(exceeded: &titus_core::quota::QuotaExceeded, fits_ever: bool) -> String {
+    if fits_ever {
+        format!(
+            "over quota: {exceeded}; expected the use to drop (jobs finishing, capacity \
+             shrinking) or a higher limit in /titus/{{stage}}/policy/quotas"
+        )
+    } else {
+        let d = exceeded.dimension;
+        format!(
+            "over quota: the {} quota of {} is {}, and this asks for {} on its own; expected a \
+             request within the limit, or a higher limit in /titus/{{stage}}/policy/quotas",
+            d.name(),
+            exceeded.scope.describe(),
+            d.show(exceeded.limit),
+            d.show(exceeded.requested)
+        )
+    }
+}
+
+impl From<StoreError> for ControlError {
+    fn from(error: StoreError) -> ControlError {
+        match error {
+            StoreError::QuotaExceeded(exceeded) => ControlError::OverQuota {
+                exceeded,
+                fits_ever: true,
+            },
+            other => ControlError::Store(other),
+        }
     }
 }
 

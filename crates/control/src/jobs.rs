@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use titus_core::job::{Capacity, JobDescriptor};
 use titus_core::ports::{CreateOutcome, IdempotencyKey, QueueError};
+use titus_core::quota::{QuotaExceeded, UsageChange};
 use titus_core::{
     FieldError, Job, JobId, JobState, JobStore, JobType, Limits, Ports, StoreError, Task, TaskId,
     TaskReason, TaskState,
@@ -32,11 +33,30 @@ pub async fn create_job<P: Ports>(
     now_ms: u64,
 ) -> Result<CreateOutcome, ControlError> {
     let job = Job::new(JobId::generate(), descriptor, caller.to_owned(), now_ms);
+    let usage = UsageChange::between(None, &job, &cp.settings.admission.quotas);
+    if let Some(refused) = beyond_any_use(&usage) {
+        return Err(refused);
+    }
     Ok(cp
         .ports
         .jobs()
-        .create_job(&job, idempotency.as_ref())
+        .create_job_charged(&job, idempotency.as_ref(), &usage)
         .await?)
+}
+
+/// The quota a change passes on its own: a request that can never be accepted as it is.
+fn beyond_any_use(usage: &UsageChange) -> Option<ControlError> {
+    let (scope, dimension, limit) = usage.beyond_any_use()?;
+    Some(ControlError::OverQuota {
+        exceeded: QuotaExceeded {
+            scope: scope.clone(),
+            dimension,
+            limit,
+            used: 0,
+            requested: usage.delta.get(dimension),
+        },
+        fits_ever: false,
+    })
 }
 
 /// Kills a job: the job moves to KillInitiated and each of its active tasks is killed; when none is
@@ -397,10 +417,18 @@ where
             .await?
             .ok_or_else(|| ControlError::not_found("job", job_id.as_str()))?;
         let expected_version = job.version;
+        let before = job.clone();
         if !change(&mut job)? {
             return Ok(job);
         }
-        match store.update_job(&job, expected_version).await {
+        let usage = UsageChange::between(Some(&before), &job, &cp.settings.admission.quotas);
+        if let Some(refused) = beyond_any_use(&usage) {
+            return Err(refused);
+        }
+        match store
+            .update_job_charged(&job, expected_version, &usage)
+            .await
+        {
             Ok(()) => return Ok(job),
             Err(e) if e.is_conflict() => continue,
             Err(e) => return Err(e.into()),

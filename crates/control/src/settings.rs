@@ -224,6 +224,8 @@ pub struct Admission {
     pub limits: Limits,
     pub policy: JobPolicy,
     pub teams: crate::teams::Teams,
+    /// What each owner team and capacity group may hold (`/titus/{stage}/policy/quotas`).
+    pub quotas: titus_core::quota::Quotas,
 }
 
 /// Every setting the use cases read.

@@ -174,6 +174,23 @@ async fn store_submission<P: Ports>(
             };
             send_rejection(rejections, &rejection).await
         }
+        Err(error @ ControlError::OverQuota { .. }) => {
+            // Not retried from the queue: the producer learns why and submits again when the
+            // use has dropped (or the limit was raised); the body is in the rejection.
+            let rejection = Rejection {
+                message_id,
+                client_token,
+                rejected_at_ms: now_ms,
+                reason: "quotaExceeded".to_owned(),
+                errors: vec![FieldError {
+                    field: "quota".to_owned(),
+                    message: error.to_string(),
+                }],
+                body,
+                body_truncated: false,
+            };
+            send_rejection(rejections, &rejection).await
+        }
         Err(error) => {
             tracing::warn!(
                 message_id = %message_id,

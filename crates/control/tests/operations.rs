@@ -180,12 +180,18 @@ struct PlacedDuringTheKill {
 }
 
 impl JobStore for PlacedDuringTheKill {
-    async fn create_job(
+    async fn create_job_charged(
         &self,
         job: &Job,
         idempotency: Option<&IdempotencyKey>,
+        usage: &titus_core::quota::UsageChange,
     ) -> Result<CreateOutcome, StoreError> {
-        self.inner.create_job(job, idempotency).await
+        self.inner.create_job_charged(job, idempotency, usage).await
+    }
+    async fn list_usage(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, titus_core::quota::Usage>, StoreError> {
+        self.inner.list_usage().await
     }
     async fn list_awaiting_jobs(
         &self,
@@ -220,8 +226,15 @@ impl JobStore for PlacedDuringTheKill {
     ) -> Result<Page<Job>, StoreError> {
         self.inner.list_jobs(filter, page).await
     }
-    async fn update_job(&self, job: &Job, expected_version: u64) -> Result<(), StoreError> {
-        self.inner.update_job(job, expected_version).await
+    async fn update_job_charged(
+        &self,
+        job: &Job,
+        expected_version: u64,
+        usage: &titus_core::quota::UsageChange,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .update_job_charged(job, expected_version, usage)
+            .await
     }
     async fn get_task(&self, id: &TaskId) -> Result<Option<Task>, StoreError> {
         self.inner.get_task(id).await

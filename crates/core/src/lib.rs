@@ -9,6 +9,7 @@ pub mod ids;
 pub mod job;
 pub mod messages;
 pub mod ports;
+pub mod quota;
 pub mod secrets;
 pub mod settings;
 pub mod state;

@@ -20,6 +20,15 @@ impl Validate for crate::validation::Limits {
     const EXPECTED: &'static str = "a JSON object of job limits in camelCase (see Limits)";
 }
 
+impl Validate for crate::quota::Quotas {
+    const EXPECTED: &'static str = "a JSON object with teams and capacityGroups, each mapping a \
+         name (or \"*\") to limits jobs, tasks, cpu (cores), memoryMB and gpu";
+
+    fn validate(&self) -> Result<(), String> {
+        crate::quota::Quotas::validate(self)
+    }
+}
+
 /// An environment variable that could not override its setting.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("setting {variable} is {value:?}: {message}; expected {expected}")]

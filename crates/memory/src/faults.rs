@@ -20,6 +20,7 @@ pub const OPERATIONS: &[&str] = &[
     "jobs.get_job",
     "jobs.list_jobs",
     "jobs.update_job",
+    "jobs.list_usage",
     "jobs.get_task",
     "jobs.list_job_tasks",
     "jobs.list_pending_tasks",

@@ -3,11 +3,12 @@
 //! are a transaction with a condition on the job), consistent reads, and the listings of
 //! [`crate::listings`], served from the lagging indexes.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use titus_core::ports::{
     CreateOutcome, IdempotencyKey, JobFilter, Page, PageRequest, MAX_INITIAL_TASKS_PER_WRITE,
 };
+use titus_core::quota::{QuotaExceeded, Usage, UsageChange};
 use titus_core::{Job, JobId, JobStore, StoreError, Task, TaskId};
 
 use crate::items::JobItem;
@@ -81,16 +82,122 @@ fn existing(state: &mut State, key: &IdempotencyKey) -> Result<CreateOutcome, St
     Ok(CreateOutcome::Existing(item.job))
 }
 
+/// The quota a change passes on its own, before any use.
+fn beyond_any_use(state: &State, usage: &UsageChange) -> Option<StoreError> {
+    let (scope, dimension, limit) = usage.beyond_any_use()?;
+    let held = state.usage.get(&scope.key()).copied().unwrap_or_default();
+    Some(StoreError::QuotaExceeded(QuotaExceeded {
+        scope: scope.clone(),
+        dimension,
+        limit,
+        used: held.get(dimension),
+        requested: usage.delta.get(dimension),
+    }))
+}
+
+/// One Update per scope of `usage`, as the DynamoDB adapter writes them: `ADD` on condition that
+/// every increased dimension stays within its limit.
+fn usage_actions<'a>(usage: &'a UsageChange) -> Vec<Action<'a>> {
+    if usage.is_none() {
+        return Vec::new();
+    }
+    usage
+        .scopes
+        .iter()
+        .map(|charge| {
+            let key = charge.scope.key();
+            let read_key = key.clone();
+            Action::write(
+                TableName::QuotaUsage,
+                key.clone(),
+                move |s: &State| {
+                    let held = s.usage.get(&read_key).copied().unwrap_or_default();
+                    QuotaExceeded::find(usage, &charge.scope, &held).is_none()
+                },
+                move |s: &mut State| {
+                    let held = s.usage.entry(key).or_default();
+                    *held = held.plus(&usage.delta);
+                },
+            )
+        })
+        .collect()
+}
+
+/// Why the usage actions of a refused transaction (from `first` on) were refused.
+fn usage_refusal(state: &State, usage: &UsageChange, codes: &[&str], first: usize) -> StoreError {
+    for (i, charge) in usage.scopes.iter().enumerate() {
+        if refused_at(codes, first + i) {
+            let held = state
+                .usage
+                .get(&charge.scope.key())
+                .copied()
+                .unwrap_or_default();
+            if let Some(exceeded) = QuotaExceeded::find(usage, &charge.scope, &held) {
+                return StoreError::QuotaExceeded(exceeded);
+            }
+        }
+    }
+    StoreError::Internal(format!("transaction refused: {codes:?}"))
+}
+
 fn create_job(
     state: &mut State,
     job: &Job,
     idempotency: Option<&IdempotencyKey>,
+    usage: &UsageChange,
 ) -> Result<CreateOutcome, StoreError> {
     let job_id = job.id.to_string();
     let item = JobItem {
         job: job.clone(),
         awaiting: true,
     };
+    if let Some(refused) = beyond_any_use(state, usage) {
+        return Err(refused);
+    }
+    if !usage.is_none() {
+        let mut actions = Vec::new();
+        if let Some(key) = idempotency {
+            let record_key = idempotency_item_key(key);
+            let record = IdempotencyRecord {
+                job_id: job_id.clone(),
+                request_hash: key.request_hash.clone(),
+            };
+            let check_key = record_key.clone();
+            actions.push(Action::write(
+                TableName::Idempotency,
+                record_key.clone(),
+                move |s: &State| !s.idempotency.contains_key(&check_key),
+                move |s: &mut State| {
+                    s.idempotency.insert(record_key, record);
+                },
+            ));
+        }
+        let job_index = actions.len();
+        let check_id = job_id.clone();
+        actions.push(Action::write(
+            TableName::Jobs,
+            job_id.as_str(),
+            move |s: &State| s.jobs.get(&check_id).is_none(),
+            |s: &mut State| {
+                s.put_job(item);
+            },
+        ));
+        actions.extend(usage_actions(usage));
+        let outcome = transact(state, actions)
+            .map_err(|e| StoreError::Internal(format!("TransactWriteItems create job: {e}")))?;
+        return match outcome {
+            Transacted::Committed => Ok(CreateOutcome::Created(job.clone())),
+            Transacted::Refused(codes) if idempotency.is_some() && refused_at(&codes, 0) => {
+                existing(state, idempotency.expect("checked"))
+            }
+            Transacted::Refused(codes) if refused_at(&codes, job_index) => Err(conflict(
+                "job",
+                &job_id,
+                format!("a job with this id already exists ({codes:?})"),
+            )),
+            Transacted::Refused(codes) => Err(usage_refusal(state, usage, &codes, job_index + 1)),
+        };
+    }
     let Some(key) = idempotency else {
         state.meter.request("DynamoDB.PutItem");
         if state.jobs.get(&job_id).is_some() {
@@ -209,8 +316,49 @@ fn write_initial_tasks(
     }
 }
 
-fn update_job(state: &mut State, job: &Job, expected_version: u64) -> Result<(), StoreError> {
+fn update_job(
+    state: &mut State,
+    job: &Job,
+    expected_version: u64,
+    usage: &UsageChange,
+) -> Result<(), StoreError> {
     let id = job.id.to_string();
+    if let Some(refused) = beyond_any_use(state, usage) {
+        return Err(refused);
+    }
+    if !usage.is_none() {
+        let awaiting = state.jobs.get(&id).is_some_and(|r| r.doc.awaiting);
+        let check_id = id.clone();
+        let mut actions = vec![Action::write(
+            TableName::Jobs,
+            id.as_str(),
+            move |s: &State| {
+                s.jobs
+                    .get(&check_id)
+                    .is_some_and(|r| r.doc.job.version == expected_version)
+            },
+            move |s: &mut State| {
+                s.put_job(JobItem {
+                    job: job.clone(),
+                    awaiting,
+                });
+            },
+        )];
+        actions.extend(usage_actions(usage));
+        let outcome = transact(state, actions)
+            .map_err(|e| StoreError::Internal(format!("TransactWriteItems update job: {e}")))?;
+        return match outcome {
+            Transacted::Committed => Ok(()),
+            Transacted::Refused(codes) if refused_at(&codes, 0) => Err(conflict(
+                "job",
+                &id,
+                format!(
+                    "expected version {expected_version}, but the job changed or does not exist"
+                ),
+            )),
+            Transacted::Refused(codes) => Err(usage_refusal(state, usage, &codes, 1)),
+        };
+    }
     state.meter.request("DynamoDB.UpdateItem");
     let current = state.jobs.get(&id).cloned();
     let Some(current) = current.filter(|r| r.doc.job.version == expected_version) else {
@@ -291,13 +439,23 @@ fn insert_task(state: &mut State, task: &Task) -> Result<(), StoreError> {
 }
 
 impl JobStore for MemoryJobStore {
-    async fn create_job(
+    async fn create_job_charged(
         &self,
         job: &Job,
         idempotency: Option<&IdempotencyKey>,
+        usage: &UsageChange,
     ) -> Result<CreateOutcome, StoreError> {
-        self.world
-            .run("jobs.create_job", |s| create_job(s, job, idempotency))
+        self.world.run("jobs.create_job", |s| {
+            create_job(s, job, idempotency, usage)
+        })
+    }
+
+    async fn list_usage(&self) -> Result<BTreeMap<String, Usage>, StoreError> {
+        self.world.run("jobs.list_usage", |s| {
+            s.meter.request("DynamoDB.Scan");
+            s.meter.read(100 * s.usage.len(), Consistency::Strong);
+            Ok(s.usage.clone())
+        })
     }
 
     async fn list_awaiting_jobs(
@@ -347,9 +505,15 @@ impl JobStore for MemoryJobStore {
             .run("jobs.list_jobs", |s| listings::jobs(s, filter, page))
     }
 
-    async fn update_job(&self, job: &Job, expected_version: u64) -> Result<(), StoreError> {
-        self.world
-            .run("jobs.update_job", |s| update_job(s, job, expected_version))
+    async fn update_job_charged(
+        &self,
+        job: &Job,
+        expected_version: u64,
+        usage: &UsageChange,
+    ) -> Result<(), StoreError> {
+        self.world.run("jobs.update_job", |s| {
+            update_job(s, job, expected_version, usage)
+        })
     }
 
     async fn get_task(&self, id: &TaskId) -> Result<Option<Task>, StoreError> {

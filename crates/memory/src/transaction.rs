@@ -23,6 +23,7 @@ pub(crate) enum TableName {
     Agents,
     Leases,
     Idempotency,
+    QuotaUsage,
 }
 
 type Condition<'a> = Box<dyn Fn(&State) -> bool + 'a>;
@@ -117,6 +118,7 @@ fn item_size(state: &State, table: TableName, key: &str) -> usize {
         TableName::Agents => state.agents.get(key).map_or(0, |a| a.size(key)),
         TableName::Leases => state.leases.get(key).map_or(0, |l| l.size()),
         TableName::Idempotency => state.idempotency.get(key).map_or(0, |_| 150),
+        TableName::QuotaUsage => state.usage.get(key).map_or(0, |_| 100),
     }
 }
 

@@ -72,6 +72,8 @@ pub(crate) struct State {
     pub(crate) jobs: Table<JobItem>,
     pub(crate) tasks: Table<Task>,
     pub(crate) idempotency: HashMap<String, IdempotencyRecord>,
+    /// Quota usage records by scope key.
+    pub(crate) usage: BTreeMap<String, titus_core::quota::Usage>,
     pub(crate) agents: BTreeMap<String, AgentRow>,
     /// The agents' heartbeat items, by heartbeat key.
     pub(crate) heartbeats: HashMap<String, HeartbeatRow>,
@@ -136,6 +138,7 @@ impl MemoryWorld {
             jobs: Table::new(),
             tasks: Table::new(),
             idempotency: HashMap::new(),
+            usage: BTreeMap::new(),
             agents: BTreeMap::new(),
             heartbeats: HashMap::new(),
             leases: HashMap::new(),

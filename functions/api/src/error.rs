@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 pub struct ErrorBody {
     /// A stable code: `invalid_request`, `unauthorized`, `forbidden`, `not_found`,
     /// `method_not_allowed`, `conflict`, `idempotency_mismatch`, `payload_too_large`,
-    /// `unsupported_media_type`, `rate_limited`, `unavailable` or `internal`.
+    /// `unsupported_media_type`, `rate_limited`, `quota_exceeded`, `unavailable` or `internal`.
     pub error: String,
     /// What was wrong and what was expected.
     pub message: String,
@@ -239,6 +239,30 @@ impl From<ControlError> for ApiError {
                     .with_details(details.into_iter().map(Into::into).collect())
             }
             ControlError::Invalid(errors) => ApiError::invalid_all(errors),
+            ControlError::OverQuota {
+                ref exceeded,
+                fits_ever,
+            } => {
+                let detail = ErrorDetail {
+                    field: format!("quota.{}", exceeded.dimension.name()),
+                    message: format!(
+                        "{}: limit {}, in use {}, requested {}",
+                        exceeded.scope.describe(),
+                        exceeded.dimension.show(exceeded.limit),
+                        exceeded.dimension.show(exceeded.used),
+                        exceeded.dimension.show(exceeded.requested)
+                    ),
+                };
+                // Over what is in use: it may fit later (429). Beyond the limit on its own: it
+                // never will as it is (403).
+                let status = if fits_ever {
+                    StatusCode::TOO_MANY_REQUESTS
+                } else {
+                    StatusCode::FORBIDDEN
+                };
+                ApiError::new(status, "quota_exceeded", error.to_string())
+                    .with_details(vec![detail])
+            }
             ControlError::Store(error) => error.into(),
             ControlError::Queue(error) => error.into(),
             other => ApiError::internal(other.to_string()),

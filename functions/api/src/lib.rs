@@ -134,6 +134,7 @@ pub fn router<P: Ports>(state: AppState<P>) -> Router {
             get(routes::get_task::<P>).delete(routes::kill_task::<P>),
         )
         .route("/api/v3/agents", get(routes::list_agents::<P>))
+        .route("/api/v3/quotas", get(routes::list_quotas::<P>))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

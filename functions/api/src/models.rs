@@ -49,6 +49,53 @@ pub struct AgentList {
     pub items: Vec<Agent>,
 }
 
+/// One quota: whose, its limits (what applies, `"*"`'s when the scope has no entry of its own)
+/// and what its unfinished jobs hold now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaView {
+    /// `team` or `capacityGroup`.
+    pub kind: String,
+    /// The owner team's email or the capacity group's name.
+    pub name: String,
+    pub limits: titus_core::quota::QuotaLimits,
+    pub used: UsedResources,
+}
+
+/// What is held, CPU in cores.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsedResources {
+    pub jobs: i64,
+    pub tasks: i64,
+    pub cpu: f64,
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: i64,
+    pub gpu: i64,
+}
+
+impl From<titus_core::quota::Usage> for UsedResources {
+    fn from(usage: titus_core::quota::Usage) -> UsedResources {
+        UsedResources {
+            jobs: usage.jobs,
+            tasks: usage.tasks,
+            cpu: usage.cpu_millis as f64 / 1000.0,
+            memory_mb: usage.memory_mb,
+            gpu: usage.gpu,
+        }
+    }
+}
+
+/// The quotas the caller may see: its teams' and every capacity group's (an admin: all), plus
+/// the defaults for scopes without an entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaList {
+    pub items: Vec<QuotaView>,
+    pub default_team_limits: titus_core::quota::QuotaLimits,
+    pub default_capacity_group_limits: titus_core::quota::QuotaLimits,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     /// Always `ok`: the function answers.

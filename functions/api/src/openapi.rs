@@ -5,6 +5,7 @@
 
 use std::sync::OnceLock;
 
+use titus_core::quota::QuotaLimits;
 use titus_core::{JobState, JobType, TaskState};
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -13,7 +14,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::models::{
-    AgentList, AttributesRequest, CapacityRequest, Health, JobPage, Pagination, TaskPage,
+    AgentList, AttributesRequest, CapacityRequest, Health, JobPage, Pagination, QuotaList,
+    QuotaView, TaskPage, UsedResources,
 };
 use crate::routes;
 
@@ -43,6 +45,7 @@ use crate::routes;
         routes::get_task,
         routes::kill_task,
         routes::list_agents,
+        routes::list_quotas,
     ),
     components(schemas(
         ErrorBody,
@@ -51,6 +54,10 @@ use crate::routes;
         JobPage,
         TaskPage,
         AgentList,
+        QuotaList,
+        QuotaView,
+        UsedResources,
+        QuotaLimits,
         Health,
         CapacityRequest,
         AttributesRequest,
@@ -63,6 +70,7 @@ use crate::routes;
         (name = "jobs", description = "Create, list, kill and change jobs"),
         (name = "tasks", description = "List and kill tasks"),
         (name = "agents", description = "The hosts that run tasks"),
+        (name = "quotas", description = "What each owner team and capacity group may hold, and holds"),
         (name = "health", description = "Liveness and this document"),
     )
 )]

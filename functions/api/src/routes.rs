@@ -15,7 +15,7 @@ use crate::body::{attributes_update, capacity_update, JsonBody};
 use crate::error::{json_body, ApiError, ErrorBody};
 use crate::models::{
     AgentList, AttributesRequest, CapacityRequest, Health, JobPage, ListJobsParams,
-    ListTasksParams, Pagination, TaskPage,
+    ListTasksParams, Pagination, QuotaList, QuotaView, TaskPage,
 };
 use crate::params::{self, IdParam, Query};
 use crate::{now_ms, AppState};
@@ -538,6 +538,71 @@ pub async fn list_agents<P: Ports>(
         .map(|agent| caller.view_of_agent(agent))
         .collect();
     Ok(json(StatusCode::OK, &AgentList { items }))
+}
+
+#[utoipa::path(
+    get, path = "/api/v3/quotas", tag = "quotas",
+    responses(
+        (status = 200, description = "The quotas the caller may see (`/titus/{stage}/policy/quotas`) with what is held: the caller's teams and every capacity group; an admin sees every team", body = QuotaList),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 429, description = "The caller's rate limit (`/titus/{stage}/api/rate-limits`) is used up; retry after `Retry-After` seconds", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until the caller's window reopens"))),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store is throttling or unreachable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_quotas<P: Ports>(
+    State(app): State<AppState<P>>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    use titus_core::quota::QuotaScope;
+    let quotas = &app.control().settings.admission.quotas;
+    let usage = app.store().list_usage().await?;
+    let mut scopes: std::collections::BTreeSet<QuotaScope> = usage
+        .keys()
+        .filter_map(|key| QuotaScope::from_key(key))
+        .collect();
+    scopes.extend(
+        quotas
+            .teams
+            .keys()
+            .filter(|name| *name != "*")
+            .map(|name| QuotaScope::Team(name.clone())),
+    );
+    scopes.extend(
+        quotas
+            .capacity_groups
+            .keys()
+            .filter(|name| *name != "*")
+            .map(|name| QuotaScope::CapacityGroup(name.clone())),
+    );
+    let items = scopes
+        .into_iter()
+        .filter(|scope| match scope {
+            QuotaScope::Team(team) => caller.admin || caller.is_member_of(team),
+            QuotaScope::CapacityGroup(_) => true,
+        })
+        .map(|scope| {
+            let used = usage.get(&scope.key()).copied().unwrap_or_default();
+            let (kind, name) = match &scope {
+                QuotaScope::Team(team) => ("team", team.clone()),
+                QuotaScope::CapacityGroup(group) => ("capacityGroup", group.clone()),
+            };
+            QuotaView {
+                kind: kind.to_owned(),
+                name,
+                limits: quotas.limits_for(&scope),
+                used: used.into(),
+            }
+        })
+        .collect();
+    let list = QuotaList {
+        items,
+        default_team_limits: quotas.teams.get("*").copied().unwrap_or_default(),
+        default_capacity_group_limits: quotas.capacity_groups.get("*").copied().unwrap_or_default(),
+    };
+    Ok(json(StatusCode::OK, &list))
 }
 
 #[utoipa::path(

@@ -1156,3 +1156,102 @@ async fn an_unreachable_store_is_a_503_to_retry() {
     assert_eq!(reply.headers.get("retry-after").unwrap(), "1");
     assert!(!reply.text.contains("127.0.0.1"), "{}", reply.text);
 }
+
+#[tokio::test]
+async fn quotas_refuse_what_does_not_fit_name_the_quota_and_free_up_when_jobs_finish() {
+    let api = Api::with_settings(|settings| {
+        settings.admission.quotas = serde_json::from_value(json!({
+            "teams": {"team@example.com": {"tasks": 4}},
+            "capacityGroups": {"*": {"jobs": 10}}
+        }))
+        .unwrap();
+    })
+    .await;
+
+    let first = api.create(ALICE, &batch(3)).await;
+    let over = api.post_json("/api/v3/jobs", BOB, &batch(2)).await;
+    assert_eq!(over.error(StatusCode::TOO_MANY_REQUESTS), "quota_exceeded");
+    let message = over.json["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "the tasks quota of team team@example.com is 4, 3 in use, and this asks for 2 more"
+        ),
+        "{message}"
+    );
+    assert_eq!(over.json["details"][0]["field"], "quota.tasks");
+    let never = api.post_json("/api/v3/jobs", ALICE, &batch(5)).await;
+    assert_eq!(never.error(StatusCode::FORBIDDEN), "quota_exceeded");
+    assert!(
+        never.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("asks for 5 on its own"),
+        "{}",
+        never.text
+    );
+    let listed = api.get("/api/v3/jobs?pageSize=100", ADMIN).await;
+    assert_eq!(
+        listed.json["items"].as_array().unwrap().len(),
+        1,
+        "the refused wrote nothing"
+    );
+
+    // Alice sees her team's quota and use; Carol, in no team, sees only the capacity group.
+    let quotas = api.get("/api/v3/quotas", ALICE).await;
+    assert_eq!(quotas.status, StatusCode::OK, "{}", quotas.text);
+    let team = quotas.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["kind"] == "team" && q["name"] == "team@example.com")
+        .cloned()
+        .unwrap_or_else(|| panic!("the team's quota is listed: {}", quotas.text));
+    assert_eq!(team["limits"]["tasks"], 4);
+    assert_eq!(team["used"]["tasks"], 3);
+    assert_eq!(team["used"]["jobs"], 1);
+    let carols = api.get("/api/v3/quotas", CAROL).await;
+    let kinds: Vec<&str> = carols.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        !kinds.is_empty() && kinds.iter().all(|k| *k == "capacityGroup"),
+        "{}",
+        carols.text
+    );
+
+    // Killing the job finishes it (its tasks were never placed) and frees what it held.
+    let id = first["id"].as_str().unwrap();
+    let killed = api.delete(&format!("/api/v3/jobs/{id}"), ALICE).await;
+    assert_eq!(killed.status, StatusCode::OK, "{}", killed.text);
+    let quotas = api.get("/api/v3/quotas", ALICE).await;
+    let team_used = quotas.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "team@example.com")
+        .map(|q| q["used"].clone())
+        .unwrap();
+    assert_eq!(team_used["tasks"], 0, "{}", quotas.text);
+    assert_eq!(team_used["jobs"], 0);
+
+    // A service grows within the quota and is refused past it, unchanged.
+    let web = api.create(ALICE, &service(0, 1, 10)).await;
+    let web_id = web["id"].as_str().unwrap();
+    let grow = |desired: u32| json!({"min": 0, "desired": desired, "max": 10});
+    let past = api
+        .put_json(&format!("/api/v3/jobs/{web_id}/instances"), ALICE, &grow(5))
+        .await;
+    assert_eq!(past.error(StatusCode::TOO_MANY_REQUESTS), "quota_exceeded");
+    let unchanged = api.get(&format!("/api/v3/jobs/{web_id}"), ALICE).await;
+    assert_eq!(
+        unchanged.json["jobDescriptor"]["service"]["capacity"]["desired"],
+        1
+    );
+    let within = api
+        .put_json(&format!("/api/v3/jobs/{web_id}/instances"), ALICE, &grow(4))
+        .await;
+    assert_eq!(within.status, StatusCode::OK, "{}", within.text);
+}

@@ -355,12 +355,18 @@ struct Throttled {
 }
 
 impl JobStore for Throttled {
-    async fn create_job(
+    async fn create_job_charged(
         &self,
         job: &Job,
         idempotency: Option<&IdempotencyKey>,
+        usage: &titus_core::quota::UsageChange,
     ) -> Result<CreateOutcome, StoreError> {
-        self.inner.create_job(job, idempotency).await
+        self.inner.create_job_charged(job, idempotency, usage).await
+    }
+    async fn list_usage(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, titus_core::quota::Usage>, StoreError> {
+        self.inner.list_usage().await
     }
     async fn list_awaiting_jobs(
         &self,
@@ -395,8 +401,15 @@ impl JobStore for Throttled {
     ) -> Result<Page<Job>, StoreError> {
         self.inner.list_jobs(filter, page).await
     }
-    async fn update_job(&self, job: &Job, expected_version: u64) -> Result<(), StoreError> {
-        self.inner.update_job(job, expected_version).await
+    async fn update_job_charged(
+        &self,
+        job: &Job,
+        expected_version: u64,
+        usage: &titus_core::quota::UsageChange,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .update_job_charged(job, expected_version, usage)
+            .await
     }
     async fn get_task(&self, id: &TaskId) -> Result<Option<Task>, StoreError> {
         if *id == self.task_id {

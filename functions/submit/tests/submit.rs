@@ -363,6 +363,76 @@ async fn the_policy_applies_to_submissions_too() {
     );
 }
 
+#[tokio::test]
+async fn quotas_apply_to_submissions_and_what_does_not_fit_is_rejected_with_the_quota() {
+    let stage = fresh_stage().await;
+    let admission = Admission {
+        quotas: serde_json::from_value(serde_json::json!({
+            "teams": {"team@example.com": {"jobs": 1}}
+        }))
+        .unwrap(),
+        ..producer_admission()
+    };
+    let everything = process_batch(
+        &stage.control(producer_admission()),
+        sqs_messages(recorded_batch()),
+        NOW_MS,
+    )
+    .await;
+    // Without the quota, the batch makes two jobs (one of them sent twice with its client token).
+    assert_eq!(stage.jobs().await.len(), 2, "{everything:?}");
+    let storing: HashSet<String> = everything
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Stored { .. }))
+        .map(|(id, _)| id.clone())
+        .collect();
+
+    let stage = fresh_stage().await;
+    let control = stage.control(admission);
+    let mut outcomes = process_batch(&control, sqs_messages(recorded_batch()), NOW_MS).await;
+    // Two creates racing on one usage record may cancel each other's transaction (retried by
+    // SQS): deliver the batch again, as SQS would, until nothing fails.
+    for _ in 0..3 {
+        if outcomes.iter().all(|(_, o)| *o != Outcome::Failed) {
+            break;
+        }
+        outcomes = process_batch(&control, sqs_messages(recorded_batch()), NOW_MS).await;
+    }
+
+    assert_eq!(stage.jobs().await.len(), 1, "{outcomes:?}");
+    let mut over: Vec<_> = stage
+        .rejected()
+        .await
+        .into_iter()
+        .filter(|r| r.reason == "quotaExceeded")
+        .collect();
+    over.sort_by(|a, b| a.message_id.cmp(&b.message_id));
+    over.dedup_by(|a, b| a.message_id == b.message_id);
+    // The job that lost is rejected as often as it was sent (once, or twice with its token).
+    assert!(!over.is_empty(), "the second job is rejected: {outcomes:?}");
+    assert!(
+        over.iter().all(|r| storing.contains(&r.message_id)),
+        "only valid jobs are over quota: {over:?}"
+    );
+    let stored_now = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Stored { .. }))
+        .count();
+    assert_eq!(stored_now + over.len(), storing.len(), "{outcomes:?}");
+    assert_eq!(over[0].errors[0].field, "quota");
+    assert!(
+        over[0].errors[0]
+            .message
+            .contains("the jobs quota of team team@example.com is 1, 1 in use"),
+        "{:?}",
+        over[0].errors
+    );
+    assert!(
+        !over[0].body.is_empty(),
+        "the body is kept for a resubmission"
+    );
+}
+
 /// The recorded batch as `sender` sent it.
 fn batch_from(sender: &str) -> SqsEvent {
     let mut event = recorded_batch();

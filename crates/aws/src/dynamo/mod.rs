@@ -11,14 +11,16 @@ mod codec;
 pub(crate) mod conditional;
 mod cursor;
 mod queries;
+mod usage;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use titus_core::ports::{
     CreateOutcome, IdempotencyKey, JobFilter, Page, PageRequest, MAX_INITIAL_TASKS_PER_WRITE,
 };
+use titus_core::quota::{Usage, UsageChange};
 use titus_core::{Job, JobId, JobState, JobStore, StoreError, Task, TaskId, TaskState};
 
 use crate::resources::{attr, index, Names, AWAITING_TASKS_PARTITION, IDEMPOTENCY_TTL_SECS};
@@ -40,6 +42,7 @@ pub struct DynamoJobStore {
     jobs_table: String,
     tasks_table: String,
     idempotency_table: String,
+    usage_table: String,
 }
 
 impl DynamoJobStore {
@@ -49,6 +52,7 @@ impl DynamoJobStore {
             jobs_table: names.jobs_table(),
             tasks_table: names.tasks_table(),
             idempotency_table: names.idempotency_table(),
+            usage_table: names.quota_usage_table(),
         }
     }
 
@@ -125,6 +129,120 @@ impl DynamoJobStore {
         Ok(())
     }
 
+    /// A create that changes usage: the idempotency record (with a key), the job and the usage
+    /// records in one transaction.
+    async fn create_charged(
+        &self,
+        job: &Job,
+        item: Item,
+        idempotency: Option<&IdempotencyKey>,
+        usage: &UsageChange,
+    ) -> Result<CreateOutcome, StoreError> {
+        if let Some(refused) = usage::beyond_any_use(&self.client, &self.usage_table, usage).await?
+        {
+            return Err(refused);
+        }
+        let mut items = Vec::new();
+        if let Some(key) = idempotency {
+            let expires_at = job.created_at_ms / 1000 + IDEMPOTENCY_TTL_SECS;
+            let record = HashMap::from([
+                (
+                    attr::IDEMPOTENCY_KEY.to_owned(),
+                    s(&idempotency_item_key(key)),
+                ),
+                (attr::JOB_ID.to_owned(), s(job.id.as_str())),
+                (attr::REQUEST_HASH.to_owned(), s(&key.request_hash)),
+                (attr::EXPIRES_AT.to_owned(), n(expires_at)),
+            ]);
+            items.push(put_if_absent(
+                &self.idempotency_table,
+                record,
+                attr::IDEMPOTENCY_KEY,
+            )?);
+        }
+        let job_index = items.len();
+        items.push(put_if_absent(&self.jobs_table, item, attr::JOB_ID)?);
+        items.extend(usage::updates(&self.usage_table, usage)?);
+        match transact_write(&self.client, items, "TransactWriteItems create job").await? {
+            Transacted::Committed => Ok(CreateOutcome::Created(job.clone())),
+            // A request with the same key came first: it was charged then.
+            Transacted::Refused(codes) if idempotency.is_some() && refused_at(&codes, 0) => {
+                self.existing(idempotency.expect("checked")).await
+            }
+            Transacted::Refused(codes) if refused_at(&codes, job_index) => {
+                Err(StoreError::Conflict {
+                    entity: "job",
+                    id: job.id.to_string(),
+                    detail: format!("a job with this id already exists ({codes:?})"),
+                })
+            }
+            Transacted::Refused(codes) => Err(usage::refusal(
+                &self.client,
+                &self.usage_table,
+                usage,
+                &codes,
+                job_index + 1,
+            )
+            .await?
+            .unwrap_or_else(|| StoreError::Internal(format!("create job refused: {codes:?}")))),
+        }
+    }
+
+    /// A job update that changes usage: the job on its version and the usage records in one
+    /// transaction.
+    async fn update_charged(
+        &self,
+        job: &Job,
+        expected_version: u64,
+        usage: &UsageChange,
+    ) -> Result<(), StoreError> {
+        if let Some(refused) = usage::beyond_any_use(&self.client, &self.usage_table, usage).await?
+        {
+            return Err(refused);
+        }
+        let item = job_item(job, false)?;
+        let value = |name: &str| {
+            item.get(name)
+                .cloned()
+                .unwrap_or(AttributeValue::Null(true))
+        };
+        let update = Update::builder()
+            .table_name(&self.jobs_table)
+            .key(attr::JOB_ID, s(job.id.as_str()))
+            .update_expression("SET #doc = :doc, #state = :state, #version = :version")
+            .condition_expression("#version = :expected")
+            .expression_attribute_names("#doc", attr::DOC)
+            .expression_attribute_names("#state", attr::JOB_STATE)
+            .expression_attribute_names("#version", attr::VERSION)
+            .expression_attribute_values(":doc", value(attr::DOC))
+            .expression_attribute_values(":state", value(attr::JOB_STATE))
+            .expression_attribute_values(":version", n(job.version))
+            .expression_attribute_values(":expected", n(expected_version))
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut items = vec![TransactWriteItem::builder().update(update).build()];
+        items.extend(usage::updates(&self.usage_table, usage)?);
+        match transact_write(&self.client, items, "TransactWriteItems update job").await? {
+            Transacted::Committed => Ok(()),
+            Transacted::Refused(codes) if refused_at(&codes, 0) => Err(StoreError::Conflict {
+                entity: "job",
+                id: job.id.to_string(),
+                detail: format!(
+                    "expected version {expected_version}, but the job changed or does not exist"
+                ),
+            }),
+            Transacted::Refused(codes) => {
+                Err(
+                    usage::refusal(&self.client, &self.usage_table, usage, &codes, 1)
+                        .await?
+                        .unwrap_or_else(|| {
+                            StoreError::Internal(format!("update job refused: {codes:?}"))
+                        }),
+                )
+            }
+        }
+    }
+
     fn put_new_task(&self, task: &Task) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()
             .table_name(&self.tasks_table)
@@ -138,12 +256,16 @@ impl DynamoJobStore {
 }
 
 impl JobStore for DynamoJobStore {
-    async fn create_job(
+    async fn create_job_charged(
         &self,
         job: &Job,
         idempotency: Option<&IdempotencyKey>,
+        usage: &UsageChange,
     ) -> Result<CreateOutcome, StoreError> {
         let item = job_item(job, true)?;
+        if !usage.is_none() {
+            return self.create_charged(job, item, idempotency, usage).await;
+        }
         let Some(key) = idempotency else {
             // One conditional write. The id is freshly generated, so a refusal is a bug.
             self.put_new(
@@ -378,7 +500,19 @@ impl JobStore for DynamoJobStore {
         })
     }
 
-    async fn update_job(&self, job: &Job, expected_version: u64) -> Result<(), StoreError> {
+    async fn list_usage(&self) -> Result<BTreeMap<String, Usage>, StoreError> {
+        usage::list(&self.client, &self.usage_table).await
+    }
+
+    async fn update_job_charged(
+        &self,
+        job: &Job,
+        expected_version: u64,
+        usage: &UsageChange,
+    ) -> Result<(), StoreError> {
+        if !usage.is_none() {
+            return self.update_charged(job, expected_version, usage).await;
+        }
         let item = job_item(job, false)?;
         let value = |name: &str| {
             item.get(name)

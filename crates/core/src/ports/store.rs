@@ -8,6 +8,7 @@ use std::future::Future;
 
 use crate::ids::{JobId, TaskId};
 use crate::job::{Job, JobState, JobType};
+use crate::quota::{Usage, UsageChange};
 use crate::task::Task;
 
 /// What can go wrong talking to the store.
@@ -30,6 +31,9 @@ pub enum StoreError {
     /// A pagination cursor that this store did not issue.
     #[error("invalid cursor: {0}; expected a cursor returned by a previous page")]
     InvalidCursor(String),
+    /// A write would take a team or capacity group past a quota; nothing was written.
+    #[error("over quota: {0}")]
+    QuotaExceeded(crate::quota::QuotaExceeded),
     /// Throttled or temporarily unreachable; safe to retry.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -155,11 +159,33 @@ pub trait JobStore: Send + Sync {
     /// Accepting a job is one write, as in Titus, where the gateway stores the job and the job's
     /// reconciliation creates its tasks: a request is answered at the cost of one item, however
     /// many tasks the job has.
+    ///
+    /// Changes no usage record: jobs the application layer accepts go through
+    /// [`JobStore::create_job_charged`].
     fn create_job(
         &self,
         job: &Job,
         idempotency: Option<&IdempotencyKey>,
+    ) -> impl Future<Output = Result<CreateOutcome, StoreError>> + Send {
+        self.create_job_charged(job, idempotency, &crate::quota::NO_CHANGE)
+    }
+
+    /// `create_job`, with `usage` applied to the usage records in the same write, on condition
+    /// that no increased dimension passes its limit: `QuotaExceeded` (naming the quota, its
+    /// limit and the use read after the refusal) and nothing written otherwise. A repeat of an
+    /// idempotent request changes no usage.
+    fn create_job_charged(
+        &self,
+        job: &Job,
+        idempotency: Option<&IdempotencyKey>,
+        usage: &UsageChange,
     ) -> impl Future<Output = Result<CreateOutcome, StoreError>> + Send;
+
+    /// What the usage records hold, by record key (`team:{email}`, `group:{name}`); records
+    /// never written are absent.
+    fn list_usage(
+        &self,
+    ) -> impl Future<Output = Result<BTreeMap<String, Usage>, StoreError>> + Send;
 
     /// Up to `limit` ids of jobs still marked as awaiting their initial tasks that were created
     /// before `created_before_ms`, oldest first. An index read: a job whose mark was cleared a
@@ -202,10 +228,22 @@ pub trait JobStore: Send + Sync {
     ) -> impl Future<Output = Result<Page<Job>, StoreError>> + Send;
 
     /// Writes a changed job; `Conflict` unless the stored job still has `expected_version`.
+    /// Changes no usage record (see [`JobStore::update_job_charged`]).
     fn update_job(
         &self,
         job: &Job,
         expected_version: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.update_job_charged(job, expected_version, &crate::quota::NO_CHANGE)
+    }
+
+    /// `update_job`, with `usage` applied to the usage records in the same write, as in
+    /// `create_job_charged`: a capacity change or a job's finish moves what it holds.
+    fn update_job_charged(
+        &self,
+        job: &Job,
+        expected_version: u64,
+        usage: &UsageChange,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn get_task(
