@@ -3,7 +3,8 @@
 # localstack/.venv, run through moto_server.py (moto plus Lambda failure injection).
 # `emulator.sh start` installs it when missing and starts it on 127.0.0.1:$TITUS_EMULATOR_PORT
 # (4566) unless one already answers there; `stop` stops the one it started; `status` says whether
-# one answers. Safe to run again.
+# one answers; `restart` starts it afresh; `reset` empties it; `rss` prints its memory in MiB.
+# Safe to run again.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/env.sh"
 TITUS_LOG_TAG=emulator
@@ -89,6 +90,27 @@ status() {
     fi
 }
 
+# A fresh emulator: the one this script started is stopped and started again (moto frees no
+# memory, so this is what bounds it); one started elsewhere is emptied instead.
+restart() {
+    if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+        stop
+        for _ in $(seq 1 40); do is_moto || break; sleep 0.25; done
+        start
+    elif is_moto; then
+        log "moto at $ENDPOINT was not started here: emptying it instead of restarting it"
+        reset
+    else
+        start
+    fi
+}
+
+# The resident memory of the moto this script started, in MiB.
+rss() {
+    [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { echo "unknown"; return; }
+    awk '/^VmRSS/ {printf "%d\n", $2 / 1024}' "/proc/$(cat "$PIDFILE")/status"
+}
+
 # Empties the emulator's state (moto only), so a test run starts clean.
 reset() {
     is_moto || die "reset needs moto at $ENDPOINT"
@@ -101,5 +123,7 @@ case "${1:-start}" in
     stop) stop ;;
     status) status ;;
     reset) reset ;;
-    *) die "usage: $0 start|stop|status|reset" ;;
+    restart) restart ;;
+    rss) rss ;;
+    *) die "usage: $0 start|stop|restart|status|reset|rss" ;;
 esac

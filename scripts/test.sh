@@ -2,13 +2,24 @@
 # The test command: every test of the project, against the local AWS emulator and a real Docker
 # engine, both started here when they are not already up. Safe to run again.
 set -euo pipefail
+# The tests get an emulator of their own (port 4599 unless TITUS_TEST_EMULATOR_PORT says
+# otherwise), started afresh for each run and stopped at its end: moto keeps everything in memory
+# and frees nothing, so one run bounds what it holds. The local stack's emulator (4566) is left
+# alone.
+export TITUS_EMULATOR_PORT=${TITUS_TEST_EMULATOR_PORT:-4599}
+export AWS_ENDPOINT_URL=http://127.0.0.1:$TITUS_EMULATOR_PORT
 source "$(dirname "$0")/env.sh"
 TITUS_LOG_TAG=test
 cd "$TITUS_ROOT"
 
 command -v cargo >/dev/null || die "cargo is not installed; install Rust (rustup) first"
 "$TITUS_ROOT/scripts/ensure-docker.sh"
-"$TITUS_ROOT/localstack/emulator.sh" start
+"$TITUS_ROOT/localstack/emulator.sh" restart
+emulator_done() {
+    log "the test emulator held $("$TITUS_ROOT/localstack/emulator.sh" rss) MiB at the end of the run"
+    "$TITUS_ROOT/localstack/emulator.sh" stop
+}
+trap emulator_done EXIT
 
 log "format and lint"
 cargo fmt --all --check || die "code is not formatted: run 'cargo fmt --all'"
