@@ -8,6 +8,8 @@
 //   titus:retainData         false: tables are deleted with the stack (throwaway stages)
 //   titus:parameters         a JSON file of parameter values by name suffix, over the defaults
 //   titus:alarmEmail         an address subscribed to the alarm topic
+//   titus:architecture       arm64 (default) or x86_64: the Lambdas, the agent AMI and the
+//                            default pool's instance types; the binaries must be built for it
 
 import * as fs from 'fs';
 import * as path from 'path';
@@ -16,7 +18,7 @@ import * as cdk from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
 
 import { loadDefinitions } from '../lib/definitions';
-import { TitusStack } from '../lib/titus-stack';
+import { parseArchitecture, TitusStack } from '../lib/titus-stack';
 
 export function defaultAssetDir(): string {
   const target = process.env.CARGO_TARGET_DIR ?? path.join(__dirname, '..', '..', 'target');
@@ -42,6 +44,7 @@ export function buildApp(app: cdk.App = new cdk.App()): { app: cdk.App; stack: T
     retainData: flag(app, 'titus:retainData', true),
     parameterOverrides: overridesFile ? JSON.parse(fs.readFileSync(overridesFile, 'utf8')) : undefined,
     alarmEmail: app.node.tryGetContext('titus:alarmEmail') as string | undefined,
+    architecture: parseArchitecture(app.node.tryGetContext('titus:architecture')),
   });
   cdk.Aspects.of(app).add(new AwsSolutionsChecks({ verbose: true }));
   return { app, stack };

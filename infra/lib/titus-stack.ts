@@ -68,6 +68,35 @@ export interface TitusStackProps extends cdk.StackProps {
   parameterOverrides?: Record<string, unknown>;
   /** Where alarm notifications go, if anywhere. */
   alarmEmail?: string;
+  /** The CPU of the Lambdas, the agent AMI and the default pool's instance types together. */
+  architecture?: Architecture;
+}
+
+/** `arm64` (Graviton, the default: cheaper per vCPU) or `x86_64`. */
+export type Architecture = 'arm64' | 'x86_64';
+export const ARCHITECTURES: readonly Architecture[] = ['arm64', 'x86_64'];
+
+/** What an architecture means to each resource that depends on it. */
+const ARCHITECTURE = {
+  arm64: {
+    lambda: lambda.Architecture.ARM_64,
+    ami: ec2.AmazonLinuxCpuType.ARM_64,
+    instanceTypes: ['m7g.large', 'm7g.xlarge', 'm7g.2xlarge'],
+    cargoLambda: '--arm64',
+  },
+  x86_64: {
+    lambda: lambda.Architecture.X86_64,
+    ami: ec2.AmazonLinuxCpuType.X86_64,
+    instanceTypes: ['m7i.large', 'm7i.xlarge', 'm7i.2xlarge'],
+    cargoLambda: '--x86-64',
+  },
+} as const;
+
+/** The architecture a context value names, or an error saying what is accepted. */
+export function parseArchitecture(value: unknown): Architecture {
+  if (value === undefined) return 'arm64';
+  if (typeof value === 'string' && (ARCHITECTURES as readonly string[]).includes(value)) return value as Architecture;
+  throw new Error(`titus:architecture is ${JSON.stringify(value)}; expected one of ${ARCHITECTURES.join(', ')} (default arm64)`);
 }
 
 interface Tables {
@@ -78,6 +107,7 @@ interface Tables {
   leases: dynamodb.Table;
   idempotency: dynamodb.Table;
   'rate-limits': dynamodb.Table;
+  'quota-usage': dynamodb.Table;
 }
 
 const READ = ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query', 'dynamodb:ConditionCheckItem'];
@@ -95,16 +125,18 @@ export class TitusStack extends cdk.Stack {
   public readonly api: apigw.HttpApi;
 
   private readonly props: TitusStackProps;
+  public readonly architecture: Architecture;
 
   constructor(scope: Construct, id: string, props: TitusStackProps) {
     super(scope, id, props);
     this.props = props;
+    this.architecture = props.architecture ?? 'arm64';
     const { stage, definitions } = props;
     cdk.Tags.of(this).add(TAG_STAGE, stage);
 
     // Data.
     const tables = Object.fromEntries(definitions.tables.map((t) => [t.role, this.table(t)]));
-    for (const role of ['jobs', 'tasks', 'agents', 'heartbeats', 'leases', 'idempotency', 'rate-limits']) {
+    for (const role of ['jobs', 'tasks', 'agents', 'heartbeats', 'leases', 'idempotency', 'rate-limits', 'quota-usage']) {
       if (!tables[role]) throw new Error(`definitions.json has no ${role} table`);
     }
     this.tables = tables as unknown as Tables;
@@ -334,7 +366,8 @@ export class TitusStack extends cdk.Stack {
     if (!this.props.placeholderAssets) {
       throw new Error(
         `${bootstrap} does not exist. Build the binaries first (infra/README.md: ` +
-          '`cargo lambda build --release --arm64 ...`), point -c titus:assetDir=DIR at them, or ' +
+          `\`cargo lambda build --release ${ARCHITECTURE[this.architecture].cargoLambda} ...\`, ` +
+          `for titus:architecture=${this.architecture}), point -c titus:assetDir=DIR at them, or ` +
           'synthesize without them with -c titus:placeholderAssets=true (never deploy that).',
       );
     }
@@ -366,7 +399,7 @@ export class TitusStack extends cdk.Stack {
       functionName: name,
       description: `Titus ${role} (${FUNCTION_BINARIES[role]})`,
       runtime: lambda.Runtime.PROVIDED_AL2023,
-      architecture: lambda.Architecture.ARM_64,
+      architecture: ARCHITECTURE[this.architecture].lambda,
       handler: 'bootstrap',
       code: lambda.Code.fromAsset(this.binary(FUNCTION_BINARIES[role])),
       memorySize: options.memoryMb,
@@ -404,10 +437,12 @@ export class TitusStack extends cdk.Stack {
     merge('/control/rules', { agent_role_id: this.agentRole.roleId });
     // Task logs go to CloudWatch Logs.
     merge('/agent/config', { log_driver: 'awslogs', awslogs_group: taskLogGroup.logGroupName });
-    // The default pool launches into this stack's subnets from its launch template.
+    // The default pool launches into this stack's subnets from its launch template, on
+    // instance types of the stack's architecture (the AMI's).
     merge('/scaler/pools/default', {
       subnet_ids: vpc.publicSubnets.map((s) => s.subnetId),
       launch_template: `titus-${stage}-agent`,
+      instance_types: [...ARCHITECTURE[this.architecture].instanceTypes],
     });
     // Overrides: a JSON object is merged over the value (only the keys it names change), anything
     // else replaces it.
@@ -473,7 +508,7 @@ export class TitusStack extends cdk.Stack {
     );
     return new ec2.LaunchTemplate(this, 'AgentLaunchTemplate', {
       launchTemplateName: `titus-${stage}-agent`,
-      machineImage: ec2.MachineImage.latestAmazonLinux2023({ cpuType: ec2.AmazonLinuxCpuType.ARM_64 }),
+      machineImage: ec2.MachineImage.latestAmazonLinux2023({ cpuType: ARCHITECTURE[this.architecture].ami }),
       role: this.agentRole,
       securityGroup,
       userData,
@@ -558,6 +593,13 @@ export class TitusStack extends cdk.Stack {
     this.allow(role, ['sts:AssumeRole'], [
       this.formatArn({ service: 'iam', region: '', resource: 'role', resourceName: '*' }),
     ], { StringEquals: { [`aws:ResourceTag/${TAG_TASK_ROLE}`]: stage } });
+    // Secrets of tasks without a role: only the stage's shared space (a task with a role reads
+    // its secrets with its role's credentials instead). SecureStrings under the AWS managed
+    // aws/ssm key need no KMS grant; a customer key's policy must allow this role.
+    this.allow(role, ['ssm:GetParameter'], [this.parameterArn(`/titus/${stage}/secrets/*`)]);
+    this.allow(role, ['secretsmanager:GetSecretValue'], [
+      this.formatArn({ service: 'secretsmanager', resource: 'secret', resourceName: `titus/${stage}/secrets/*`, arnFormat: cdk.ArnFormat.COLON_RESOURCE_NAME }),
+    ]);
   }
 
   private grantFunctions(): void {
@@ -569,12 +611,13 @@ export class TitusStack extends cdk.Stack {
     const param = (suffix: string) => this.parameterArn(parameter(defs, suffix).name);
     const agentQueues = this.agentQueuesArn();
 
-    // Every function builds the control plane from the same five parameters (titus-app's
+    // Every function builds the control plane from the same six parameters (titus-app's
     // settings::load): the job limits and policies, the rules, the scheduler's tunables.
     const controlPlaneSettings = [
       param('/limits/job'),
       param('/policy/jobs'),
       param('/policy/teams'),
+      param('/policy/quotas'),
       param('/control/rules'),
       param('/scheduler/config'),
     ];
@@ -583,6 +626,9 @@ export class TitusStack extends cdk.Stack {
     this.allow(f.api.role!, [...READ, ...WRITE], this.tableArns(t.jobs, t.tasks, t.idempotency));
     // Per-caller rate limits: one conditional counter update per request.
     this.allow(f.api.role!, ['dynamodb:UpdateItem'], [t['rate-limits'].tableArn]);
+    // Quota usage: changed in the transaction of each job write that changes what a job holds,
+    // read back to name the quota of a refusal, and listed for `titus quota`.
+    this.allow(f.api.role!, ['dynamodb:UpdateItem', 'dynamodb:GetItem', ...SCAN], [t['quota-usage'].tableArn]);
     this.allow(f.api.role!, [...READ, ...SCAN], this.tableArns(t.agents, t.heartbeats));
     this.allow(f.api.role!, ['sqs:SendMessage'], [agentQueues]);
     this.allow(f.api.role!, ['ssm:GetParameters', 'ssm:GetParameter'], [
@@ -594,6 +640,7 @@ export class TitusStack extends cdk.Stack {
 
     // submit: creates jobs; refused descriptors go to the rejected queue.
     this.allow(f.submit.role!, [...READ, ...WRITE], this.tableArns(t.jobs, t.tasks, t.idempotency));
+    this.allow(f.submit.role!, ['dynamodb:UpdateItem', 'dynamodb:GetItem'], [t['quota-usage'].tableArn]);
     this.allow(f.submit.role!, ['sqs:GetQueueUrl', 'sqs:SendMessage'], [q['submit-rejected'].queueArn]);
     this.allow(f.submit.role!, ['ssm:GetParameters', 'ssm:GetParameter'], controlPlaneSettings);
 
@@ -609,6 +656,8 @@ export class TitusStack extends cdk.Stack {
     // status and reconciler: task states, releases, replacements, kills, lost agents.
     for (const fn of [f.status, f.reconciler]) {
       this.allow(fn.role!, [...READ, ...WRITE], this.tableArns(t.jobs, t.tasks, t.leases));
+      // A job's finish releases what it held, in the same transaction.
+      this.allow(fn.role!, ['dynamodb:UpdateItem', 'dynamodb:GetItem'], [t['quota-usage'].tableArn]);
       this.allow(fn.role!, [...READ, ...SCAN, ...WRITE], this.tableArns(t.agents, t.heartbeats));
       this.allow(fn.role!, ['sqs:SendMessage', 'sqs:GetQueueUrl'], [agentQueues]);
       this.allow(fn.role!, ['ssm:GetParameters', 'ssm:GetParameter'], controlPlaneSettings);
@@ -755,12 +804,14 @@ export class TitusStack extends cdk.Stack {
       [
         {
           id: 'AwsSolutions-IAM5',
-          reason: 'ecr:GetAuthorizationToken supports no resource; tasks may run images from any of the account\'s repositories (the job policy parameter limits registries); Docker names a log stream per task; the agent settings are parameters under the agent path; the agent binary is a CDK asset in the bootstrap bucket',
+          reason: 'ecr:GetAuthorizationToken supports no resource; tasks may run images from any of the account\'s repositories (the job policy parameter limits registries); Docker names a log stream per task; the agent settings are parameters under the agent path; tasks without a role read only the secrets under the stage shared secrets path; the agent binary is a CDK asset in the bootstrap bucket',
           appliesTo: [
             'Resource::*',
             'Resource::arn:<AWS::Partition>:ecr:<AWS::Region>:<AWS::AccountId>:repository/*',
             { regex: '/^Resource::<TaskLogGroup.*\\.Arn>:log-stream:\\*$/g' },
             `Resource::arn:<AWS::Partition>:ssm:<AWS::Region>:<AWS::AccountId>:parameter/titus/${stage}/agent/*`,
+            `Resource::arn:<AWS::Partition>:ssm:<AWS::Region>:<AWS::AccountId>:parameter/titus/${stage}/secrets/*`,
+            `Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:titus/${stage}/secrets/*`,
             'Action::s3:GetObject*',
             'Action::s3:GetBucket*',
             'Action::s3:List*',

@@ -4,7 +4,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { describe, it } from 'node:test';
 
-import { Match } from 'aws-cdk-lib/assertions';
+import { Match, Template } from 'aws-cdk-lib/assertions';
 
 import { buildApp } from '../bin/titus';
 import { loadDefinitions } from '../lib/definitions';
@@ -256,6 +256,24 @@ describe('agents', () => {
     }
   });
 
+  it('reads secrets only in the stage\'s shared space, for tasks without a role', () => {
+    const reads = agentStatements.filter((s) =>
+      actionsOf([s]).some((a) => a === 'secretsmanager:GetSecretValue' || a === 'ssm:GetParameter'));
+    const resourcesOf = (s: any) => JSON.stringify(s.Resource);
+    const secrets = reads.filter((s) => actionsOf([s]).includes('secretsmanager:GetSecretValue'));
+    assert.equal(secrets.length, 1, 'one statement grants GetSecretValue');
+    assert.ok(resourcesOf(secrets[0]).includes(`:secret:titus/${STAGE}/secrets/*`), resourcesOf(secrets[0]));
+    const shared = reads.filter((s) => resourcesOf(s).includes(`/titus/${STAGE}/secrets/*`));
+    assert.equal(shared.length, 1, 'one statement grants the shared parameters');
+    for (const statement of reads) {
+      const text = resourcesOf(statement);
+      assert.ok(
+        text.includes(`/titus/${STAGE}/agent`) || text.includes(`/titus/${STAGE}/secrets/`) || text.includes(`titus/${STAGE}/secrets/`),
+        `no read outside the agent's settings and the shared secrets: ${text}`,
+      );
+    }
+  });
+
   it('cannot assume a role of the stack: none carries the task-role tag', () => {
     for (const [id, role] of Object.entries(resources(template, 'AWS::IAM::Role'))) {
       const tags = (role.Properties.Tags ?? []).map((t: any) => t.Key);
@@ -288,8 +306,8 @@ describe('the scaler', () => {
 
   it('reads its own parameters and no other function may touch EC2', () => {
     const ssm = statements.filter((s) => actionsOf([s]).some((a) => a.startsWith('ssm:')));
-    // Its pools' and its own settings, and the five every function builds the control plane from.
-    const controlPlane = ['limits/job', 'policy/jobs', 'policy/teams', 'control/rules', 'scheduler/config'];
+    // Its pools' and its own settings, and the six every function builds the control plane from.
+    const controlPlane = ['limits/job', 'policy/jobs', 'policy/teams', 'policy/quotas', 'control/rules', 'scheduler/config'];
     const allowed = (resource: string) =>
       resource.includes(`parameter/titus/${STAGE}/scaler`) ||
       controlPlane.some((suffix) => resource.includes(`parameter/titus/${STAGE}/${suffix}`));
@@ -344,6 +362,34 @@ describe('alarms', () => {
     assert.equal(dlq.length, loadDefinitions(STAGE).queues.filter((q) => q.deadLetter).length);
     assert.equal(errors.length, Object.keys(FUNCTION_BINARIES).length);
     for (const alarm of alarms) assert.equal(alarm.AlarmActions.length, 1);
+  });
+});
+
+describe('architecture', () => {
+  it('is arm64 unless titus:architecture says x86_64, for the Lambdas, the AMI and the pool together', () => {
+    const x86 = Template.fromStack(buildApp(newApp({ 'titus:architecture': 'x86_64' })).stack);
+    const architectures = (t: Template) =>
+      new Set(Object.values(resources(t, 'AWS::Lambda::Function')).flatMap((f: any) => f.Properties.Architectures));
+    assert.deepEqual([...architectures(template)], ['arm64']);
+    assert.deepEqual([...architectures(x86)], ['x86_64']);
+    const amiParameter = (t: Template) =>
+      Object.values(t.toJSON().Parameters ?? {})
+        .map((p: any) => String(p.Default ?? ''))
+        .filter((d) => d.includes('al2023-ami'));
+    assert.ok(amiParameter(template).some((d) => d.endsWith('arm64')), `${amiParameter(template)}`);
+    assert.ok(amiParameter(x86).some((d) => d.endsWith('x86_64')), `${amiParameter(x86)}`);
+    const pool = (t: Template) =>
+      JSON.parse(
+        Object.values(resources(t, 'AWS::SSM::Parameter')).find(
+          (p: any) => p.Properties.Name === `/titus/${STAGE}/scaler/pools/default`,
+        )!.Properties.Value['Fn::Join'][1].join(''),
+      );
+    assert.ok(pool(template).instance_types.every((i: string) => /^[a-z]+\d+g\./.test(i)), 'Graviton types');
+    assert.ok(pool(x86).instance_types.every((i: string) => /^[a-z]+\d+i\./.test(i)), 'Intel types');
+  });
+
+  it('refuses any other value, naming what it accepts', () => {
+    assert.throws(() => buildApp(newApp({ 'titus:architecture': 'aarch64' })), /titus:architecture is "aarch64"; expected one of arm64, x86_64/);
   });
 });
 
