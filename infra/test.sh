@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The CDK app's tests: type-check, synthesize offline (placeholders for the Rust binaries) with
-# assertions and cdk-nag, compare the template's tables and queues with the Rust definitions,
-# and cfn-lint the template. Installs what is missing (npm ci; cfn-lint into localstack/.venv).
-# Safe to run again. `infra/test.sh --update-definitions` rewrites definitions.json after the Rust
-# definitions changed.
+# The CDK app's tests: type-check, synthesize offline (with the built binaries in $TITUS_ASSET_DIR,
+# else placeholders for them) with assertions and cdk-nag, compare the template's tables and
+# queues with the Rust definitions, and cfn-lint the template. Installs what is missing (npm ci;
+# cfn-lint into localstack/.venv). Safe to run again. `infra/test.sh --update-definitions` rewrites
+# definitions.json after the Rust definitions changed.
 set -euo pipefail
 INFRA=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$INFRA/.." && pwd)
@@ -53,10 +53,20 @@ npx --no-install tsc --noEmit
 log "tests (synth, assertions, cdk-nag, definitions)"
 npm test --silent
 
-log "cdk synth (offline, placeholder binaries) and cfn-lint"
 rm -f cdk.out/*.template.json
-npx --no-install cdk synth --quiet --no-notices --no-version-reporting \
-    -c titus:stage=ci -c titus:placeholderAssets=true \
-    -c "titus:assetDir=$INFRA/cdk.out/no-binaries" -o cdk.out >/dev/null
+if [ -n "${TITUS_ASSET_DIR:-}" ]; then
+    # The binaries scripts/artefacts.sh built (x86_64, this machine's): no placeholder allowed.
+    log "cdk synth (offline, x86_64, the built binaries in $TITUS_ASSET_DIR) and cfn-lint"
+    npx --no-install cdk synth --quiet --no-notices --no-version-reporting \
+        -c titus:stage=ci -c titus:architecture=x86_64 \
+        -c "titus:assetDir=$TITUS_ASSET_DIR" -o cdk.out >/dev/null
+    grep -q 'titus:placeholder-asset' cdk.out/manifest.json &&
+        die "the synthesized stack uses a placeholder binary although $TITUS_ASSET_DIR was given"
+else
+    log "cdk synth (offline, placeholder binaries: set TITUS_ASSET_DIR to use built ones) and cfn-lint"
+    npx --no-install cdk synth --quiet --no-notices --no-version-reporting \
+        -c titus:stage=ci -c titus:placeholderAssets=true \
+        -c "titus:assetDir=$INFRA/cdk.out/no-binaries" -o cdk.out >/dev/null
+fi
 "$VENV/bin/cfn-lint" cdk.out/*.template.json
 log "ok"

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The test command: every test of the project, against the local AWS emulator and a real Docker
-# engine, both started here when they are not already up. Safe to run again.
+# engine, both started here when they are not already up, then the deployable artefacts built for
+# real and the infrastructure code checked with them. Safe to run again.
+# TITUS_QUICK=1 skips the release build: the CDK app is then synthesized with placeholder binaries.
 set -euo pipefail
+STARTED=$(date +%s)
 # The tests get an emulator of their own (port 4599 unless TITUS_TEST_EMULATOR_PORT says
 # otherwise), started afresh for each run and stopped at its end: moto keeps everything in memory
 # and frees nothing, so one run bounds what it holds. The local stack's emulator (4566) is left
@@ -35,5 +38,16 @@ fi
 log "API fuzzing: schemathesis against the local server, from the OpenAPI document"
 "$TITUS_ROOT/functions/api/tests/schemathesis.sh"
 
+if [ "${TITUS_QUICK:-0}" = 1 ]; then
+    log "quick mode (TITUS_QUICK=1): no release build; the CDK app is synthesized with placeholders"
+    unset TITUS_ASSET_DIR
+else
+    log "deployable artefacts: release build, sizes, each bootstrap against a Lambda Runtime API stand-in"
+    "$TITUS_ROOT/scripts/artefacts.sh"
+    export TITUS_ASSET_DIR="$CARGO_TARGET_DIR/lambda"
+fi
+
 log "infrastructure: the CDK app (offline synth, assertions, cdk-nag, definitions, cfn-lint)"
 "$TITUS_ROOT/infra/test.sh"
+
+log "all tests passed in $(($(date +%s) - STARTED)) s"
