@@ -1,9 +1,14 @@
 //! `titus-provision`: creates (or checks) every table, queue and SSM parameter of a stage in
 //! whatever AWS endpoint the environment names — the local emulator, LocalStack or AWS itself.
+//! With `--teardown` it instead removes what the stage made at run time (the scaler's instances,
+//! the agents' queues), before its stack is destroyed.
+
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
 use titus_aws::provision::provision;
+use titus_aws::teardown::{self, TeardownPlan};
 use titus_aws::{AwsClients, Names};
 
 #[derive(Debug, Parser)]
@@ -17,8 +22,20 @@ struct Args {
     print_definitions: bool,
     /// Also write the local-only bearer tokens (`local-dev-token`, `local-admin-token`) and
     /// their admin: for a stage on the local emulator only, so AWS_ENDPOINT_URL must be set.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "teardown")]
     local_tokens: bool,
+    /// Remove what the stage made at run time, which its stack does not know: terminate the
+    /// instances its scaler launched (tagged `titus:stage={stage}` and
+    /// `titus:managed-by=titus-scaler`) and delete its agents' queues
+    /// (`titus-{stage}-agent-*`). Run it before `cdk destroy`; safe to run again.
+    #[arg(long, conflicts_with = "print_definitions")]
+    teardown: bool,
+    /// With --teardown: list what would be removed and change nothing.
+    #[arg(long, requires = "teardown")]
+    dry_run: bool,
+    /// With --teardown: how long to wait for the instances to be shutting down or terminated.
+    #[arg(long, requires = "teardown", default_value_t = 300)]
+    wait_secs: u64,
 }
 
 #[tokio::main]
@@ -46,6 +63,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let clients = AwsClients::from_env().await;
+    if args.teardown {
+        return teardown_stage(&clients, &names, args.dry_run, args.wait_secs).await;
+    }
     let report = provision(&clients, &definitions)
         .await
         .with_context(|| format!("provisioning stage {:?}", args.stage))?;
@@ -63,4 +83,78 @@ async fn main() -> anyhow::Result<()> {
         definitions.parameters.len()
     );
     Ok(())
+}
+
+/// `--teardown`: prints what it finds, then (unless a dry run) what it removed.
+async fn teardown_stage(
+    clients: &AwsClients,
+    names: &Names,
+    dry_run: bool,
+    wait_secs: u64,
+) -> anyhow::Result<()> {
+    let stage = names.stage();
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    let target = if endpoint.is_empty() {
+        "AWS".to_owned()
+    } else {
+        format!("the endpoint {endpoint}")
+    };
+    let plan = teardown::plan(clients, names)
+        .await
+        .with_context(|| format!("finding what stage {stage:?} made at run time in {target}"))?;
+    if plan.is_empty() {
+        println!(
+            "stage {stage:?} has nothing left to remove in {target}: no instance launched by its \
+             scaler, no agent queue"
+        );
+        return Ok(());
+    }
+    if dry_run {
+        print_plan(&plan);
+        println!(
+            "dry run: would remove {} instances and {} agent queues of stage {stage:?} in \
+             {target}; nothing was changed",
+            plan.instances.len(),
+            plan.queues.len()
+        );
+        return Ok(());
+    }
+    let wait = Duration::from_secs(wait_secs);
+    let report = teardown::execute(clients, &plan, wait, Duration::from_secs(5))
+        .await
+        .with_context(|| format!("tearing down stage {stage:?} in {target}"))?;
+    for id in &report.terminated {
+        println!("terminated instance {id}");
+    }
+    for name in &report.deleted_queues {
+        println!("deleted    queue {name}");
+    }
+    for name in &report.already_gone {
+        println!("gone       queue {name} (already deleted)");
+    }
+    anyhow::ensure!(
+        report.still_running.is_empty(),
+        "instances {} of stage {stage:?} were not shutting down within {wait_secs} s of their \
+         termination; expected them to be shutting-down or terminated. Run the teardown again",
+        report.still_running.join(", ")
+    );
+    println!(
+        "stage {stage:?} is torn down in {target}: {} instances terminated, {} agent queues \
+         deleted",
+        report.terminated.len(),
+        report.deleted_queues.len()
+    );
+    Ok(())
+}
+
+fn print_plan(plan: &TeardownPlan) {
+    for instance in &plan.instances {
+        println!(
+            "would terminate instance {} ({})",
+            instance.id, instance.state
+        );
+    }
+    for queue in &plan.queues {
+        println!("would delete    queue {}", queue.name);
+    }
 }

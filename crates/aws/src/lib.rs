@@ -1,6 +1,6 @@
 //! The AWS adapters: every port of `titus_core::ports` on DynamoDB, SQS and EC2, the one SSM
-//! settings loader, the stage's resource definitions and their provisioning, and [`AwsPorts`],
-//! the composition root.
+//! settings loader, the stage's resource definitions, their provisioning and the teardown of what
+//! a stage made at run time, and [`AwsPorts`], the composition root.
 //!
 //! Everything here goes through aws-sdk-rust, so the same code talks to AWS or to the local
 //! emulator named by `AWS_ENDPOINT_URL`.
@@ -17,6 +17,7 @@ pub mod resources;
 pub mod scaler_state;
 pub mod sqs;
 pub mod ssm;
+pub mod teardown;
 
 pub use agents::DynamoAgentStore;
 pub use clients::AwsClients;
