@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The CDK app's tests: type-check, synthesize offline (with the built binaries in $TITUS_ASSET_DIR,
 # else placeholders for them) with assertions and cdk-nag, compare the template's tables and
-# queues with the Rust definitions, and cfn-lint the template. Installs what is missing (npm ci;
-# cfn-lint into localstack/.venv). Safe to run again. `infra/test.sh --update-definitions` rewrites
-# definitions.json after the Rust definitions changed.
+# queues with the Rust definitions, and cfn-lint the template and the one with private agents.
+# Installs what is missing (npm ci; cfn-lint into localstack/.venv). Safe to run again.
+# `infra/test.sh --update-definitions` rewrites definitions.json after the Rust definitions changed.
 set -euo pipefail
 INFRA=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$INFRA/.." && pwd)
@@ -69,4 +69,14 @@ else
         -c "titus:assetDir=$INFRA/cdk.out/no-binaries" -o cdk.out >/dev/null
 fi
 "$VENV/bin/cfn-lint" cdk.out/*.template.json
+
+# The options that change the agents' network and image, linted too (placeholders: lint only).
+log "cdk synth with private agents (titus:vpcEndpoints, titus:privateSubnets, titus:agentAmi) and cfn-lint"
+rm -rf cdk.out/private
+npx --no-install cdk synth --quiet --no-notices --no-version-reporting \
+    -c titus:stage=ci -c titus:placeholderAssets=true \
+    -c "titus:assetDir=$INFRA/cdk.out/no-binaries" \
+    -c titus:vpcEndpoints=true -c titus:privateSubnets=true -c titus:agentAmi=ami-0123456789abcdef0 \
+    -o cdk.out/private >/dev/null
+"$VENV/bin/cfn-lint" cdk.out/private/*.template.json
 log "ok"

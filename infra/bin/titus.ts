@@ -10,6 +10,9 @@
 //   titus:alarmEmail         an address subscribed to the alarm topic
 //   titus:architecture       arm64 (default) or x86_64: the Lambdas, the agent AMI and the
 //                            default pool's instance types; the binaries must be built for it
+//   titus:vpcEndpoints       true: interface VPC endpoints for the APIs the agents call
+//   titus:privateSubnets     true: agents in private subnets, no public IP (needs vpcEndpoints)
+//   titus:agentAmi           an AMI id for the agents instead of the latest Amazon Linux 2023
 
 import * as fs from 'fs';
 import * as path from 'path';
@@ -18,7 +21,7 @@ import * as cdk from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
 
 import { loadDefinitions } from '../lib/definitions';
-import { parseArchitecture, TitusStack } from '../lib/titus-stack';
+import { parseAgentAmi, parseArchitecture, TitusStack } from '../lib/titus-stack';
 
 export function defaultAssetDir(): string {
   const target = process.env.CARGO_TARGET_DIR ?? path.join(__dirname, '..', '..', 'target');
@@ -29,6 +32,15 @@ function flag(app: cdk.App, key: string, fallback: boolean): boolean {
   const value = app.node.tryGetContext(key);
   if (value === undefined) return fallback;
   return value === true || value === 'true';
+}
+
+/** A context value that must be a boolean (or its string, as `-c key=value` passes it). */
+function strictFlag(app: cdk.App, key: string, fallback: boolean): boolean {
+  const value = app.node.tryGetContext(key);
+  if (value === undefined) return fallback;
+  if (value === true || value === 'true') return true;
+  if (value === false || value === 'false') return false;
+  throw new Error(`${key} is ${JSON.stringify(value)}; expected true or false (default ${fallback})`);
 }
 
 export function buildApp(app: cdk.App = new cdk.App()): { app: cdk.App; stack: TitusStack } {
@@ -45,6 +57,9 @@ export function buildApp(app: cdk.App = new cdk.App()): { app: cdk.App; stack: T
     parameterOverrides: overridesFile ? JSON.parse(fs.readFileSync(overridesFile, 'utf8')) : undefined,
     alarmEmail: app.node.tryGetContext('titus:alarmEmail') as string | undefined,
     architecture: parseArchitecture(app.node.tryGetContext('titus:architecture')),
+    vpcEndpoints: strictFlag(app, 'titus:vpcEndpoints', false),
+    privateSubnets: strictFlag(app, 'titus:privateSubnets', false),
+    agentAmi: parseAgentAmi(app.node.tryGetContext('titus:agentAmi')),
   });
   cdk.Aspects.of(app).add(new AwsSolutionsChecks({ verbose: true }));
   return { app, stack };

@@ -52,6 +52,9 @@ export const MANAGED_BY_SCALER = 'titus-scaler';
 /** The tag a task role carries, with the stage as its value, for that stage's agents to assume it. */
 export const TAG_TASK_ROLE = 'titus:task-role';
 
+/** The agents' subnet group (`AgentVpc`), public or private. */
+const AGENT_SUBNETS = 'agents';
+
 export const PLACEHOLDER_ASSET_DIR = path.join(__dirname, '..', 'assets', 'placeholder');
 export const STATE_MACHINE_FILE = path.join(__dirname, '..', '..', 'statemachines', 'scheduler-loop.asl.json');
 
@@ -70,7 +73,48 @@ export interface TitusStackProps extends cdk.StackProps {
   alarmEmail?: string;
   /** The CPU of the Lambdas, the agent AMI and the default pool's instance types together. */
   architecture?: Architecture;
+  /**
+   * Interface endpoints in the agents' VPC for every AWS API the agents call (SQS, SSM, ECR,
+   * STS, CloudWatch Logs, Secrets Manager), reachable on 443 from the agents only.
+   */
+  vpcEndpoints?: boolean;
+  /** Agents in private subnets without public IPs or a route to the internet (needs vpcEndpoints). */
+  privateSubnets?: boolean;
+  /** An AMI id for the agents instead of the latest Amazon Linux 2023 of the architecture. */
+  agentAmi?: string;
 }
+
+/** The interface endpoints `vpcEndpoints` adds, by construct id: every API the agents call. */
+export const AGENT_INTERFACE_ENDPOINTS = {
+  Sqs: ec2.InterfaceVpcEndpointAwsService.SQS,
+  Ssm: ec2.InterfaceVpcEndpointAwsService.SSM,
+  EcrApi: ec2.InterfaceVpcEndpointAwsService.ECR,
+  EcrDocker: ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
+  Sts: ec2.InterfaceVpcEndpointAwsService.STS,
+  Logs: ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
+  SecretsManager: ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
+} as const;
+
+/** An EC2 image id as `titus:agentAmi` takes it, or an error saying what is expected. */
+export function parseAgentAmi(value: unknown): string | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (typeof value === 'string' && /^ami-[0-9a-f]{8}([0-9a-f]{9})?$/.test(value)) return value;
+  throw new Error(`titus:agentAmi is ${JSON.stringify(value)}; expected an AMI id such as ami-0123456789abcdef0`);
+}
+
+/**
+ * The user data lines that make Docker run: installed from the Amazon Linux 2023 repositories
+ * (served from S3 in the region, so the S3 gateway endpoint reaches them without internet)
+ * unless the AMI already has it.
+ */
+export const DOCKER_SETUP_COMMANDS = [
+  'if command -v docker >/dev/null 2>&1; then',
+  '  echo "titus: docker is already installed; not installing it"',
+  'else',
+  '  dnf install -y docker',
+  'fi',
+  'systemctl enable --now docker',
+];
 
 /** `arm64` (Graviton, the default: cheaper per vCPU) or `x86_64`. */
 export type Architecture = 'arm64' | 'x86_64';
@@ -147,12 +191,26 @@ export class TitusStack extends cdk.Stack {
       if (!this.queues[role]) throw new Error(`definitions.json has no ${role} queue`);
     }
 
-    // The agents' network: public subnets only (no NAT to pay for), with free gateway
-    // endpoints for DynamoDB and S3; agents take no inbound connections.
+    // The agents' network: one subnet group, public by default, isolated (no public IP, no
+    // route out) with titus:privateSubnets; no NAT to pay for either way. The free gateway
+    // endpoints for DynamoDB and S3 (the agent binary, ECR's layers, AL2023's dnf repositories)
+    // are always there; agents take no inbound connections.
+    if (props.privateSubnets && !props.vpcEndpoints) {
+      throw new Error(
+        'titus:privateSubnets=true needs titus:vpcEndpoints=true: agents in private subnets have no route to ' +
+          'the internet and reach SQS, SSM, ECR, STS and CloudWatch Logs only through VPC endpoints',
+      );
+    }
     const vpc = new ec2.Vpc(this, 'AgentVpc', {
       maxAzs: 3,
       natGateways: 0,
-      subnetConfiguration: [{ name: 'agents', subnetType: ec2.SubnetType.PUBLIC, cidrMask: 20 }],
+      subnetConfiguration: [
+        {
+          name: AGENT_SUBNETS,
+          subnetType: props.privateSubnets ? ec2.SubnetType.PRIVATE_ISOLATED : ec2.SubnetType.PUBLIC,
+          cidrMask: 20,
+        },
+      ],
       gatewayEndpoints: {
         DynamoDb: { service: ec2.GatewayVpcEndpointAwsService.DYNAMODB },
         S3: { service: ec2.GatewayVpcEndpointAwsService.S3 },
@@ -173,6 +231,7 @@ export class TitusStack extends cdk.Stack {
       description: `Titus ${stage} agents: no inbound, any outbound (registries, AWS APIs)`,
       allowAllOutbound: true,
     });
+    if (props.vpcEndpoints) this.interfaceEndpoints(vpc, agentSecurityGroup);
 
     // Agents.
     const taskLogGroup = new logs.LogGroup(this, 'TaskLogGroup', {
@@ -440,7 +499,7 @@ export class TitusStack extends cdk.Stack {
     // The default pool launches into this stack's subnets from its launch template, on
     // instance types of the stack's architecture (the AMI's).
     merge('/scaler/pools/default', {
-      subnet_ids: vpc.publicSubnets.map((s) => s.subnetId),
+      subnet_ids: vpc.selectSubnets({ subnetGroupName: AGENT_SUBNETS }).subnetIds,
       launch_template: `titus-${stage}-agent`,
       instance_types: [...ARCHITECTURE[this.architecture].instanceTypes],
     });
@@ -469,12 +528,18 @@ export class TitusStack extends cdk.Stack {
 
   private agentLaunchTemplate(securityGroup: ec2.SecurityGroup, agentBinary: s3assets.Asset): ec2.LaunchTemplate {
     const stage = this.props.stage;
+    // Nothing here needs the internet: dnf's repositories and the agent binary are in S3 in the
+    // region (the S3 gateway endpoint), instance metadata is on the host.
     const userData = ec2.UserData.forLinux();
-    userData.addCommands('set -euo pipefail', 'dnf install -y docker', 'systemctl enable --now docker');
+    userData.addCommands('set -euo pipefail', ...DOCKER_SETUP_COMMANDS);
+    // A minimal baked AMI may lack the AWS CLI the download below uses.
+    userData.addCommands('command -v aws >/dev/null 2>&1 || dnf install -y awscli-2');
     userData.addS3DownloadCommand({
       bucket: agentBinary.bucket,
       bucketKey: agentBinary.s3ObjectKey,
       localFile: '/usr/local/bin/titus-agent',
+      // The bucket's regional endpoint, which the S3 gateway endpoint serves.
+      region: this.region,
     });
     userData.addCommands(
       'chmod 0755 /usr/local/bin/titus-agent',
@@ -508,7 +573,7 @@ export class TitusStack extends cdk.Stack {
     );
     return new ec2.LaunchTemplate(this, 'AgentLaunchTemplate', {
       launchTemplateName: `titus-${stage}-agent`,
-      machineImage: ec2.MachineImage.latestAmazonLinux2023({ cpuType: ARCHITECTURE[this.architecture].ami }),
+      machineImage: this.agentMachineImage(),
       role: this.agentRole,
       securityGroup,
       userData,
@@ -529,6 +594,40 @@ export class TitusStack extends cdk.Stack {
         },
       ],
     });
+  }
+
+  /** `titus:agentAmi` when given, else the latest AL2023 of the architecture (an SSM parameter). */
+  private agentMachineImage(): ec2.IMachineImage {
+    const ami = this.props.agentAmi;
+    if (!ami) return ec2.MachineImage.latestAmazonLinux2023({ cpuType: ARCHITECTURE[this.architecture].ami });
+    return {
+      getImage: () => ({ imageId: ami, osType: ec2.OperatingSystemType.LINUX, userData: ec2.UserData.forLinux() }),
+    };
+  }
+
+  /**
+   * Interface endpoints, with private DNS, in the agents' subnets for every API the agents call
+   * besides DynamoDB and S3 (gateway endpoints): their security group admits HTTPS from the
+   * agents only.
+   */
+  private interfaceEndpoints(vpc: ec2.Vpc, agents: ec2.SecurityGroup): void {
+    const stage = this.props.stage;
+    const securityGroup = new ec2.SecurityGroup(this, 'EndpointSecurityGroup', {
+      vpc,
+      description: `Titus ${stage} VPC endpoints: HTTPS from the agents only`,
+      allowAllOutbound: false,
+    });
+    securityGroup.addIngressRule(agents, ec2.Port.tcp(443), 'HTTPS from the agents');
+    for (const [id, service] of Object.entries(AGENT_INTERFACE_ENDPOINTS)) {
+      vpc.addInterfaceEndpoint(id, {
+        service,
+        privateDnsEnabled: true,
+        subnets: { subnetGroupName: AGENT_SUBNETS },
+        securityGroups: [securityGroup],
+        // Only the rule above: not every address of the VPC.
+        open: false,
+      });
+    }
   }
 
   private tableArns(...tables: dynamodb.Table[]): string[] {

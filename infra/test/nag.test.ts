@@ -5,7 +5,8 @@ import { describe, it } from 'node:test';
 
 import { Annotations, Match } from 'aws-cdk-lib/assertions';
 
-import { synthesized } from './helpers';
+import { buildApp } from '../bin/titus';
+import { newApp, synthesized } from './helpers';
 
 const { stack, template } = synthesized();
 
@@ -40,6 +41,24 @@ describe('cdk-nag AwsSolutions', () => {
     const rules = new Set(suppressions.map((s) => s.id));
     // Only the reviewed rules are suppressed at all.
     assert.deepEqual([...rules].sort(), ['AwsSolutions-IAM5', 'AwsSolutions-SF1', 'AwsSolutions-SNS2', 'AwsSolutions-SQS3']);
+  });
+});
+
+describe('cdk-nag AwsSolutions with private agents (VPC endpoints, private subnets, a baked AMI)', () => {
+  const { stack: privateStack } = buildApp(
+    newApp({ 'titus:vpcEndpoints': true, 'titus:privateSubnets': true, 'titus:agentAmi': 'ami-0123456789abcdef0' }),
+  );
+
+  it('reports no error and no warning', () => {
+    const annotations = Annotations.fromStack(privateStack);
+    const findings = [
+      ...annotations.findError('*', Match.stringLikeRegexp('AwsSolutions-.*')),
+      ...annotations.findWarning('*', Match.stringLikeRegexp('AwsSolutions-.*')),
+    ];
+    assert.deepEqual(
+      findings.map((f) => `${f.id}: ${String(f.entry.data).split(':')[0]}`),
+      [],
+    );
   });
 });
 

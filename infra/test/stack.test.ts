@@ -1,14 +1,17 @@
 // The key resources of the synthesized stack and their IAM.
 
 import * as assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { describe, it } from 'node:test';
 
 import { Match, Template } from 'aws-cdk-lib/assertions';
 
 import { buildApp } from '../bin/titus';
 import { loadDefinitions } from '../lib/definitions';
-import { FUNCTION_BINARIES, STATE_MACHINE_FILE } from '../lib/titus-stack';
+import { DOCKER_SETUP_COMMANDS, FUNCTION_BINARIES, STATE_MACHINE_FILE } from '../lib/titus-stack';
 import { actionsOf, newApp, resources, STAGE, statementsOfRole, synthesized } from './helpers';
 
 const { template } = synthesized();
@@ -399,5 +402,169 @@ describe('assets', () => {
       () => buildApp(newApp({ 'titus:placeholderAssets': false })),
       /no-such-build\/titus-agent\/bootstrap does not exist.*cargo lambda build/s,
     );
+  });
+});
+
+/** The stack synthesized with these context values over the tests' defaults. */
+function templateWith(context: Record<string, unknown>): Template {
+  return Template.fromStack(buildApp(newApp(context)).stack);
+}
+
+/** The agents' user data as text, each CloudFormation token written as <token>. */
+function userDataOf(t: Template): string {
+  const lt = Object.values(resources(t, 'AWS::EC2::LaunchTemplate'))[0] as any;
+  const parts: unknown[] = lt.Properties.LaunchTemplateData.UserData['Fn::Base64']['Fn::Join'][1];
+  return parts.map((p) => (typeof p === 'string' ? p : '<token>')).join('');
+}
+
+/** The default pool's parameter value, parsed, subnet ids as their logical ids. */
+function defaultPoolOf(t: Template): any {
+  const pool = Object.values(resources(t, 'AWS::SSM::Parameter')).find(
+    (p: any) => p.Properties.Name === `/titus/${STAGE}/scaler/pools/default`,
+  ) as any;
+  const parts: unknown[] = pool.Properties.Value['Fn::Join'][1];
+  return JSON.parse(parts.map((p: any) => (typeof p === 'string' ? p : p.Ref)).join(''));
+}
+
+const interfaceEndpointServices = (t: Template): string[] =>
+  Object.values(resources(t, 'AWS::EC2::VPCEndpoint'))
+    .filter((e: any) => e.Properties.VpcEndpointType === 'Interface')
+    .map((e: any) => JSON.stringify(e.Properties.ServiceName).match(/\.([a-z.-]+)"\]\]\}$/)![1])
+    .sort();
+
+describe('VPC endpoints (titus:vpcEndpoints)', () => {
+  const withEndpoints = templateWith({ 'titus:vpcEndpoints': true });
+
+  it('are only the free gateway endpoints for DynamoDB and S3 unless asked for', () => {
+    const endpoints = Object.values(resources(template, 'AWS::EC2::VPCEndpoint')) as any[];
+    assert.deepEqual(endpoints.map((e) => e.Properties.VpcEndpointType), ['Gateway', 'Gateway']);
+    const services = endpoints.map((e) => JSON.stringify(e.Properties.ServiceName));
+    assert.ok(services.some((s) => s.includes('.dynamodb')) && services.some((s) => s.includes('.s3')), `${services}`);
+    assert.deepEqual(interfaceEndpointServices(template), []);
+    assert.throws(() => templateWith({ 'titus:vpcEndpoints': 'yes' }), /titus:vpcEndpoints is "yes"; expected true or false/);
+  });
+
+  it('when asked, reach every API the agents call, with private DNS, in the agents\' subnets', () => {
+    assert.deepEqual(interfaceEndpointServices(withEndpoints), [
+      'ecr.api', 'ecr.dkr', 'logs', 'secretsmanager', 'sqs', 'ssm', 'sts',
+    ]);
+    const gateways = Object.values(resources(withEndpoints, 'AWS::EC2::VPCEndpoint')).filter(
+      (e: any) => e.Properties.VpcEndpointType === 'Gateway',
+    );
+    assert.equal(gateways.length, 2, 'and the DynamoDB and S3 gateway endpoints');
+    const subnetIds = Object.keys(resources(withEndpoints, 'AWS::EC2::Subnet')).sort();
+    for (const endpoint of Object.values(resources(withEndpoints, 'AWS::EC2::VPCEndpoint')) as any[]) {
+      if (endpoint.Properties.VpcEndpointType !== 'Interface') continue;
+      assert.equal(endpoint.Properties.PrivateDnsEnabled, true);
+      assert.deepEqual(endpoint.Properties.SubnetIds.map((s: any) => s.Ref).sort(), subnetIds);
+    }
+  });
+
+  it('admit HTTPS from the agents\' security group and nothing else', () => {
+    const groups = resources(withEndpoints, 'AWS::EC2::SecurityGroup');
+    const agentGroup = Object.keys(groups).find((id) => id.startsWith('AgentSecurityGroup'))!;
+    const endpointGroup = Object.keys(groups).find((id) => id.startsWith('EndpointSecurityGroup'))!;
+    assert.ok(agentGroup && endpointGroup);
+    for (const endpoint of Object.values(resources(withEndpoints, 'AWS::EC2::VPCEndpoint')) as any[]) {
+      if (endpoint.Properties.VpcEndpointType !== 'Interface') continue;
+      assert.deepEqual(endpoint.Properties.SecurityGroupIds, [{ 'Fn::GetAtt': [endpointGroup, 'GroupId'] }]);
+    }
+    const inline = groups[endpointGroup].Properties.SecurityGroupIngress ?? [];
+    const separate = Object.values(resources(withEndpoints, 'AWS::EC2::SecurityGroupIngress'))
+      .map((r: any) => r.Properties)
+      .filter((r: any) => JSON.stringify(r.GroupId).includes(endpointGroup));
+    const rules = [...inline, ...separate];
+    assert.equal(rules.length, 1, JSON.stringify(rules));
+    assert.equal(rules[0].IpProtocol, 'tcp');
+    assert.equal(rules[0].FromPort, 443);
+    assert.equal(rules[0].ToPort, 443);
+    assert.deepEqual(rules[0].SourceSecurityGroupId, { 'Fn::GetAtt': [agentGroup, 'GroupId'] });
+    assert.equal(rules[0].CidrIp, undefined);
+  });
+});
+
+describe('private subnets (titus:privateSubnets)', () => {
+  const isPrivate = templateWith({ 'titus:privateSubnets': true, 'titus:vpcEndpoints': true });
+
+  it('are public with public IPs by default', () => {
+    const subnets = Object.values(resources(template, 'AWS::EC2::Subnet')) as any[];
+    assert.ok(subnets.length >= 2);
+    for (const subnet of subnets) assert.equal(subnet.Properties.MapPublicIpOnLaunch, true);
+    template.resourceCountIs('AWS::EC2::InternetGateway', 1);
+  });
+
+  it('when asked, give agents no public IP and no route out, and the pool launches into them', () => {
+    const subnets = resources(isPrivate, 'AWS::EC2::Subnet');
+    assert.ok(Object.keys(subnets).length >= 2);
+    for (const subnet of Object.values(subnets) as any[]) assert.equal(subnet.Properties.MapPublicIpOnLaunch, false);
+    isPrivate.resourceCountIs('AWS::EC2::InternetGateway', 0);
+    isPrivate.resourceCountIs('AWS::EC2::NatGateway', 0);
+    for (const route of Object.values(resources(isPrivate, 'AWS::EC2::Route')) as any[]) {
+      assert.notEqual(route.Properties.DestinationCidrBlock, '0.0.0.0/0', `no default route: ${JSON.stringify(route)}`);
+    }
+    assert.deepEqual(defaultPoolOf(isPrivate).subnet_ids.sort(), Object.keys(subnets).sort());
+    const lt = Object.values(resources(isPrivate, 'AWS::EC2::LaunchTemplate'))[0] as any;
+    const interfaces = lt.Properties.LaunchTemplateData.NetworkInterfaces ?? [];
+    assert.ok(!interfaces.some((i: any) => i.AssociatePublicIpAddress === true), 'the template asks for no public IP');
+  });
+
+  it('are refused without the VPC endpoints the agents would need', () => {
+    assert.throws(() => templateWith({ 'titus:privateSubnets': true }), /titus:privateSubnets=true needs titus:vpcEndpoints=true/);
+  });
+});
+
+describe('the agent AMI (titus:agentAmi)', () => {
+  it('is the latest Amazon Linux 2023 unless an AMI id is given, which is then used as is', () => {
+    const imageOf = (t: Template) =>
+      (Object.values(resources(t, 'AWS::EC2::LaunchTemplate'))[0] as any).Properties.LaunchTemplateData.ImageId;
+    assert.ok(JSON.stringify(imageOf(template)).includes('SsmParameterValue'), JSON.stringify(imageOf(template)));
+    const baked = templateWith({ 'titus:agentAmi': 'ami-0123456789abcdef0' });
+    assert.equal(imageOf(baked), 'ami-0123456789abcdef0');
+    const al2023 = Object.values(baked.toJSON().Parameters ?? {}).filter((p: any) => String(p.Default ?? '').includes('al2023-ami'));
+    assert.deepEqual(al2023, [], 'no AL2023 lookup is left');
+  });
+
+  it('refuses a value that is not an AMI id', () => {
+    assert.throws(() => templateWith({ 'titus:agentAmi': 'al2023' }), /titus:agentAmi is "al2023"; expected an AMI id/);
+  });
+});
+
+describe('the agents\' user data', () => {
+  const userData = userDataOf(template);
+  const dockerSetup = DOCKER_SETUP_COMMANDS.join('\n');
+
+  /** Runs the user data's Docker section with stub commands; returns what the stubs were asked. */
+  function runDockerSetup(dockerInstalled: boolean): string[] {
+    const start = userData.indexOf(dockerSetup);
+    assert.ok(start >= 0, 'the user data sets up Docker');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'titus-userdata-'));
+    const log = path.join(dir, 'calls');
+    const stub = (name: string) =>
+      fs.writeFileSync(path.join(dir, name), `#!/bin/sh\necho "${name} $*" >> "$CALLS"\n`, { mode: 0o755 });
+    stub('dnf');
+    stub('systemctl');
+    if (dockerInstalled) stub('docker');
+    // Only the stubs on PATH: a Docker on this machine must not count.
+    const run = spawnSync('/bin/bash', ['-c', `set -euo pipefail\n${userData.slice(start, start + dockerSetup.length)}`], {
+      env: { PATH: dir, CALLS: log },
+      encoding: 'utf8',
+    });
+    assert.equal(run.status, 0, run.stderr);
+    return fs.existsSync(log) ? fs.readFileSync(log, 'utf8').trim().split('\n') : [];
+  }
+
+  it('installs Docker from the AL2023 repositories when the AMI has none, then starts it', () => {
+    assert.deepEqual(runDockerSetup(false), ['dnf install -y docker', 'systemctl enable --now docker']);
+  });
+
+  it('skips the install when docker is already there (a baked AMI)', () => {
+    assert.deepEqual(runDockerSetup(true), ['systemctl enable --now docker']);
+    const baked = userDataOf(templateWith({ 'titus:agentAmi': 'ami-0123456789abcdef0' }));
+    assert.ok(baked.includes(dockerSetup), 'the same user data on a baked AMI');
+  });
+
+  it('needs no internet: the agent binary comes from the bucket\'s regional endpoint', () => {
+    assert.match(userData, /aws s3 cp 's3:\/\/<token>\/[^']+' '\/usr\/local\/bin\/titus-agent' --region <token>/);
+    assert.ok(!/https?:\/\/(?!169\.254\.169\.254)/.test(userData), 'no URL but instance metadata');
   });
 });
