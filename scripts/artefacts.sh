@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The deployable artefacts, built for real: every Lambda and the agent in release with cargo lambda
 # (installed with zig from PyPI into .tools/venv), for x86_64 unless TITUS_ARCHITECTURE=arm64 (which
-# needs `rustup target add aarch64-unknown-linux-gnu`). Then, for x86_64 only (this machine runs
-# what it builds):
+# needs `rustup target add aarch64-unknown-linux-gnu`). Then:
 #   - each binary's glibc needs are checked against Amazon Linux 2023's (GLIBC_2.34 at most);
 #   - each function is zipped as Lambda receives it and the zip checked against the size goal;
-#   - each `bootstrap` is started against a Lambda Runtime API stand-in with a recorded event
-#     (scripts/artefacts/cases), on a fresh stage of the emulator at AWS_ENDPOINT_URL, and must
-#     give the expected answer; the agent must start and print its version.
+#   - for x86_64 only (this machine runs what it builds), each `bootstrap` is started against a
+#     Lambda Runtime API stand-in with a recorded event (scripts/artefacts/cases), on a fresh stage
+#     of the emulator at AWS_ENDPOINT_URL, and must give the expected answer; the agent must start
+#     and print its version.
 # Prints a table of sizes and start-to-first-answer times. The binaries land in
 # $CARGO_TARGET_DIR/lambda/<binary>/bootstrap, the CDK app's and the Terraform module's layout.
 # Safe to run again.
@@ -45,11 +45,6 @@ started=$(date +%s)
 cargo lambda build --quiet --release "$ARCH_FLAG" --lambda-dir "$OUT" "${bins[@]}"
 log "built in $(($(date +%s) - started)) s: $OUT"
 
-if [ "$ARCHITECTURE" != x86_64 ]; then
-    log "built for $ARCHITECTURE; this machine runs x86_64 only, so the bootstraps are not started"
-    exit 0
-fi
-
 log "sizes and glibc needs (goal: each zip at most $((ZIP_GOAL_BYTES / 1024 / 1024)) MB; glibc at most $GLIBC_MAX, Amazon Linux 2023's)"
 "$TITUS_ROOT/localstack/.venv/bin/python" - "$OUT" "$ZIP_GOAL_BYTES" "$GLIBC_MAX" "${FUNCTIONS[@]}" -- "$AGENT" <<'EOF'
 import os, re, sys, zipfile
@@ -84,6 +79,11 @@ for name in functions + agent:
 if problems:
     sys.exit("\n".join(problems))
 EOF
+
+if [ "$ARCHITECTURE" != x86_64 ]; then
+    log "built and zipped for $ARCHITECTURE; this machine runs x86_64 only, so the bootstraps are not started"
+    exit 0
+fi
 
 "$OUT/$AGENT/bootstrap" --version >/dev/null || die "$OUT/$AGENT/bootstrap --version failed"
 

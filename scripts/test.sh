@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: every test of the project, against the local AWS emulator and a real Docker
 # engine, both started here when they are not already up, then the deployable artefacts built for
-# real and the infrastructure code checked with them. Safe to run again.
+# real and the infrastructure code (CDK, Terraform) checked with them. Safe to run again.
 # TITUS_QUICK=1 skips the release build: the CDK app is then synthesized with placeholder binaries.
 set -euo pipefail
 STARTED=$(date +%s)
@@ -49,5 +49,8 @@ fi
 
 log "infrastructure: the CDK app (offline synth, assertions, cdk-nag, definitions, cfn-lint)"
 "$TITUS_ROOT/infra/test.sh"
+
+log "infrastructure: the Terraform module (fmt, validate, plan, apply of the data plane on the emulator, a job on it, destroy)"
+"$TITUS_ROOT/terraform/test.sh"
 
 log "all tests passed in $(($(date +%s) - STARTED)) s"

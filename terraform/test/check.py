@@ -1,0 +1,196 @@
+"""What terraform/test.sh checks with boto3 against the emulator (and in a plan's JSON).
+
+  check.py plan PLAN_JSON                      the full module's plan: resources and key properties
+  check.py applied STAGE DEFINITIONS OUT_JSON  the applied data plane against definitions.json;
+                                               writes the tables' creation times to OUT_JSON
+  check.py unchanged STAGE BEFORE_JSON         the tables are the ones Terraform made (not recreated)
+  check.py tasks JOB_ID TASKS_JSON             every task of the job Finished normally with exit 0
+  check.py cleanup STAGE                       deletes the agents' run-time queues (not Terraform's)
+  check.py gone STAGE                          nothing of the stage is left in the emulator
+"""
+
+import collections
+import json
+import os
+import sys
+
+failures = []
+
+
+def check(condition, message):
+    if not condition:
+        failures.append(message)
+
+
+def done(what):
+    if failures:
+        for f in failures:
+            print(f"  FAIL {f}", file=sys.stderr)
+        sys.exit(f"{what}: {len(failures)} problem(s)")
+    print(f"  ok: {what}", file=sys.stderr)
+
+
+def clients():
+    import boto3
+
+    region = os.environ.get("AWS_REGION", "us-east-1")
+    return {name: boto3.client(name, region_name=region) for name in ("dynamodb", "sqs", "ssm")}
+
+
+def renamed(defs, stage):
+    """CDK's forStage."""
+    text = json.dumps(defs)
+    text = text.replace(f"titus-{defs['stage']}-", f"titus-{stage}-").replace(f"/titus/{defs['stage']}/", f"/titus/{stage}/")
+    out = json.loads(text)
+    out["stage"] = stage
+    return out
+
+
+def key(k):
+    return [{"AttributeName": k["partitionKey"], "KeyType": "HASH"}] + (
+        [{"AttributeName": k["sortKey"], "KeyType": "RANGE"}] if k.get("sortKey") else []
+    )
+
+
+def applied(stage, definitions_file, out_file):
+    c = clients()
+    defs = renamed(json.load(open(definitions_file)), stage)
+    names = sorted(n for n in c["dynamodb"].list_tables(Limit=100)["TableNames"] if n.startswith(f"titus-{stage}-"))
+    check(names == sorted(t["name"] for t in defs["tables"]), f"tables {names} are not definitions.json's")
+    created = {}
+    for t in defs["tables"]:
+        d = c["dynamodb"].describe_table(TableName=t["name"])["Table"]
+        created[t["name"]] = str(d["CreationDateTime"])
+        check(d["KeySchema"] == key(t), f"{t['name']} key {d['KeySchema']}")
+        check(d.get("BillingModeSummary", {}).get("BillingMode") == "PAY_PER_REQUEST", f"{t['name']} is not on demand")
+        got = sorted((i["IndexName"], json.dumps(i["KeySchema"]), i["Projection"]["ProjectionType"]) for i in d.get("GlobalSecondaryIndexes", []))
+        want = sorted((i["name"], json.dumps(key(i)), "ALL") for i in t["globalSecondaryIndexes"])
+        check(got == want, f"{t['name']} indexes {got}, expected {want}")
+        attrs = sorted(f"{a['AttributeName']}:{a['AttributeType']}" for a in d["AttributeDefinitions"])
+        keys = {k for x in [t, *t["globalSecondaryIndexes"]] for k in (x["partitionKey"], x.get("sortKey")) if k}
+        check(attrs == sorted(f"{k}:S" for k in keys), f"{t['name']} attributes {attrs}")
+        ttl = c["dynamodb"].describe_time_to_live(TableName=t["name"])["TimeToLiveDescription"]
+        if t.get("ttlAttribute"):
+            check(ttl.get("TimeToLiveStatus") == "ENABLED" and ttl.get("AttributeName") == t["ttlAttribute"], f"{t['name']} TTL {ttl}")
+        else:
+            check(ttl.get("TimeToLiveStatus") in (None, "DISABLED"), f"{t['name']} has TTL {ttl}")
+        pitr = c["dynamodb"].describe_continuous_backups(TableName=t["name"])["ContinuousBackupsDescription"]
+        check(pitr["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED", f"{t['name']} PITR {pitr}")
+    print(f"  {len(defs['tables'])} tables match definitions.json (keys, GSIs, attributes, TTL, on demand, PITR)", file=sys.stderr)
+
+    urls = c["sqs"].list_queues(QueueNamePrefix=f"titus-{stage}-").get("QueueUrls", [])
+    want_queues = sorted([q["name"] for q in defs["queues"]] + [q["deadLetter"]["name"] for q in defs["queues"] if q.get("deadLetter")])
+    check(sorted(u.rsplit("/", 1)[1] for u in urls) == want_queues, f"queues {urls}, expected {want_queues}")
+    for q in defs["queues"]:
+        url = c["sqs"].get_queue_url(QueueName=q["name"])["QueueUrl"]
+        a = c["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        check(int(a["VisibilityTimeout"]) == q["visibilityTimeoutSecs"], f"{q['name']} visibility {a['VisibilityTimeout']}")
+        check(int(a["MessageRetentionPeriod"]) == q["messageRetentionSecs"], f"{q['name']} retention {a['MessageRetentionPeriod']}")
+        check(a.get("SqsManagedSseEnabled") == "true", f"{q['name']} is not SSE-SQS")
+        check("aws:SecureTransport" in a.get("Policy", ""), f"{q['name']} has no TLS-only policy")
+        if q.get("deadLetter"):
+            dl = q["deadLetter"]
+            redrive = json.loads(a.get("RedrivePolicy", "{}"))
+            check(redrive.get("deadLetterTargetArn", "").endswith(":" + dl["name"]), f"{q['name']} redrive {redrive}")
+            check(int(redrive.get("maxReceiveCount", 0)) == dl["maxReceiveCount"], f"{q['name']} redrive {redrive}")
+            dlq = c["sqs"].get_queue_attributes(QueueUrl=c["sqs"].get_queue_url(QueueName=dl["name"])["QueueUrl"], AttributeNames=["All"])["Attributes"]
+            check(int(dlq["MessageRetentionPeriod"]) == 14 * 24 * 3600, f"{dl['name']} retention {dlq['MessageRetentionPeriod']}")
+        else:
+            check("RedrivePolicy" not in a, f"{q['name']} has a redrive policy")
+    print(f"  {len(want_queues)} queues match (timeouts, retention, redrive, SSE, TLS-only)", file=sys.stderr)
+
+    for p in defs["parameters"]:
+        got = c["ssm"].get_parameter(Name=p["name"])["Parameter"]["Value"]
+        suffix = p["name"][len(f"/titus/{stage}"):]
+        if suffix == "/scaler/pools/default":
+            want = json.loads(p["defaultValue"])
+            got_v = json.loads(got)
+            check({k: v for k, v in got_v.items() if k != "subnet_ids"} == {k: v for k, v in want.items() if k != "subnet_ids"}, f"{p['name']} = {got}")
+        elif suffix in ("/api/identities", "/api/admins", "/policy/teams"):
+            pass  # the test's overrides (local tokens), checked by the job run
+        else:
+            check(json.loads(got) == json.loads(p["defaultValue"]), f"{p['name']} = {got}, expected the default {p['defaultValue']}")
+    print(f"  {len(defs['parameters'])} parameters exist with the deployed values", file=sys.stderr)
+    json.dump(created, open(out_file, "w"))
+    done("the applied data plane matches infra/definitions.json")
+
+
+def unchanged(stage, before_file):
+    c = clients()
+    before = json.load(open(before_file))
+    for name, when in before.items():
+        now = str(c["dynamodb"].describe_table(TableName=name)["Table"]["CreationDateTime"])
+        check(now == when, f"{name} was recreated ({when} -> {now})")
+    done(f"the {len(before)} tables are still the ones Terraform created")
+
+
+def tasks(job_id, tasks_file):
+    data = json.load(open(tasks_file))
+    items = data if isinstance(data, list) else data.get("items", data.get("tasks", []))
+    check(len(items) > 0, f"job {job_id} has no tasks")
+    for t in items:
+        status = t.get("status", {})
+        check(status.get("state") == "Finished", f"task {t.get('id')} is {status.get('state')}")
+        check(status.get("reasonCode") == "normal", f"task {t.get('id')} reason {status.get('reasonCode')}")
+        check(t.get("exitCode") == 0, f"task {t.get('id')} exit code {t.get('exitCode')}")
+    done(f"job {job_id}: {len(items)} task(s) Finished (normal) with exit code 0")
+
+
+def cleanup(stage):
+    c = clients()
+    urls = c["sqs"].list_queues(QueueNamePrefix=f"titus-{stage}-agent-").get("QueueUrls", [])
+    for url in urls:
+        c["sqs"].delete_queue(QueueUrl=url)
+    print(f"  deleted {len(urls)} agent queue(s) the stack created at run time", file=sys.stderr)
+
+
+def gone(stage):
+    c = clients()
+    tables = [n for n in c["dynamodb"].list_tables(Limit=100)["TableNames"] if n.startswith(f"titus-{stage}-")]
+    check(not tables, f"tables left: {tables}")
+    queues = c["sqs"].list_queues(QueueNamePrefix=f"titus-{stage}-").get("QueueUrls", [])
+    check(not queues, f"queues left: {queues}")
+    params = c["ssm"].get_parameters_by_path(Path=f"/titus/{stage}", Recursive=True).get("Parameters", [])
+    check(not params, f"parameters left: {[p['Name'] for p in params]}")
+    done(f"nothing of stage {stage} is left (tables, queues, parameters)")
+
+
+def plan(plan_file):
+    p = json.load(open(plan_file))
+    changes = [r for r in p.get("resource_changes", []) if r["mode"] == "managed"]
+    check(all(r["change"]["actions"] == ["create"] for r in changes), "the plan does more than create")
+    by_type = collections.Counter(r["type"] for r in changes)
+    for t, n in sorted(by_type.items()):
+        print(f"    {t:<48}{n:>4}", file=sys.stderr)
+    print(f"    {'total':<48}{sum(by_type.values()):>4}", file=sys.stderr)
+    want = {
+        "aws_dynamodb_table": 8, "aws_sqs_queue": 7, "aws_ssm_parameter": 12, "aws_lambda_function": 6,
+        "aws_lambda_event_source_mapping": 3, "aws_sfn_state_machine": 1, "aws_scheduler_schedule": 3,
+        "aws_apigatewayv2_api": 1, "aws_apigatewayv2_route": 1, "aws_launch_template": 1,
+        "aws_cloudwatch_metric_alarm": 9, "aws_iam_instance_profile": 1, "aws_vpc_endpoint": 9,
+    }
+    for t, n in want.items():
+        check(by_type.get(t) == n, f"{n} {t} expected, the plan has {by_type.get(t, 0)}")
+    after = {r["address"]: r["change"]["after"] for r in changes}
+    fns = {a: v for a, v in after.items() if a.startswith("aws_lambda_function.")}
+    for a, v in fns.items():
+        check(v["runtime"] == "provided.al2023" and v["handler"] == "bootstrap", f"{a} runtime {v['runtime']}")
+        check(v["logging_config"][0]["log_format"] == "JSON", f"{a} log format")
+    route = after['aws_apigatewayv2_route.default[0]']
+    check(route["authorization_type"] == "AWS_IAM" and route["route_key"] == "$default", f"route {route}")
+    stage_ = after['aws_apigatewayv2_stage.default[0]']["default_route_settings"][0]
+    check((stage_["throttling_rate_limit"], stage_["throttling_burst_limit"]) == (200, 400), f"throttling {stage_}")
+    for a, v in after.items():
+        if a.startswith("aws_lambda_event_source_mapping."):
+            check(v["function_response_types"] == ["ReportBatchItemFailures"] and v["batch_size"] == 10, f"{a} {v}")
+    sm = after["aws_sfn_state_machine.scheduler_loop[0]"]
+    check(sm["type"] == "EXPRESS", "the loop is not Express")
+    lt = after["aws_launch_template.agent[0]"]["metadata_options"][0]
+    check(lt["http_tokens"] == "required" and lt["http_put_response_hop_limit"] == 1 and lt["instance_metadata_tags"] == "enabled", f"IMDS {lt}")
+    # The policies are known at plan time only where they name nothing unknown; check what is.
+    done(f"the full module plans {sum(by_type.values())} resources")
+
+
+if __name__ == "__main__":
+    command, args = sys.argv[1], sys.argv[2:]
+    {"applied": applied, "unchanged": unchanged, "tasks": tasks, "cleanup": cleanup, "gone": gone, "plan": plan}[command](*args)
