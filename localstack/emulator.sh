@@ -99,6 +99,8 @@ restart() {
         start
     elif is_moto; then
         log "moto at $ENDPOINT was not started here: emptying it instead of restarting it"
+        mkdir -p "$RUN"
+        install_moto # the test scripts use the venv's boto3
         reset
     else
         start
