@@ -37,6 +37,17 @@ def clients():
     return {name: boto3.client(name, region_name=region) for name in ("dynamodb", "sqs", "ssm")}
 
 
+def stage_tables(c, stage):
+    """Every table of the stage, through every ListTables page (the emulator holds other stages')."""
+    pages = c["dynamodb"].get_paginator("list_tables").paginate()
+    return sorted(n for page in pages for n in page["TableNames"] if n.startswith(f"titus-{stage}-"))
+
+
+def stage_parameters(c, stage):
+    pages = c["ssm"].get_paginator("get_parameters_by_path").paginate(Path=f"/titus/{stage}", Recursive=True)
+    return [p for page in pages for p in page["Parameters"]]
+
+
 def renamed(defs, stage):
     """CDK's forStage."""
     text = json.dumps(defs)
@@ -55,7 +66,7 @@ def key(k):
 def applied(stage, definitions_file, out_file):
     c = clients()
     defs = renamed(json.load(open(definitions_file)), stage)
-    names = sorted(n for n in c["dynamodb"].list_tables(Limit=100)["TableNames"] if n.startswith(f"titus-{stage}-"))
+    names = stage_tables(c, stage)
     check(names == sorted(t["name"] for t in defs["tables"]), f"tables {names} are not definitions.json's")
     created = {}
     for t in defs["tables"]:
@@ -146,11 +157,11 @@ def cleanup(stage):
 
 def gone(stage):
     c = clients()
-    tables = [n for n in c["dynamodb"].list_tables(Limit=100)["TableNames"] if n.startswith(f"titus-{stage}-")]
+    tables = stage_tables(c, stage)
     check(not tables, f"tables left: {tables}")
     queues = c["sqs"].list_queues(QueueNamePrefix=f"titus-{stage}-").get("QueueUrls", [])
     check(not queues, f"queues left: {queues}")
-    params = c["ssm"].get_parameters_by_path(Path=f"/titus/{stage}", Recursive=True).get("Parameters", [])
+    params = stage_parameters(c, stage)
     check(not params, f"parameters left: {[p['Name'] for p in params]}")
     done(f"nothing of stage {stage} is left (tables, queues, parameters)")
 
