@@ -13,13 +13,7 @@ use titus_aws::teardown;
 use titus_aws::{AwsClients, Names};
 
 async fn clients() -> AwsClients {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
-        "emulator tests need AWS_ENDPOINT_URL pointing at the local emulator (got {endpoint:?}); \
-         run them through scripts/test.sh, which starts it"
-    );
-    AwsClients::from_env().await
+    AwsClients::local_emulator().await
 }
 
 /// A stage name no other test uses: `t` and six hex digits, so that `{it}x` and `{it}-agent-z`
@@ -29,16 +23,9 @@ fn unique_stage() -> String {
 }
 
 async fn image(clients: &AwsClients) -> String {
-    clients
-        .ec2
-        .describe_images()
-        .owners("amazon")
-        .send()
+    titus_aws::ec2::first_amazon_image(&clients.ec2)
         .await
         .unwrap()
-        .images()
-        .first()
-        .and_then(|i| i.image_id().map(str::to_owned))
         .expect("the emulator offers an AMI")
 }
 

@@ -29,13 +29,7 @@ const BUSYBOX: &str = "/bin/busybox";
 
 /// Clients for the emulator the test command started. Fails loudly rather than reaching AWS.
 pub async fn clients() -> (AwsClients, aws_config::SdkConfig) {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
-        "these tests need AWS_ENDPOINT_URL pointing at the local emulator (got {endpoint:?}); \
-         run them through scripts/test.sh, which starts it"
-    );
-    let config = titus_aws::clients::load_sdk_config().await;
+    let config = titus_aws::clients::local_emulator_config().await;
     (AwsClients::from_config(&config), config)
 }
 

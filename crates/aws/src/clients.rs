@@ -19,6 +19,13 @@ impl AwsClients {
         Self::from_config(&load_sdk_config().await)
     }
 
+    /// The clients of the local emulator, for tests and local tools. Panics, saying what to
+    /// do, unless `AWS_ENDPOINT_URL` points at loopback: nothing that calls this may reach an
+    /// AWS account.
+    pub async fn local_emulator() -> AwsClients {
+        Self::from_config(&local_emulator_config().await)
+    }
+
     pub fn from_config(config: &SdkConfig) -> AwsClients {
         AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::new(config),
@@ -32,4 +39,16 @@ impl AwsClients {
 /// The shared SDK configuration from the environment, profile and instance role.
 pub async fn load_sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// [`load_sdk_config`] for the local emulator only: panics unless `AWS_ENDPOINT_URL` is an
+/// `http://` loopback address (see [`AwsClients::local_emulator`]).
+pub async fn local_emulator_config() -> SdkConfig {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
+        "this needs AWS_ENDPOINT_URL pointing at the local emulator (got {endpoint:?}); \
+         run the tests through scripts/test.sh, which starts it"
+    );
+    load_sdk_config().await
 }

@@ -71,48 +71,29 @@ fn millis(time: Option<&aws_sdk_ec2::primitives::DateTime>) -> u64 {
 impl Fleet for Ec2Fleet {
     async fn pool_instances(&self, stage: &str) -> Result<Vec<PoolInstance>, FleetError> {
         use aws_sdk_ec2::types::Filter;
-        let mut instances = Vec::new();
-        let mut next_token = None;
-        loop {
-            let out = self
-                .client
-                .describe_instances()
-                .filters(
-                    Filter::builder()
-                        .name(format!("tag:{}", tag::STAGE))
-                        .values(stage)
-                        .build(),
-                )
-                .filters(
-                    Filter::builder()
-                        .name("instance-state-name")
-                        .values("pending")
-                        .values("running")
-                        .build(),
-                )
-                .set_next_token(next_token)
-                .send()
-                .await
-                .map_err(|e| ec2_error("DescribeInstances", e))?;
-            for instance in out.reservations().iter().flat_map(|r| r.instances()) {
-                let tag_value = |key: &str| {
-                    instance
-                        .tags()
-                        .iter()
-                        .find(|t| t.key() == Some(key))
-                        .and_then(|t| t.value())
-                        .map(str::to_owned)
-                };
-                let (Some(id), Some(pool)) = (instance.instance_id(), tag_value(tag::POOL)) else {
-                    continue;
-                };
+        let filters = vec![
+            stage_filter(stage),
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .build(),
+        ];
+        let found = describe_instances(&self.client, filters)
+            .await
+            .map_err(|e| ec2_error("DescribeInstances", e))?;
+        let mut instances: Vec<PoolInstance> = found
+            .iter()
+            .filter_map(|instance| {
+                let id = instance.instance_id()?;
+                let pool = tag_value(instance, tag::POOL)?;
                 let lifecycle = match instance.instance_lifecycle() {
                     Some(aws_sdk_ec2::types::InstanceLifecycleType::Spot) => Lifecycle::Spot,
                     _ => Lifecycle::OnDemand,
                 };
-                instances.push(PoolInstance {
+                Some(PoolInstance {
                     id: id.to_owned(),
-                    pool,
+                    pool: pool.to_owned(),
                     machine_type: instance
                         .instance_type()
                         .map(|t| t.as_str().to_owned())
@@ -124,13 +105,9 @@ impl Fleet for Ec2Fleet {
                         .to_owned(),
                     lifecycle,
                     launched_at_ms: millis(instance.launch_time()),
-                });
-            }
-            match out.next_token {
-                Some(token) if !token.is_empty() => next_token = Some(token),
-                _ => break,
-            }
-        }
+                })
+            })
+            .collect();
         instances.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(instances)
     }
@@ -333,15 +310,105 @@ impl Fleet for Ec2Fleet {
     }
 
     async fn terminate(&self, ids: &[String]) -> Result<(), FleetError> {
-        // TerminateInstances takes at most 1000 ids.
-        for chunk in ids.chunks(1000) {
-            self.client
-                .terminate_instances()
-                .set_instance_ids(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| ec2_error("TerminateInstances", e))?;
-        }
-        Ok(())
+        terminate_instances(&self.client, ids, |_| {})
+            .await
+            .map_err(|(_, e)| ec2_error("TerminateInstances", e))
     }
+}
+
+/// TerminateInstances takes at most this many ids.
+const TERMINATE_BATCH: usize = 1000;
+
+/// Every DescribeInstances page for `filters`, in the order EC2 lists them.
+pub(crate) async fn describe_instances(
+    client: &Client,
+    filters: Vec<aws_sdk_ec2::types::Filter>,
+) -> Result<Vec<aws_sdk_ec2::types::Instance>, DescribeInstancesSdkError> {
+    let mut instances = Vec::new();
+    let mut next_token = None;
+    loop {
+        let out = client
+            .describe_instances()
+            .set_filters(Some(filters.clone()))
+            .set_next_token(next_token)
+            .send()
+            .await?;
+        instances.extend(
+            out.reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .cloned(),
+        );
+        match out.next_token {
+            Some(token) if !token.is_empty() => next_token = Some(token),
+            _ => return Ok(instances),
+        }
+    }
+}
+
+pub(crate) type DescribeInstancesSdkError = aws_sdk_ec2::error::SdkError<
+    aws_sdk_ec2::operation::describe_instances::DescribeInstancesError,
+    aws_sdk_ec2::config::http::HttpResponse,
+>;
+
+pub(crate) type TerminateInstancesSdkError = aws_sdk_ec2::error::SdkError<
+    aws_sdk_ec2::operation::terminate_instances::TerminateInstancesError,
+    aws_sdk_ec2::config::http::HttpResponse,
+>;
+
+/// Terminates `ids` in batches EC2 accepts, calling `terminated` with each batch once EC2 has
+/// taken it. On a failure, returns the failed batch with the error; earlier batches stand.
+pub(crate) async fn terminate_instances(
+    client: &Client,
+    ids: &[String],
+    mut terminated: impl FnMut(&[String]),
+) -> Result<(), (Vec<String>, TerminateInstancesSdkError)> {
+    for chunk in ids.chunks(TERMINATE_BATCH) {
+        client
+            .terminate_instances()
+            .set_instance_ids(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| (chunk.to_vec(), e))?;
+        terminated(chunk);
+    }
+    Ok(())
+}
+
+/// The DescribeInstances filter for the instances tagged with `stage`.
+pub(crate) fn stage_filter(stage: &str) -> aws_sdk_ec2::types::Filter {
+    aws_sdk_ec2::types::Filter::builder()
+        .name(format!("tag:{}", tag::STAGE))
+        .values(stage)
+        .build()
+}
+
+/// The value of the instance's tag `key`, if it has one.
+pub(crate) fn tag_value<'a>(
+    instance: &'a aws_sdk_ec2::types::Instance,
+    key: &str,
+) -> Option<&'a str> {
+    instance
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+/// The first image owned by Amazon that the region offers, if any: what the emulator's launch
+/// templates and test instances boot (a real stage's template names its AMI explicitly).
+pub async fn first_amazon_image(
+    client: &Client,
+) -> Result<
+    Option<String>,
+    aws_sdk_ec2::error::SdkError<
+        aws_sdk_ec2::operation::describe_images::DescribeImagesError,
+        aws_sdk_ec2::config::http::HttpResponse,
+    >,
+> {
+    let out = client.describe_images().owners("amazon").send().await?;
+    Ok(out
+        .images()
+        .iter()
+        .find_map(|i| i.image_id().map(str::to_owned)))
 }

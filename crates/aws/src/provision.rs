@@ -418,15 +418,9 @@ pub async fn ensure_local_launch_template(
             return Ok(false);
         }
     }
-    let image = ec2
-        .describe_images()
-        .owners("amazon")
-        .send()
+    let image = crate::ec2::first_amazon_image(ec2)
         .await
         .map_err(|e| aws_error("DescribeImages", name, e))?
-        .images()
-        .iter()
-        .find_map(|i| i.image_id().map(str::to_owned))
         .ok_or_else(|| ProvisionError::Aws {
             operation: "DescribeImages",
             resource: name.to_owned(),

@@ -12,12 +12,11 @@ use aws_sdk_ec2::types::{Filter, InstanceStateName};
 use aws_sdk_sqs::error::ProvideErrorMetadata as _;
 
 use crate::clients::AwsClients;
+use crate::ec2::{describe_instances, stage_filter, tag_value, terminate_instances};
 use crate::resources::{tag, Names};
 
 /// How many queue URLs one ListQueues page asks for: SQS's maximum.
 pub const LIST_QUEUES_PAGE_SIZE: i32 = 1000;
-/// TerminateInstances takes at most this many ids.
-const TERMINATE_BATCH: usize = 1000;
 /// Instance ids per DescribeInstances filter while waiting (EC2 caps a filter's values).
 const DESCRIBE_BATCH: usize = 200;
 /// The states of an instance that still runs or may run again: the ones teardown terminates.
@@ -109,16 +108,11 @@ pub async fn execute(
 ) -> Result<TeardownReport, TeardownError> {
     let mut report = TeardownReport::default();
     let ids: Vec<String> = plan.instances.iter().map(|i| i.id.clone()).collect();
-    for chunk in ids.chunks(TERMINATE_BATCH) {
-        clients
-            .ec2
-            .terminate_instances()
-            .set_instance_ids(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(|e| aws_error("TerminateInstances", &chunk.join(","), e))?;
-        report.terminated.extend(chunk.iter().cloned());
-    }
+    terminate_instances(&clients.ec2, &ids, |chunk| {
+        report.terminated.extend(chunk.iter().cloned())
+    })
+    .await
+    .map_err(|(chunk, e)| aws_error("TerminateInstances", &chunk.join(","), e))?;
     report.still_running = wait_until_stopping(&clients.ec2, &ids, wait, poll).await?;
     for queue in &plan.queues {
         match clients
@@ -150,10 +144,7 @@ pub async fn stage_instances(
     stage: &str,
 ) -> Result<Vec<StageInstance>, TeardownError> {
     let filters = vec![
-        Filter::builder()
-            .name(format!("tag:{}", tag::STAGE))
-            .values(stage)
-            .build(),
+        stage_filter(stage),
         Filter::builder()
             .name(format!("tag:{}", tag::MANAGED_BY))
             .values(tag::SCALER)
@@ -189,35 +180,9 @@ async fn describe(
     filters: Vec<Filter>,
     what: &str,
 ) -> Result<Vec<aws_sdk_ec2::types::Instance>, TeardownError> {
-    let mut instances = Vec::new();
-    let mut next_token = None;
-    loop {
-        let out = ec2
-            .describe_instances()
-            .set_filters(Some(filters.clone()))
-            .set_next_token(next_token)
-            .send()
-            .await
-            .map_err(|e| aws_error("DescribeInstances", what, e))?;
-        instances.extend(
-            out.reservations()
-                .iter()
-                .flat_map(|r| r.instances())
-                .cloned(),
-        );
-        match out.next_token {
-            Some(token) if !token.is_empty() => next_token = Some(token),
-            _ => return Ok(instances),
-        }
-    }
-}
-
-fn tag_value<'a>(instance: &'a aws_sdk_ec2::types::Instance, key: &str) -> Option<&'a str> {
-    instance
-        .tags()
-        .iter()
-        .find(|t| t.key() == Some(key))
-        .and_then(|t| t.value())
+    describe_instances(ec2, filters)
+        .await
+        .map_err(|e| aws_error("DescribeInstances", what, e))
 }
 
 fn state_name(instance: &aws_sdk_ec2::types::Instance) -> String {

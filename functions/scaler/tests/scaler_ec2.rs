@@ -12,7 +12,7 @@ use aws_sdk_ec2::types::{
     TagSpecification,
 };
 use titus_app::ScalerConfigSource as ConfigSource;
-use titus_aws::clients::load_sdk_config;
+use titus_aws::clients::local_emulator_config;
 use titus_aws::provision::provision;
 use titus_aws::resources::{attr, scaler_pool_default, tag, DEFAULT_POOL};
 use titus_aws::{
@@ -50,27 +50,15 @@ struct Stage {
 }
 
 async fn fresh_stage() -> Stage {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
-        "emulator tests need AWS_ENDPOINT_URL pointing at the local emulator (got {endpoint:?}); \
-         run them through scripts/test.sh"
-    );
-    let sdk_config = load_sdk_config().await;
+    let sdk_config = local_emulator_config().await;
     let clients = AwsClients::from_config(&sdk_config);
     let ec2 = aws_sdk_ec2::Client::new(&sdk_config);
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..10];
     let names = Names::new(&format!("c{suffix}")).unwrap();
     provision(&clients, &names.definitions()).await.unwrap();
-    let image = ec2
-        .describe_images()
-        .owners("amazon")
-        .send()
+    let image = titus_aws::ec2::first_amazon_image(&ec2)
         .await
         .unwrap()
-        .images()
-        .first()
-        .and_then(|i| i.image_id().map(str::to_owned))
         .expect("the emulator offers an AMI");
     let launch_template = names.agent_launch_template();
     ec2.create_launch_template()

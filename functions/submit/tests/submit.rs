@@ -26,13 +26,7 @@ struct Stage {
 }
 
 async fn clients() -> AwsClients {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
-        "emulator tests need AWS_ENDPOINT_URL pointing at the local emulator (got {endpoint:?}); \
-         run them through scripts/test.sh, which starts it"
-    );
-    AwsClients::from_env().await
+    AwsClients::local_emulator().await
 }
 
 async fn fresh_stage() -> Stage {

@@ -13,13 +13,7 @@ use titus_core::{
 
 /// Clients for the emulator the test command started. Fails loudly rather than reaching AWS.
 pub async fn clients() -> AwsClients {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
-        "emulator tests need AWS_ENDPOINT_URL pointing at the local emulator (got {endpoint:?}); \
-         run them through scripts/test.sh, which starts it"
-    );
-    AwsClients::from_env().await
+    AwsClients::local_emulator().await
 }
 
 /// A freshly provisioned stage and the ports over it.
