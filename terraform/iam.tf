@@ -57,6 +57,8 @@ locals {
       # Quota usage: changed with each job write, read back to name a refused quota, listed.
       { Effect = "Allow", Action = concat(["dynamodb:UpdateItem", "dynamodb:GetItem"], local.scan), Resource = local.table_arn["quota-usage"] },
       { Effect = "Allow", Action = concat(local.read, local.scan), Resource = flatten([local.table_arns.agents, local.table_arns.heartbeats]) },
+      # Why a task waits: the scheduler's placement results, read one job at a time.
+      { Effect = "Allow", Action = ["dynamodb:GetItem"], Resource = local.table_arn["placement-results"] },
       { Effect = "Allow", Action = ["sqs:SendMessage"], Resource = local.agent_queues_arn },
       { Effect = "Allow", Action = local.ssm_read, Resource = concat(local.control_plane_settings, [local.param["/api/identities"], local.param["/api/admins"], local.param["/api/rate-limits"]]) },
     ]
@@ -78,6 +80,8 @@ locals {
       { Effect = "Allow", Action = concat(local.read, local.scan, ["dynamodb:UpdateItem"]), Resource = local.table_arns.agents },
       { Effect = "Allow", Action = concat(local.read, local.scan), Resource = local.table_arns.heartbeats },
       { Effect = "Allow", Action = ["sqs:SendMessage"], Resource = local.agent_queues_arn },
+      # Placement results: written (put and removed) in batches when a job's answer changes.
+      { Effect = "Allow", Action = ["dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:DeleteItem"], Resource = local.table_arn["placement-results"] },
       { Effect = "Allow", Action = local.ssm_read, Resource = local.control_plane_settings },
     ]
     # status: task states, releases, replacements, kills, lost agents; registers agents

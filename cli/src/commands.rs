@@ -170,7 +170,14 @@ pub async fn job(client: &Client, command: JobCommand, output: Output) -> Result
         }
         JobCommand::Get { id } => {
             let job: Job = client.get(&format!("/api/v3/jobs/{id}"), &[]).await?;
-            emit(output, &job, |job| print_jobs(std::slice::from_ref(job)))
+            let placement = match (output, job.status.state) {
+                (Output::Table, JobState::Accepted) => placement_lines(client, &id).await,
+                _ => Vec::new(),
+            };
+            emit(output, &job, |job| {
+                print_jobs(std::slice::from_ref(job));
+                print_placement(&placement);
+            })
         }
         JobCommand::Kill { id } => {
             let answer: Value = client
@@ -486,8 +493,13 @@ pub async fn task(client: &Client, command: TaskCommand, output: Output) -> Resu
         }
         TaskCommand::Get { id } => {
             let task: Task = client.get(&format!("/api/v3/tasks/{id}"), &[]).await?;
+            let placement = match output {
+                Output::Table if !task.state().is_terminal() => placement_lines(client, &id).await,
+                _ => Vec::new(),
+            };
             emit(output, &task, |task| {
                 print_tasks(std::slice::from_ref(task));
+                print_placement(&placement);
                 println!();
                 let mut history = task.status_history.clone();
                 history.push(task.status.clone());
@@ -684,9 +696,103 @@ pub async fn quota(client: &Client, output: Output) -> Result<(), CliError> {
     })
 }
 
+/// The scheduler's word on a task, or on a job's pending tasks, as lines for the table output:
+/// where it was placed, or why it waits. Empty when the API cannot say (an older API, or a
+/// failed call): the rest of the output stands without it.
+async fn placement_lines(client: &Client, id: &str) -> Vec<String> {
+    match client
+        .get::<Value>(&format!("/api/v3/scheduler/results/{id}"), &[])
+        .await
+    {
+        Ok(result) => placement_lines_of(&result),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The lines of one `GET /api/v3/scheduler/results/{id}` answer.
+fn placement_lines_of(result: &Value) -> Vec<String> {
+    if let Some(message) = result["success"]["message"].as_str() {
+        return vec![format!("placement: {message}")];
+    }
+    if let Some(failures) = result["failures"]["failures"].as_array() {
+        let tasks = result["unplacedTasks"].as_u64().unwrap_or_default();
+        let stale = if result["stale"] == true {
+            ", not confirmed since: the scheduler has not reconsidered it"
+        } else {
+            ""
+        };
+        let mut lines = vec![format!(
+            "placement: {tasks} pending task{} fit on no agent (since {}, checked {}{stale})",
+            if tasks == 1 { "" } else { "s" },
+            time(result["sinceMs"].as_u64().unwrap_or_default()),
+            time(result["computedAtMs"].as_u64().unwrap_or_default()),
+        )];
+        for failure in failures {
+            let reason = failure["reason"].as_str().unwrap_or_default();
+            lines.push(match failure["failureCount"].as_u64().unwrap_or_default() {
+                0 => format!("  {reason}"),
+                1 => format!("  {reason} on 1 agent"),
+                n => format!("  {reason} on {n} agents"),
+            });
+        }
+        if let Some(short) = result["insufficient"].as_array().filter(|a| !a.is_empty()) {
+            let names: Vec<&str> = short.iter().filter_map(Value::as_str).collect();
+            lines.push(format!("  more capacity would need: {}", names.join(", ")));
+        }
+        return lines;
+    }
+    result["message"]
+        .as_str()
+        .map(|m| vec![format!("placement: {m}")])
+        .unwrap_or_default()
+}
+
+fn print_placement(lines: &[String]) {
+    if !lines.is_empty() {
+        println!();
+        lines.iter().for_each(|line| println!("{line}"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placement_results_read_as_lines() {
+        let waiting = json!({
+            "jobId": "j",
+            "failures": {"failures": [
+                {"reason": "insufficient memory", "failureCount": 37},
+                {"reason": "agent draining", "failureCount": 1}
+            ]},
+            "unplacedTasks": 3,
+            "insufficient": ["memory"],
+            "sinceMs": 1_764_547_200_000_u64,
+            "computedAtMs": 1_764_547_260_000_u64,
+            "stale": true
+        });
+
+        assert_eq!(
+            placement_lines_of(&waiting),
+            vec![
+                "placement: 3 pending tasks fit on no agent (since 2025-12-01 00:00:00, checked \
+                 2025-12-01 00:01:00, not confirmed since: the scheduler has not reconsidered it)",
+                "  insufficient memory on 37 agents",
+                "  agent draining on 1 agent",
+                "  more capacity would need: memory",
+            ]
+        );
+        assert_eq!(
+            placement_lines_of(&json!({"success": {"message": "placed on agent a1 at 5"}})),
+            vec!["placement: placed on agent a1 at 5"]
+        );
+        assert_eq!(
+            placement_lines_of(&json!({"message": "pending"})),
+            vec!["placement: pending"]
+        );
+        assert!(placement_lines_of(&json!({})).is_empty());
+    }
 
     #[test]
     fn image_references_split_into_name_tag_and_digest() {

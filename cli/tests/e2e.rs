@@ -541,7 +541,7 @@ async fn the_local_scaler_launches_an_instance_for_a_task_no_agent_can_take() {
     };
     assert!(instances_of_stage().await.is_empty());
 
-    stack.submit(&["--app", "e2e-scale", "--batch", "1"], &["true"]);
+    let job = stack.submit(&["--app", "e2e-scale", "--batch", "1"], &["true"]);
 
     stack
         .eventually(
@@ -549,4 +549,26 @@ async fn the_local_scaler_launches_an_instance_for_a_task_no_agent_can_take() {
             || async { !instances_of_stage().await.is_empty() },
         )
         .await;
+    // Until an agent registers, the scheduler's reason for the waiting task is shown with the
+    // job and with the task.
+    stack
+        .eventually("job get says why the task waits", || async {
+            let get = stack.cli(&["job", "get", &job]);
+            get.stdout
+                .contains("placement: 1 pending task fit on no agent (since ")
+                && get.stdout.contains("\n  no agents\n")
+        })
+        .await;
+    let task = stack.tasks(&job).remove(0);
+    let get = stack.cli(&["task", "get", task.id.as_ref()]);
+    assert_eq!(get.code, 0, "{}", get.stderr);
+    assert!(
+        get.stdout
+            .contains("placement: 1 pending task fit on no agent")
+            && get.stdout.contains("\n  no agents\n"),
+        "{}",
+        get.stdout
+    );
+    let json: Task = stack.cli_json(&["task", "get", task.id.as_ref()]);
+    assert_eq!(json.id, task.id, "the JSON output stays the task alone");
 }

@@ -152,6 +152,7 @@ interface Tables {
   idempotency: dynamodb.Table;
   'rate-limits': dynamodb.Table;
   'quota-usage': dynamodb.Table;
+  'placement-results': dynamodb.Table;
 }
 
 const READ = ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query', 'dynamodb:ConditionCheckItem'];
@@ -180,7 +181,7 @@ export class TitusStack extends cdk.Stack {
 
     // Data.
     const tables = Object.fromEntries(definitions.tables.map((t) => [t.role, this.table(t)]));
-    for (const role of ['jobs', 'tasks', 'agents', 'heartbeats', 'leases', 'idempotency', 'rate-limits', 'quota-usage']) {
+    for (const role of ['jobs', 'tasks', 'agents', 'heartbeats', 'leases', 'idempotency', 'rate-limits', 'quota-usage', 'placement-results']) {
       if (!tables[role]) throw new Error(`definitions.json has no ${role} table`);
     }
     this.tables = tables as unknown as Tables;
@@ -729,6 +730,8 @@ export class TitusStack extends cdk.Stack {
     // read back to name the quota of a refusal, and listed for `titus quota`.
     this.allow(f.api.role!, ['dynamodb:UpdateItem', 'dynamodb:GetItem', ...SCAN], [t['quota-usage'].tableArn]);
     this.allow(f.api.role!, [...READ, ...SCAN], this.tableArns(t.agents, t.heartbeats));
+    // Why a task waits: the scheduler's placement results, read one job at a time.
+    this.allow(f.api.role!, ['dynamodb:GetItem'], [t['placement-results'].tableArn]);
     this.allow(f.api.role!, ['sqs:SendMessage'], [agentQueues]);
     this.allow(f.api.role!, ['ssm:GetParameters', 'ssm:GetParameter'], [
       ...controlPlaneSettings,
@@ -750,6 +753,10 @@ export class TitusStack extends cdk.Stack {
     this.allow(f.scheduler.role!, [...READ, ...SCAN, 'dynamodb:UpdateItem'], this.tableArns(t.agents));
     this.allow(f.scheduler.role!, [...READ, ...SCAN], this.tableArns(t.heartbeats));
     this.allow(f.scheduler.role!, ['sqs:SendMessage'], [agentQueues]);
+    // Placement results: written (put and removed) in batches when a job's answer changes.
+    this.allow(f.scheduler.role!, ['dynamodb:BatchWriteItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem'], [
+      t['placement-results'].tableArn,
+    ]);
     this.allow(f.scheduler.role!, ['ssm:GetParameters', 'ssm:GetParameter'], controlPlaneSettings);
 
     // status and reconciler: task states, releases, replacements, kills, lost agents.

@@ -222,6 +222,10 @@ impl Names {
     pub fn quota_usage_table(&self) -> String {
         self.resource("quota-usage")
     }
+    /// The scheduler's last placement result per job whose tasks fit nowhere, expiring by TTL.
+    pub fn placement_results_table(&self) -> String {
+        self.resource("placement-results")
+    }
     pub fn submit_queue(&self) -> String {
         self.resource("submit")
     }
@@ -482,6 +486,13 @@ impl Names {
                 key: key(attr::QUOTA_SCOPE, None),
                 global_secondary_indexes: vec![],
                 ttl_attribute: None,
+            },
+            TableDef {
+                role: "placement-results",
+                name: self.placement_results_table(),
+                key: key(attr::JOB_ID, None),
+                global_secondary_indexes: vec![],
+                ttl_attribute: Some(attr::EXPIRES_AT),
             },
         ]
     }

@@ -23,6 +23,7 @@ pub mod leases;
 pub mod queues;
 pub mod quotas;
 pub mod rate;
+pub mod results;
 pub mod scaler;
 pub mod sinks;
 pub mod tasks;
@@ -139,6 +140,10 @@ macro_rules! contract_tests {
             sinks::agent_requests_reach_the_agent_requests_queue,
             scaler::scaler_state_saved_under_its_lease_loads_back,
             scaler::scaler_state_is_refused_to_a_run_that_lost_its_lease,
+            results::a_placement_result_reads_back_and_the_next_write_replaces_it,
+            results::cleared_results_are_gone_and_a_job_cleared_and_written_at_once_keeps_it,
+            results::a_full_write_of_results_and_removals_lands_whole,
+            results::a_write_past_the_limit_is_refused_and_writes_nothing,
         );
     };
 }

@@ -86,6 +86,9 @@ pub struct ControlPlane<P> {
     /// for stray containers, tasks their agent stopped reporting). In memory too: a cold start
     /// only starts the clocks again, which delays, never hastens, what they decide.
     agent_watch: Mutex<reconciler::AgentWatch>,
+    /// The placement results the scheduler wrote, so that it writes only what changed. In
+    /// memory: a cold start writes each result once more.
+    placement_results: Mutex<scheduler::results::ResultCache>,
 }
 
 impl<P: Ports> ControlPlane<P> {
@@ -95,6 +98,7 @@ impl<P: Ports> ControlPlane<P> {
             settings,
             sweep_cursor: Mutex::new(None),
             agent_watch: Mutex::default(),
+            placement_results: Mutex::default(),
         }
     }
 

@@ -37,8 +37,12 @@ fn message(id: &str, body: String) -> InboundMessage {
 /// Registers `AGENT` through its request on the agent-requests queue, as the control plane
 /// applies it.
 async fn register_agent(cp: &ControlPlane<MemoryPorts>) {
+    register_agent_named(cp, AGENT).await;
+}
+
+async fn register_agent_named(cp: &ControlPlane<MemoryPorts>, agent_id: &str) {
     let request = AgentRequest::Register(Registration {
-        agent_id: AGENT.to_owned(),
+        agent_id: agent_id.to_owned(),
         registration_id: "boot-1".to_owned(),
         zone: "us-east-1a".to_owned(),
         machine_type: "m7g.2xlarge".to_owned(),
@@ -272,5 +276,62 @@ async fn ticks_over_a_throttled_store_lose_no_task_and_place_none_twice() {
     assert!(
         launches.values().all(|n| *n == 1),
         "each launched once: {launches:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_task_that_fits_nowhere_gets_its_reasons_written_once_and_cleared_once_it_fits() {
+    let world = MemoryWorld::default();
+    let cp = control_plane(&world);
+    register_agent(&cp).await;
+    // Two 40 GB tasks on one 64 GB agent: one fits, one waits.
+    let now = world.clock().now_ms();
+    let job = create_job(
+        &cp,
+        descriptor(json!({"batch": {"size": 2}, "container": {"resources": {"memoryMB": 40_000}}})),
+        "alice@example.com",
+        None,
+        now,
+    )
+    .await
+    .unwrap()
+    .into_job();
+    let writes = || world.meter().requests_of("DynamoDB.BatchWriteItem");
+
+    let first = one_tick(&cp).await.unwrap();
+    let result = cp.ports.jobs.get_placement_result(&job.id).await.unwrap();
+
+    assert_eq!((first.placed, first.unplaced), (1, 1));
+    let result = result.expect("a result for the waiting task");
+    assert_eq!(result.unplaced_tasks, 1);
+    assert_eq!(result.reasons(), vec!["insufficient memory on 1 agent"]);
+    assert_eq!(result.insufficient, vec!["memory"]);
+    assert_eq!(writes(), 1);
+
+    // Ticks that find the same answer write nothing, until the result is due for a refresh.
+    for _ in 0..5 {
+        world.clock().advance_ms(1_000);
+        assert_eq!(one_tick(&cp).await.unwrap().unplaced, 1);
+    }
+    assert_eq!(writes(), 1);
+    world
+        .clock()
+        .advance_ms(titus_control::scheduler::results::REFRESH_MS);
+    one_tick(&cp).await.unwrap();
+    let refreshed = cp.ports.jobs.get_placement_result(&job.id).await.unwrap();
+    assert_eq!(writes(), 2);
+    let refreshed = refreshed.unwrap();
+    assert_eq!(refreshed.since_ms, result.since_ms);
+    assert!(refreshed.computed_at_ms > result.computed_at_ms);
+
+    // A second agent: the task fits, and its job's result goes.
+    register_agent_named(&cp, "agent-2").await;
+    world.clock().advance_ms(1_000);
+    let placed = one_tick(&cp).await.unwrap();
+
+    assert_eq!((placed.placed, placed.unplaced), (1, 0));
+    assert_eq!(
+        cp.ports.jobs.get_placement_result(&job.id).await.unwrap(),
+        None
     );
 }

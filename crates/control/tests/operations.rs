@@ -180,6 +180,19 @@ struct PlacedDuringTheKill {
 }
 
 impl JobStore for PlacedDuringTheKill {
+    async fn put_placement_results(
+        &self,
+        results: &[titus_core::placement::PlacementResult],
+        cleared: &[JobId],
+    ) -> Result<(), StoreError> {
+        self.inner.put_placement_results(results, cleared).await
+    }
+    async fn get_placement_result(
+        &self,
+        job_id: &JobId,
+    ) -> Result<Option<titus_core::placement::PlacementResult>, StoreError> {
+        self.inner.get_placement_result(job_id).await
+    }
     async fn create_job_charged(
         &self,
         job: &Job,

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod ids;
 pub mod job;
 pub mod messages;
+pub mod placement;
 pub mod ports;
 pub mod quota;
 pub mod secrets;

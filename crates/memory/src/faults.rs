@@ -30,6 +30,8 @@ pub const OPERATIONS: &[&str] = &[
     "jobs.list_agent_tasks",
     "jobs.list_transitional_tasks",
     "jobs.list_active_job_tasks",
+    "jobs.put_placement_results",
+    "jobs.get_placement_result",
     "agents.register_agent",
     "agents.get_agent",
     "agents.list_agents",

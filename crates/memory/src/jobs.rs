@@ -5,8 +5,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use titus_core::placement::PlacementResult;
 use titus_core::ports::{
-    CreateOutcome, IdempotencyKey, JobFilter, Page, PageRequest, MAX_INITIAL_TASKS_PER_WRITE,
+    check_placement_results_write, CreateOutcome, IdempotencyKey, JobFilter, Page, PageRequest,
+    MAX_INITIAL_TASKS_PER_WRITE,
 };
 use titus_core::quota::{QuotaExceeded, Usage, UsageChange};
 use titus_core::{Job, JobId, JobStore, StoreError, Task, TaskId};
@@ -455,6 +457,51 @@ impl JobStore for MemoryJobStore {
             s.meter.request("DynamoDB.Scan");
             s.meter.read(100 * s.usage.len(), Consistency::Strong);
             Ok(s.usage.clone())
+        })
+    }
+
+    async fn put_placement_results(
+        &self,
+        results: &[PlacementResult],
+        cleared: &[JobId],
+    ) -> Result<(), StoreError> {
+        check_placement_results_write(results.len(), cleared.len())?;
+        self.world.run("jobs.put_placement_results", |s| {
+            // BatchWriteItem, 25 requests per call.
+            let calls = (results.len() + cleared.len()).div_ceil(25);
+            (0..calls).for_each(|_| s.meter.request("DynamoDB.BatchWriteItem"));
+            for result in results {
+                let size = serde_json::to_vec(result).map_or(0, |doc| doc.len() + 64);
+                let key = result.job_id.to_string();
+                let before = s.placement_results.get(&key).map_or(0, |(_, n)| *n);
+                s.meter.write(before, size, false);
+                s.placement_results.insert(key, (result.clone(), size));
+            }
+            // A job both cleared and written keeps the result: results are what a tick found.
+            for job_id in cleared
+                .iter()
+                .filter(|id| !results.iter().any(|r| r.job_id == **id))
+            {
+                let before = s
+                    .placement_results
+                    .remove(job_id.as_str())
+                    .map_or(0, |(_, n)| n);
+                s.meter.write(before, 0, false);
+            }
+            Ok(())
+        })
+    }
+
+    async fn get_placement_result(
+        &self,
+        job_id: &JobId,
+    ) -> Result<Option<PlacementResult>, StoreError> {
+        self.world.run("jobs.get_placement_result", |s| {
+            s.meter.request("DynamoDB.GetItem");
+            let row = s.placement_results.get(job_id.as_str()).cloned();
+            s.meter
+                .read(row.as_ref().map_or(0, |(_, n)| *n), Consistency::Eventual);
+            Ok(row.map(|(result, _)| result))
         })
     }
 

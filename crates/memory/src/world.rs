@@ -74,6 +74,8 @@ pub(crate) struct State {
     pub(crate) idempotency: HashMap<String, IdempotencyRecord>,
     /// Quota usage records by scope key.
     pub(crate) usage: BTreeMap<String, titus_core::quota::Usage>,
+    /// The scheduler's last placement result per job, with its item size.
+    pub(crate) placement_results: HashMap<String, (titus_core::placement::PlacementResult, usize)>,
     pub(crate) agents: BTreeMap<String, AgentRow>,
     /// The agents' heartbeat items, by heartbeat key.
     pub(crate) heartbeats: HashMap<String, HeartbeatRow>,
@@ -139,6 +141,7 @@ impl MemoryWorld {
             tasks: Table::new(),
             idempotency: HashMap::new(),
             usage: BTreeMap::new(),
+            placement_results: HashMap::new(),
             agents: BTreeMap::new(),
             heartbeats: HashMap::new(),
             leases: HashMap::new(),

@@ -511,7 +511,11 @@ fn explain(
                 job: profile.job,
                 resources: task.resources,
             };
-            let (reasons, insufficient) = explained
+            let Explanation {
+                reasons,
+                rejections,
+                insufficient,
+            } = explained
                 .entry(key)
                 .or_insert_with(|| explain_one(&profile.hard, &ask, cluster))
                 .clone();
@@ -519,6 +523,7 @@ fn explain(
                 task_id: task.task_id.clone(),
                 job_id: task.job_id.clone(),
                 reasons,
+                rejections,
                 insufficient,
             }
         })

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use titus_core::job::{Constraint, Job};
+use titus_core::placement::Rejection;
 use titus_core::{Agent, AgentState, JobId, Resources, Task, TaskId};
 
 /// One agent as the engine needs it: where it is, what it has, and whose tasks it runs.
@@ -159,6 +160,9 @@ pub struct Unplaced {
     /// `insufficient memory on 37 agents`. Never empty. Computed against the cluster as it is at
     /// the end of the plan, i.e. what a retry would face.
     pub reasons: Vec<String>,
+    /// The same reasons as (reason, agents) pairs, e.g. (`insufficient memory`, 37), in the same
+    /// order.
+    pub rejections: Vec<Rejection>,
     /// The resource dimensions (`cpu`, `memory`, `disk`, `network`, `gpu`) that were short on
     /// agents that otherwise satisfied the task's constraints: what more capacity should offer.
     pub insufficient: Vec<&'static str>,

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use titus_core::job::ConstraintName;
+use titus_core::placement::Rejection;
 
 /// One named reason an agent cannot take a task. The order of the variants is the filter
 /// pipeline's order, used to break ties between reasons rejecting as many agents.
@@ -45,8 +46,14 @@ impl fmt::Display for Reason {
     }
 }
 
-/// The reasons in words and the resource dimensions that were short, as in [`crate::Unplaced`].
-pub(crate) type Explanation = (Vec<String>, Vec<&'static str>);
+/// Why a task fits nowhere, as in [`crate::Unplaced`]: the reasons counted, in words and as
+/// (reason, agents) pairs, and the resource dimensions that were short.
+#[derive(Debug, Clone)]
+pub(crate) struct Explanation {
+    pub reasons: Vec<String>,
+    pub rejections: Vec<Rejection>,
+    pub insufficient: Vec<&'static str>,
+}
 
 /// Counts agents per reason. An agent short of several resources counts under each of them.
 #[derive(Debug, Default)]
@@ -79,7 +86,7 @@ impl Tally {
             })
             .collect();
         insufficient.sort_by_key(|d| DIMENSIONS.iter().position(|x| x == d));
-        let words = self
+        let reasons = self
             .counts
             .iter()
             .map(|(reason, n)| match reason {
@@ -88,7 +95,19 @@ impl Tally {
                 _ => format!("{reason} on {n} agents"),
             })
             .collect();
-        (words, insufficient)
+        let rejections = self
+            .counts
+            .iter()
+            .map(|(reason, n)| Rejection {
+                reason: reason.to_string(),
+                agents: u32::try_from(*n).unwrap_or(u32::MAX),
+            })
+            .collect();
+        Explanation {
+            reasons,
+            rejections,
+            insufficient,
+        }
     }
 }
 
@@ -113,8 +132,23 @@ mod tests {
             1,
         );
 
-        let (words, insufficient) = tally.finish();
+        let Explanation {
+            reasons: words,
+            rejections,
+            insufficient,
+        } = tally.finish();
 
+        assert_eq!(
+            rejections
+                .iter()
+                .map(|r| (r.reason.as_str(), r.agents))
+                .collect::<Vec<_>>(),
+            vec![
+                ("insufficient memory", 3),
+                ("agent draining", 1),
+                ("hard constraint uniqueHost", 1),
+            ]
+        );
         assert_eq!(
             words,
             vec![
@@ -141,9 +175,16 @@ mod tests {
 
     #[test]
     fn an_empty_cluster_is_a_reason_of_its_own() {
-        let (words, insufficient) = Tally::default().finish();
+        let explanation = Tally::default().finish();
 
-        assert_eq!(words, vec!["no agents"]);
-        assert!(insufficient.is_empty());
+        assert_eq!(explanation.reasons, vec!["no agents"]);
+        assert_eq!(
+            explanation.rejections,
+            vec![Rejection {
+                reason: "no agents".to_owned(),
+                agents: 0
+            }]
+        );
+        assert!(explanation.insufficient.is_empty());
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Routes (all under `/api/v3` but `/healthz`): `POST/GET /jobs`, `GET/DELETE /jobs/{id}`,
 //! `PUT /jobs/{id}/instances`, `POST /jobs/{id}/enable|disable`, `PUT/DELETE /jobs/{id}/attributes`,
-//! `GET /tasks`, `GET/DELETE /tasks/{id}?shrink=`, `GET /agents`, `GET /openapi.json`.
+//! `GET /tasks`, `GET/DELETE /tasks/{id}?shrink=`, `GET /agents`, `GET /quotas`,
+//! `GET /scheduler/results/{id}`, `GET /openapi.json`.
 
 pub mod auth;
 pub mod body;
@@ -135,6 +136,10 @@ pub fn router<P: Ports>(state: AppState<P>) -> Router {
         )
         .route("/api/v3/agents", get(routes::list_agents::<P>))
         .route("/api/v3/quotas", get(routes::list_quotas::<P>))
+        .route(
+            "/api/v3/scheduler/results/{id}",
+            get(routes::get_scheduling_result::<P>),
+        )
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

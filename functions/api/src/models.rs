@@ -166,3 +166,91 @@ pub struct ListTasksParams {
     /// The `pagination.cursor` of the previous page.
     cursor: Option<String>,
 }
+
+/// What the scheduler found for a task, or for a job's pending tasks, in the shape of Titus'
+/// `SchedulingResultEvent`: `success` once a task is placed, `failures` while its job's tasks fit
+/// on no agent, neither (with `message`) while the scheduler has not tried or has not failed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingResult {
+    pub job_id: String,
+    /// Present when the id asked about is a task's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success: Option<SchedulingSuccess>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<SchedulingFailures>,
+    /// Why there is neither a success nor failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// With `failures`: the job's pending tasks the scheduler could not place when it last tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unplaced_tasks: Option<u32>,
+    /// With `failures`: the resource dimensions (`cpu`, `memory`, `disk`, `network`, `gpu`)
+    /// short on agents that met the job's constraints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub insufficient: Vec<String>,
+    /// With `failures`: since when the scheduler finds this answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+    /// With `failures`: when the scheduler last confirmed it (it does about once a minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computed_at_ms: Option<u64>,
+    /// With `failures`: the scheduler has not confirmed the answer for three minutes (the
+    /// job's tasks were not among those it read, or it has not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SchedulingSuccess {
+    /// E.g. `placed on agent i-0abc at 1732500000000`.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SchedulingFailures {
+    /// Why agents were rejected, most agents first.
+    pub failures: Vec<SchedulingFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingFailure {
+    /// E.g. `insufficient memory`, `hard constraint availabilityZone="us-east-1a"`, `no agents`.
+    pub reason: String,
+    /// The agents rejected for this reason.
+    pub failure_count: u32,
+}
+
+impl SchedulingResult {
+    /// The ids of `base` with a job's stored result, stale when the scheduler has not confirmed
+    /// it for [`titus_control::scheduler::results::STALE_AFTER_MS`].
+    pub fn failures(
+        found: titus_core::placement::PlacementResult,
+        now_ms: u64,
+        base: SchedulingResult,
+    ) -> SchedulingResult {
+        let stale = now_ms.saturating_sub(found.computed_at_ms)
+            > titus_control::scheduler::results::STALE_AFTER_MS;
+        SchedulingResult {
+            failures: Some(SchedulingFailures {
+                failures: found
+                    .rejections
+                    .into_iter()
+                    .map(|r| SchedulingFailure {
+                        reason: r.reason,
+                        failure_count: r.agents,
+                    })
+                    .collect(),
+            }),
+            unplaced_tasks: Some(found.unplaced_tasks),
+            insufficient: found.insufficient,
+            since_ms: Some(found.since_ms),
+            computed_at_ms: Some(found.computed_at_ms),
+            stale: Some(stale),
+            ..base
+        }
+    }
+}

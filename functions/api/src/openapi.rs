@@ -15,7 +15,8 @@ use utoipa::{Modify, OpenApi};
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::models::{
     AgentList, AttributesRequest, CapacityRequest, Health, JobPage, Pagination, QuotaList,
-    QuotaView, TaskPage, UsedResources,
+    QuotaView, SchedulingFailure, SchedulingFailures, SchedulingResult, SchedulingSuccess,
+    TaskPage, UsedResources,
 };
 use crate::routes;
 
@@ -46,6 +47,7 @@ use crate::routes;
         routes::kill_task,
         routes::list_agents,
         routes::list_quotas,
+        routes::get_scheduling_result,
     ),
     components(schemas(
         ErrorBody,
@@ -56,6 +58,10 @@ use crate::routes;
         AgentList,
         QuotaList,
         QuotaView,
+        SchedulingResult,
+        SchedulingSuccess,
+        SchedulingFailures,
+        SchedulingFailure,
         UsedResources,
         QuotaLimits,
         Health,
@@ -71,6 +77,7 @@ use crate::routes;
         (name = "tasks", description = "List and kill tasks"),
         (name = "agents", description = "The hosts that run tasks"),
         (name = "quotas", description = "What each owner team and capacity group may hold, and holds"),
+        (name = "scheduler", description = "Why a task waits: the scheduler's placement results"),
         (name = "health", description = "Liveness and this document"),
     )
 )]

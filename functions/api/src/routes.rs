@@ -15,7 +15,8 @@ use crate::body::{attributes_update, capacity_update, JsonBody};
 use crate::error::{json_body, ApiError, ErrorBody};
 use crate::models::{
     AgentList, AttributesRequest, CapacityRequest, Health, JobPage, ListJobsParams,
-    ListTasksParams, Pagination, QuotaList, QuotaView, TaskPage,
+    ListTasksParams, Pagination, QuotaList, QuotaView, SchedulingResult, SchedulingSuccess,
+    TaskPage,
 };
 use crate::params::{self, IdParam, Query};
 use crate::{now_ms, AppState};
@@ -538,6 +539,89 @@ pub async fn list_agents<P: Ports>(
         .map(|agent| caller.view_of_agent(agent))
         .collect();
     Ok(json(StatusCode::OK, &AgentList { items }))
+}
+
+#[utoipa::path(
+    get, path = "/api/v3/scheduler/results/{id}", tag = "scheduler",
+    params(("id" = uuid::Uuid, Path, description = "A task's id, or a job's for all its pending tasks")),
+    responses(
+        (status = 200, description = "What the scheduler found: `success` for a placed task, `failures` with the counted reasons while the job's tasks fit nowhere, or only `message` while it has not tried or not failed", body = SchedulingResult),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 429, description = "The caller's rate limit (`/titus/{stage}/api/rate-limits`) is used up; retry after `Retry-After` seconds", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until the caller's window reopens"))),
+        (status = 404, description = "No task or job has this id, or the task finished without being placed", body = ErrorBody),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store is throttling or unreachable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_scheduling_result<P: Ports>(
+    State(app): State<AppState<P>>,
+    IdParam(id): IdParam,
+    _caller: Caller,
+) -> Result<Response, ApiError> {
+    let task_id = params::task_id(&id)?;
+    let store = app.store();
+    let (task, job_id) = match store.get_task(&task_id).await? {
+        Some(task) => {
+            let job_id = task.job_id.clone();
+            (Some(task), job_id)
+        }
+        None => {
+            let job_id = JobId::from_string(task_id.as_str());
+            if store.get_job(&job_id).await?.is_none() {
+                return Err(ApiError::not_found(format!(
+                    "no task or job has id {task_id}"
+                )));
+            }
+            (None, job_id)
+        }
+    };
+    let result = SchedulingResult {
+        job_id: job_id.to_string(),
+        task_id: task.as_ref().map(|t| t.id.to_string()),
+        ..SchedulingResult::default()
+    };
+    let now = now_ms();
+    let answer = match &task {
+        Some(task) if task.agent_id.is_some() => {
+            let agent = task.agent_id.as_deref().unwrap_or_default();
+            let at = task.dispatched_at_ms.unwrap_or(task.status.timestamp_ms);
+            SchedulingResult {
+                success: Some(SchedulingSuccess {
+                    message: format!("placed on agent {agent} at {at}"),
+                }),
+                ..result
+            }
+        }
+        Some(task) if task.state().is_terminal() => {
+            return Err(ApiError::not_found(format!(
+                "task {} finished ({}) without being placed; the scheduler keeps results for \
+                 pending tasks only",
+                task.id,
+                task.status.reason_code.map_or("no reason", |r| r.as_str())
+            )))
+        }
+        Some(task) if task.not_before_ms > now => SchedulingResult {
+            message: Some(format!(
+                "waiting for its retry delay: the scheduler considers it from {}",
+                task.not_before_ms
+            )),
+            ..result
+        },
+        _ => match store.get_placement_result(&job_id).await? {
+            Some(found) => SchedulingResult::failures(found, now, result),
+            None => SchedulingResult {
+                message: Some(match task {
+                    Some(_) => "pending: the scheduler has not failed to place it".to_owned(),
+                    None => "no placement failure recorded for the job's tasks".to_owned(),
+                }),
+                ..result
+            },
+        },
+    };
+    Ok(json(StatusCode::OK, &answer))
 }
 
 #[utoipa::path(

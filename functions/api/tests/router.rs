@@ -946,9 +946,7 @@ async fn a_caller_over_its_rate_limit_gets_429_with_retry_after_and_others_are_n
 #[tokio::test]
 async fn tasks_are_listed_read_and_killed() {
     let api = Api::new().await;
-    let (queue_url, _) = ensure_queue(&api.clients.sqs, &api.names.agent_queue_def("a1"))
-        .await
-        .unwrap();
+    let queue_url = register_a1(&api, 1).await;
     api.agents
         .register_agent(&Agent {
             id: "a1".to_owned(),
@@ -1254,4 +1252,141 @@ async fn quotas_refuse_what_does_not_fit_name_the_quota_and_free_up_when_jobs_fi
         .put_json(&format!("/api/v3/jobs/{web_id}/instances"), ALICE, &grow(4))
         .await;
     assert_eq!(within.status, StatusCode::OK, "{}", within.text);
+}
+
+/// Registers agent `a1` (4 cores, 16 GB) last heard from at `heartbeat_at_ms`, with its queue,
+/// and returns the queue's URL.
+async fn register_a1(api: &Api, heartbeat_at_ms: u64) -> String {
+    let (queue_url, _) = ensure_queue(&api.clients.sqs, &api.names.agent_queue_def("a1"))
+        .await
+        .unwrap();
+    api.agents
+        .register_agent(&Agent {
+            id: "a1".to_owned(),
+            queue_url: queue_url.clone(),
+            zone: "us-east-1a".to_owned(),
+            machine_type: "m5.large".to_owned(),
+            machine_group: "default".to_owned(),
+            state: AgentState::Active,
+            capacity: Resources {
+                cpu_millis: 4000,
+                memory_mb: 16_384,
+                disk_mb: 100_000,
+                network_mbps: 1000,
+                gpu: 0,
+            },
+            allocated: Resources::ZERO,
+            task_count: 0,
+            registered_at_ms: 1,
+            heartbeat_at_ms,
+            incarnation: 0,
+            registration_id: String::new(),
+            principal: String::new(),
+        })
+        .await
+        .unwrap();
+    queue_url
+}
+
+#[tokio::test]
+async fn scheduling_results_say_where_a_task_went_and_why_its_sibling_waits() {
+    let api = Api::new().await;
+    register_a1(&api, titus_api::now_ms()).await;
+    let mut descriptor = batch(2);
+    descriptor["container"]["resources"] = json!({"cpu": 1.0, "memoryMB": 12_000});
+    let job = id_of(&api.create(ALICE, &descriptor).await);
+    let before = api
+        .get(&format!("/api/v3/scheduler/results/{job}"), ALICE)
+        .await;
+
+    // One 12 GB task fits on the 16 GB agent, the other fits nowhere.
+    let summary = titus_control::scheduler::tick(
+        &api.control,
+        titus_control::scheduler::TickInput {
+            owner: "test-loop".to_owned(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((summary.placed, summary.unplaced), (1, 1));
+    let tasks = tasks_of(&api, &job).await;
+    let (placed, waiting): (Vec<&Value>, Vec<&Value>) = tasks
+        .iter()
+        .partition(|t| t["status"]["state"] == "Launched");
+    let by_job = api
+        .get(&format!("/api/v3/scheduler/results/{job}"), ALICE)
+        .await;
+    let by_waiting_task = api
+        .get(
+            &format!(
+                "/api/v3/scheduler/results/{}",
+                waiting[0]["id"].as_str().unwrap()
+            ),
+            BOB,
+        )
+        .await;
+    let by_placed_task = api
+        .get(
+            &format!(
+                "/api/v3/scheduler/results/{}",
+                placed[0]["id"].as_str().unwrap()
+            ),
+            ALICE,
+        )
+        .await;
+    let unknown = api
+        .get(
+            &format!("/api/v3/scheduler/results/{}", uuid::Uuid::new_v4()),
+            ALICE,
+        )
+        .await;
+    let not_an_id = api.get("/api/v3/scheduler/results/nope", ALICE).await;
+
+    assert_eq!(before.status, StatusCode::OK, "{}", before.text);
+    assert_eq!(
+        before.json,
+        json!({"jobId": job, "message": "no placement failure recorded for the job's tasks"})
+    );
+    assert_eq!(by_job.status, StatusCode::OK, "{}", by_job.text);
+    assert_eq!(
+        by_job.json["failures"],
+        json!({"failures": [{"reason": "insufficient memory", "failureCount": 1}]})
+    );
+    assert_eq!(by_job.json["unplacedTasks"], 1);
+    assert_eq!(by_job.json["insufficient"], json!(["memory"]));
+    assert_eq!(by_job.json["stale"], false);
+    assert!(
+        by_job.json["computedAtMs"].as_u64().unwrap() >= by_job.json["sinceMs"].as_u64().unwrap()
+    );
+    assert_eq!(
+        by_waiting_task.status,
+        StatusCode::OK,
+        "{}",
+        by_waiting_task.text
+    );
+    assert_eq!(by_waiting_task.json["failures"], by_job.json["failures"]);
+    assert_eq!(by_waiting_task.json["taskId"], waiting[0]["id"]);
+    assert_eq!(
+        by_placed_task.status,
+        StatusCode::OK,
+        "{}",
+        by_placed_task.text
+    );
+    assert!(by_placed_task.json["success"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("placed on agent a1 at "));
+    assert!(by_placed_task.json.get("failures").is_none());
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+    assert!(unknown.json["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("no task or job has id"));
+    assert_eq!(
+        not_an_id.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        not_an_id.text
+    );
 }

@@ -116,7 +116,7 @@ pub fn task_item(task: &Task) -> Result<Item, StoreError> {
     Ok(item)
 }
 
-fn encode_doc<T: Serialize>(value: &T) -> Result<String, StoreError> {
+pub(super) fn encode_doc<T: Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value)
         .map_err(|e| StoreError::Internal(format!("cannot encode record: {e}")))
 }

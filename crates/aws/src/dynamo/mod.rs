@@ -11,12 +11,14 @@ mod codec;
 pub(crate) mod conditional;
 mod cursor;
 mod queries;
+mod results;
 mod usage;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
+use titus_core::placement::PlacementResult;
 use titus_core::ports::{
     CreateOutcome, IdempotencyKey, JobFilter, Page, PageRequest, MAX_INITIAL_TASKS_PER_WRITE,
 };
@@ -43,6 +45,7 @@ pub struct DynamoJobStore {
     tasks_table: String,
     idempotency_table: String,
     usage_table: String,
+    results_table: String,
 }
 
 impl DynamoJobStore {
@@ -53,6 +56,7 @@ impl DynamoJobStore {
             tasks_table: names.tasks_table(),
             idempotency_table: names.idempotency_table(),
             usage_table: names.quota_usage_table(),
+            results_table: names.placement_results_table(),
         }
     }
 
@@ -256,6 +260,21 @@ impl DynamoJobStore {
 }
 
 impl JobStore for DynamoJobStore {
+    async fn put_placement_results(
+        &self,
+        results: &[PlacementResult],
+        cleared: &[JobId],
+    ) -> Result<(), StoreError> {
+        results::write(&self.client, &self.results_table, results, cleared).await
+    }
+
+    async fn get_placement_result(
+        &self,
+        job_id: &JobId,
+    ) -> Result<Option<PlacementResult>, StoreError> {
+        results::read(&self.client, &self.results_table, job_id).await
+    }
+
     async fn create_job_charged(
         &self,
         job: &Job,

@@ -7,6 +7,7 @@
 //!    epoch; a lost lease stops everything.
 //! 4. [`dispatch`]: each committed placement sent to its agent's queue; every few ticks, the
 //!    placements their agents did not acknowledge in time are sent again.
+//! 5. [`results`]: for each job with tasks that fit nowhere, why, written when it changes.
 //!
 //! The Step Functions loop (`statemachines/scheduler-loop.asl.json`) calls [`tick`] over and
 //! over; the local stack does the same in a loop.
@@ -14,6 +15,7 @@
 pub mod commit;
 pub mod dispatch;
 pub mod plan;
+pub mod results;
 pub mod snapshot;
 
 use serde::{Deserialize, Serialize};
@@ -105,12 +107,15 @@ pub async fn tick<P: Ports>(
     if !snapshot.pending.is_empty() {
         let views = snapshot::agent_views(cp, &snapshot).await?;
         let planned = plan::plan(&snapshot, &views, cp.settings.scheduler.strategy(), now);
-        summary.unplaced = planned.unplaced;
+        summary.unplaced = planned.unplaced.len() as u32;
         let (committed, outcome) = commit::commit(cp, &snapshot.lease, &planned.writes).await;
         summary.placed = committed.placed.len() as u32;
         summary.conflicts = committed.conflicts;
         summary.lease_held = !committed.lease_lost;
         summary.dispatch_failures = dispatch::dispatch(cp, &committed.placed, &snapshot).await;
+        if !committed.lease_lost {
+            results::record(cp, &snapshot.pending, &planned.unplaced, now).await;
+        }
         outcome?;
     }
 

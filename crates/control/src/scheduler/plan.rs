@@ -2,16 +2,16 @@
 
 use titus_core::ports::PlacementWrite;
 use titus_core::{Task, TaskState};
-use titus_placement::{AgentView, Strategy, TaskRequest};
+use titus_placement::{AgentView, Strategy, TaskRequest, Unplaced};
 use tracing::info;
 
 use super::snapshot::Snapshot;
 
-/// What a tick will commit, and how many pending tasks fit nowhere.
+/// What a tick will commit, and the pending tasks that fit nowhere, with why.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Planned {
     pub writes: Vec<PlacementWrite>,
-    pub unplaced: u32,
+    pub unplaced: Vec<Unplaced>,
 }
 
 /// Plans the snapshot's pending tasks on `views` and turns each placement into the write that
@@ -65,6 +65,6 @@ pub fn plan(snapshot: &Snapshot, views: &[AgentView], strategy: Strategy, now: u
     }
     Planned {
         writes,
-        unplaced: plan.unplaced.len() as u32,
+        unplaced: plan.unplaced,
     }
 }

@@ -37,8 +37,9 @@ pub use queues::{
 };
 pub use rate::{window_of, RateDecision, RateLimiter};
 pub use store::{
-    CreateOutcome, IdempotencyKey, JobFilter, JobStore, Page, PageRequest, StoreError,
-    MAX_INITIAL_TASKS_PER_WRITE, MAX_TRANSACTION_ITEMS,
+    check_placement_results_write, CreateOutcome, IdempotencyKey, JobFilter, JobStore, Page,
+    PageRequest, StoreError, MAX_INITIAL_TASKS_PER_WRITE, MAX_PLACEMENT_RESULTS_PER_WRITE,
+    MAX_TRANSACTION_ITEMS,
 };
 
 /// The time, in milliseconds since the Unix epoch.

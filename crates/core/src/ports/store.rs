@@ -8,6 +8,7 @@ use std::future::Future;
 
 use crate::ids::{JobId, TaskId};
 use crate::job::{Job, JobState, JobType};
+use crate::placement::PlacementResult;
 use crate::quota::{Usage, UsageChange};
 use crate::task::Task;
 
@@ -149,6 +150,21 @@ pub const MAX_TRANSACTION_ITEMS: usize = 100;
 
 /// The most new tasks one `write_initial_tasks` call takes: a transaction's items less the job's.
 pub const MAX_INITIAL_TASKS_PER_WRITE: usize = MAX_TRANSACTION_ITEMS - 1;
+
+/// The most placement results (and as many removals) one `put_placement_results` call takes.
+pub const MAX_PLACEMENT_RESULTS_PER_WRITE: usize = 100;
+
+/// Refuses a `put_placement_results` call past [`MAX_PLACEMENT_RESULTS_PER_WRITE`], as every
+/// store does before writing anything.
+pub fn check_placement_results_write(results: usize, cleared: usize) -> Result<(), StoreError> {
+    if results > MAX_PLACEMENT_RESULTS_PER_WRITE || cleared > MAX_PLACEMENT_RESULTS_PER_WRITE {
+        return Err(StoreError::Internal(format!(
+            "{results} placement results and {cleared} removals in one write; expected at most \
+             {MAX_PLACEMENT_RESULTS_PER_WRITE} of each"
+        )));
+    }
+    Ok(())
+}
 
 /// Storage of jobs and tasks.
 pub trait JobStore: Send + Sync {
@@ -334,6 +350,23 @@ pub trait JobStore: Send + Sync {
             )))
         }
     }
+
+    /// Stores each job's placement result in place of its last one, and removes those of the
+    /// `cleared` jobs (whose tasks now fit). Unconditional and idempotent: only the scheduler's
+    /// leader writes results, and each write says what one tick found. At most
+    /// [`MAX_PLACEMENT_RESULTS_PER_WRITE`] results and as many removals per call.
+    fn put_placement_results(
+        &self,
+        results: &[PlacementResult],
+        cleared: &[JobId],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A job's last placement result, if the scheduler found some of its tasks fit nowhere and
+    /// has not cleared it since.
+    fn get_placement_result(
+        &self,
+        job_id: &JobId,
+    ) -> impl Future<Output = Result<Option<PlacementResult>, StoreError>> + Send;
 
     /// A job's tasks that are not Finished, oldest first, without its finished history. An index
     /// read, like `list_agent_tasks`. The default filters `list_job_tasks`, so a page may hold
