@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use titus_core::placement::Rejection;
 use titus_core::{Agent, Job, JobState, Task, TaskReason, TaskState};
 
 use crate::client::{CliError, Client};
@@ -37,12 +38,35 @@ pub enum JobCommand {
     Enable { id: String },
     /// Keep a service job's tasks but ignore capacity changes.
     Disable { id: String },
+    /// A dry run: validate a descriptor (a file or the submit flags) and show where its tasks
+    /// would be placed on the agents as they are now, and why the others would wait. Stores
+    /// nothing.
+    Plan(SubmitArgs),
+    /// Set or delete a job's attributes.
+    #[command(subcommand)]
+    Attributes(AttributesCommand),
     /// Wait until the job finishes, with a progress bar. Exit 7 if a task did not end normally.
     Wait {
         id: String,
         /// Give up after this many seconds (exit 8).
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AttributesCommand {
+    /// Set attributes, `KEY=VALUE`; others are kept.
+    Set {
+        id: String,
+        #[arg(required = true)]
+        pairs: Vec<String>,
+    },
+    /// Delete attributes by key.
+    Delete {
+        id: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
     },
 }
 
@@ -93,10 +117,18 @@ pub struct ListJobsArgs {
     /// batch or service.
     #[arg(long = "type")]
     job_type: Option<String>,
-    #[arg(long, default_value_t = 50)]
+    /// Jobs per request; pages are followed until --limit.
+    #[arg(long, default_value_t = 100)]
     page_size: u32,
+    /// The most jobs to list, following the API's pages.
+    #[arg(long, default_value_t = 1_000)]
+    limit: u32,
+    /// Start from a cursor a previous listing printed.
     #[arg(long)]
     cursor: Option<String>,
+    /// List again every this many seconds, until Ctrl-C.
+    #[arg(long, value_name = "SECS")]
+    watch: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,10 +140,18 @@ pub enum TaskCommand {
         /// Comma-separated states.
         #[arg(long)]
         state: Option<String>,
+        /// Tasks per request; pages are followed until --limit.
         #[arg(long, default_value_t = 100)]
         page_size: u32,
+        /// The most tasks to list, following the API's pages.
+        #[arg(long, default_value_t = 1_000)]
+        limit: u32,
+        /// Start from a cursor a previous listing printed.
         #[arg(long)]
         cursor: Option<String>,
+        /// List again every this many seconds, until Ctrl-C.
+        #[arg(long, value_name = "SECS")]
+        watch: Option<u64>,
     },
     /// Show one task with its history.
     Get { id: String },
@@ -134,7 +174,11 @@ pub enum TaskCommand {
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
     /// List the agents.
-    List,
+    List {
+        /// List again every this many seconds, until Ctrl-C.
+        #[arg(long, value_name = "SECS")]
+        watch: Option<u64>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -144,29 +188,121 @@ struct Page<T> {
     pagination: Option<Value>,
 }
 
+/// How a listing follows the API's pages.
+struct Paging {
+    page_size: u32,
+    limit: u32,
+    cursor: Option<String>,
+}
+
+/// Up to `paging.limit` items, page after page from `paging.cursor`. The answer's pagination is
+/// the last page's, so its cursor goes on where the listing stopped.
+async fn all_pages<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    path: &str,
+    query: &[(&str, String)],
+    paging: &Paging,
+) -> Result<Page<T>, CliError> {
+    let mut items = Vec::new();
+    let mut cursor = paging.cursor.clone();
+    loop {
+        let want = paging.limit.saturating_sub(items.len() as u32);
+        let mut q = query.to_vec();
+        q.push(("pageSize", paging.page_size.min(want).max(1).to_string()));
+        if let Some(c) = &cursor {
+            q.push(("cursor", c.clone()));
+        }
+        let page: Page<T> = client.get(path, &q).await?;
+        items.extend(page.items);
+        cursor = page
+            .pagination
+            .as_ref()
+            .and_then(|p| p["cursor"].as_str())
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned);
+        if cursor.is_none() || items.len() as u32 >= paging.limit {
+            return Ok(Page {
+                items,
+                pagination: page.pagination,
+            });
+        }
+    }
+}
+
+/// Where a listing stopped at its limit, to go on from.
+fn print_more<T>(page: &Page<T>) {
+    if let Some(cursor) = page
+        .pagination
+        .as_ref()
+        .and_then(|p| p["cursor"].as_str())
+        .filter(|c| !c.is_empty())
+    {
+        println!("more: --cursor {cursor}");
+    }
+}
+
+/// Runs `list` once, or every `watch` seconds until Ctrl-C, clearing the screen before each
+/// table. A failed round is shown and the next one tried.
+async fn watching<F, Fut>(watch: Option<u64>, output: Output, list: F) -> Result<(), CliError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), CliError>>,
+{
+    let Some(secs) = watch else {
+        return list().await;
+    };
+    let every = Duration::from_secs(secs.max(1));
+    loop {
+        if output == Output::Table {
+            print!("\x1b[2J\x1b[H");
+            println!("every {}s, at {}\n", every.as_secs(), time(now_ms()));
+        }
+        if let Err(e) = list().await {
+            eprintln!("titus: {e}");
+        }
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 pub async fn job(client: &Client, command: JobCommand, output: Output) -> Result<(), CliError> {
     match command {
         JobCommand::Submit(args) => submit(client, args, output).await,
         JobCommand::List(args) => {
-            let mut query = vec![("pageSize", args.page_size.to_string())];
+            let mut query = Vec::new();
             for (name, value) in [
                 ("jobState", args.state),
                 ("owner", args.owner),
                 ("applicationName", args.app),
                 ("jobType", args.job_type),
-                ("cursor", args.cursor),
             ] {
                 if let Some(value) = value {
                     query.push((name, value));
                 }
             }
-            let page: Page<Job> = client.get("/api/v3/jobs", &query).await?;
-            emit(output, &page, |page| {
-                print_jobs(&page.items);
-                if let Some(cursor) = page.pagination.as_ref().and_then(|p| p["cursor"].as_str()) {
-                    println!("more: --cursor {cursor}");
-                }
+            let paging = Paging {
+                page_size: args.page_size,
+                limit: args.limit,
+                cursor: args.cursor,
+            };
+            watching(args.watch, output, || async {
+                let page: Page<Job> = all_pages(client, "/api/v3/jobs", &query, &paging).await?;
+                emit(output, &page, |page| {
+                    print_jobs(&page.items);
+                    print_more(page);
+                })
             })
+            .await
         }
         JobCommand::Get { id } => {
             let job: Job = client.get(&format!("/api/v3/jobs/{id}"), &[]).await?;
@@ -217,7 +353,118 @@ pub async fn job(client: &Client, command: JobCommand, output: Output) -> Result
         JobCommand::Enable { id } => job_toggle(client, &id, true, output).await,
         JobCommand::Disable { id } => job_toggle(client, &id, false, output).await,
         JobCommand::Wait { id, timeout_secs } => wait(client, &id, timeout_secs, output).await,
+        JobCommand::Plan(args) => plan(client, args, output).await,
+        JobCommand::Attributes(command) => attributes(client, command, output).await,
     }
+}
+
+async fn attributes(
+    client: &Client,
+    command: AttributesCommand,
+    output: Output,
+) -> Result<(), CliError> {
+    let job: Job = match &command {
+        AttributesCommand::Set { id, pairs } => {
+            let mut attributes = BTreeMap::new();
+            for pair in pairs {
+                let (key, value) = pair.split_once('=').ok_or_else(|| {
+                    CliError::Invalid(format!("attribute {pair:?}: expected KEY=VALUE"))
+                })?;
+                attributes.insert(key.to_owned(), value.to_owned());
+            }
+            let body = json!({ "attributes": attributes });
+            client
+                .send(
+                    Method::PUT,
+                    &format!("/api/v3/jobs/{id}/attributes"),
+                    &[],
+                    Some(&body),
+                    &[],
+                )
+                .await?
+        }
+        AttributesCommand::Delete { id, keys } => {
+            client
+                .send(
+                    Method::DELETE,
+                    &format!("/api/v3/jobs/{id}/attributes"),
+                    &[("keys", keys.join(","))],
+                    None,
+                    &[],
+                )
+                .await?
+        }
+    };
+    emit(output, &job, |job| {
+        let rows: Vec<Vec<String>> = job
+            .job_descriptor
+            .attributes
+            .iter()
+            .map(|(k, v)| vec![k.clone(), v.clone()])
+            .collect();
+        table(&["KEY", "VALUE"], &rows);
+    })
+}
+
+async fn plan(client: &Client, args: SubmitArgs, output: Output) -> Result<(), CliError> {
+    let descriptor = match &args.file {
+        Some(path) => read_descriptor(path)?,
+        None => descriptor_from_flags(&args)?,
+    };
+    let plan: Value = client
+        .send(
+            Method::POST,
+            "/api/v3/scheduler/plan",
+            &[],
+            Some(&descriptor),
+            &[],
+        )
+        .await?;
+    emit(output, &plan, |plan| {
+        plan_lines(plan).iter().for_each(|l| println!("{l}"))
+    })
+}
+
+/// A reason and its count of agents, from an answer that names the count `count_field`.
+fn rejection(value: &Value, count_field: &str) -> Rejection {
+    Rejection {
+        reason: value["reason"].as_str().unwrap_or_default().to_owned(),
+        agents: u32::try_from(value[count_field].as_u64().unwrap_or_default()).unwrap_or(u32::MAX),
+    }
+}
+
+/// A dry run's answer as lines.
+fn plan_lines(plan: &Value) -> Vec<String> {
+    let n = |field: &str| plan[field].as_u64().unwrap_or_default();
+    let mut lines = vec![format!(
+        "{} task{}: {} would be placed now, {} would wait (on {} agent{})",
+        n("tasks"),
+        if n("tasks") == 1 { "" } else { "s" },
+        n("placed"),
+        n("unplaced"),
+        n("agents"),
+        if n("agents") == 1 { "" } else { "s" },
+    )];
+    if let Some(placements) = plan["placements"].as_object().filter(|p| !p.is_empty()) {
+        lines.push("placements:".to_owned());
+        for (agent, count) in placements {
+            lines.push(format!("  {agent}: {}", count.as_u64().unwrap_or_default()));
+        }
+    }
+    if let Some(rejections) = plan["rejections"].as_array().filter(|r| !r.is_empty()) {
+        lines.push("would wait because:".to_owned());
+        for r in rejections {
+            lines.push(format!("  {}", rejection(r, "agents").in_words()));
+        }
+    }
+    if let Some(short) = plan["insufficient"].as_array().filter(|a| !a.is_empty()) {
+        let names: Vec<&str> = short.iter().filter_map(Value::as_str).collect();
+        lines.push(format!("  more capacity would need: {}", names.join(", ")));
+    }
+    if let Some(refusal) = plan["quotaRefusal"].as_str() {
+        lines.push(format!("a submission now would be refused: {refusal}"));
+    }
+    lines
 }
 
 async fn job_toggle(
@@ -480,16 +727,29 @@ pub async fn task(client: &Client, command: TaskCommand, output: Output) -> Resu
             job,
             state,
             page_size,
+            limit,
             cursor,
+            watch,
         } => {
-            let mut query = vec![("pageSize", page_size.to_string())];
-            for (name, value) in [("jobId", job), ("taskStates", state), ("cursor", cursor)] {
+            let mut query = Vec::new();
+            for (name, value) in [("jobId", job), ("taskStates", state)] {
                 if let Some(value) = value {
                     query.push((name, value));
                 }
             }
-            let page: Page<Task> = client.get("/api/v3/tasks", &query).await?;
-            emit(output, &page, |page| print_tasks(&page.items))
+            let paging = Paging {
+                page_size,
+                limit,
+                cursor,
+            };
+            watching(watch, output, || async {
+                let page: Page<Task> = all_pages(client, "/api/v3/tasks", &query, &paging).await?;
+                emit(output, &page, |page| {
+                    print_tasks(&page.items);
+                    print_more(page);
+                })
+            })
+            .await
         }
         TaskCommand::Get { id } => {
             let task: Task = client.get(&format!("/api/v3/tasks/{id}"), &[]).await?;
@@ -596,41 +856,45 @@ fn logs(id: &str, tail: u32) -> Result<(), CliError> {
 
 pub async fn agent(client: &Client, command: AgentCommand, output: Output) -> Result<(), CliError> {
     match command {
-        AgentCommand::List => {
-            let list: Page<Agent> = client.get("/api/v3/agents", &[]).await?;
-            emit(output, &list, |list| {
-                let rows: Vec<Vec<String>> = list
-                    .items
-                    .iter()
-                    .map(|a| {
-                        vec![
-                            a.id.clone(),
-                            a.state.to_string(),
-                            a.zone.clone(),
-                            a.machine_type.clone(),
-                            format!("{}/{}", a.allocated.cpu_millis, a.capacity.cpu_millis),
-                            format!("{}/{}", a.allocated.memory_mb, a.capacity.memory_mb),
-                            a.task_count.to_string(),
-                            time(a.heartbeat_at_ms),
-                        ]
-                    })
-                    .collect();
-                table(
-                    &[
-                        "ID",
-                        "STATE",
-                        "ZONE",
-                        "TYPE",
-                        "CPU(m)",
-                        "MEMORY(MB)",
-                        "TASKS",
-                        "HEARTBEAT",
-                    ],
-                    &rows,
-                );
-            })
+        AgentCommand::List { watch } => {
+            watching(watch, output, || agent_list(client, output)).await
         }
     }
+}
+
+async fn agent_list(client: &Client, output: Output) -> Result<(), CliError> {
+    let list: Page<Agent> = client.get("/api/v3/agents", &[]).await?;
+    emit(output, &list, |list| {
+        let rows: Vec<Vec<String>> = list
+            .items
+            .iter()
+            .map(|a| {
+                vec![
+                    a.id.clone(),
+                    a.state.to_string(),
+                    a.zone.clone(),
+                    a.machine_type.clone(),
+                    format!("{}/{}", a.allocated.cpu_millis, a.capacity.cpu_millis),
+                    format!("{}/{}", a.allocated.memory_mb, a.capacity.memory_mb),
+                    a.task_count.to_string(),
+                    time(a.heartbeat_at_ms),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "ID",
+                "STATE",
+                "ZONE",
+                "TYPE",
+                "CPU(m)",
+                "MEMORY(MB)",
+                "TASKS",
+                "HEARTBEAT",
+            ],
+            &rows,
+        );
+    })
 }
 
 /// What `GET /api/v3/quotas` answers, as the CLI reads it.
@@ -728,12 +992,10 @@ fn placement_lines_of(result: &Value) -> Vec<String> {
             time(result["computedAtMs"].as_u64().unwrap_or_default()),
         )];
         for failure in failures {
-            let reason = failure["reason"].as_str().unwrap_or_default();
-            lines.push(match failure["failureCount"].as_u64().unwrap_or_default() {
-                0 => format!("  {reason}"),
-                1 => format!("  {reason} on 1 agent"),
-                n => format!("  {reason} on {n} agents"),
-            });
+            lines.push(format!(
+                "  {}",
+                rejection(failure, "failureCount").in_words()
+            ));
         }
         if let Some(short) = result["insufficient"].as_array().filter(|a| !a.is_empty()) {
             let names: Vec<&str> = short.iter().filter_map(Value::as_str).collect();
@@ -757,6 +1019,29 @@ fn print_placement(lines: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dry_run_reads_as_lines() {
+        let plan = json!({
+            "tasks": 3, "placed": 2, "placements": {"a1": 2}, "unplaced": 1,
+            "rejections": [{"reason": "insufficient memory", "agents": 1}],
+            "insufficient": ["memory"], "agents": 1,
+            "quotaRefusal": "team t@x: tasks 10 of 10 used, 3 asked"
+        });
+
+        assert_eq!(
+            plan_lines(&plan),
+            vec![
+                "3 tasks: 2 would be placed now, 1 would wait (on 1 agent)",
+                "placements:",
+                "  a1: 2",
+                "would wait because:",
+                "  insufficient memory on 1 agent",
+                "  more capacity would need: memory",
+                "a submission now would be refused: team t@x: tasks 10 of 10 used, 3 asked",
+            ]
+        );
+    }
 
     #[test]
     fn placement_results_read_as_lines() {

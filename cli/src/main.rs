@@ -7,35 +7,30 @@
 
 mod client;
 mod commands;
+mod config;
 mod local;
 mod output;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::client::{Auth, CliError, Client};
 
 #[derive(Debug, Parser)]
 #[command(name = "titus", version, about = "Run containers on Titus", after_help = EXIT_CODES)]
 struct Cli {
-    /// The API's base URL.
-    #[arg(
-        long,
-        global = true,
-        env = "TITUS_URL",
-        default_value = "http://127.0.0.1:7001"
-    )]
-    url: String,
-    /// Bearer token for the local stack (its default identity's token by default).
-    #[arg(
-        long,
-        global = true,
-        env = "TITUS_TOKEN",
-        default_value = "local-dev-token"
-    )]
-    token: String,
+    /// The API's base URL (else the context's, else http://127.0.0.1:7001).
+    #[arg(long, global = true, env = "TITUS_URL")]
+    url: Option<String>,
+    /// Bearer token for the local stack (else the context's, else the local stack's default
+    /// identity's token).
+    #[arg(long, global = true, env = "TITUS_TOKEN")]
+    token: Option<String>,
     /// Sign requests with AWS SigV4 for API Gateway in this region, instead of a bearer token.
     #[arg(long, global = true, env = "TITUS_SIGV4_REGION")]
     sigv4_region: Option<String>,
+    /// A named context of the config file (`titus config list`) instead of its current one.
+    #[arg(long, global = true, env = "TITUS_CONTEXT")]
+    context: Option<String>,
     #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
     #[command(subcommand)]
@@ -68,6 +63,34 @@ enum Command {
     /// Run the whole system on this machine.
     #[command(subcommand)]
     Local(LocalCommand),
+    /// Named contexts (URL, token or SigV4 region) in the config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script: `source <(titus completion bash)`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// List the contexts; `*` marks the current one.
+    List,
+    /// Add or change a context.
+    SetContext {
+        name: String,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        token: Option<String>,
+        #[arg(long)]
+        sigv4_region: Option<String>,
+    },
+    /// Make a context the current one.
+    UseContext { name: String },
+    /// Remove a context.
+    DeleteContext { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,15 +108,25 @@ async fn main() {
     if let Command::Local(command) = cli.command {
         std::process::exit(run_local(command).await);
     }
-    let auth = match &cli.sigv4_region {
-        Some(region) => Auth::SigV4 {
-            region: region.clone(),
+    if let Command::Completion { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "titus", &mut std::io::stdout());
+        return;
+    }
+    let result = match cli.command {
+        Command::Config(command) => config_command(command),
+        command => match target(&cli.url, &cli.token, &cli.sigv4_region, &cli.context) {
+            Ok(target) => {
+                let auth = match target.sigv4_region {
+                    Some(region) => Auth::SigV4 { region },
+                    None => Auth::Bearer(target.token),
+                };
+                match Client::new(&target.url, auth) {
+                    Ok(client) => run(&client, command, cli.output).await,
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
         },
-        None => Auth::Bearer(cli.token.clone()),
-    };
-    let result = match Client::new(&cli.url, auth) {
-        Ok(client) => run(&client, cli.command, cli.output).await,
-        Err(e) => Err(e),
     };
     if let Err(err) = result {
         eprintln!("titus: {err}");
@@ -107,8 +140,95 @@ async fn run(client: &Client, command: Command, output: Output) -> Result<(), Cl
         Command::Task(command) => commands::task(client, command, output).await,
         Command::Agent(command) => commands::agent(client, command, output).await,
         Command::Quota => commands::quota(client, output).await,
-        Command::Local(_) => Ok(()),
+        Command::Local(_) | Command::Config(_) | Command::Completion { .. } => Ok(()),
     }
+}
+
+fn config_path() -> Result<std::path::PathBuf, CliError> {
+    config::path().ok_or_else(|| {
+        CliError::Invalid("no config file path: set TITUS_CONFIG or HOME".to_owned())
+    })
+}
+
+/// The command line's target, filled in from the config file's context.
+fn target(
+    url: &Option<String>,
+    token: &Option<String>,
+    sigv4_region: &Option<String>,
+    context: &Option<String>,
+) -> Result<config::Target, CliError> {
+    let given = config::Given {
+        context: context.clone(),
+        url: url.clone(),
+        token: token.clone(),
+        sigv4_region: sigv4_region.clone(),
+    };
+    let loaded = match config::path() {
+        Some(path) => config::Config::load(&path)?,
+        None => config::Config::default(),
+    };
+    loaded.resolve(&given)
+}
+
+fn config_command(command: ConfigCommand) -> Result<(), CliError> {
+    let path = config_path()?;
+    let mut config = config::Config::load(&path)?;
+    match command {
+        ConfigCommand::List => {
+            let rows: Vec<Vec<String>> = config
+                .contexts
+                .iter()
+                .map(|(name, c)| {
+                    let current = config.current.as_deref() == Some(name.as_str());
+                    vec![
+                        if current { "*" } else { "" }.to_owned(),
+                        name.clone(),
+                        c.url.clone().unwrap_or_default(),
+                        match (&c.sigv4_region, &c.token) {
+                            (Some(region), _) => format!("sigv4 {region}"),
+                            (None, Some(_)) => "token".to_owned(),
+                            (None, None) => String::new(),
+                        },
+                    ]
+                })
+                .collect();
+            output::table(&["", "NAME", "URL", "AUTH"], &rows);
+            return Ok(());
+        }
+        ConfigCommand::SetContext {
+            name,
+            url,
+            token,
+            sigv4_region,
+        } => {
+            let context = config.contexts.entry(name.clone()).or_default();
+            context.url = url.or(context.url.take());
+            context.token = token.or(context.token.take());
+            context.sigv4_region = sigv4_region.or(context.sigv4_region.take());
+            if config.current.is_none() {
+                config.current = Some(name);
+            }
+        }
+        ConfigCommand::UseContext { name } => {
+            if !config.contexts.contains_key(&name) {
+                return Err(CliError::Invalid(format!(
+                    "no context named {name:?}; add it with titus config set-context {name} --url URL"
+                )));
+            }
+            config.current = Some(name);
+        }
+        ConfigCommand::DeleteContext { name } => {
+            if config.contexts.remove(&name).is_none() {
+                return Err(CliError::Invalid(format!("no context named {name:?}")));
+            }
+            if config.current.as_deref() == Some(name.as_str()) {
+                config.current = None;
+            }
+        }
+    }
+    config.save(&path)?;
+    println!("{}", path.display());
+    Ok(())
 }
 
 /// Runs the local stack, or one local agent, with one log line per event tagged by component,

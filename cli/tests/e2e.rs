@@ -572,3 +572,170 @@ async fn the_local_scaler_launches_an_instance_for_a_task_no_agent_can_take() {
     let json: Task = stack.cli_json(&["task", "get", task.id.as_ref()]);
     assert_eq!(json.id, task.id, "the JSON output stays the task alone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_attributes_contexts_and_completion_work_against_the_local_stack() {
+    let stack = Stack::start(StackOptions {
+        agents: 1,
+        ..StackOptions::default()
+    })
+    .await;
+
+    // A dry run places on the agent as it is and stores nothing.
+    let fits = stack.cli(&[
+        "job", "plan", "--app", "e2e-plan", "--image", IMAGE, "--batch", "2", "--", "true",
+    ]);
+    let too_big = stack.cli(&[
+        "job",
+        "plan",
+        "--app",
+        "e2e-plan",
+        "--image",
+        IMAGE,
+        "--memory-mb",
+        "1000000",
+        "--",
+        "true",
+    ]);
+    let stored: support::Page<titus_core::Job> =
+        stack.cli_json(&["job", "list", "--app", "e2e-plan"]);
+    assert_eq!(fits.code, 0, "{}", fits.stderr);
+    assert!(
+        fits.stdout
+            .starts_with("2 tasks: 2 would be placed now, 0 would wait (on 1 agent)"),
+        "{}",
+        fits.stdout
+    );
+    assert_eq!(too_big.code, 0, "{}", too_big.stderr);
+    assert!(
+        too_big.stdout.contains("1 would wait")
+            && too_big.stdout.contains("  insufficient memory on 1 agent"),
+        "{}",
+        too_big.stdout
+    );
+    assert!(
+        stored.items.is_empty(),
+        "a plan stored a job: {:?}",
+        stored.items
+    );
+
+    // Attributes are set and deleted by key.
+    let job = stack.submit(&["--app", "e2e-attrs", "--batch", "1"], &["true"]);
+    let set = stack.cli(&["job", "attributes", "set", &job, "tier=gold", "team=core"]);
+    let delete = stack.cli(&["job", "attributes", "delete", &job, "tier"]);
+    let bad = stack.cli(&["job", "attributes", "set", &job, "no-equals"]);
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    assert!(
+        set.stdout.contains("tier") && set.stdout.contains("gold"),
+        "{}",
+        set.stdout
+    );
+    assert_eq!(delete.code, 0, "{}", delete.stderr);
+    let attributes = stack.job(&job).job_descriptor.attributes;
+    assert_eq!(attributes.get("team").map(String::as_str), Some("core"));
+    assert!(!attributes.contains_key("tier"), "{attributes:?}");
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(bad.stderr.contains("expected KEY=VALUE"), "{}", bad.stderr);
+
+    // A named context stands for the URL and token.
+    let dir = std::env::temp_dir().join(format!("titus-e2e-config-{}", uuid::Uuid::new_v4()));
+    let config = dir.join("config.yaml");
+    let config = config.to_str().unwrap();
+    let with_config = [("TITUS_CONFIG", Some(config)), ("TITUS_URL", None)];
+    let set = stack.cli_env(
+        &[
+            "config",
+            "set-context",
+            "here",
+            "--url",
+            &stack.url,
+            "--token",
+            "local-dev-token",
+        ],
+        None,
+        &with_config,
+    );
+    let agents = stack.cli_env(&["agent", "list"], None, &with_config);
+    let list = stack.cli_env(&["config", "list"], None, &with_config);
+    let unknown = stack.cli_env(
+        &["--context", "elsewhere", "agent", "list"],
+        None,
+        &with_config,
+    );
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    assert_eq!(agents.code, 0, "{}", agents.stderr);
+    assert!(agents.stdout.contains(" active "), "{}", agents.stdout);
+    assert!(
+        list.stdout.contains("* ") && list.stdout.contains("here"),
+        "{}",
+        list.stdout
+    );
+    assert_eq!(unknown.code, 2, "{unknown:?}");
+    assert!(
+        unknown.stderr.contains("no context named \"elsewhere\""),
+        "{}",
+        unknown.stderr
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // Lists follow the API's pages up to their limit, and say where to go on.
+    let five = stack.submit(&["--app", "e2e-pages", "--batch", "5"], &["true"]);
+    stack
+        .eventually("the job's five tasks are written", || async {
+            stack.tasks(&five).len() == 5
+        })
+        .await;
+    let all: support::Page<Task> =
+        stack.cli_json(&["task", "list", "--job", &five, "--page-size", "2"]);
+    let limited = stack.cli(&[
+        "task",
+        "list",
+        "--job",
+        &five,
+        "--page-size",
+        "2",
+        "--limit",
+        "3",
+    ]);
+    assert_eq!(all.items.len(), 5, "{:?}", all.items);
+    assert_eq!(limited.code, 0, "{}", limited.stderr);
+    assert_eq!(
+        limited
+            .stdout
+            .lines()
+            .filter(|l| l.contains(&five[..8]))
+            .count(),
+        3,
+        "{}",
+        limited.stdout
+    );
+    assert!(
+        limited.stdout.contains("more: --cursor "),
+        "{}",
+        limited.stdout
+    );
+
+    // --watch lists again until stopped.
+    let mut watch = std::process::Command::new(support::titus_bin())
+        .args(["agent", "list", "--watch", "1"])
+        .env("TITUS_URL", &stack.url)
+        .env("TITUS_CONFIG", "/nonexistent/titus-e2e/config.yaml")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2_600)).await;
+    watch.kill().unwrap();
+    let watched = String::from_utf8(watch.wait_with_output().unwrap().stdout).unwrap();
+    assert!(
+        watched.matches("every 1s, at ").count() >= 2 && watched.matches(" active ").count() >= 2,
+        "{watched}"
+    );
+
+    // Completion scripts name the commands.
+    let bash = stack.cli(&["completion", "bash"]);
+    assert_eq!(bash.code, 0, "{}", bash.stderr);
+    assert!(
+        bash.stdout.contains("_titus") && bash.stdout.contains("plan"),
+        "completion script"
+    );
+}

@@ -175,7 +175,7 @@ def plan(plan_file):
         print(f"    {t:<48}{n:>4}", file=sys.stderr)
     print(f"    {'total':<48}{sum(by_type.values()):>4}", file=sys.stderr)
     want = {
-        "aws_dynamodb_table": 8, "aws_sqs_queue": 7, "aws_ssm_parameter": 12, "aws_lambda_function": 6,
+        "aws_dynamodb_table": 9, "aws_sqs_queue": 7, "aws_ssm_parameter": 12, "aws_lambda_function": 6,
         "aws_lambda_event_source_mapping": 3, "aws_sfn_state_machine": 1, "aws_scheduler_schedule": 3,
         "aws_apigatewayv2_api": 1, "aws_apigatewayv2_route": 1, "aws_launch_template": 1,
         "aws_cloudwatch_metric_alarm": 9, "aws_iam_instance_profile": 1, "aws_vpc_endpoint": 9,

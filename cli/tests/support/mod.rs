@@ -30,7 +30,7 @@ fn repo_root() -> PathBuf {
 
 /// The `titus` binary: `TITUS_E2E_BIN` when set (a copy, so that a long run is not disturbed by
 /// a rebuild in a shared target directory), else the one cargo built with these tests.
-fn titus_bin() -> String {
+pub fn titus_bin() -> String {
     std::env::var("TITUS_E2E_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_titus").to_owned())
 }
 
@@ -301,11 +301,31 @@ impl Stack {
 
     /// Runs the CLI with `stdin` as its standard input.
     pub fn cli_with(&self, args: &[&str], stdin: Option<&str>) -> CliRun {
+        self.cli_env(args, stdin, &[])
+    }
+
+    /// Runs the CLI with environment changes: `Some` sets a variable, `None` removes it. Without
+    /// changes it talks to the stack by `TITUS_URL`, with no token and no config file.
+    pub fn cli_env(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, Option<&str>)],
+    ) -> CliRun {
         let mut command = Command::new(titus_bin());
         command
             .args(args)
             .env("TITUS_URL", &self.url)
             .env_remove("TITUS_TOKEN")
+            .env_remove("TITUS_CONTEXT")
+            .env("TITUS_CONFIG", "/nonexistent/titus-e2e/config.yaml");
+        for (name, value) in env {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
+        command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -3,6 +3,8 @@
 //! constraints, so they get the same answer) and written only when the answer changes, so that a
 //! job waiting for capacity costs one write when it starts waiting, not one per task per tick.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{JobId, TaskId};
@@ -24,6 +26,17 @@ pub struct Rejection {
     pub reason: String,
     /// Agents rejected for this reason (0 for `no agents`).
     pub agents: u32,
+}
+
+impl Rejection {
+    /// The reason with its count: `insufficient memory on 37 agents`, `no agents`.
+    pub fn in_words(&self) -> String {
+        match self.agents {
+            0 => self.reason.clone(),
+            1 => format!("{} on 1 agent", self.reason),
+            n => format!("{} on {n} agents", self.reason),
+        }
+    }
 }
 
 /// A job's last placement result: some of its pending tasks fit on no agent.
@@ -62,15 +75,30 @@ impl PlacementResult {
 
     /// The reasons in words: `insufficient memory on 37 agents`.
     pub fn reasons(&self) -> Vec<String> {
-        self.rejections
-            .iter()
-            .map(|r| match r.agents {
-                0 => r.reason.clone(),
-                1 => format!("{} on 1 agent", r.reason),
-                n => format!("{} on {n} agents", r.reason),
-            })
-            .collect()
+        self.rejections.iter().map(Rejection::in_words).collect()
     }
+}
+
+/// The answer of a job's dry run: what the placement engine would do with its initial tasks on
+/// the agents as they are, and whether a quota would refuse the job. Nothing is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct DryRun {
+    /// The job's initial tasks.
+    pub tasks: u32,
+    /// How many of them would be placed now, and on which agents.
+    pub placed: u32,
+    pub placements: BTreeMap<String, u32>,
+    /// How many would wait, and why (the reasons of the first that would).
+    pub unplaced: u32,
+    pub rejections: Vec<Rejection>,
+    pub insufficient: Vec<String>,
+    /// The agents the engine was offered (Active ones take placements).
+    pub agents: u32,
+    /// Why creating the job now would be refused by a quota, if it would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_refusal: Option<String>,
 }
 
 #[cfg(test)]

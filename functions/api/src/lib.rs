@@ -4,7 +4,7 @@
 //! Routes (all under `/api/v3` but `/healthz`): `POST/GET /jobs`, `GET/DELETE /jobs/{id}`,
 //! `PUT /jobs/{id}/instances`, `POST /jobs/{id}/enable|disable`, `PUT/DELETE /jobs/{id}/attributes`,
 //! `GET /tasks`, `GET/DELETE /tasks/{id}?shrink=`, `GET /agents`, `GET /quotas`,
-//! `GET /scheduler/results/{id}`, `GET /openapi.json`.
+//! `GET /scheduler/results/{id}`, `POST /scheduler/plan`, `GET /openapi.json`.
 
 pub mod auth;
 pub mod body;
@@ -136,6 +136,7 @@ pub fn router<P: Ports>(state: AppState<P>) -> Router {
         )
         .route("/api/v3/agents", get(routes::list_agents::<P>))
         .route("/api/v3/quotas", get(routes::list_quotas::<P>))
+        .route("/api/v3/scheduler/plan", post(routes::plan_job::<P>))
         .route(
             "/api/v3/scheduler/results/{id}",
             get(routes::get_scheduling_result::<P>),

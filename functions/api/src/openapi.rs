@@ -48,6 +48,7 @@ use crate::routes;
         routes::list_agents,
         routes::list_quotas,
         routes::get_scheduling_result,
+        routes::plan_job,
     ),
     components(schemas(
         ErrorBody,
@@ -62,6 +63,8 @@ use crate::routes;
         SchedulingSuccess,
         SchedulingFailures,
         SchedulingFailure,
+        titus_core::placement::DryRun,
+        titus_core::placement::Rejection,
         UsedResources,
         QuotaLimits,
         Health,

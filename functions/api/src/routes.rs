@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use titus_control::{request_hash, ControlError};
+use titus_core::placement::DryRun;
 use titus_core::ports::IdempotencyKey;
 use titus_core::{AgentStore, Job, JobDescriptor, JobId, JobStore, Ports, Task};
 
@@ -622,6 +623,44 @@ pub async fn get_scheduling_result<P: Ports>(
         },
     };
     Ok(json(StatusCode::OK, &answer))
+}
+
+/// A dry run of a job, as `nomad job plan`: the descriptor is validated as a create would, and the
+/// placement engine answers for its initial tasks on the agents as they are. Nothing is stored.
+#[utoipa::path(
+    post, path = "/api/v3/scheduler/plan", tag = "scheduler",
+    request_body(content = JobDescriptor, description = "A job descriptor, as for `POST /api/v3/jobs`"),
+    responses(
+        (status = 200, description = "Where the job's tasks would go now, how many would wait and why, and whether a quota would refuse the job", body = DryRun),
+        (status = 400, description = "The descriptor is invalid; every problem is listed in `details`", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 403, description = "The caller may not submit jobs for the descriptor's owner team", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 429, description = "The caller's rate limit (`/titus/{stage}/api/rate-limits`) is used up; retry after `Retry-After` seconds", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until the caller's window reopens"))),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store is throttling or unreachable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn plan_job<P: Ports>(
+    State(app): State<AppState<P>>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let admission = &app.control().settings.admission;
+    let descriptor = titus_control::admit(&body, &admission.limits, &admission.policy)
+        .map_err(ApiError::from_parse)?;
+    caller.may_submit_for(&descriptor.owner.team_email)?;
+    let plan = titus_control::scheduler::dry_run::plan_job(
+        app.control(),
+        descriptor,
+        &caller.identity,
+        now_ms(),
+    )
+    .await?;
+    Ok(json(StatusCode::OK, &plan))
 }
 
 #[utoipa::path(

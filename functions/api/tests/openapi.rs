@@ -39,6 +39,7 @@ fn the_document_is_openapi_3_with_every_route() {
         ("/api/v3/tasks", &["get"]),
         ("/api/v3/tasks/{id}", &["get", "delete"]),
         ("/api/v3/scheduler/results/{id}", &["get"]),
+        ("/api/v3/scheduler/plan", &["post"]),
         ("/api/v3/agents", &["get"]),
     ] {
         for method in methods {

@@ -1390,3 +1390,52 @@ async fn scheduling_results_say_where_a_task_went_and_why_its_sibling_waits() {
         not_an_id.text
     );
 }
+
+#[tokio::test]
+async fn a_dry_run_says_where_tasks_would_go_and_why_the_rest_would_wait_storing_nothing() {
+    let api = Api::new().await;
+    register_a1(&api, titus_api::now_ms()).await;
+    let mut descriptor = batch(3);
+    descriptor["container"]["resources"] = json!({"cpu": 1.0, "memoryMB": 6_000});
+
+    let plan = api
+        .post_json("/api/v3/scheduler/plan", ALICE, &descriptor)
+        .await;
+    let mut two_problems = descriptor.clone();
+    two_problems["applicationName"] = json!("");
+    two_problems["container"]["resources"]["memoryMB"] = json!(1);
+    let invalid = api
+        .post_json("/api/v3/scheduler/plan", ALICE, &two_problems)
+        .await;
+    let not_her_team = api
+        .post_json("/api/v3/scheduler/plan", CAROL, &descriptor)
+        .await;
+    let jobs = api.get("/api/v3/jobs", ADMIN).await;
+
+    assert_eq!(plan.status, StatusCode::OK, "{}", plan.text);
+    assert_eq!(
+        plan.json,
+        json!({
+            "tasks": 3,
+            "placed": 2,
+            "placements": {"a1": 2},
+            "unplaced": 1,
+            "rejections": [{"reason": "insufficient memory", "agents": 1}],
+            "insufficient": ["memory"],
+            "agents": 1
+        })
+    );
+    assert_eq!(invalid.status, StatusCode::BAD_REQUEST, "{}", invalid.text);
+    assert!(
+        invalid.fields().len() >= 2,
+        "every problem at once: {}",
+        invalid.text
+    );
+    assert_eq!(
+        not_her_team.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        not_her_team.text
+    );
+    assert_eq!(jobs.json["items"], json!([]), "a dry run stores no job");
+}

@@ -14,6 +14,7 @@
 
 pub mod commit;
 pub mod dispatch;
+pub mod dry_run;
 pub mod plan;
 pub mod results;
 pub mod snapshot;
