@@ -63,5 +63,5 @@ if [ "${TITUS_DEMO_EXIT:-0}" = 1 ]; then
     log "demo done; stopping (TITUS_DEMO_EXIT=1)"
     exit 0
 fi
-log "the local stack runs: API http://127.0.0.1:7001 (token local-dev-token), log $LOG_DIR/stack.log; Ctrl-C stops it"
+log "the local stack runs: API http://127.0.0.1:7001 (token local-dev-token), metrics http://127.0.0.1:7001/metrics, log $LOG_DIR/stack.log; Ctrl-C stops it"
 wait $STACK

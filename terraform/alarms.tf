@@ -66,3 +66,77 @@ resource "aws_cloudwatch_metric_alarm" "errors" {
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.alarms[0].arn]
 }
+
+# The control plane's own metrics, from the EMF lines the scheduler and the reconciler print
+# after each invocation (namespace Titus, dimension Stage), as the CDK stack's alarms() has them.
+locals {
+  titus_alarms = local.compute ? {
+    scheduler-lease-not-held = {
+      description = "No scheduler tick held the lease for 5 minutes: nothing is being placed. Check the scheduler loop state machine and the scheduler function log"
+      metric      = "LeaseHeld"
+      period      = 60
+      threshold   = 1
+      comparison  = "LessThanThreshold"
+      periods     = 5
+      # No tick at all is the loop not running: as bad as a tick without the lease.
+      missing = "breaching"
+    }
+    oldest-pending-too-old = {
+      description = "A pending task has waited more than 15 minutes; `titus task get` or GET /api/v3/scheduler/results/{id} says why"
+      metric      = "OldestPendingAgeMs"
+      period      = 300
+      threshold   = 900000
+      comparison  = "GreaterThanThreshold"
+      periods     = 3
+      missing     = "notBreaching"
+    }
+  } : {}
+}
+
+resource "aws_cloudwatch_metric_alarm" "titus" {
+  for_each = local.titus_alarms
+
+  alarm_name          = "titus-${local.stage}-${each.key}"
+  alarm_description   = each.value.description
+  namespace           = "Titus"
+  metric_name         = each.value.metric
+  dimensions          = { Stage = local.stage }
+  period              = each.value.period
+  statistic           = "Maximum"
+  threshold           = each.value.threshold
+  comparison_operator = each.value.comparison
+  evaluation_periods  = each.value.periods
+  treat_missing_data  = each.value.missing
+  alarm_actions       = [aws_sns_topic.alarms[0].arn]
+}
+
+locals {
+  # One graph widget of the dashboard: Titus metrics by name and statistic, 12 wide.
+  titus_graph = { for title, metrics in {
+    "Placements per minute"                     = [["TasksPlaced", "Sum"], ["PlacementConflicts", "Sum"], ["TasksMaterialized", "Sum"]]
+    "Pending tasks"                             = [["TasksPending", "Maximum"], ["TasksUnplaced", "Maximum"]]
+    "Oldest pending task (ms)"                  = [["OldestPendingAgeMs", "Maximum"]]
+    "Submit to Launched, slowest per tick (ms)" = [["SubmitToLaunchedMaxMs", "Maximum"], ["SubmitToLaunchedMaxMs", "p50"]]
+    "Tick duration (ms)"                        = [["TickDurationMs", "p50"], ["TickDurationMs", "p99"]]
+    "Lease"                                     = [["LeaseHeld", "Minimum"], ["LeaseTakeovers", "Sum"], ["TickErrors", "Sum"]]
+    "Lost and stuck"                            = [["AgentsLost", "Sum"], ["TasksLost", "Sum"], ["TasksStuck", "Sum"], ["ReconcileErrors", "Sum"]]
+    } : title => {
+    type   = "metric"
+    width  = 12
+    height = 6
+    properties = {
+      title   = title
+      region  = local.region
+      view    = "timeSeries"
+      period  = 60
+      metrics = [for m in metrics : ["Titus", m[0], "Stage", local.stage, { stat = m[1] }]]
+    }
+  } }
+}
+
+resource "aws_cloudwatch_dashboard" "this" {
+  count = local.compute ? 1 : 0
+
+  dashboard_name = "titus-${local.stage}"
+  dashboard_body = jsonencode({ widgets = values(local.titus_graph) })
+}

@@ -32,7 +32,7 @@ resource "aws_iam_role_policy" "function" {
   role = aws_iam_role.function[each.key].id
   policy = jsonencode({
     Version   = "2012-10-17"
-    Statement = local.function_statements[each.key]
+    Statement = concat(local.function_statements[each.key], [local.xray_statement])
   })
 }
 
@@ -49,6 +49,11 @@ resource "aws_lambda_function" "this" {
   memory_size      = each.value.memory
   timeout          = each.value.timeout
   role             = aws_iam_role.function[each.key].arn
+
+  # X-Ray: a trace per invocation, with the AWS calls it makes.
+  tracing_config {
+    mode = "Active"
+  }
 
   # Lambda's advanced logging controls: the functions read AWS_LAMBDA_LOG_FORMAT and
   # AWS_LAMBDA_LOG_LEVEL from these and write JSON lines at that level.

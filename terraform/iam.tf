@@ -31,6 +31,13 @@ locals {
     local.param["/scheduler/config"],
   ]
 
+  # Active X-Ray tracing on every function; X-Ray supports no resource-level permissions.
+  xray_statement = {
+    Effect   = "Allow"
+    Action   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
+    Resource = "*"
+  }
+
   # Each function writes only to its own log group (CDK's logGroupArn ends in ":*").
   log_statement = { for role in keys(local.functions) : role => {
     Effect   = "Allow"

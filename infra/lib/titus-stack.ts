@@ -468,6 +468,8 @@ export class TitusStack extends cdk.Stack {
       logGroup,
       // Lambda's advanced logging controls: the functions read AWS_LAMBDA_LOG_FORMAT and
       // AWS_LAMBDA_LOG_LEVEL from these and write JSON lines at that level.
+      // X-Ray: a trace per invocation, with the AWS calls it makes.
+      tracing: lambda.Tracing.ACTIVE,
       loggingFormat: lambda.LoggingFormat.JSON,
       applicationLogLevelV2: lambda.ApplicationLogLevel.INFO,
       systemLogLevelV2: lambda.SystemLogLevel.WARN,
@@ -858,6 +860,65 @@ export class TitusStack extends cdk.Stack {
       });
       alarm.addAlarmAction(action);
     }
+
+    // The control plane's own metrics, from the EMF lines the scheduler and the reconciler print
+    // after each invocation (namespace Titus, dimension Stage).
+    const metric = (metricName: string, statistic: string, minutes = 1) =>
+      new cloudwatch.Metric({
+        namespace: 'Titus',
+        metricName,
+        dimensionsMap: { Stage: stage },
+        statistic,
+        period: cdk.Duration.minutes(minutes),
+      });
+    const leaseAlarm = new cloudwatch.Alarm(this, 'SchedulerLeaseNotHeld', {
+      alarmName: `titus-${stage}-scheduler-lease-not-held`,
+      alarmDescription: 'No scheduler tick held the lease for 5 minutes: nothing is being placed. Check the scheduler loop state machine and the scheduler function log',
+      metric: metric('LeaseHeld', 'Maximum'),
+      threshold: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+      evaluationPeriods: 5,
+      // No tick at all is the loop not running: as bad as a tick without the lease.
+      treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+    });
+    leaseAlarm.addAlarmAction(action);
+    const pendingAlarm = new cloudwatch.Alarm(this, 'OldestPendingTooOld', {
+      alarmName: `titus-${stage}-oldest-pending-too-old`,
+      alarmDescription: 'A pending task has waited more than 15 minutes; `titus task get` or GET /api/v3/scheduler/results/{id} says why',
+      metric: metric('OldestPendingAgeMs', 'Maximum', 5),
+      threshold: 15 * 60 * 1000,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+      evaluationPeriods: 3,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    pendingAlarm.addAlarmAction(action);
+
+    const graph = (title: string, metrics: cloudwatch.IMetric[]) =>
+      new cloudwatch.GraphWidget({ title, left: metrics, width: 12, height: 6 });
+    new cloudwatch.Dashboard(this, 'Dashboard', {
+      dashboardName: `titus-${stage}`,
+      widgets: [
+        [
+          graph('Placements per minute', [metric('TasksPlaced', 'Sum'), metric('PlacementConflicts', 'Sum'), metric('TasksMaterialized', 'Sum')]),
+          graph('Pending tasks', [metric('TasksPending', 'Maximum'), metric('TasksUnplaced', 'Maximum')]),
+        ],
+        [
+          graph('Oldest pending task (ms)', [metric('OldestPendingAgeMs', 'Maximum')]),
+          graph('Submit to Launched, slowest per tick (ms)', [metric('SubmitToLaunchedMaxMs', 'Maximum'), metric('SubmitToLaunchedMaxMs', 'p50')]),
+        ],
+        [
+          graph('Tick duration (ms)', [metric('TickDurationMs', 'p50'), metric('TickDurationMs', 'p99')]),
+          graph('Lease', [metric('LeaseHeld', 'Minimum'), metric('LeaseTakeovers', 'Sum'), metric('TickErrors', 'Sum')]),
+        ],
+        [
+          graph('Lost and stuck', [metric('AgentsLost', 'Sum', 5), metric('TasksLost', 'Sum', 5), metric('TasksStuck', 'Sum', 5), metric('ReconcileErrors', 'Sum', 5)]),
+          graph('Dead letters', Object.values(this.deadLetterQueues).map((q) => q.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum' }))),
+        ],
+        [
+          new cloudwatch.AlarmStatusWidget({ title: 'Alarms', alarms: [leaseAlarm, pendingAlarm], width: 24, height: 3 }),
+        ],
+      ],
+    });
   }
 
   private suppressions(): void {
@@ -872,6 +933,11 @@ export class TitusStack extends cdk.Stack {
             id: 'AwsSolutions-IAM5',
             reason: 'Queries use the global secondary indexes of the stage\'s own tables, which IAM names only as table/index/*',
             appliesTo: tableIndexes,
+          },
+          {
+            id: 'AwsSolutions-IAM5',
+            reason: 'Active X-Ray tracing: PutTraceSegments and PutTelemetryRecords support no resource-level permissions',
+            appliesTo: ['Resource::*'],
           },
           {
             id: 'AwsSolutions-IAM5',

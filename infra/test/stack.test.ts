@@ -366,6 +366,32 @@ describe('alarms', () => {
     assert.equal(errors.length, Object.keys(FUNCTION_BINARIES).length);
     for (const alarm of alarms) assert.equal(alarm.AlarmActions.length, 1);
   });
+
+  it('watch the lease and the oldest pending task from the EMF metrics, and a dashboard shows them', () => {
+    const alarms = Object.values(resources(template, 'AWS::CloudWatch::Alarm')).map((a: any) => a.Properties);
+    const titus = alarms.filter((a) => a.Namespace === 'Titus');
+    const lease = titus.find((a) => a.MetricName === 'LeaseHeld');
+    const pending = titus.find((a) => a.MetricName === 'OldestPendingAgeMs');
+    assert.ok(lease && pending, JSON.stringify(titus));
+    assert.deepEqual(lease.Dimensions, [{ Name: 'Stage', Value: STAGE }]);
+    assert.equal(lease.TreatMissingData, 'breaching');
+    assert.equal(lease.ComparisonOperator, 'LessThanThreshold');
+    assert.equal(pending.Threshold, 900000);
+    const dashboards = Object.values(resources(template, 'AWS::CloudWatch::Dashboard')).map((d: any) => d.Properties);
+    assert.equal(dashboards.length, 1);
+    const body = JSON.stringify(dashboards[0].DashboardBody);
+    for (const name of ['TasksPlaced', 'TasksPending', 'OldestPendingAgeMs', 'SubmitToLaunchedMaxMs', 'TickDurationMs', 'LeaseTakeovers', 'TasksLost']) {
+      assert.ok(body.includes(name), `the dashboard shows ${name}`);
+    }
+  });
+});
+
+describe('tracing', () => {
+  it('is active X-Ray on every function', () => {
+    const functions = Object.values(resources(template, 'AWS::Lambda::Function')).map((f: any) => f.Properties);
+    assert.equal(functions.length, Object.keys(FUNCTION_BINARIES).length);
+    for (const f of functions) assert.deepEqual(f.TracingConfig, { Mode: 'Active' }, f.FunctionName);
+  });
 });
 
 describe('architecture', () => {

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A stand-in for the Lambda Runtime API, to start a built `bootstrap` as Lambda would.
 
-For each case file given (JSON: {"binary", "env", "event", "expect"}), it serves the Runtime API
+For each case file given (JSON: {"binary", "env", "event", "expect", and optionally "expectLog", a
+subset one JSON line of the bootstrap's output must contain}), it serves the Runtime API
 on a free loopback port, starts `<asset dir>/<binary>/bootstrap` with AWS_LAMBDA_RUNTIME_API
 pointing at it and the Lambda environment variables set, hands it the case's event on its first
 `GET /next`, and waits for its `POST /response` (or `/error`, or the process's exit). The answer
@@ -186,7 +187,24 @@ def run_case(asset_dir, case_path):
         problem = contains(http_body(answer), body_expect, "$.body")
     if problem:
         return name, elapsed_ms, f"unexpected answer: {problem}"
+    log_expect = case.get("expectLog")
+    if log_expect is not None and not any(
+        contains(line, log_expect) is None for line in json_lines(log_path)
+    ):
+        return name, elapsed_ms, f"no log line contains {json.dumps(log_expect)}; log: {log_path}"
     return name, elapsed_ms, None
+
+
+def json_lines(path):
+    """The JSON objects among a log's lines."""
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(line, dict):
+                yield line
 
 
 def http_body(answer):

@@ -178,7 +178,7 @@ def plan(plan_file):
         "aws_dynamodb_table": 9, "aws_sqs_queue": 7, "aws_ssm_parameter": 12, "aws_lambda_function": 6,
         "aws_lambda_event_source_mapping": 3, "aws_sfn_state_machine": 1, "aws_scheduler_schedule": 3,
         "aws_apigatewayv2_api": 1, "aws_apigatewayv2_route": 1, "aws_launch_template": 1,
-        "aws_cloudwatch_metric_alarm": 9, "aws_iam_instance_profile": 1, "aws_vpc_endpoint": 9,
+        "aws_cloudwatch_metric_alarm": 11, "aws_cloudwatch_dashboard": 1, "aws_iam_instance_profile": 1, "aws_vpc_endpoint": 9,
     }
     for t, n in want.items():
         check(by_type.get(t) == n, f"{n} {t} expected, the plan has {by_type.get(t, 0)}")
@@ -187,6 +187,7 @@ def plan(plan_file):
     for a, v in fns.items():
         check(v["runtime"] == "provided.al2023" and v["handler"] == "bootstrap", f"{a} runtime {v['runtime']}")
         check(v["logging_config"][0]["log_format"] == "JSON", f"{a} log format")
+        check(v["tracing_config"][0]["mode"] == "Active", f"{a} tracing")
     route = after['aws_apigatewayv2_route.default[0]']
     check(route["authorization_type"] == "AWS_IAM" and route["route_key"] == "$default", f"route {route}")
     stage_ = after['aws_apigatewayv2_stage.default[0]']["default_route_settings"][0]

@@ -87,6 +87,18 @@ impl From<Failed> for lambda_runtime::Diagnostic {
     }
 }
 
+/// Prints the control plane's metrics that changed during this invocation as one CloudWatch
+/// Embedded Metric Format line (the function's log stream is where CloudWatch reads it), with
+/// the stage as the dimension.
+pub fn emit_metrics<P: titus_core::Ports>(cp: &titus_control::ControlPlane<P>, stage: &str) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if let Some(line) = cp.metrics.emf(&[("Stage", stage)], now_ms) {
+        println!("{line}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use titus_core::StoreError;

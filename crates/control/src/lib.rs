@@ -29,6 +29,7 @@ pub mod error;
 pub mod jobs;
 pub mod kill;
 pub mod materialize;
+pub mod metrics;
 pub mod policy;
 pub mod query;
 pub mod reconciler;
@@ -89,6 +90,10 @@ pub struct ControlPlane<P> {
     /// The placement results the scheduler wrote, so that it writes only what changed. In
     /// memory: a cold start writes each result once more.
     placement_results: Mutex<scheduler::results::ResultCache>,
+    /// What the use cases count and measure, for `GET /metrics` and the Lambdas' EMF lines.
+    pub metrics: metrics::Metrics,
+    /// The last lease epoch a tick held, to count takeovers.
+    last_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl<P: Ports> ControlPlane<P> {
@@ -99,6 +104,8 @@ impl<P: Ports> ControlPlane<P> {
             sweep_cursor: Mutex::new(None),
             agent_watch: Mutex::default(),
             placement_results: Mutex::default(),
+            metrics: metrics::Metrics::default(),
+            last_epoch: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

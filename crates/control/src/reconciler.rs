@@ -114,6 +114,28 @@ pub async fn reconcile<P: Ports>(
     cp: &ControlPlane<P>,
     now_ms: u64,
 ) -> Result<ReconcileSummary, ControlError> {
+    let result = run(cp, now_ms).await;
+    let m = &cp.metrics;
+    match &result {
+        Ok(s) => {
+            use crate::metrics::*;
+            m.add(AGENTS_LOST, f64::from(s.agents_lost));
+            m.add(
+                TASKS_LOST,
+                f64::from(s.lost_tasks_finished + s.unreported_tasks_finished),
+            );
+            m.add(TASKS_STUCK, f64::from(s.stuck_tasks_finished));
+            m.add(RECONCILE_ERRORS, f64::from(s.errors));
+        }
+        Err(_) => m.add(crate::metrics::RECONCILE_ERRORS, 1.0),
+    }
+    result
+}
+
+async fn run<P: Ports>(
+    cp: &ControlPlane<P>,
+    now_ms: u64,
+) -> Result<ReconcileSummary, ControlError> {
     let mut summary = ReconcileSummary::default();
     let mut failures = Vec::new();
     if let Err(e) = lost_agents(cp, now_ms, &mut summary).await {

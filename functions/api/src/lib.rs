@@ -1,7 +1,7 @@
 //! Titus' Gateway: the v3 REST API as one axum [`router`], served by API Gateway (HTTP API, IAM
 //! auth) through lambda_http in AWS ([`lambda_service`]) and as plain HTTP locally ([`serve`]).
 //!
-//! Routes (all under `/api/v3` but `/healthz`): `POST/GET /jobs`, `GET/DELETE /jobs/{id}`,
+//! Routes (all under `/api/v3` but `/healthz` and `/metrics`): `POST/GET /jobs`, `GET/DELETE /jobs/{id}`,
 //! `PUT /jobs/{id}/instances`, `POST /jobs/{id}/enable|disable`, `PUT/DELETE /jobs/{id}/attributes`,
 //! `GET /tasks`, `GET/DELETE /tasks/{id}?shrink=`, `GET /agents`, `GET /quotas`,
 //! `GET /scheduler/results/{id}`, `POST /scheduler/plan`, `GET /openapi.json`.
@@ -110,6 +110,7 @@ pub fn router<P: Ports>(state: AppState<P>) -> Router {
         .descriptor_max_bytes;
     Router::new()
         .route("/healthz", get(routes::healthz))
+        .route("/metrics", get(routes::metrics::<P>))
         .route("/api/v3/openapi.json", get(routes::openapi_document))
         .route(
             "/api/v3/jobs",

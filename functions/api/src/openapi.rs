@@ -32,6 +32,7 @@ use crate::routes;
     ),
     paths(
         routes::healthz,
+        routes::metrics,
         routes::openapi_document,
         routes::create_job,
         routes::list_jobs,

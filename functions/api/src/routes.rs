@@ -128,6 +128,29 @@ pub async fn create_job<P: Ports>(
     Ok(response)
 }
 
+/// The control plane's metrics of this process in Prometheus' text format. Locally, the API
+/// shares its process with the scheduler, status ingest and the reconciler, so every metric is
+/// here; in AWS each function prints its own as CloudWatch EMF lines instead.
+#[utoipa::path(
+    get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain; version=0.0.4"))
+)]
+pub async fn metrics<P: Ports>(State(app): State<AppState<P>>) -> Response {
+    let text = app
+        .control()
+        .metrics
+        .prometheus(&[("stage", app.config().stage.as_str())]);
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
 #[utoipa::path(
     get, path = "/api/v3/jobs", tag = "jobs",
     params(ListJobsParams),

@@ -29,6 +29,7 @@ fn the_document_is_openapi_3_with_every_route() {
     let paths = document["paths"].as_object().unwrap();
     for (path, methods) in [
         ("/healthz", &["get"][..]),
+        ("/metrics", &["get"]),
         ("/api/v3/openapi.json", &["get"]),
         ("/api/v3/jobs", &["get", "post"]),
         ("/api/v3/jobs/{id}", &["get", "delete"]),

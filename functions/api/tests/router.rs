@@ -1342,6 +1342,8 @@ async fn scheduling_results_say_where_a_task_went_and_why_its_sibling_waits() {
         )
         .await;
     let not_an_id = api.get("/api/v3/scheduler/results/nope", ALICE).await;
+    // The tick's metrics, as the local stack serves them.
+    let metrics = api.send(request(Method::GET, "/metrics", None, None)).await;
 
     assert_eq!(before.status, StatusCode::OK, "{}", before.text);
     assert_eq!(
@@ -1389,6 +1391,28 @@ async fn scheduling_results_say_where_a_task_went_and_why_its_sibling_waits() {
         "{}",
         not_an_id.text
     );
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(
+        metrics.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"),
+        "{:?}",
+        metrics.headers
+    );
+    let stage = api.names.stage();
+    for sample in [
+        format!("titus_ticks_total{{stage=\"{stage}\"}} 1\n"),
+        format!("titus_tasks_placed_total{{stage=\"{stage}\"}} 1\n"),
+        format!("titus_tasks_unplaced{{stage=\"{stage}\"}} 1\n"),
+        format!("titus_lease_held{{stage=\"{stage}\"}} 1\n"),
+    ] {
+        assert!(
+            metrics.text.contains(&sample),
+            "{sample} in {}",
+            metrics.text
+        );
+    }
 }
 
 #[tokio::test]

@@ -75,8 +75,49 @@ pub struct TickSummary {
 }
 
 /// One tick. Losing the lease is not an error: the summary says `leaseHeld: false` and the loop
-/// stops.
+/// stops. What the tick did is also recorded in the control plane's metrics.
 pub async fn tick<P: Ports>(
+    cp: &ControlPlane<P>,
+    input: TickInput,
+) -> Result<TickSummary, ControlError> {
+    let started = std::time::Instant::now();
+    let result = run_tick(cp, input).await;
+    record(cp, result.as_ref().ok(), started.elapsed());
+    result
+}
+
+fn record<P: Ports>(
+    cp: &ControlPlane<P>,
+    summary: Option<&TickSummary>,
+    took: std::time::Duration,
+) {
+    use crate::metrics::*;
+    let m = &cp.metrics;
+    m.add(TICKS, 1.0);
+    m.set(TICK_DURATION, took.as_secs_f64() * 1000.0);
+    let Some(s) = summary else {
+        m.add(TICK_ERRORS, 1.0);
+        return;
+    };
+    m.add(PLACED, f64::from(s.placed));
+    m.set(UNPLACED, f64::from(s.unplaced));
+    m.add(CONFLICTS, f64::from(s.conflicts));
+    m.add(MATERIALIZED, f64::from(s.materialized));
+    m.add(REDISPATCHED, f64::from(s.redispatched));
+    m.add(DISPATCH_FAILURES, f64::from(s.dispatch_failures));
+    m.set(PENDING, f64::from(s.pending_left));
+    m.set(LEASE_HELD, if s.lease_held { 1.0 } else { 0.0 });
+    if s.lease_held {
+        let last = cp
+            .last_epoch
+            .swap(s.epoch, std::sync::atomic::Ordering::Relaxed);
+        if last != 0 && last != s.epoch {
+            m.add(LEASE_TAKEOVERS, 1.0);
+        }
+    }
+}
+
+async fn run_tick<P: Ports>(
     cp: &ControlPlane<P>,
     input: TickInput,
 ) -> Result<TickSummary, ControlError> {
@@ -105,12 +146,22 @@ pub async fn tick<P: Ports>(
     }
     snapshot::take_new_jobs(cp, &mut snapshot, now, &mut summary).await?;
 
+    cp.metrics.set(
+        crate::metrics::OLDEST_PENDING_AGE,
+        snapshot
+            .pending
+            .iter()
+            .map(|t| now.saturating_sub(t.created_at_ms))
+            .max()
+            .unwrap_or(0) as f64,
+    );
     if !snapshot.pending.is_empty() {
         let views = snapshot::agent_views(cp, &snapshot).await?;
         let planned = plan::plan(&snapshot, &views, cp.settings.scheduler.strategy(), now);
         summary.unplaced = planned.unplaced.len() as u32;
         let (committed, outcome) = commit::commit(cp, &snapshot.lease, &planned.writes).await;
         summary.placed = committed.placed.len() as u32;
+        record_launch_latency(cp, &committed.placed, now);
         summary.conflicts = committed.conflicts;
         summary.lease_held = !committed.lease_lost;
         summary.dispatch_failures = dispatch::dispatch(cp, &committed.placed, &snapshot).await;
@@ -130,6 +181,24 @@ pub async fn tick<P: Ports>(
     }
     log_tick(&summary);
     Ok(summary)
+}
+
+/// How long the tick's placed tasks waited from their creation.
+fn record_launch_latency<P: Ports>(
+    cp: &ControlPlane<P>,
+    placed: &[titus_core::ports::PlacementWrite],
+    now: u64,
+) {
+    let waits = placed
+        .iter()
+        .map(|p| now.saturating_sub(p.task.created_at_ms));
+    let (max, sum) = waits.fold((0, 0u64), |(max, sum), w| (max.max(w), sum + w));
+    if !placed.is_empty() {
+        cp.metrics
+            .set(crate::metrics::LAUNCH_LATENCY_MAX, max as f64);
+        cp.metrics
+            .add(crate::metrics::LAUNCH_LATENCY_SUM, sum as f64);
+    }
 }
 
 fn log_tick(summary: &TickSummary) {
