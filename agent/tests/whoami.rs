@@ -24,11 +24,7 @@ fn whoami_container(image: &str, network: &str, env: Vec<String>) -> ContainerCr
 async fn whoami_prints_the_callers_arn_with_the_emulators_credentials() {
     let runtime = support::docker().await;
     let image = support::whoami_image(&runtime).await;
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
-        "this test needs AWS_ENDPOINT_URL pointing at the local emulator (got {endpoint:?})"
-    );
+    let endpoint = titus_aws::clients::local_emulator_endpoint();
     let env = vec![
         format!("AWS_ENDPOINT_URL={endpoint}"),
         "AWS_ACCESS_KEY_ID=test".to_owned(),

@@ -163,11 +163,18 @@ pub enum TaskCommand {
         shrink: bool,
     },
     /// Print the end of a task's log. The local stack only: tasks log to the local Docker engine
-    /// (in AWS, to CloudWatch Logs).
+    /// (in AWS, to CloudWatch Logs, stream `{job id}/{task id}` of the stage's task log group).
     Logs {
         id: String,
+        /// Lines from the end to start with.
         #[arg(long, default_value_t = 100)]
         tail: u32,
+        /// Only lines since this time: a duration (`10m`, `1h`) or an RFC 3339 timestamp.
+        #[arg(long)]
+        since: Option<String>,
+        /// Follow the log until the task's container stops.
+        #[arg(long, short)]
+        follow: bool,
     },
 }
 
@@ -789,7 +796,12 @@ pub async fn task(client: &Client, command: TaskCommand, output: Output) -> Resu
                 .await?;
             emit(output, &answer, |_| println!("task {id}: kill requested"))
         }
-        TaskCommand::Logs { id, tail } => logs(&id, tail),
+        TaskCommand::Logs {
+            id,
+            tail,
+            since,
+            follow,
+        } => logs(&id, tail, since.as_deref(), follow),
     }
 }
 
@@ -822,7 +834,10 @@ fn print_tasks(tasks: &[Task]) {
     );
 }
 
-fn logs(id: &str, tail: u32) -> Result<(), CliError> {
+fn logs(id: &str, tail: u32, since: Option<&str>, follow: bool) -> Result<(), CliError> {
+    if let Some(since) = since {
+        check_since(since)?;
+    }
     let found = std::process::Command::new("docker")
         .args([
             "ps",
@@ -841,8 +856,17 @@ fn logs(id: &str, tail: u32) -> Result<(), CliError> {
             "no container of task {id} on this machine's Docker engine"
         )));
     };
+    let mut args = vec!["logs".to_owned(), "--tail".to_owned(), tail.to_string()];
+    if let Some(since) = since {
+        args.extend(["--since".to_owned(), since.to_owned()]);
+    }
+    if follow {
+        // Docker ends a follow when the container stops, i.e. when the task finishes.
+        args.push("--follow".to_owned());
+    }
+    args.push(container);
     let status = std::process::Command::new("docker")
-        .args(["logs", "--tail", &tail.to_string(), &container])
+        .args(&args)
         .status()
         .map_err(|e| CliError::Unavailable(format!("cannot run docker: {e}")))?;
     if status.success() {
@@ -850,6 +874,30 @@ fn logs(id: &str, tail: u32) -> Result<(), CliError> {
     } else {
         Err(CliError::Unavailable(format!(
             "docker logs failed for task {id}"
+        )))
+    }
+}
+
+/// A `--since` value Docker takes: a duration of digits and `s`, `m` or `h` (`90s`, `1h30m`),
+/// or a timestamp (`2026-12-01T10:00:00Z`).
+fn check_since(since: &str) -> Result<(), CliError> {
+    let duration = !since.is_empty()
+        && since.split_inclusive(['s', 'm', 'h']).all(|part| {
+            part.len() > 1
+                && part[..part.len() - 1].bytes().all(|b| b.is_ascii_digit())
+                && part.ends_with(['s', 'm', 'h'])
+        });
+    let timestamp = since.len() >= 10
+        && since.as_bytes()[4] == b'-'
+        && since
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-:.+".contains(&b));
+    if duration || timestamp {
+        Ok(())
+    } else {
+        Err(CliError::Invalid(format!(
+            "--since {since:?}: expected a duration such as 10m or 1h30m, or a timestamp such as \
+             2026-12-01T10:00:00Z"
         )))
     }
 }
@@ -1019,6 +1067,17 @@ fn print_placement(lines: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_takes_durations_and_timestamps_only() {
+        for ok in ["10m", "90s", "1h30m", "2026-12-01T10:00:00Z", "2026-12-01"] {
+            assert!(check_since(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "m", "10", "10x", "yesterday", "1h;rm"] {
+            let err = check_since(bad).unwrap_err().to_string();
+            assert!(err.contains("expected a duration"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn a_dry_run_reads_as_lines() {

@@ -731,6 +731,34 @@ async fn plans_attributes_contexts_and_completion_work_against_the_local_stack()
         "{watched}"
     );
 
+    // Following a running task's log ends when the task does.
+    let talker = stack.submit(
+        &["--app", "e2e-follow", "--batch", "1"],
+        &["sh", "-c", "echo first; sleep 2; echo second"],
+    );
+    stack
+        .eventually("the talker starts", || async {
+            !stack.tasks_in(&talker, TaskState::Started).is_empty()
+        })
+        .await;
+    let task = stack.tasks(&talker).remove(0);
+    let followed = stack.cli(&[
+        "task",
+        "logs",
+        task.id.as_ref(),
+        "--follow",
+        "--since",
+        "10m",
+    ]);
+    assert_eq!(followed.code, 0, "{}", followed.stderr);
+    assert!(
+        followed.stdout.contains("first\n") && followed.stdout.contains("second\n"),
+        "{}",
+        followed.stdout
+    );
+    let bad_since = stack.cli(&["task", "logs", task.id.as_ref(), "--since", "yesterday"]);
+    assert_eq!(bad_since.code, 2, "{bad_since:?}");
+
     // Completion scripts name the commands.
     let bash = stack.cli(&["completion", "bash"]);
     assert_eq!(bash.code, 0, "{}", bash.stderr);

@@ -115,12 +115,7 @@ pub struct Stack {
 impl Stack {
     /// Starts the stack and its agents and waits until every agent is Active.
     pub async fn start(options: StackOptions) -> Stack {
-        let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-        assert!(
-            endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
-            "the end-to-end tests need AWS_ENDPOINT_URL pointing at the local emulator (got \
-             {endpoint:?}); run them through scripts/test.sh, which starts it"
-        );
+        titus_aws::clients::local_emulator_endpoint();
         build_image();
         let stage = format!("e{}", &uuid::Uuid::new_v4().simple().to_string()[..9]);
         let port = free_port();

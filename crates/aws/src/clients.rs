@@ -44,11 +44,18 @@ pub async fn load_sdk_config() -> SdkConfig {
 /// [`load_sdk_config`] for the local emulator only: panics unless `AWS_ENDPOINT_URL` is an
 /// `http://` loopback address (see [`AwsClients::local_emulator`]).
 pub async fn local_emulator_config() -> SdkConfig {
+    local_emulator_endpoint();
+    load_sdk_config().await
+}
+
+/// `AWS_ENDPOINT_URL`, which must be an `http://` loopback address: the local emulator's. Panics
+/// otherwise, so that a test or benchmark never reaches AWS.
+pub fn local_emulator_endpoint() -> String {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     assert!(
         endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
         "this needs AWS_ENDPOINT_URL pointing at the local emulator (got {endpoint:?}); \
          run the tests through scripts/test.sh, which starts it"
     );
-    load_sdk_config().await
+    endpoint
 }

@@ -191,11 +191,7 @@ async fn start_api(stage: &str) -> (tokio::process::Child, String, Duration, Dur
 
 #[tokio::main]
 async fn main() {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
-        "the benchmark runs against the local emulator: `source scripts/env.sh` first (AWS_ENDPOINT_URL is {endpoint:?})"
-    );
+    let endpoint = titus_aws::clients::local_emulator_endpoint();
     let count = env_number("BENCH_REQUESTS", 300);
     let concurrency = env_number("BENCH_CONCURRENCY", 1);
     let clients = AwsClients::from_env().await;

@@ -23,12 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const DEFINITION: &str = include_str!("../../../statemachines/scheduler-loop.asl.json");
 
 fn endpoint() -> String {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        endpoint.starts_with("http://127.0.0.1"),
-        "run through scripts/test.sh (AWS_ENDPOINT_URL={endpoint:?})"
-    );
-    endpoint
+    titus_aws::clients::local_emulator_endpoint()
 }
 
 /// POSTs JSON to moto's control API (no HTTP client crate needed for these few calls).

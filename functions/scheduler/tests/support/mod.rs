@@ -8,12 +8,7 @@ use titus_core::ports::now_ms;
 use titus_core::{Agent, AgentState, AgentStore, Job, JobId, JobStore, Limits, Resources};
 
 pub async fn fresh_stage() -> (AwsClients, Names) {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        endpoint.starts_with("http://127.0.0.1"),
-        "run through scripts/test.sh (AWS_ENDPOINT_URL={endpoint:?})"
-    );
-    let clients = AwsClients::from_env().await;
+    let clients = AwsClients::local_emulator().await;
     let names = Names::new(&format!(
         "s{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]

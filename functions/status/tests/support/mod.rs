@@ -59,13 +59,7 @@ pub async fn fresh_stage() -> Stage {
 }
 
 pub async fn fresh_stage_with(adjust: impl FnOnce(&mut Rules)) -> Stage {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
-        "emulator tests need AWS_ENDPOINT_URL pointing at the local emulator (got {endpoint:?}); \
-         run them through scripts/test.sh, which starts it"
-    );
-    let clients = AwsClients::from_env().await;
+    let clients = AwsClients::local_emulator().await;
     let names = Names::new(&format!(
         "r{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
