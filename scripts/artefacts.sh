@@ -19,7 +19,7 @@ cd "$TITUS_ROOT"
 ARCHITECTURE=${TITUS_ARCHITECTURE:-x86_64}
 OUT="$CARGO_TARGET_DIR/lambda"
 FUNCTIONS=(titus-api-lambda titus-submit-lambda titus-scheduler-lambda titus-status-lambda
-    titus-reconciler-lambda titus-scaler-lambda)
+    titus-reconciler-lambda titus-scaler-lambda titus-events-lambda)
 AGENT=titus-agent
 ZIP_GOAL_BYTES=$((10 * 1024 * 1024))
 GLIBC_MAX=2.34
@@ -99,6 +99,8 @@ ssm = boto3.client("ssm", region_name=os.environ["AWS_REGION"])
 ssm.put_parameter(Name=f"/titus/{sys.argv[1]}/policy/teams", Type="String", Overwrite=True,
                   Value=json.dumps({"sqs:AIDASTANDINPRODUCER": ["standin@example.com"],
                                     "arn:aws:iam::123456789012:user/standin": ["standin@example.com"]}))
+# The events function publishes to the stage's bus (the CDK app and Terraform create it in AWS).
+boto3.client("events", region_name=os.environ["AWS_REGION"]).create_event_bus(Name=f"titus-{sys.argv[1]}-events")
 EOF
 log "starting each bootstrap against the Lambda Runtime API stand-in (scripts/artefacts/lambda_standin.py)"
 python3 "$TITUS_ROOT/scripts/artefacts/lambda_standin.py" "$OUT" "$TITUS_ROOT"/scripts/artefacts/cases/*.json

@@ -1,5 +1,5 @@
 # One alarm per dead-letter queue (any message) and one per function (any error), to the SNS
-# topic titus-{stage}-alarms.
+# topic titus-{stage}-alarms (the event feed's DLQ and stream-lag alarms are in events.tf).
 
 resource "aws_sns_topic" "alarms" {
   count = local.compute ? 1 : 0

@@ -9,6 +9,8 @@ resource "aws_dynamodb_table" "this" {
   hash_key                    = each.value.partition_key
   range_key                   = each.value.sort_key
   deletion_protection_enabled = var.retain_data
+  stream_enabled              = each.value.stream
+  stream_view_type            = each.value.stream ? "NEW_AND_OLD_IMAGES" : null
 
   dynamic "attribute" {
     for_each = each.value.attributes
@@ -68,6 +70,8 @@ locals {
   all_queues = merge(
     { for role, q in aws_sqs_queue.this : role => q },
     { for role, q in aws_sqs_queue.dead_letter : "${role}-dlq" => q },
+    # The events function's (events.tf), with the compute half only.
+    { for q in aws_sqs_queue.events_dead_letter : "events-dlq" => q },
   )
 }
 

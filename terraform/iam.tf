@@ -1,6 +1,7 @@
 # Least privilege per function and for the agent, statement by statement as the CDK stack grants
 # it (infra/lib/titus-stack.ts grantFunctions, grantAgent, and what its constructs add: each
-# function's own log group, SQS event sources' consume grants).
+# function's own log group, SQS event sources' consume grants, the stream event sources' read
+# grants and their on-failure destination's send grant).
 
 locals {
   read  = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem"]
@@ -10,6 +11,8 @@ locals {
   table_arn = { for role, t in aws_dynamodb_table.this : role => t.arn }
   # A table and its indexes.
   table_arns = { for role, arn in local.table_arn : role => [arn, "${arn}/index/*"] }
+  # The streams of the event feed's tables (events.tf).
+  stream_arns = [for role in keys(local.streamed_tables) : aws_dynamodb_table.this[role].stream_arn]
 
   arn_prefix        = "arn:${local.partition}"
   parameter_arn     = "${local.arn_prefix}:ssm:${local.region}:${local.account}:parameter"
@@ -66,6 +69,8 @@ locals {
       { Effect = "Allow", Action = concat(local.read, local.scan), Resource = flatten([local.table_arns.agents, local.table_arns.heartbeats]) },
       # Why a task waits: the scheduler's placement results, read one job at a time.
       { Effect = "Allow", Action = ["dynamodb:GetItem"], Resource = local.table_arn["placement-results"] },
+      # The event feed: a job's events, or every job's of a minute, in order.
+      { Effect = "Allow", Action = ["dynamodb:Query"], Resource = local.table_arn.events },
       { Effect = "Allow", Action = ["sqs:SendMessage"], Resource = local.agent_queues_arn },
       { Effect = "Allow", Action = local.ssm_read, Resource = concat(local.control_plane_settings, [local.param["/api/identities"], local.param["/api/admins"], local.param["/api/rate-limits"]]) },
     ]
@@ -101,6 +106,22 @@ locals {
       { Effect = "Allow", Action = local.consume_queue, Resource = aws_sqs_queue.this["registrations"].arn },
     ])
     reconciler = concat([local.log_statement.reconciler], local.status_and_reconciler)
+    # events: each change becomes an event of its job's feed and of the feed of every job, and
+    # is published to the bus; a task's event carries its job's owner, read from the job.
+    events = [
+      local.log_statement.events,
+      { Effect = "Allow", Action = ["dynamodb:BatchWriteItem", "dynamodb:PutItem"], Resource = local.table_arn.events },
+      { Effect = "Allow", Action = ["dynamodb:GetItem"], Resource = local.table_arn.jobs },
+      # Its control plane loads the stage's settings at start, as every function's does.
+      { Effect = "Allow", Action = local.ssm_read, Resource = local.control_plane_settings },
+      # Its event sources: the streams of the tables definitions.json marks (CDK's grantStreamRead).
+      { Effect = "Allow", Action = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"], Resource = local.stream_arns },
+      # ListStreams supports no resource-level permissions.
+      { Effect = "Allow", Action = ["dynamodb:ListStreams"], Resource = "*" },
+      # Their on-failure destination (CDK's SqsDlq grant).
+      { Effect = "Allow", Action = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"], Resource = try(aws_sqs_queue.events_dead_letter[0].arn, "") },
+      { Effect = "Allow", Action = ["events:PutEvents"], Resource = try(aws_cloudwatch_event_bus.events[0].arn, "") },
+    ]
     # scaler: reads demand, drains and deregisters agents, its lease and state, EC2.
     scaler = [
       local.log_statement.scaler,

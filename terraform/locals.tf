@@ -26,6 +26,8 @@ locals {
       partition_key = t.partitionKey
       sort_key      = try(t.sortKey, null)
       ttl_attribute = try(t.ttlAttribute, null)
+      # A stream of new and old images: the table's changes feed the events function.
+      stream = try(t.stream, false)
       indexes = [
         for i in t.globalSecondaryIndexes : {
           name          = i.name
@@ -80,6 +82,7 @@ locals {
     status     = { binary = "titus-status-lambda", timeout = 30, memory = 256 }
     reconciler = { binary = "titus-reconciler-lambda", timeout = 120, memory = 512 }
     scaler     = { binary = "titus-scaler-lambda", timeout = 60, memory = 512 }
+    events     = { binary = "titus-events-lambda", timeout = 60, memory = 256 }
   }
   compute_functions = local.compute ? local.functions : {}
 

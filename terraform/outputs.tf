@@ -28,6 +28,16 @@ output "parameter_names" {
   value       = { for suffix, p in aws_ssm_parameter.this : suffix => p.name }
 }
 
+output "event_bus_name" {
+  description = "The EventBridge bus every job and task event is published to (null without deploy_compute)."
+  value       = local.compute ? aws_cloudwatch_event_bus.events[0].name : null
+}
+
+output "event_bus_arn" {
+  description = "The event bus's ARN, for rules and cross-account targets (null without deploy_compute)."
+  value       = local.compute ? aws_cloudwatch_event_bus.events[0].arn : null
+}
+
 output "agent_launch_template_name" {
   description = "The agents' launch template (the default pool's launch_template)."
   value       = local.compute ? aws_launch_template.agent[0].name : null

@@ -32,6 +32,7 @@ provider "aws" {
       s3             = endpoints.value
       cloudwatch     = endpoints.value
       cloudwatchlogs = endpoints.value
+      events         = endpoints.value
       sns            = endpoints.value
     }
   }

@@ -4,10 +4,11 @@
 #      module (a temp dir: no .terraform, lock file or state lands in the tree);
 #   2. a plan of the whole module (deploy_compute=true, the emulator's default VPC, the built zips
 #      of $CARGO_TARGET_DIR/lambda or placeholders), its resources counted by type and key
-#      properties asserted (runtime, IAM auth, throttling, batch item failures, IMDSv2);
+#      properties asserted (runtime, IAM auth, throttling, batch item failures, IMDSv2, the event
+#      feed's table streams, stream mappings, DLQ, bus and alarms);
 #   3. apply of the data plane (deploy_compute=false) on a fresh stage tf<digits> at the emulator,
-#      then the tables, queues and parameters described with boto3 and compared with
-#      infra/definitions.json;
+#      then the tables (their streams too), queues and parameters described with boto3 and
+#      compared with infra/definitions.json;
 #   4. a job on the applied stage: `titus local up` (its provisioning finds the tables and checks
 #      them; they must not be recreated), a batch job on the demo image, every task Finished with
 #      exit code 0, then the stack stopped and its containers and agent queues removed;
@@ -45,7 +46,7 @@ source "$ROOT/scripts/env.sh"
 PY=$ROOT/localstack/.venv/bin/python
 TITUS="$CARGO_TARGET_DIR/debug/titus"
 FUNCTIONS=(titus-api-lambda titus-submit-lambda titus-scheduler-lambda titus-status-lambda
-    titus-reconciler-lambda titus-scaler-lambda)
+    titus-reconciler-lambda titus-scaler-lambda titus-events-lambda)
 export TF_IN_AUTOMATION=1 TF_INPUT=0
 
 STARTED=$(date +%s)

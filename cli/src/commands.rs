@@ -45,7 +45,10 @@ pub enum JobCommand {
     /// Set or delete a job's attributes.
     #[command(subcommand)]
     Attributes(AttributesCommand),
+    /// Print the job's events from its creation, then follow them until it finishes.
+    Watch { id: String },
     /// Wait until the job finishes, with a progress bar. Exit 7 if a task did not end normally.
+    /// Follows the job's events (falling back to polling where the API has none).
     Wait {
         id: String,
         /// Give up after this many seconds (exit 8).
@@ -276,7 +279,7 @@ where
     }
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -360,6 +363,37 @@ pub async fn job(client: &Client, command: JobCommand, output: Output) -> Result
         JobCommand::Enable { id } => job_toggle(client, &id, true, output).await,
         JobCommand::Disable { id } => job_toggle(client, &id, false, output).await,
         JobCommand::Wait { id, timeout_secs } => wait(client, &id, timeout_secs, output).await,
+        JobCommand::Watch { id } => {
+            let job: Job = client.get(&format!("/api/v3/jobs/{id}"), &[]).await?;
+            let feed = crate::events::Feed {
+                job: Some(job.id.to_string()),
+                ..crate::events::Feed::default()
+            };
+            if job.status.state == JobState::Finished {
+                // Its whole story, then stop.
+                return crate::events::show(
+                    client,
+                    feed,
+                    Some(job.created_at_ms),
+                    false,
+                    output,
+                    |_| false,
+                )
+                .await;
+            }
+            crate::events::show(
+                client,
+                feed,
+                Some(job.created_at_ms),
+                true,
+                output,
+                |event| {
+                    event.kind == titus_core::events::EventType::JobStateChange
+                        && event.state.as_deref() == Some("Finished")
+                },
+            )
+            .await
+        }
         JobCommand::Plan(args) => plan(client, args, output).await,
         JobCommand::Attributes(command) => attributes(client, command, output).await,
     }
@@ -676,6 +710,21 @@ async fn wait(
         indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} finished")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    // The feed's cursor is taken before the state is read: no change after the read is missed.
+    let mut follower = crate::events::Follower::new(
+        client,
+        crate::events::Feed {
+            job: Some(id.to_owned()),
+            ..crate::events::Feed::default()
+        },
+        None,
+    );
+    let mut feed = match follower.next(0).await {
+        Ok(_) => Some(follower),
+        // An API without the feed: poll.
+        Err(CliError::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
     loop {
         let job: Job = client.get(&format!("/api/v3/jobs/{id}"), &[]).await?;
         let tasks = all_tasks(client, id).await?;
@@ -720,7 +769,12 @@ async fn wait(
                 job.status.state
             )));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        match feed.as_mut() {
+            Some(follower) => {
+                crate::events::next_change(follower, deadline).await?;
+            }
+            None => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
     }
 }
 

@@ -174,6 +174,31 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
 
     let mut tasks = tokio::task::JoinSet::new();
 
+    // The events function, following the tables' streams from now on: started first, so that
+    // it sees every change the other components make.
+    {
+        let (cp, sdk_config, names, stop) = (
+            cp.clone(),
+            sdk_config.clone(),
+            names.clone(),
+            shutdown.clone(),
+        );
+        let (ready, following) = tokio::sync::oneshot::channel();
+        tasks.spawn(
+            async move {
+                titus_app::streams::serve_events(cp, &sdk_config, &names, ready, stop)
+                    .await
+                    .map_err(anyhow::Error::msg)
+                    .context("following the tables' streams into the event feed")
+            }
+            .instrument(tracing::info_span!("events")),
+        );
+        if following.await.is_err() {
+            // The follower stopped before it read its streams: its error ends the stack below.
+            warn!("the event feed's stream follower did not start");
+        }
+    }
+
     // The API, as the api Lambda's router.
     {
         let api_config = titus_api::ApiConfig::load(&clients.ssm, &names).await?;

@@ -8,6 +8,7 @@
 mod client;
 mod commands;
 mod config;
+mod events;
 mod local;
 mod output;
 
@@ -58,6 +59,9 @@ enum Command {
     /// Inspect agents.
     #[command(subcommand)]
     Agent(commands::AgentCommand),
+    /// The event feed: job and task changes, placement failures. Without --follow, prints what
+    /// came since --since (default: the last 10 minutes) and stops.
+    Events(EventsArgs),
     /// Show the quotas you may see (your teams' and every capacity group's) and their use.
     Quota,
     /// Run the whole system on this machine.
@@ -71,6 +75,26 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct EventsArgs {
+    /// Only this job's events.
+    #[arg(long)]
+    job: Option<String>,
+    /// Only events of this owner team's jobs.
+    #[arg(long)]
+    owner: Option<String>,
+    /// Only these types, comma-separated: JobStateChange, JobCapacityChange,
+    /// JobAttributesChange, TaskStateChange, PlacementFailure.
+    #[arg(long = "type", value_delimiter = ',')]
+    types: Vec<String>,
+    /// From this long ago: a duration such as 90s, 10m, 1h30m or 2d (the feed keeps 7 days).
+    #[arg(long, default_value = "10m")]
+    since: String,
+    /// Keep waiting for new events until Ctrl-C.
+    #[arg(long, short)]
+    follow: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +164,32 @@ async fn run(client: &Client, command: Command, output: Output) -> Result<(), Cl
         Command::Task(command) => commands::task(client, command, output).await,
         Command::Agent(command) => commands::agent(client, command, output).await,
         Command::Quota => commands::quota(client, output).await,
+        Command::Events(args) => {
+            let mut feed = events::Feed {
+                job: args.job,
+                owner: args.owner,
+                types: Vec::new(),
+            };
+            for text in &args.types {
+                feed.types
+                    .push(titus_core::events::EventType::parse(text).ok_or_else(|| {
+                        CliError::Invalid(format!(
+                            "--type {text:?}: expected one of {}",
+                            titus_core::events::EventType::ALL
+                                .map(|t| t.as_str())
+                                .join(", ")
+                        ))
+                    })?);
+            }
+            let ago = events::duration_ms(&args.since).ok_or_else(|| {
+                CliError::Invalid(format!(
+                    "--since {:?}: expected a duration such as 90s, 10m, 1h30m or 2d",
+                    args.since
+                ))
+            })?;
+            let since = commands::now_ms().saturating_sub(ago);
+            events::show(client, feed, Some(since), args.follow, output, |_| false).await
+        }
         Command::Local(_) | Command::Config(_) | Command::Completion { .. } => Ok(()),
     }
 }

@@ -48,6 +48,77 @@ async fn a_batch_job_of_five_tasks_runs_to_finished_normal() {
             task.id
         );
     }
+    // The job's story is in the event feed: `job watch` of a finished job prints it and stops,
+    // `events` filters it; each task's states in order, each event once.
+    let parse = |stdout: &str| -> Vec<Value> {
+        stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect()
+    };
+    let mut watched = Vec::new();
+    for _ in 0..20 {
+        let watch = stack.cli(&["-o", "json", "job", "watch", &job]);
+        assert_eq!(watch.code, 0, "job watch: {}", watch.stderr);
+        watched = parse(&watch.stdout);
+        let finished = |e: &&Value| e["state"] == "Finished";
+        if watched
+            .iter()
+            .filter(|e| e["type"] == "TaskStateChange")
+            .filter(finished)
+            .count()
+            == 5
+            && watched
+                .iter()
+                .any(|e| e["type"] == "JobStateChange" && e["state"] == "Finished")
+        {
+            break;
+        }
+        // The feed shows an event once it is 300 ms old.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let ids: BTreeSet<&str> = watched.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), watched.len(), "each event once");
+    for task in &tasks {
+        let states: Vec<&str> = watched
+            .iter()
+            .filter(|e| e["taskId"] == task.id.as_str())
+            .map(|e| e["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(states.first(), Some(&"Accepted"), "{states:?}");
+        assert!(states.contains(&"Started"), "{states:?}");
+        assert_eq!(states.last(), Some(&"Finished"), "{states:?}");
+    }
+    let events = stack.cli(&[
+        "-o",
+        "json",
+        "events",
+        "--job",
+        &job,
+        "--type",
+        "JobStateChange",
+        "--since",
+        "10m",
+    ]);
+    assert_eq!(events.code, 0, "events: {}", events.stderr);
+    let job_states: Vec<String> = parse(&events.stdout)
+        .iter()
+        .map(|e| e["state"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        job_states.first().map(String::as_str),
+        Some("Accepted"),
+        "{job_states:?}"
+    );
+    assert_eq!(
+        job_states.last().map(String::as_str),
+        Some("Finished"),
+        "{job_states:?}"
+    );
+    let bad = stack.cli(&["events", "--type", "Nope"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("TaskStateChange"), "{}", bad.stderr);
+
     // The task's output is readable through the CLI.
     let logs = stack.cli(&["task", "logs", tasks[0].id.as_ref()]);
     assert_eq!(logs.code, 0, "{}", logs.stderr);

@@ -20,6 +20,8 @@ export interface TableDef extends KeyDef {
   name: string;
   globalSecondaryIndexes: IndexDef[];
   ttlAttribute?: string;
+  /** A DynamoDB stream of new and old images: the table's changes become events. */
+  stream?: boolean;
 }
 
 export interface DeadLetterDef {

@@ -1,7 +1,7 @@
 // Everything one Titus stage runs on in AWS: the tables, queues and parameters the Rust code
 // declares (definitions.json), the functions, the API, the scheduler loop and its trigger, the
-// scaler's and reconciler's schedules, the agents' launch template and network, least-privilege
-// roles for each, and alarms.
+// scaler's and reconciler's schedules, the event feed (table streams, the events function, its
+// bus), the agents' launch template and network, least-privilege roles for each, and alarms.
 
 import * as fs from 'fs';
 import * as path from 'path';
@@ -14,9 +14,10 @@ import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as events from 'aws-cdk-lib/aws-events';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
-import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
+import { DynamoEventSource, SqsDlq, SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import * as scheduler from 'aws-cdk-lib/aws-scheduler';
@@ -39,6 +40,7 @@ export const FUNCTION_BINARIES = {
   status: 'titus-status-lambda',
   reconciler: 'titus-reconciler-lambda',
   scaler: 'titus-scaler-lambda',
+  events: 'titus-events-lambda',
 } as const;
 export const AGENT_BINARY = 'titus-agent';
 
@@ -153,6 +155,7 @@ interface Tables {
   'rate-limits': dynamodb.Table;
   'quota-usage': dynamodb.Table;
   'placement-results': dynamodb.Table;
+  events: dynamodb.Table;
 }
 
 const READ = ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query', 'dynamodb:ConditionCheckItem'];
@@ -164,6 +167,9 @@ export class TitusStack extends cdk.Stack {
   public readonly tables: Tables;
   public readonly queues: Record<string, sqs.Queue>;
   public readonly deadLetterQueues: Record<string, sqs.Queue>;
+  /** Where the events function's stream batches go when they fail for good (not a declared queue). */
+  public readonly eventsDeadLetterQueue: sqs.Queue;
+  public readonly eventBus: events.EventBus;
   public readonly agentRole: iam.Role;
   public readonly launchTemplate: ec2.LaunchTemplate;
   public readonly stateMachine: sfn.StateMachine;
@@ -181,7 +187,7 @@ export class TitusStack extends cdk.Stack {
 
     // Data.
     const tables = Object.fromEntries(definitions.tables.map((t) => [t.role, this.table(t)]));
-    for (const role of ['jobs', 'tasks', 'agents', 'heartbeats', 'leases', 'idempotency', 'rate-limits', 'quota-usage', 'placement-results']) {
+    for (const role of ['jobs', 'tasks', 'agents', 'heartbeats', 'leases', 'idempotency', 'rate-limits', 'quota-usage', 'placement-results', 'events']) {
       if (!tables[role]) throw new Error(`definitions.json has no ${role} table`);
     }
     this.tables = tables as unknown as Tables;
@@ -191,6 +197,19 @@ export class TitusStack extends cdk.Stack {
     for (const role of ['submit', 'submit-rejected', 'status', 'registrations']) {
       if (!this.queues[role]) throw new Error(`definitions.json has no ${role} queue`);
     }
+    // The event feed's own resources, which the Rust code does not provision: the bus every
+    // event is published to, and where a stream batch that keeps failing is recorded (kept 14
+    // days, as the other dead letters).
+    this.eventsDeadLetterQueue = new sqs.Queue(this, 'Queue-events-dlq', {
+      queueName: `titus-${stage}-events-dlq`,
+      retentionPeriod: cdk.Duration.days(14),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+    });
+    this.eventBus = new events.EventBus(this, 'EventBus', {
+      eventBusName: `titus-${stage}-events`,
+      description: `Titus ${stage}: every change of a job or a task, as the events function reads it from the tables' streams`,
+    });
 
     // The agents' network: one subnet group, public by default, isolated (no public IP, no
     // route out) with titus:privateSubnets; no NAT to pay for either way. The free gateway
@@ -262,6 +281,7 @@ export class TitusStack extends cdk.Stack {
       status: this.lambda('status', { timeout: 30, memoryMb: 256 }),
       reconciler: this.lambda('reconciler', { timeout: 120, memoryMb: 512 }),
       scaler: this.lambda('scaler', { timeout: 60, memoryMb: 512 }),
+      events: this.lambda('events', { timeout: 60, memoryMb: 256 }),
     };
     this.grantFunctions();
 
@@ -312,6 +332,29 @@ export class TitusStack extends cdk.Stack {
         reportBatchItemFailures: true,
       }),
     );
+
+    // The event feed: every table that declares a stream (jobs, tasks, placement results) feeds
+    // the events function, which writes the events table and publishes to the bus. A failing
+    // batch is halved on each function error (to isolate a bad record) and retried up to 10
+    // times while its records are under a day old (the stream keeps them 24 hours); a batch that
+    // fails answers its first record as the failure, so it comes again whole (the same events,
+    // the same ids). No batching
+    // window: a change should reach the feed at once. What still fails is recorded on the DLQ
+    // (the stream, shard and sequence numbers, not the records).
+    for (const def of definitions.tables.filter((t) => t.stream)) {
+      this.functions.events.addEventSource(
+        new DynamoEventSource(tables[def.role], {
+          startingPosition: lambda.StartingPosition.TRIM_HORIZON,
+          batchSize: 100,
+          maxBatchingWindow: cdk.Duration.seconds(0),
+          bisectBatchOnError: true,
+          retryAttempts: 10,
+          maxRecordAge: cdk.Duration.days(1),
+          reportBatchItemFailures: true,
+          onFailure: new SqsDlq(this.eventsDeadLetterQueue),
+        }),
+      );
+    }
 
     // The scheduler loop and its trigger.
     const loopLogs = new logs.LogGroup(this, 'SchedulerLoopLogs', {
@@ -364,6 +407,11 @@ export class TitusStack extends cdk.Stack {
     new cdk.CfnOutput(this, 'SubmitQueueUrl', { value: this.queues.submit.queueUrl });
     new cdk.CfnOutput(this, 'SubmitRejectedQueueUrl', { value: this.queues['submit-rejected'].queueUrl });
     new cdk.CfnOutput(this, 'AgentLaunchTemplateName', { value: `titus-${stage}-agent` });
+    new cdk.CfnOutput(this, 'EventBusName', {
+      value: this.eventBus.eventBusName,
+      description: 'The EventBridge bus every job and task event is published to',
+    });
+    new cdk.CfnOutput(this, 'EventBusArn', { value: this.eventBus.eventBusArn });
     new cdk.CfnOutput(this, 'AgentRoleArn', {
       value: this.agentRole.roleArn,
       description: `The agent role: task roles trust it (sts:AssumeRole) and carry the tag ${TAG_TASK_ROLE}=${stage}`,
@@ -379,6 +427,7 @@ export class TitusStack extends cdk.Stack {
       billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
       timeToLiveAttribute: def.ttlAttribute,
+      stream: def.stream ? dynamodb.StreamViewType.NEW_AND_OLD_IMAGES : undefined,
       deletionProtection: this.props.retainData,
       removalPolicy: this.props.retainData ? cdk.RemovalPolicy.RETAIN : cdk.RemovalPolicy.DESTROY,
     });
@@ -734,6 +783,8 @@ export class TitusStack extends cdk.Stack {
     this.allow(f.api.role!, [...READ, ...SCAN], this.tableArns(t.agents, t.heartbeats));
     // Why a task waits: the scheduler's placement results, read one job at a time.
     this.allow(f.api.role!, ['dynamodb:GetItem'], [t['placement-results'].tableArn]);
+    // The event feed: a job's events, or every job's of a minute, in order.
+    this.allow(f.api.role!, ['dynamodb:Query'], [t.events.tableArn]);
     this.allow(f.api.role!, ['sqs:SendMessage'], [agentQueues]);
     this.allow(f.api.role!, ['ssm:GetParameters', 'ssm:GetParameter'], [
       ...controlPlaneSettings,
@@ -775,6 +826,15 @@ export class TitusStack extends cdk.Stack {
     this.allow(f.status.role!, ['sqs:CreateQueue', 'sqs:GetQueueAttributes', 'sqs:SetQueueAttributes'], [agentQueues]);
     // status: a message that can never apply is kept on the status DLQ with its reason.
     this.allow(f.status.role!, ['sqs:GetQueueUrl', 'sqs:SendMessage'], [this.deadLetterQueues.status.queueArn]);
+
+    // events: each change becomes an event of its job's feed and of the feed of every job, and
+    // is published to the bus; a task's event carries its job's owner, read from the job. Its
+    // event sources grant the streams' reads, and their on-failure destination the DLQ's send.
+    this.allow(f.events.role!, ['dynamodb:BatchWriteItem', 'dynamodb:PutItem'], [t.events.tableArn]);
+    this.allow(f.events.role!, ['dynamodb:GetItem'], [t.jobs.tableArn]);
+    // Its control plane loads the stage's settings at start, as every function's does.
+    this.allow(f.events.role!, ['ssm:GetParameters', 'ssm:GetParameter'], controlPlaneSettings);
+    this.eventBus.grantPutEventsTo(f.events.role!);
 
     // scaler: reads demand, drains and deregisters agents, its lease and state, EC2.
     const scaler = f.scaler.role!;
@@ -848,6 +908,15 @@ export class TitusStack extends cdk.Stack {
       });
       alarm.addAlarmAction(action);
     }
+    new cloudwatch.Alarm(this, 'DeadLetters-events', {
+      alarmName: `titus-${stage}-events-dead-letters`,
+      alarmDescription: `The events function gave up on stream records (10 retries, or a day old): their events are missing from the feed. ${this.eventsDeadLetterQueue.queueName} names their stream, shard and sequence numbers; read them from the stream within its 24 hours`,
+      metric: this.eventsDeadLetterQueue.metricApproximateNumberOfMessagesVisible({ period: cdk.Duration.minutes(5), statistic: 'Maximum' }),
+      threshold: 0,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+      evaluationPeriods: 1,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    }).addAlarmAction(action);
     for (const [role, fn] of Object.entries(this.functions)) {
       const alarm = new cloudwatch.Alarm(this, `Errors-${role}`, {
         alarmName: `titus-${stage}-${role}-errors`,
@@ -860,6 +929,24 @@ export class TitusStack extends cdk.Stack {
       });
       alarm.addAlarmAction(action);
     }
+
+    // The event feed lags: the oldest record the events function read from a stream was more than
+    // a minute old, for 5 minutes (the function failing or too slow; records expire after 24 hours).
+    new cloudwatch.Alarm(this, 'EventsIteratorAge', {
+      alarmName: `titus-${stage}-events-iterator-age`,
+      alarmDescription: `The event feed is more than a minute behind the tables' streams for 5 minutes; /aws/lambda/titus-${stage}-events says why (stream records expire after 24 hours)`,
+      metric: new cloudwatch.Metric({
+        namespace: 'AWS/Lambda',
+        metricName: 'IteratorAge',
+        dimensionsMap: { FunctionName: this.functions.events.functionName },
+        statistic: 'Maximum',
+        period: cdk.Duration.minutes(1),
+      }),
+      threshold: 60_000,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+      evaluationPeriods: 5,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    }).addAlarmAction(action);
 
     // The control plane's own metrics, from the EMF lines the scheduler and the reconciler print
     // after each invocation (namespace Titus, dimension Stage).
@@ -912,7 +999,7 @@ export class TitusStack extends cdk.Stack {
         ],
         [
           graph('Lost and stuck', [metric('AgentsLost', 'Sum', 5), metric('TasksLost', 'Sum', 5), metric('TasksStuck', 'Sum', 5), metric('ReconcileErrors', 'Sum', 5)]),
-          graph('Dead letters', Object.values(this.deadLetterQueues).map((q) => q.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum' }))),
+          graph('Dead letters', [...Object.values(this.deadLetterQueues), this.eventsDeadLetterQueue].map((q) => q.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum' }))),
         ],
         [
           new cloudwatch.AlarmStatusWidget({ title: 'Alarms', alarms: [leaseAlarm, pendingAlarm], width: 24, height: 3 }),
@@ -948,6 +1035,17 @@ export class TitusStack extends cdk.Stack {
         true,
       );
     }
+    NagSuppressions.addResourceSuppressions(
+      this.functions.events.role!,
+      [
+        {
+          id: 'AwsSolutions-IAM5',
+          reason: 'dynamodb:ListStreams, which the stream event sources grant, supports no resource-level permissions; DescribeStream, GetRecords and GetShardIterator name the three streams',
+          appliesTo: ['Resource::*'],
+        },
+      ],
+      true,
+    );
     NagSuppressions.addResourceSuppressions(
       this.functions.scaler.role!,
       [
@@ -1004,6 +1102,15 @@ export class TitusStack extends cdk.Stack {
         {
           id: 'AwsSolutions-SQS3',
           reason: 'The rejected-submissions queue is where producers read why a descriptor was refused; nothing consumes it, so nothing can fail into a DLQ',
+        },
+      ],
+    );
+    NagSuppressions.addResourceSuppressions(
+      this.eventsDeadLetterQueue,
+      [
+        {
+          id: 'AwsSolutions-SQS3',
+          reason: 'The events DLQ is the on-failure destination of the stream event sources (a dead-letter queue cdk-nag does not recognise as one); nothing consumes it, so nothing can fail into a DLQ of its own',
         },
       ],
     );

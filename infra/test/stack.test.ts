@@ -52,7 +52,8 @@ describe('functions', () => {
         FunctionResponseTypes: ['ReportBatchItemFailures'],
       });
     }
-    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 3);
+    // And the three table streams of the event feed (below).
+    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 6);
   });
 
   it('gives each function its own role with only its own log group, no managed policy', () => {
@@ -74,6 +75,151 @@ describe('functions', () => {
     for (const action of actionsOf(all)) {
       assert.ok(!/^(\*|[a-z0-9-]+:\*)$/.test(action), `wildcard action ${action}`);
     }
+  });
+});
+
+describe('the event feed', () => {
+  const defs = loadDefinitions(STAGE);
+  const tables = resources(template, 'AWS::DynamoDB::Table');
+  const tableId = (role: string) =>
+    Object.entries(tables).find(([, t]) => t.Properties.TableName === `titus-${STAGE}-${role}`)![0];
+  const queueId = (name: string) =>
+    Object.entries(resources(template, 'AWS::SQS::Queue')).find(([, q]) => q.Properties.QueueName === name)![0];
+  const roleOf = (role: string) =>
+    resources(template, 'AWS::Lambda::Function')[logicalIdOfFunction(role)].Properties.Role['Fn::GetAtt'][0];
+  const eventsStatements = statementsOfRole(template, roleOf('events'));
+  const busId = Object.keys(resources(template, 'AWS::Events::EventBus'))[0];
+  const dlqId = queueId(`titus-${STAGE}-events-dlq`);
+  const streamed = ['jobs', 'tasks', 'placement-results'];
+  const streamArn = (role: string) => ({ 'Fn::GetAtt': [tableId(role), 'StreamArn'] });
+
+  it('streams new and old images of exactly the tables definitions.json marks, jobs, tasks and placement results', () => {
+    assert.deepEqual(defs.tables.filter((t) => t.stream).map((t) => t.role).sort(), [...streamed].sort());
+    for (const [id, table] of Object.entries(tables)) {
+      const role = table.Properties.TableName.replace(`titus-${STAGE}-`, '');
+      if (streamed.includes(role)) {
+        assert.deepEqual(table.Properties.StreamSpecification, { StreamViewType: 'NEW_AND_OLD_IMAGES' }, id);
+      } else {
+        assert.equal(table.Properties.StreamSpecification, undefined, `${role} has no stream`);
+      }
+    }
+  });
+
+  it('keeps events in their own table: feed and event keys, expiring by TTL, on demand with PITR', () => {
+    const events = tables[tableId('events')].Properties;
+    assert.deepEqual(events.KeySchema, [
+      { AttributeName: 'feedKey', KeyType: 'HASH' },
+      { AttributeName: 'eventKey', KeyType: 'RANGE' },
+    ]);
+    assert.deepEqual(events.TimeToLiveSpecification, { AttributeName: 'expiresAt', Enabled: true });
+    assert.equal(events.BillingMode, 'PAY_PER_REQUEST');
+    assert.deepEqual(events.PointInTimeRecoverySpecification, { PointInTimeRecoveryEnabled: true });
+    assert.equal(events.GlobalSecondaryIndexes, undefined);
+  });
+
+  it('feeds every stream to the events function from the start, in batches of 100 with no window, retrying halves, then the DLQ', () => {
+    for (const role of streamed) {
+      template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+        FunctionName: { Ref: logicalIdOfFunction('events') },
+        EventSourceArn: streamArn(role),
+        StartingPosition: 'TRIM_HORIZON',
+        BatchSize: 100,
+        MaximumBatchingWindowInSeconds: 0,
+        BisectBatchOnFunctionError: true,
+        MaximumRetryAttempts: 10,
+        MaximumRecordAgeInSeconds: 86400,
+        FunctionResponseTypes: ['ReportBatchItemFailures'],
+        DestinationConfig: { OnFailure: { Destination: { 'Fn::GetAtt': [dlqId, 'Arn'] } } },
+      });
+    }
+    const toEvents = Object.values(resources(template, 'AWS::Lambda::EventSourceMapping')).filter(
+      (m: any) => m.Properties.FunctionName.Ref === logicalIdOfFunction('events'),
+    );
+    assert.equal(toEvents.length, streamed.length, 'one mapping per stream');
+  });
+
+  it('runs the events function like the others: 60 s, 256 MB, JSON logs, X-Ray, the stage', () => {
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      FunctionName: `titus-${STAGE}-events`,
+      Timeout: 60,
+      MemorySize: 256,
+      LoggingConfig: Match.objectLike({ LogFormat: 'JSON', ApplicationLogLevel: 'INFO', SystemLogLevel: 'WARN' }),
+      TracingConfig: { Mode: 'Active' },
+      Environment: { Variables: { TITUS_STAGE: STAGE } },
+    });
+    assert.equal(FUNCTION_BINARIES.events, 'titus-events-lambda');
+  });
+
+  it('lets the events function write only events, read only jobs, read only its streams and publish only to its bus', () => {
+    const on = (resource: unknown) => actionsOf(eventsStatements.filter((s) => JSON.stringify(s.Resource) === JSON.stringify(resource))).sort();
+    const dynamo = eventsStatements.filter((s) => actionsOf([s]).some((a) => a.startsWith('dynamodb:')));
+    assert.deepEqual(on({ 'Fn::GetAtt': [tableId('events'), 'Arn'] }), ['dynamodb:BatchWriteItem', 'dynamodb:PutItem']);
+    assert.deepEqual(on({ 'Fn::GetAtt': [tableId('jobs'), 'Arn'] }), ['dynamodb:GetItem']);
+    for (const role of streamed) {
+      assert.deepEqual(on(streamArn(role)), ['dynamodb:DescribeStream', 'dynamodb:GetRecords', 'dynamodb:GetShardIterator']);
+    }
+    // ListStreams supports no resource-level permissions; it is the only DynamoDB action on *.
+    assert.deepEqual(actionsOf(dynamo.filter((s) => s.Resource === '*')), ['dynamodb:ListStreams']);
+    const dynamoResources = new Set(dynamo.map((s) => JSON.stringify(s.Resource)));
+    assert.deepEqual(
+      [...dynamoResources].sort(),
+      [
+        JSON.stringify({ 'Fn::GetAtt': [tableId('events'), 'Arn'] }),
+        JSON.stringify({ 'Fn::GetAtt': [tableId('jobs'), 'Arn'] }),
+        ...streamed.map((r) => JSON.stringify(streamArn(r))),
+        '"*"',
+      ].sort(),
+      'no other table, no index',
+    );
+    const sqs = eventsStatements.filter((s) => actionsOf([s]).some((a) => a.startsWith('sqs:')));
+    assert.deepEqual(sqs.map((s) => s.Resource), [{ 'Fn::GetAtt': [dlqId, 'Arn'] }]);
+    assert.ok(actionsOf(sqs).includes('sqs:SendMessage'));
+    assert.ok(!actionsOf(sqs).includes('sqs:ReceiveMessage'));
+    const put = eventsStatements.filter((s) => actionsOf([s]).some((a) => a.startsWith('events:')));
+    assert.deepEqual(put.map((s) => [actionsOf([s]), s.Resource]), [[['events:PutEvents'], { 'Fn::GetAtt': [busId, 'Arn'] }]]);
+    assert.ok(!actionsOf(eventsStatements).some((a) => a.startsWith('ec2:')));
+    // Its control plane reads the stage's settings at start, as every function's does; nothing else of SSM.
+    const ssm = actionsOf(eventsStatements).filter((a) => a.startsWith('ssm:'));
+    assert.deepEqual([...new Set(ssm)].sort(), ['ssm:GetParameter', 'ssm:GetParameters']);
+  });
+
+  it('lets the API query the events table and nothing more, and no other function near the feed', () => {
+    const api = statementsOfRole(template, roleOf('api')).filter((s) => JSON.stringify(s.Resource).includes(`"${tableId('events')}"`));
+    assert.deepEqual(actionsOf(api), ['dynamodb:Query']);
+    for (const role of Object.keys(FUNCTION_BINARIES).filter((r) => r !== 'events')) {
+      const statements = statementsOfRole(template, roleOf(role));
+      const actions = actionsOf(statements);
+      assert.ok(!actions.some((a) => a.startsWith('events:')), `${role} may not publish events`);
+      assert.ok(!actions.includes('dynamodb:GetRecords'), `${role} may not read streams`);
+      if (role !== 'api') assert.ok(!JSON.stringify(statements).includes(`"${tableId('events')}"`), `${role} may not touch the events table`);
+    }
+  });
+
+  it('publishes to the bus titus-{stage}-events, which the stack outputs', () => {
+    template.resourceCountIs('AWS::Events::EventBus', 1);
+    template.hasResourceProperties('AWS::Events::EventBus', { Name: `titus-${STAGE}-events` });
+    template.hasOutput('EventBusName', { Value: { Ref: busId } });
+    template.hasOutput('EventBusArn', { Value: { 'Fn::GetAtt': [busId, 'Arn'] } });
+  });
+
+  it('keeps what fails on an encrypted DLQ for 14 days, and alarms on it and on the streams\' lag', () => {
+    const dlq = resources(template, 'AWS::SQS::Queue')[dlqId].Properties;
+    assert.equal(dlq.MessageRetentionPeriod, 14 * 24 * 3600);
+    assert.equal(dlq.SqsManagedSseEnabled, true);
+    const alarms = Object.values(resources(template, 'AWS::CloudWatch::Alarm')).map((a: any) => a.Properties);
+    const deadLetters = alarms.find((a) => a.AlarmName === `titus-${STAGE}-events-dead-letters`);
+    assert.deepEqual(deadLetters?.Dimensions, [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [dlqId, 'QueueName'] } }]);
+    assert.equal(deadLetters.Threshold, 0);
+    const lag = alarms.find((a) => a.MetricName === 'IteratorAge');
+    assert.ok(lag, 'an IteratorAge alarm');
+    assert.equal(lag.AlarmName, `titus-${STAGE}-events-iterator-age`);
+    assert.equal(lag.Namespace, 'AWS/Lambda');
+    assert.deepEqual(lag.Dimensions, [{ Name: 'FunctionName', Value: { Ref: logicalIdOfFunction('events') } }]);
+    assert.equal(lag.Statistic, 'Maximum');
+    assert.equal(lag.Threshold, 60000);
+    assert.equal(lag.ComparisonOperator, 'GreaterThanThreshold');
+    assert.equal(lag.Period * lag.EvaluationPeriods, 300, 'for 5 minutes');
+    assert.ok(alarms.some((a) => a.AlarmName === `titus-${STAGE}-events-errors`));
   });
 });
 
@@ -362,7 +508,8 @@ describe('alarms', () => {
     const alarms = Object.values(resources(template, 'AWS::CloudWatch::Alarm')).map((a: any) => a.Properties);
     const dlq = alarms.filter((a) => a.MetricName === 'ApproximateNumberOfMessagesVisible');
     const errors = alarms.filter((a) => a.MetricName === 'Errors');
-    assert.equal(dlq.length, loadDefinitions(STAGE).queues.filter((q) => q.deadLetter).length);
+    // The declared queues' DLQs and the events function's.
+    assert.equal(dlq.length, loadDefinitions(STAGE).queues.filter((q) => q.deadLetter).length + 1);
     assert.equal(errors.length, Object.keys(FUNCTION_BINARIES).length);
     for (const alarm of alarms) assert.equal(alarm.AlarmActions.length, 1);
   });

@@ -10,6 +10,7 @@
 pub mod lambda;
 pub mod pump;
 pub mod settings;
+pub mod streams;
 
 use titus_aws::{AwsClients, AwsPorts, Names};
 use titus_control::ControlPlane;

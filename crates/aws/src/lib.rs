@@ -9,6 +9,7 @@ pub mod agents;
 pub mod clients;
 pub mod dynamo;
 pub mod ec2;
+pub mod events;
 pub mod lease;
 pub mod ports;
 pub mod provision;

@@ -119,6 +119,21 @@ pub async fn ensure_table(
     let created = match described {
         Ok(out) => {
             check_table(table, out.table())?;
+            let streaming = out
+                .table()
+                .and_then(|t| t.stream_specification())
+                .is_some_and(|spec| spec.stream_enabled());
+            if table.stream && !streaming {
+                // A table provisioned before it had a stream: turn it on.
+                wait_active(client, &table.name).await?;
+                client
+                    .update_table()
+                    .table_name(&table.name)
+                    .stream_specification(stream_specification())
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("UpdateTable", &table.name, e))?;
+            }
             false
         }
         Err(err)
@@ -219,6 +234,7 @@ async fn create_table(
         .set_attribute_definitions(Some(definitions))
         .set_key_schema(Some(key_elements(&table.key)))
         .set_global_secondary_indexes((!indexes.is_empty()).then_some(indexes))
+        .set_stream_specification(table.stream.then(stream_specification))
         .send()
         .await;
     match result {
@@ -233,6 +249,15 @@ async fn create_table(
         }
         Err(err) => Err(aws_error("CreateTable", &table.name, err)),
     }
+}
+
+/// New and old images: the events function compares a record before and after each write.
+fn stream_specification() -> aws_sdk_dynamodb::types::StreamSpecification {
+    aws_sdk_dynamodb::types::StreamSpecification::builder()
+        .stream_enabled(true)
+        .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::NewAndOldImages)
+        .build()
+        .expect("stream_enabled is set")
 }
 
 async fn wait_active(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), ProvisionError> {

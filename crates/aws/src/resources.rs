@@ -71,6 +71,11 @@ pub mod attr {
     pub const QUOTA_SCOPE: &str = "scope";
     /// The key of an agent's heartbeat item: the principal it speaks as (see `Agent::principal`).
     pub const HEARTBEAT_KEY: &str = "heartbeatKey";
+    /// The partition of an event: `job#{job id}` for a job's feed, `all#{minute}#{shard}` for
+    /// the feed of every job (see `titus_core::events`).
+    pub const FEED_KEY: &str = "feedKey";
+    /// The order of an event in its feed: `{feed ms, 13 digits}#{event id}`.
+    pub const EVENT_KEY: &str = "eventKey";
 }
 
 /// Index names shared by the store code and the table definitions.
@@ -116,6 +121,9 @@ pub struct TableDef {
     pub global_secondary_indexes: Vec<IndexDef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl_attribute: Option<&'static str>,
+    /// Whether the table has a DynamoDB stream (new and old images): its changes become events.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
 /// An SQS queue and, when set, the dead-letter queue its failures are moved to.
@@ -225,6 +233,15 @@ impl Names {
     /// The scheduler's last placement result per job whose tasks fit nowhere, expiring by TTL.
     pub fn placement_results_table(&self) -> String {
         self.resource("placement-results")
+    }
+    /// The event feed: every job's and task's changes, from the jobs', tasks' and placement
+    /// results' streams, expiring by TTL.
+    pub fn events_table(&self) -> String {
+        self.resource("events")
+    }
+    /// The EventBridge bus the events function publishes every event to.
+    pub fn event_bus(&self) -> String {
+        self.resource("events")
     }
     pub fn submit_queue(&self) -> String {
         self.resource("submit")
@@ -406,6 +423,7 @@ impl Names {
                     ),
                 ],
                 ttl_attribute: None,
+                stream: true,
             },
             TableDef {
                 role: "tasks",
@@ -444,6 +462,7 @@ impl Names {
                     ),
                 ],
                 ttl_attribute: None,
+                stream: true,
             },
             TableDef {
                 role: "agents",
@@ -451,6 +470,7 @@ impl Names {
                 key: key(attr::AGENT_ID, None),
                 global_secondary_indexes: vec![],
                 ttl_attribute: None,
+                stream: false,
             },
             TableDef {
                 role: "heartbeats",
@@ -458,6 +478,7 @@ impl Names {
                 key: key(attr::HEARTBEAT_KEY, None),
                 global_secondary_indexes: vec![],
                 ttl_attribute: Some(attr::EXPIRES_AT),
+                stream: false,
             },
             TableDef {
                 role: "leases",
@@ -465,6 +486,7 @@ impl Names {
                 key: key(attr::LEASE_NAME, None),
                 global_secondary_indexes: vec![],
                 ttl_attribute: None,
+                stream: false,
             },
             TableDef {
                 role: "idempotency",
@@ -472,6 +494,7 @@ impl Names {
                 key: key(attr::IDEMPOTENCY_KEY, None),
                 global_secondary_indexes: vec![],
                 ttl_attribute: Some(attr::EXPIRES_AT),
+                stream: false,
             },
             TableDef {
                 role: "rate-limits",
@@ -479,6 +502,7 @@ impl Names {
                 key: key(attr::RATE_KEY, None),
                 global_secondary_indexes: vec![],
                 ttl_attribute: Some(attr::EXPIRES_AT),
+                stream: false,
             },
             TableDef {
                 role: "quota-usage",
@@ -486,6 +510,7 @@ impl Names {
                 key: key(attr::QUOTA_SCOPE, None),
                 global_secondary_indexes: vec![],
                 ttl_attribute: None,
+                stream: false,
             },
             TableDef {
                 role: "placement-results",
@@ -493,6 +518,15 @@ impl Names {
                 key: key(attr::JOB_ID, None),
                 global_secondary_indexes: vec![],
                 ttl_attribute: Some(attr::EXPIRES_AT),
+                stream: true,
+            },
+            TableDef {
+                role: "events",
+                name: self.events_table(),
+                key: key(attr::FEED_KEY, Some(attr::EVENT_KEY)),
+                global_secondary_indexes: vec![],
+                ttl_attribute: Some(attr::EXPIRES_AT),
+                stream: false,
             },
         ]
     }

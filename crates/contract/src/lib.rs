@@ -17,6 +17,7 @@
 
 pub mod agents;
 pub mod allocations;
+pub mod events;
 pub mod fixtures;
 pub mod jobs;
 pub mod leases;
@@ -144,6 +145,9 @@ macro_rules! contract_tests {
             results::cleared_results_are_gone_and_a_job_cleared_and_written_at_once_keeps_it,
             results::a_full_write_of_results_and_removals_lands_whole,
             results::a_write_past_the_limit_is_refused_and_writes_nothing,
+            events::events_read_back_in_feed_order_from_both_their_partitions,
+            events::an_event_written_twice_is_kept_once,
+            events::a_full_write_of_events_lands_whole_and_a_larger_one_is_refused,
         );
     };
 }

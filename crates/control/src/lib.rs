@@ -26,6 +26,7 @@ pub mod admission;
 pub mod agents;
 pub mod converge;
 pub mod error;
+pub mod events;
 pub mod jobs;
 pub mod kill;
 pub mod materialize;

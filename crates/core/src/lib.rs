@@ -5,6 +5,7 @@
 //! arguments so that every rule can be tested without a clock.
 
 pub mod agent;
+pub mod events;
 pub mod ids;
 pub mod job;
 pub mod messages;

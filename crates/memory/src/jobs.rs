@@ -5,10 +5,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use titus_core::events::{Event, FeedCursor};
 use titus_core::placement::PlacementResult;
 use titus_core::ports::{
-    check_placement_results_write, CreateOutcome, IdempotencyKey, JobFilter, Page, PageRequest,
-    MAX_INITIAL_TASKS_PER_WRITE,
+    check_events_write, check_placement_results_write, CreateOutcome, IdempotencyKey, JobFilter,
+    Page, PageRequest, MAX_INITIAL_TASKS_PER_WRITE,
 };
 use titus_core::quota::{QuotaExceeded, Usage, UsageChange};
 use titus_core::{Job, JobId, JobStore, StoreError, Task, TaskId};
@@ -489,6 +490,47 @@ impl JobStore for MemoryJobStore {
                 s.meter.write(before, 0, false);
             }
             Ok(())
+        })
+    }
+
+    async fn put_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        check_events_write(events.len())?;
+        self.world.run("jobs.put_events", |s| {
+            // BatchWriteItem, 25 items (12 events of two items) per call.
+            (0..(events.len() * 2).div_ceil(25))
+                .for_each(|_| s.meter.request("DynamoDB.BatchWriteItem"));
+            for event in events {
+                let size = serde_json::to_vec(event).map_or(0, |doc| doc.len() + 96);
+                for feed_key in event.feed_keys() {
+                    let key = (feed_key, event.event_key());
+                    let before = s.events.get(&key).map_or(0, |(_, n)| *n);
+                    s.meter.write(before, size, false);
+                    s.events.insert(key, (event.clone(), size));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn read_events(
+        &self,
+        feed_key: &str,
+        after: &FeedCursor,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.world.run("jobs.read_events", |s| {
+            s.meter.request("DynamoDB.Query");
+            let from = (feed_key.to_owned(), after.as_str().to_owned());
+            let rows: Vec<&(Event, usize)> = s
+                .events
+                .range((std::ops::Bound::Excluded(from), std::ops::Bound::Unbounded))
+                .take_while(|((key, _), _)| key == feed_key)
+                .take(limit as usize)
+                .map(|(_, row)| row)
+                .collect();
+            s.meter
+                .read(rows.iter().map(|(_, n)| *n).sum(), Consistency::Strong);
+            Ok(rows.into_iter().map(|(event, _)| event.clone()).collect())
         })
     }
 

@@ -47,7 +47,7 @@ pub use rate::MemoryRateLimiter;
 pub use scaler_state::MemoryScalerState;
 pub use sinks::{
     MemoryAgentRequests, MemoryCommandQueue, MemoryCommandSource, MemoryDeadLetters,
-    MemoryRejections, MemoryStatusSink, DEAD_LETTERED_AT_ATTRIBUTE, EMPTY_BODY_PLACEHOLDER,
-    REASON_ATTRIBUTE, SOURCE_MESSAGE_ID_ATTRIBUTE,
+    MemoryEventBus, MemoryRejections, MemoryStatusSink, DEAD_LETTERED_AT_ATTRIBUTE,
+    EMPTY_BODY_PLACEHOLDER, REASON_ATTRIBUTE, SOURCE_MESSAGE_ID_ATTRIBUTE,
 };
 pub use world::{MemoryConfig, MemoryWorld};

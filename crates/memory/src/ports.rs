@@ -11,7 +11,7 @@ use crate::lease::{MemoryAllocationStore, MemoryLeaseStore};
 use crate::scaler_state::MemoryScalerState;
 use crate::sinks::{
     MemoryAgentRequests, MemoryCommandQueue, MemoryCommandSource, MemoryDeadLetters,
-    MemoryRejections, MemoryStatusSink,
+    MemoryEventBus, MemoryRejections, MemoryStatusSink,
 };
 use crate::world::MemoryWorld;
 
@@ -101,6 +101,11 @@ impl MemoryWorld {
 
     pub fn fleet(&self) -> MemoryFleet {
         MemoryFleet::new(self.clone())
+    }
+
+    /// The stage's event bus.
+    pub fn event_bus(&self) -> MemoryEventBus {
+        MemoryEventBus::new(self.clone())
     }
 
     pub fn scaler_state(&self) -> MemoryScalerState {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use titus_core::messages::{AgentCommand, AgentRequest, Rejection, TaskStatusUpdate};
 use titus_core::ports::{
-    AgentRequestSink, CommandQueue, CommandSource, DeadLetter, DeadLetterSink, QueueError,
-    ReceivedMessage, RejectionSink, SendFailure, StatusSink, MAX_BATCH_MESSAGES,
+    AgentRequestSink, CommandQueue, CommandSource, DeadLetter, DeadLetterSink, EventPublisher,
+    QueueError, ReceivedMessage, RejectionSink, SendFailure, StatusSink, MAX_BATCH_MESSAGES,
 };
 
 use crate::queues::Queues;
@@ -315,5 +315,39 @@ impl RejectionSink for MemoryRejections {
         });
         self.world.notify_arrivals();
         result
+    }
+}
+
+/// The stage's event bus: what was published, in order, as EventBridge would take it (ten
+/// entries per PutEvents call).
+#[derive(Debug, Clone)]
+pub struct MemoryEventBus {
+    world: MemoryWorld,
+}
+
+impl MemoryEventBus {
+    pub(crate) fn new(world: MemoryWorld) -> MemoryEventBus {
+        MemoryEventBus { world }
+    }
+
+    /// Every event published so far.
+    pub fn published(&self) -> Vec<titus_core::events::Event> {
+        self.world
+            .run("events.published", |s| {
+                Ok::<_, QueueError>(s.published_events.clone())
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl EventPublisher for MemoryEventBus {
+    async fn publish(&self, events: &[titus_core::events::Event]) -> Result<(), QueueError> {
+        self.world.run("events.publish", |s| {
+            for chunk in events.chunks(10) {
+                s.meter.request("EventBridge.PutEvents");
+                s.published_events.extend(chunk.iter().cloned());
+            }
+            Ok(())
+        })
     }
 }

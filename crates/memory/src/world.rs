@@ -76,6 +76,11 @@ pub(crate) struct State {
     pub(crate) usage: BTreeMap<String, titus_core::quota::Usage>,
     /// The scheduler's last placement result per job, with its item size.
     pub(crate) placement_results: HashMap<String, (titus_core::placement::PlacementResult, usize)>,
+    /// The event feed: (feed key, event key) → the event and its item size.
+    /// What the event bus was given, in order.
+    pub(crate) published_events: Vec<titus_core::events::Event>,
+    pub(crate) events:
+        std::collections::BTreeMap<(String, String), (titus_core::events::Event, usize)>,
     pub(crate) agents: BTreeMap<String, AgentRow>,
     /// The agents' heartbeat items, by heartbeat key.
     pub(crate) heartbeats: HashMap<String, HeartbeatRow>,
@@ -142,6 +147,8 @@ impl MemoryWorld {
             idempotency: HashMap::new(),
             usage: BTreeMap::new(),
             placement_results: HashMap::new(),
+            events: std::collections::BTreeMap::new(),
+            published_events: Vec::new(),
             agents: BTreeMap::new(),
             heartbeats: HashMap::new(),
             leases: HashMap::new(),

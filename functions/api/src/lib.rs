@@ -138,6 +138,7 @@ pub fn router<P: Ports>(state: AppState<P>) -> Router {
         .route("/api/v3/agents", get(routes::list_agents::<P>))
         .route("/api/v3/quotas", get(routes::list_quotas::<P>))
         .route("/api/v3/scheduler/plan", post(routes::plan_job::<P>))
+        .route("/api/v3/events", get(routes::list_events::<P>))
         .route(
             "/api/v3/scheduler/results/{id}",
             get(routes::get_scheduling_result::<P>),

@@ -43,6 +43,46 @@ pub struct TaskPage {
     pub pagination: Pagination,
 }
 
+/// A read of the event feed: the matching events after the cursor, oldest first, and the cursor
+/// to read on from. An event may come twice (at least once); its `id` says it is the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventList {
+    pub events: Vec<titus_core::events::Event>,
+    /// Pass back as `cursor` to go on; never empty.
+    pub cursor: String,
+    /// More events can be read at once (the read stopped at `limit` or at the end of the
+    /// minutes one read walks).
+    pub has_more: bool,
+}
+
+/// `GET /api/v3/events`'s parameters.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListEventsParams {
+    /// Only this job's events (its own feed: cheaper than filtering every job's).
+    #[param(rename = "jobId", format = Uuid)]
+    job_id: Option<String>,
+    /// Only events of jobs of this owner team (`owner.teamEmail`).
+    owner: Option<String>,
+    /// Event types to include, comma-separated (default: all).
+    #[param(style = Form, explode = false)]
+    types: Option<Vec<titus_core::events::EventType>>,
+    /// The `cursor` of the previous answer.
+    cursor: Option<String>,
+    /// Without a cursor: start at this time (ms since the epoch; the feed keeps 7 days).
+    /// Without either: start now.
+    #[param(rename = "sinceMs", minimum = 0)]
+    since_ms: Option<u64>,
+    /// Wait up to this long for a matching event, 0 to 20000 (default 0: answer at once).
+    #[param(rename = "waitMs", minimum = 0, maximum = 20000)]
+    wait_ms: Option<u64>,
+    /// Most events per answer, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
 /// Every registered agent, in id order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AgentList {

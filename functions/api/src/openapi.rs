@@ -14,9 +14,9 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::models::{
-    AgentList, AttributesRequest, CapacityRequest, Health, JobPage, Pagination, QuotaList,
-    QuotaView, SchedulingFailure, SchedulingFailures, SchedulingResult, SchedulingSuccess,
-    TaskPage, UsedResources,
+    AgentList, AttributesRequest, CapacityRequest, EventList, Health, JobPage, Pagination,
+    QuotaList, QuotaView, SchedulingFailure, SchedulingFailures, SchedulingResult,
+    SchedulingSuccess, TaskPage, UsedResources,
 };
 use crate::routes;
 
@@ -50,6 +50,7 @@ use crate::routes;
         routes::list_quotas,
         routes::get_scheduling_result,
         routes::plan_job,
+        routes::list_events,
     ),
     components(schemas(
         ErrorBody,
@@ -57,6 +58,10 @@ use crate::routes;
         Pagination,
         JobPage,
         TaskPage,
+        EventList,
+        titus_core::events::Event,
+        titus_core::events::EventType,
+        titus_core::events::PlacementSummary,
         AgentList,
         QuotaList,
         QuotaView,
@@ -82,6 +87,7 @@ use crate::routes;
         (name = "agents", description = "The hosts that run tasks"),
         (name = "quotas", description = "What each owner team and capacity group may hold, and holds"),
         (name = "scheduler", description = "Why a task waits: the scheduler's placement results"),
+        (name = "events", description = "The feed of job and task changes, resumable from a cursor, with long polls"),
         (name = "health", description = "Liveness and this document"),
     )
 )]

@@ -7,6 +7,9 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use titus_control::TaskFilter;
+use titus_core::events::{
+    EventQuery, EventType, FeedCursor, DEFAULT_EVENTS_PER_READ, MAX_EVENTS_PER_READ, MAX_WAIT_MS,
+};
 use titus_core::ports::{JobFilter, PageRequest};
 use titus_core::validation::quoted;
 use titus_core::{FieldError, JobId, JobState, JobType, TaskId, TaskState};
@@ -239,6 +242,91 @@ impl Query {
         }
         self.problems.extend(state_problems);
         filter
+    }
+
+    /// `GET /api/v3/events`: the query, where to start (`cursor`, else `sinceMs`, else now) and
+    /// how long to wait for an event (`waitMs`).
+    pub fn event_query(&mut self, now_ms: u64) -> (EventQuery, FeedCursor, u64) {
+        let mut query = EventQuery {
+            limit: DEFAULT_EVENTS_PER_READ,
+            ..EventQuery::default()
+        };
+        if let Some(text) = self.get("jobId") {
+            match normalize_uuid(text) {
+                Some(id) => query.job_id = Some(JobId::from_string(id)),
+                None => {
+                    let message = format!("must be a job id (a UUID), got {}", quoted(text));
+                    self.push("jobId", message);
+                }
+            }
+        }
+        if let Some(owner) = self.get("owner").map(str::to_owned) {
+            if owner.is_empty() {
+                self.push("owner", "is empty; expected an owner team's email");
+            }
+            query.owner = Some(owner);
+        }
+        let mut type_problems = Vec::new();
+        for text in self.list("types") {
+            match EventType::parse(&text) {
+                Some(kind) => query.types.push(kind),
+                None => type_problems.push(problem(
+                    "types",
+                    format!(
+                        "unknown event type {}; expected {}",
+                        quoted(&text),
+                        EventType::ALL.map(EventType::as_str).join(", ")
+                    ),
+                )),
+            }
+        }
+        self.problems.extend(type_problems);
+        let number = |q: &mut Query, name: &str, max: u64| -> Option<u64> {
+            let text = q.get(name)?.to_owned();
+            match text.parse::<u64>() {
+                Ok(n) if n <= max => Some(n),
+                _ => {
+                    q.push(
+                        name,
+                        format!("must be an integer from 0 to {max}, got {}", quoted(&text)),
+                    );
+                    None
+                }
+            }
+        };
+        if let Some(limit) = number(self, "limit", u64::from(MAX_EVENTS_PER_READ)) {
+            if limit == 0 {
+                self.push(
+                    "limit",
+                    format!("must be an integer from 1 to {MAX_EVENTS_PER_READ}, got \"0\""),
+                );
+            }
+            query.limit = limit.max(1) as u32;
+        }
+        let wait_ms = number(self, "waitMs", MAX_WAIT_MS).unwrap_or(0);
+        let since_ms = number(self, "sinceMs", u64::MAX);
+        let cursor = match self.get("cursor").filter(|c| !c.is_empty()) {
+            Some(text) => match FeedCursor::decode(text) {
+                Some(cursor) => {
+                    if since_ms.is_some() {
+                        self.push(
+                            "sinceMs",
+                            "cannot be given with cursor; a cursor says where to go on from",
+                        );
+                    }
+                    cursor
+                }
+                None => {
+                    self.push(
+                        "cursor",
+                        format!("is not a cursor this feed gave; expected the `cursor` of an earlier answer, got {}", quoted(text)),
+                    );
+                    FeedCursor::at_ms(now_ms)
+                }
+            },
+            None => titus_control::events::start_cursor(since_ms, now_ms),
+        };
+        (query, cursor, wait_ms)
     }
 
     pub fn shrink(&mut self) -> bool {

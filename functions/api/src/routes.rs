@@ -8,16 +8,16 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use titus_control::{request_hash, ControlError};
 use titus_core::placement::DryRun;
-use titus_core::ports::IdempotencyKey;
+use titus_core::ports::{Clock, IdempotencyKey};
 use titus_core::{AgentStore, Job, JobDescriptor, JobId, JobStore, Ports, Task};
 
 use crate::auth::Caller;
 use crate::body::{attributes_update, capacity_update, JsonBody};
 use crate::error::{json_body, ApiError, ErrorBody};
 use crate::models::{
-    AgentList, AttributesRequest, CapacityRequest, Health, JobPage, ListJobsParams,
-    ListTasksParams, Pagination, QuotaList, QuotaView, SchedulingResult, SchedulingSuccess,
-    TaskPage,
+    AgentList, AttributesRequest, CapacityRequest, EventList, Health, JobPage, ListEventsParams,
+    ListJobsParams, ListTasksParams, Pagination, QuotaList, QuotaView, SchedulingResult,
+    SchedulingSuccess, TaskPage,
 };
 use crate::params::{self, IdParam, Query};
 use crate::{now_ms, AppState};
@@ -563,6 +563,53 @@ pub async fn list_agents<P: Ports>(
         .map(|agent| caller.view_of_agent(agent))
         .collect();
     Ok(json(StatusCode::OK, &AgentList { items }))
+}
+
+#[utoipa::path(
+    get, path = "/api/v3/events", tag = "events",
+    params(ListEventsParams),
+    responses(
+        (status = 200, description = "The matching events after the cursor (settled: 300 ms old), oldest first; empty when none came within `waitMs`", body = EventList),
+        (status = 400, description = "A query parameter or the cursor is invalid", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 429, description = "The caller's rate limit (`/titus/{stage}/api/rate-limits`) is used up; retry after `Retry-After` seconds", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until the caller's window reopens"))),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store is throttling or unreachable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_events<P: Ports>(
+    State(app): State<AppState<P>>,
+    _caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    /// How often a waiting read looks again.
+    const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+    let mut query = Query::parse(
+        raw.as_deref(),
+        &[
+            "jobId", "owner", "types", "cursor", "sinceMs", "waitMs", "limit",
+        ],
+    );
+    let cp = app.control();
+    let started = std::time::Instant::now();
+    let (filter, cursor, wait_ms) = query.event_query(cp.ports().clock().now_ms());
+    query.finish()?;
+    let wait = std::time::Duration::from_millis(wait_ms);
+    let mut page = titus_control::events::read(cp, &filter, &cursor).await?;
+    while page.events.is_empty() && !page.has_more && started.elapsed() + POLL < wait {
+        tokio::time::sleep(POLL).await;
+        page = titus_control::events::read(cp, &filter, &page.cursor).await?;
+    }
+    Ok(json(
+        StatusCode::OK,
+        &EventList {
+            events: page.events,
+            cursor: page.cursor.encode(),
+            has_more: page.has_more,
+        },
+    ))
 }
 
 #[utoipa::path(

@@ -355,6 +355,17 @@ struct Throttled {
 }
 
 impl JobStore for Throttled {
+    async fn put_events(&self, events: &[titus_core::events::Event]) -> Result<(), StoreError> {
+        self.inner.put_events(events).await
+    }
+    async fn read_events(
+        &self,
+        feed_key: &str,
+        after: &titus_core::events::FeedCursor,
+        limit: u32,
+    ) -> Result<Vec<titus_core::events::Event>, StoreError> {
+        self.inner.read_events(feed_key, after, limit).await
+    }
     async fn put_placement_results(
         &self,
         results: &[titus_core::placement::PlacementResult],

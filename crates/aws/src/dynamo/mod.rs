@@ -10,6 +10,7 @@
 mod codec;
 pub(crate) mod conditional;
 mod cursor;
+mod events;
 mod queries;
 mod results;
 mod usage;
@@ -46,6 +47,7 @@ pub struct DynamoJobStore {
     idempotency_table: String,
     usage_table: String,
     results_table: String,
+    events_table: String,
 }
 
 impl DynamoJobStore {
@@ -57,6 +59,7 @@ impl DynamoJobStore {
             idempotency_table: names.idempotency_table(),
             usage_table: names.quota_usage_table(),
             results_table: names.placement_results_table(),
+            events_table: names.events_table(),
         }
     }
 
@@ -260,6 +263,19 @@ impl DynamoJobStore {
 }
 
 impl JobStore for DynamoJobStore {
+    async fn put_events(&self, events: &[titus_core::events::Event]) -> Result<(), StoreError> {
+        events::write(&self.client, &self.events_table, events).await
+    }
+
+    async fn read_events(
+        &self,
+        feed_key: &str,
+        after: &titus_core::events::FeedCursor,
+        limit: u32,
+    ) -> Result<Vec<titus_core::events::Event>, StoreError> {
+        events::read(&self.client, &self.events_table, feed_key, after, limit).await
+    }
+
     async fn put_placement_results(
         &self,
         results: &[PlacementResult],

@@ -63,6 +63,17 @@ pub(super) async fn write(
                 .map(delete_request),
         )
         .collect::<Result<_, _>>()?;
+    batch_write(client, table, "placement-results", requests).await
+}
+
+/// Sends `requests` 25 per BatchWriteItem call, sending unprocessed ones (throttled by
+/// DynamoDB) again with backoff. `what` names the table in errors.
+pub(super) async fn batch_write(
+    client: &Client,
+    table: &str,
+    what: &str,
+    requests: Vec<WriteRequest>,
+) -> Result<(), StoreError> {
     for chunk in requests.chunks(MAX_BATCH_WRITES) {
         let mut pending = chunk.to_vec();
         let mut attempt = 0;
@@ -70,7 +81,7 @@ pub(super) async fn write(
             attempt += 1;
             if attempt > MAX_ATTEMPTS {
                 return Err(StoreError::Unavailable(format!(
-                    "BatchWriteItem placement-results: {} writes still unprocessed after \
+                    "BatchWriteItem {what}: {} writes still unprocessed after \
                      {MAX_ATTEMPTS} attempts",
                     pending.len()
                 )));
@@ -83,7 +94,7 @@ pub(super) async fn write(
                 .request_items(table, pending)
                 .send()
                 .await
-                .map_err(|e| sdk_error("BatchWriteItem placement-results", e))?;
+                .map_err(|e| sdk_error(&format!("BatchWriteItem {what}"), e))?;
             pending = out
                 .unprocessed_items
                 .unwrap_or_default()

@@ -32,14 +32,14 @@ pub use fleet::{
 };
 pub use lease::{AllocationStore, CommitError, Lease, LeaseError, LeaseStore, PlacementWrite};
 pub use queues::{
-    AgentRequestSink, CommandQueue, CommandSource, DeadLetter, DeadLetterSink, QueueError,
-    ReceivedMessage, RejectionSink, SendFailure, StatusSink, MAX_BATCH_MESSAGES,
+    AgentRequestSink, CommandQueue, CommandSource, DeadLetter, DeadLetterSink, EventPublisher,
+    QueueError, ReceivedMessage, RejectionSink, SendFailure, StatusSink, MAX_BATCH_MESSAGES,
 };
 pub use rate::{window_of, RateDecision, RateLimiter};
 pub use store::{
-    check_placement_results_write, CreateOutcome, IdempotencyKey, JobFilter, JobStore, Page,
-    PageRequest, StoreError, MAX_INITIAL_TASKS_PER_WRITE, MAX_PLACEMENT_RESULTS_PER_WRITE,
-    MAX_TRANSACTION_ITEMS,
+    check_events_write, check_placement_results_write, CreateOutcome, IdempotencyKey, JobFilter,
+    JobStore, Page, PageRequest, StoreError, MAX_EVENTS_PER_WRITE, MAX_INITIAL_TASKS_PER_WRITE,
+    MAX_PLACEMENT_RESULTS_PER_WRITE, MAX_TRANSACTION_ITEMS,
 };
 
 /// The time, in milliseconds since the Unix epoch.

@@ -124,3 +124,12 @@ pub trait DeadLetterSink: Send + Sync {
 pub trait RejectionSink: Send + Sync {
     fn reject(&self, rejection: &Rejection) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
+
+/// Where the event feed is published besides its table: EventBridge in AWS and on the
+/// emulator. At least once: a failed call is retried with the same events (same ids).
+pub trait EventPublisher: Send + Sync + 'static {
+    fn publish(
+        &self,
+        events: &[crate::events::Event],
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 
+use crate::events::{Event, FeedCursor};
 use crate::ids::{JobId, TaskId};
 use crate::job::{Job, JobState, JobType};
 use crate::placement::PlacementResult;
@@ -156,6 +157,18 @@ pub const MAX_PLACEMENT_RESULTS_PER_WRITE: usize = 100;
 
 /// Refuses a `put_placement_results` call past [`MAX_PLACEMENT_RESULTS_PER_WRITE`], as every
 /// store does before writing anything.
+/// The most events one `put_events` call writes (each is two items).
+pub const MAX_EVENTS_PER_WRITE: usize = 500;
+
+pub fn check_events_write(events: usize) -> Result<(), StoreError> {
+    if events > MAX_EVENTS_PER_WRITE {
+        return Err(StoreError::Internal(format!(
+            "{events} events in one write; at most {MAX_EVENTS_PER_WRITE}"
+        )));
+    }
+    Ok(())
+}
+
 pub fn check_placement_results_write(results: usize, cleared: usize) -> Result<(), StoreError> {
     if results > MAX_PLACEMENT_RESULTS_PER_WRITE || cleared > MAX_PLACEMENT_RESULTS_PER_WRITE {
         return Err(StoreError::Internal(format!(
@@ -367,6 +380,20 @@ pub trait JobStore: Send + Sync {
         &self,
         job_id: &JobId,
     ) -> impl Future<Output = Result<Option<PlacementResult>, StoreError>> + Send;
+
+    /// Keeps events in the feed, each in its two partitions ([`Event::feed_keys`]) under its
+    /// key ([`Event::event_key`]). Idempotent: an event written again with the same feed time
+    /// replaces itself. At most [`MAX_EVENTS_PER_WRITE`] events per call.
+    fn put_events(&self, events: &[Event]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Up to `limit` events of one feed partition after `after`, in feed order. A strongly
+    /// consistent read: every event written before the call is seen.
+    fn read_events(
+        &self,
+        feed_key: &str,
+        after: &FeedCursor,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
 
     /// A job's tasks that are not Finished, oldest first, without its finished history. An index
     /// read, like `list_agent_tasks`. The default filters `list_job_tasks`, so a page may hold
