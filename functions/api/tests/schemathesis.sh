@@ -52,14 +52,18 @@ log "fuzzing the API at http://$ADDRESS (stage $STAGE, at most $MAX_EXAMPLES exa
 
 # Checks left out, and why: positive_data_acceptance (a descriptor can fit the schema and still
 # break a limit or the policy: 400 is right); use_after_free (DELETE kills a job or task and keeps
-# its record, so it is still readable afterwards, as in Titus).
+# its record, so it is still readable afterwards, as in Titus). One worker: with two threads,
+# Hypothesis' description of its strategies (ast.parse of their source) crashed CPython 3.11 once
+# ("SystemError: AST constructor recursion depth mismatch"), a fault of the tool, not the API.
+# Answers within 25 s: GET /api/v3/events may hold a long poll for up to 20 s (waitMs), by design.
 "$VENV/bin/st" run "http://$ADDRESS/api/v3/openapi.json" \
     --header "Authorization: Bearer local-dev-token" \
     --checks all \
     --exclude-checks positive_data_acceptance,use_after_free \
     --max-examples "$MAX_EXAMPLES" \
+    --max-response-time 25 \
     --seed "${SCHEMATHESIS_SEED:-1}" \
-    --workers 2 \
+    --workers 1 \
     --request-timeout 20 \
     --suppress-health-check too_slow,filter_too_much \
     --report junit --report-dir "$RUN/schemathesis-report" \
