@@ -40,25 +40,31 @@ fn image_doc(image: Option<&serde_json::Map<String, serde_json::Value>>) -> Opti
     image?.get("doc")?.get("S")?.as_str().map(str::to_owned)
 }
 
-/// The table role a stream ARN belongs to: `arn:aws:dynamodb:…:table/titus-{stage}-{role}/stream/…`.
-pub fn source_of_arn(arn: &str, names: &Names) -> Option<ChangeSource> {
+/// The source of a stream ARN (`arn:aws:dynamodb:…:table/{table name}/stream/…`) among the
+/// stage's streamed tables, given as (table name, source).
+fn source_of_arn(arn: &str, sources: &[(String, ChangeSource)]) -> Option<ChangeSource> {
     let table = arn.split("table/").nth(1)?.split('/').next()?;
-    names
-        .definitions()
-        .tables
-        .into_iter()
-        .find(|t| t.name == table)
-        .and_then(|t| ChangeSource::of_table_role(t.role))
+    sources
+        .iter()
+        .find(|(name, _)| name == table)
+        .map(|(_, source)| *source)
 }
 
 /// The records of a Lambda stream event, in order; an error names a record from a table that
 /// is not one of the stage's streamed tables.
 pub fn stream_changes(event: &StreamEvent, names: &Names) -> Result<Vec<StreamChange>, String> {
+    // The stage's tables, once per batch rather than once per record.
+    let sources: Vec<(String, ChangeSource)> = names
+        .definitions()
+        .tables
+        .into_iter()
+        .filter_map(|t| ChangeSource::of_table_role(t.role).map(|source| (t.name, source)))
+        .collect();
     event
         .records
         .iter()
         .map(|record| {
-            let source = source_of_arn(&record.event_source_arn, names).ok_or_else(|| {
+            let source = source_of_arn(&record.event_source_arn, &sources).ok_or_else(|| {
                 format!(
                     "stream record from {:?}, which is not a streamed table of stage {}",
                     record.event_source_arn,
