@@ -28,6 +28,8 @@ if ! command -v dockerd >/dev/null 2>&1; then
 fi
 if ! pgrep -x dockerd >/dev/null 2>&1; then
     [ "$(id -u)" = 0 ] || die "dockerd is installed but not running, and starting it needs root"
+    # dockerd keeps env.sh's AWS variables: the local agents' awslogs driver writes tasks' output
+    # to the emulator's CloudWatch Logs with them.
     log "starting dockerd (log: /var/log/titus-dockerd.log)"
     nohup dockerd >/var/log/titus-dockerd.log 2>&1 &
 fi

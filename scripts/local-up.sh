@@ -23,7 +23,20 @@ mkdir -p "$LOG_DIR"
 if curl -fsS -m 2 http://127.0.0.1:7001/healthz >/dev/null 2>&1; then
     die "something already answers on 127.0.0.1:7001; is a local stack running? stop it first"
 fi
-log "starting the local stack (log: $LOG_DIR/stack.log)"
+# Tasks' output goes to the emulator's CloudWatch Logs, as in AWS, when Docker's awslogs driver
+# reaches it: dockerd needs credentials in its environment (ensure-docker.sh starts it with the
+# emulator's). A dockerd started otherwise keeps the output in json-file logs on this host.
+if [ -z "${TITUS_LOCAL_TASK_LOGS:-}" ]; then
+    if docker run --rm --log-driver awslogs --log-opt "awslogs-endpoint=$AWS_ENDPOINT_URL" \
+        --log-opt "awslogs-region=$AWS_REGION" --log-opt "awslogs-group=/titus/$TITUS_STAGE/probe" \
+        --log-opt awslogs-create-group=true titus-demo/busybox:latest true >/dev/null 2>&1; then
+        export TITUS_LOCAL_TASK_LOGS=cloudwatch
+    else
+        log "warning: Docker's awslogs driver cannot reach the emulator (dockerd has no AWS credentials in its environment); tasks' output stays in json-file logs on this host"
+        export TITUS_LOCAL_TASK_LOGS=docker
+    fi
+fi
+log "starting the local stack (log: $LOG_DIR/stack.log; tasks' output: $TITUS_LOCAL_TASK_LOGS)"
 "$TITUS" local up --stage "$TITUS_STAGE" >"$LOG_DIR/stack.log" 2>&1 &
 STACK=$!
 trap 'kill -INT $STACK 2>/dev/null; wait $STACK 2>/dev/null || true' EXIT
@@ -44,6 +57,9 @@ BATCH=$("$TITUS" job submit --app demo-batch --image titus-demo/busybox:latest -
     -- sh -c 'echo "hello from task $TITUS_TASK_ID"; sleep 2')
 "$TITUS" job wait "$BATCH" --timeout-secs 120
 "$TITUS" task list --job "$BATCH"
+FIRST_TASK=$("$TITUS" task list --job "$BATCH" -o json | grep -m1 -o '"id": "[0-9a-f-]*"' | cut -d'"' -f4)
+log "demo: the output of task $FIRST_TASK (titus task logs)"
+"$TITUS" task logs "$FIRST_TASK"
 
 log "demo: a service job of 2 tasks"
 SERVICE=$("$TITUS" job submit --app demo-service --image titus-demo/busybox:latest --service 1:2:3 \
@@ -63,5 +79,5 @@ if [ "${TITUS_DEMO_EXIT:-0}" = 1 ]; then
     log "demo done; stopping (TITUS_DEMO_EXIT=1)"
     exit 0
 fi
-log "the local stack runs: API http://127.0.0.1:7001 (token local-dev-token), metrics http://127.0.0.1:7001/metrics, log $LOG_DIR/stack.log; Ctrl-C stops it"
+log "the local stack runs: dashboard http://127.0.0.1:7001/ui/ and API http://127.0.0.1:7001 (token local-dev-token), metrics http://127.0.0.1:7001/metrics, log $LOG_DIR/stack.log; Ctrl-C stops it"
 wait $STACK

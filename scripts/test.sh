@@ -38,6 +38,10 @@ fi
 log "API fuzzing: schemathesis against the local server, from the OpenAPI document"
 "$TITUS_ROOT/functions/api/tests/schemathesis.sh"
 
+log "the web dashboard: ui/dist is what ui/src builds, and a browser test in headless Chromium against a local stack"
+"$TITUS_ROOT/ui/build.sh" --check
+"$TITUS_ROOT/scripts/ui-test.sh"
+
 if [ "${TITUS_QUICK:-0}" = 1 ]; then
     log "quick mode (TITUS_QUICK=1): no release build; the CDK app is synthesized with placeholders"
     unset TITUS_ASSET_DIR

@@ -1,5 +1,5 @@
-# The agents: a security group with no inbound rule in var.vpc_id, the task log group, the agent
-# binary in S3, and the launch template titus-{stage}-agent (Amazon Linux 2023, IMDSv2 only with
+# The agents: a security group with no inbound rule in var.vpc_id, the task log group, the
+# agents' metrics log group, the agent binary in S3, and the launch template titus-{stage}-agent (Amazon Linux 2023, IMDSv2 only with
 # a hop limit of 1, instance metadata tags on, encrypted 50 GiB gp3) whose user data installs
 # Docker and the agent and starts it as the systemd unit titus-agent. The scaler launches the
 # instances; none run until there is work or a pool minimum.
@@ -41,6 +41,15 @@ resource "aws_cloudwatch_log_group" "tasks" {
   count = local.compute ? 1 : 0
 
   name              = local.task_log_group_name
+  retention_in_days = 30
+}
+
+# The agents' metrics: each agent writes EMF lines (namespace Titus, dimension Stage) to its own
+# stream, named by its agent id, and CloudWatch turns them into metrics.
+resource "aws_cloudwatch_log_group" "agents" {
+  count = local.compute ? 1 : 0
+
+  name              = local.agent_log_group_name
   retention_in_days = 30
 }
 

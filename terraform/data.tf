@@ -98,8 +98,13 @@ locals {
     # A status or an agent request is believed only from the agent instance role's session of
     # the agent it names: `{role id}:{instance id}`, as SQS reports the sender.
     "/control/rules" = jsonencode({ for k, v in { agent_role_id = try(aws_iam_role.agent[0].unique_id, "") } : k => v if local.compute })
-    # Task logs go to CloudWatch Logs (the group exists only with the compute half).
-    "/agent/config" = jsonencode({ for k, v in { log_driver = "awslogs", awslogs_group = local.task_log_group_name } : k => v if local.compute })
+    # Task logs go to CloudWatch Logs, and the agents' metrics (EMF lines) to their own group
+    # (the groups exist only with the compute half).
+    "/agent/config" = jsonencode({ for k, v in {
+      log_driver        = "awslogs"
+      awslogs_group     = local.task_log_group_name
+      metrics_log_group = local.agent_log_group_name
+    } : k => v if local.compute })
     # The default pool launches into the given subnets from the launch template, on instance
     # types of the architecture (the AMI's).
     "/scaler/pools/default" = jsonencode({

@@ -52,38 +52,4 @@ resource "aws_lambda_event_source_mapping" "stream" {
   depends_on = [aws_iam_role_policy.function]
 }
 
-resource "aws_cloudwatch_metric_alarm" "events_dead_letters" {
-  count = local.compute ? 1 : 0
-
-  alarm_name          = "titus-${local.stage}-events-dead-letters"
-  alarm_description   = "The events function gave up on stream records (10 retries, or a day old): their events are missing from the feed. ${aws_sqs_queue.events_dead_letter[0].name} names their stream, shard and sequence numbers; read them from the stream within its 24 hours"
-  namespace           = "AWS/SQS"
-  metric_name         = "ApproximateNumberOfMessagesVisible"
-  dimensions          = { QueueName = aws_sqs_queue.events_dead_letter[0].name }
-  period              = 300
-  statistic           = "Maximum"
-  threshold           = 0
-  comparison_operator = "GreaterThanThreshold"
-  evaluation_periods  = 1
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = [aws_sns_topic.alarms[0].arn]
-}
-
-# The feed lags: the oldest record the events function read from a stream was more than a
-# minute old, for 5 minutes (the function failing or too slow; records expire after 24 hours).
-resource "aws_cloudwatch_metric_alarm" "events_iterator_age" {
-  count = local.compute ? 1 : 0
-
-  alarm_name          = "titus-${local.stage}-events-iterator-age"
-  alarm_description   = "The event feed is more than a minute behind the tables' streams for 5 minutes; /aws/lambda/titus-${local.stage}-events says why (stream records expire after 24 hours)"
-  namespace           = "AWS/Lambda"
-  metric_name         = "IteratorAge"
-  dimensions          = { FunctionName = aws_lambda_function.this["events"].function_name }
-  period              = 60
-  statistic           = "Maximum"
-  threshold           = 60000
-  comparison_operator = "GreaterThanThreshold"
-  evaluation_periods  = 5
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = [aws_sns_topic.alarms[0].arn]
-}
+# Its alarms (the DLQ, the streams' lag) are in alarms.tf.

@@ -22,6 +22,8 @@ locals {
   ssm_read          = ["ssm:GetParameters", "ssm:GetParameter"]
   consume_queue     = ["sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
   function_log_arns = { for role, g in aws_cloudwatch_log_group.function : role => "${g.arn}:*" }
+  # The task log group and its streams (the group exists only with the compute half).
+  task_log_read_arns = flatten([for g in aws_cloudwatch_log_group.tasks : ["${g.arn}:*", "${local.arn_prefix}:logs:${local.region}:${local.account}:log-group:${g.name}:log-stream:*"]])
 
   # Every function builds the control plane from the same six parameters (titus-app's
   # settings::load): the job limits and policies, the rules, the scheduler's tunables.
@@ -72,6 +74,10 @@ locals {
       # The event feed: a job's events, or every job's of a minute, in order.
       { Effect = "Allow", Action = ["dynamodb:Query"], Resource = local.table_arn.events },
       { Effect = "Allow", Action = ["sqs:SendMessage"], Resource = local.agent_queues_arn },
+      # A task's output (GET /api/v3/tasks/{id}/logs): its stream {jobId}/{taskId} of the task log
+      # group, read only. The group's ARN (CDK's ends in :*) for DescribeLogStreams, its streams'
+      # for GetLogEvents.
+      { Effect = "Allow", Action = ["logs:GetLogEvents", "logs:DescribeLogStreams"], Resource = local.task_log_read_arns },
       { Effect = "Allow", Action = local.ssm_read, Resource = concat(local.control_plane_settings, [local.param["/api/identities"], local.param["/api/admins"], local.param["/api/rate-limits"]]) },
     ]
     # submit: creates jobs; refused descriptors go to the rejected queue.
@@ -268,6 +274,12 @@ resource "aws_iam_role_policy" "agent" {
         Effect   = "Allow"
         Action   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
         Resource = ["${aws_cloudwatch_log_group.tasks[0].arn}:*", "${aws_cloudwatch_log_group.tasks[0].arn}:*:log-stream:*"]
+      },
+      # Its metrics: EMF lines to its own stream (named by its agent id) of the agents' group.
+      {
+        Effect   = "Allow"
+        Action   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+        Resource = ["${aws_cloudwatch_log_group.agents[0].arn}:*", "${aws_cloudwatch_log_group.agents[0].arn}:*:log-stream:*"]
       },
       # Task credentials: only the account's roles tagged titus:task-role={stage}; the role's own
       # trust policy must also name this role.

@@ -96,4 +96,6 @@ locals {
   agent_role_name     = "titus-${local.stage}-agent"
   launch_template     = "titus-${local.stage}-agent"
   task_log_group_name = "/titus/${local.stage}/tasks"
+  # The agents' EMF metrics, one stream per agent (its id).
+  agent_log_group_name = "/titus/${local.stage}/agents"
 }

@@ -5,7 +5,8 @@
 #   2. a plan of the whole module (deploy_compute=true, the emulator's default VPC, the built zips
 #      of $CARGO_TARGET_DIR/lambda or placeholders), its resources counted by type and key
 #      properties asserted (runtime, IAM auth, throttling, batch item failures, IMDSv2, the event
-#      feed's table streams, stream mappings, DLQ, bus and alarms);
+#      feed's table streams, stream mappings, DLQ, bus and alarms), then compared with the CDK
+#      app's template for the same stage (alarms, dashboard, log groups, parameter values);
 #   3. apply of the data plane (deploy_compute=false) on a fresh stage tf<digits> at the emulator,
 #      then the tables (their streams too), queues and parameters described with boto3 and
 #      compared with infra/definitions.json;
@@ -138,6 +139,16 @@ tf plan -out="$WORK/full.tfplan" "${COMMON[@]}" -var deploy_compute=true -var en
     -var alarm_email=alarms@example.com >"$WORK/plan.log" 2>&1 || { cat "$WORK/plan.log" >&2; exit 1; }
 tf show -json "$WORK/full.tfplan" >"$WORK/full.json"
 "$PY" "$HERE/test/check.py" plan "$WORK/full.json"
+
+step "parity with the CDK app: its template for stage $STAGE, synthesized offline"
+if [ -x "$ROOT/infra/node_modules/.bin/cdk" ]; then
+    (cd "$ROOT/infra" && npx --no-install cdk synth --quiet --no-notices --no-version-reporting \
+        -c "titus:stage=$STAGE" -c titus:placeholderAssets=true -c "titus:assetDir=$WORK/no-binaries" \
+        -o "$WORK/cdk.out") >"$WORK/synth.log" 2>&1 || { tail -n 30 "$WORK/synth.log" >&2; exit 1; }
+    "$PY" "$HERE/test/check.py" parity "$WORK/full.json" "$WORK/cdk.out/Titus-$STAGE.template.json"
+else
+    say "  SKIPPED: infra/node_modules has no cdk; infra/test.sh installs it (npm ci)"
+fi
 
 # The data plane, with the local stack's tokens (what `titus local up` would write on a fresh
 # stage), so that the CLI can call the API of the stack run on it below.

@@ -95,6 +95,7 @@ async fn launch_latency() {
             registry_auth: std::sync::Arc::new(titus_agent::aws::NoRegistryAuth),
             credentials: Some(credentials),
             secrets: None,
+            metrics: None,
         },
     )
     .await

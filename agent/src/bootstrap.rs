@@ -138,6 +138,9 @@ pub async fn start(
         machine_group: settings.machine_group.clone(),
         capacity,
     };
+    let metrics_writer = settings.metrics_log_group.as_deref().map(|group| {
+        crate::metrics::EmfWriter::new(clients.logs.clone(), group, &agent_id, names.stage())
+    });
     let agent = Agent::start(
         identity,
         settings,
@@ -152,6 +155,7 @@ pub async fn start(
                 resolver: Arc::new(AwsSecrets::new(sdk_config.clone())),
                 stage: names.stage().to_owned(),
             }),
+            metrics: metrics_writer,
         },
     )
     .await?;

@@ -77,6 +77,15 @@ pub struct AgentSettings {
     pub awslogs_group: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub awslogs_region: Option<String>,
+    /// awslogs: the CloudWatch Logs endpoint Docker writes to, when it is not AWS' own (the
+    /// local emulator's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awslogs_endpoint: Option<String>,
+    /// The CloudWatch Logs group the agent writes its metrics to, as Embedded Metric Format
+    /// lines in a stream named by its id (`/titus/{stage}/agents` in AWS); `None`: the metrics
+    /// are only logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_log_group: Option<String>,
     /// The most processes one task container may have.
     pub pids_limit: i64,
     pub drain_policy: DrainPolicy,
@@ -138,6 +147,8 @@ impl Default for AgentSettings {
             log_max_files: 3,
             awslogs_group: None,
             awslogs_region: None,
+            awslogs_endpoint: None,
+            metrics_log_group: None,
             pids_limit: 4096,
             drain_policy: DrainPolicy::Finish,
             drain_timeout_secs: 3600,
@@ -413,6 +424,8 @@ const SETTING_NAMES: &[&str] = &[
     "log_max_files",
     "awslogs_group",
     "awslogs_region",
+    "awslogs_endpoint",
+    "metrics_log_group",
     "pids_limit",
     "drain_policy",
     "drain_timeout_secs",
@@ -441,6 +454,8 @@ const OPTIONAL_SETTINGS: &[&str] = &[
     "disk_mb",
     "awslogs_group",
     "awslogs_region",
+    "awslogs_endpoint",
+    "metrics_log_group",
     "disk_path",
 ];
 
@@ -621,6 +636,8 @@ mod tests {
             disk_mb: Some(1),
             awslogs_group: Some("g".to_owned()),
             awslogs_region: Some("r".to_owned()),
+            awslogs_endpoint: Some("http://127.0.0.1:4566".to_owned()),
+            metrics_log_group: Some("/titus/x/agents".to_owned()),
             disk_path: Some("/".to_owned()),
             ..AgentSettings::default()
         })

@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod docker;
 pub mod host;
 pub mod isolation;
+pub mod metrics;
 pub mod outbox;
 pub mod ports;
 pub mod runtime;

@@ -396,6 +396,7 @@ async fn a_task_is_its_role_and_no_one_else_and_a_roleless_task_is_no_one() {
             registry_auth: Arc::new(titus_agent::aws::NoRegistryAuth),
             credentials: Some(credentials.clone()),
             secrets: None,
+            metrics: None,
         },
     )
     .await;
@@ -648,6 +649,7 @@ async fn secrets_reach_the_container_and_nothing_else() {
                 resolver: resolver.clone(),
                 stage: stage.clone(),
             }),
+            metrics: None,
         },
     )
     .await;

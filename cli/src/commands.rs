@@ -165,8 +165,8 @@ pub enum TaskCommand {
         #[arg(long)]
         shrink: bool,
     },
-    /// Print the end of a task's log. The local stack only: tasks log to the local Docker engine
-    /// (in AWS, to CloudWatch Logs, stream `{job id}/{task id}` of the stage's task log group).
+    /// Print a task's output: its CloudWatch Logs stream (`{job id}/{task id}` in its agent's
+    /// group) through the API, or the local Docker engine for an agent that keeps it on the host.
     Logs {
         id: String,
         /// Lines from the end to start with.
@@ -175,7 +175,7 @@ pub enum TaskCommand {
         /// Only lines since this time: a duration (`10m`, `1h`) or an RFC 3339 timestamp.
         #[arg(long)]
         since: Option<String>,
-        /// Follow the log until the task's container stops.
+        /// Follow the output until the task is Finished.
         #[arg(long, short)]
         follow: bool,
     },
@@ -855,7 +855,7 @@ pub async fn task(client: &Client, command: TaskCommand, output: Output) -> Resu
             tail,
             since,
             follow,
-        } => logs(&id, tail, since.as_deref(), follow),
+        } => logs(client, &id, tail, since.as_deref(), follow, output).await,
     }
 }
 
@@ -888,7 +888,80 @@ fn print_tasks(tasks: &[Task]) {
     );
 }
 
-fn logs(id: &str, tail: u32, since: Option<&str>, follow: bool) -> Result<(), CliError> {
+/// A task's output through the API (CloudWatch Logs): the last `tail` lines (since `since`),
+/// then with `follow` every line written after, until the task is Finished and its last lines are
+/// read. An agent that keeps its tasks' output on its host (json-file) is read through this
+/// machine's Docker engine instead, which works for the local stack.
+async fn logs(
+    client: &Client,
+    id: &str,
+    tail: u32,
+    since: Option<&str>,
+    follow: bool,
+    output: Output,
+) -> Result<(), CliError> {
+    /// How often a follow reads again.
+    const POLL: std::time::Duration = std::time::Duration::from_secs(1);
+    let since_ms = since.map(since_ms).transpose()?;
+    let path = format!("/api/v3/tasks/{id}/logs");
+    let mut query = vec![("tail", tail.max(1).to_string())];
+    if let Some(since_ms) = since_ms {
+        query.push(("sinceMs", since_ms.to_string()));
+    }
+    let mut finished_reads = 0;
+    loop {
+        let page: Value = match client.send(Method::GET, &path, &query, None, &[]).await {
+            Ok(page) => page,
+            Err(CliError::NotFound(message)) if message.contains("json-file") => {
+                return docker_logs(id, tail, since, follow);
+            }
+            Err(e) => return Err(e),
+        };
+        let lines = page["lines"].as_array().cloned().unwrap_or_default();
+        for line in &lines {
+            match output {
+                Output::Json => println!("{line}"),
+                Output::Table => println!("{}", line["message"].as_str().unwrap_or_default()),
+            }
+        }
+        if !follow {
+            return Ok(());
+        }
+        // The agent reports Finished once the container stopped, when its driver has flushed:
+        // read until a read after that returns nothing.
+        if page["taskFinished"] == true {
+            finished_reads += 1;
+            if lines.is_empty() && finished_reads > 1 {
+                return Ok(());
+            }
+        }
+        query = match page["cursor"].as_str() {
+            Some(cursor) => vec![("cursor", cursor.to_owned())],
+            // No stream yet (the task has not started): from its first line, next time.
+            None => since_ms
+                .map(|since| vec![("sinceMs", since.to_string())])
+                .unwrap_or_default(),
+        };
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `--since` as a time: a duration before now, or a UTC timestamp or date.
+fn since_ms(since: &str) -> Result<u64, CliError> {
+    check_since(since)?;
+    crate::events::duration_ms(since)
+        .map(|ago| now_ms().saturating_sub(ago))
+        .or_else(|| crate::output::parse_utc_ms(since))
+        .ok_or_else(|| {
+            CliError::Invalid(format!(
+                "--since {since:?}: expected a duration such as 10m or 1h30m, or a UTC time such \
+                 as 2026-12-01T10:00:00Z"
+            ))
+        })
+}
+
+/// A task's output from the local Docker engine (json-file agents of the local stack).
+fn docker_logs(id: &str, tail: u32, since: Option<&str>, follow: bool) -> Result<(), CliError> {
     if let Some(since) = since {
         check_since(since)?;
     }

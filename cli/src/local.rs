@@ -60,6 +60,56 @@ pub struct UpArgs {
     /// reports, the job sweep).
     #[arg(long, default_value_t = 5_000)]
     reconcile_interval_ms: u64,
+    /// Where the agents send their tasks' output: the emulator's CloudWatch Logs (group
+    /// `/titus/{stage}/tasks`, as in AWS; Docker's awslogs driver needs the emulator's
+    /// credentials in dockerd's environment) or Docker's json-file logs on this host.
+    #[arg(
+        long,
+        value_enum,
+        env = "TITUS_LOCAL_TASK_LOGS",
+        default_value = "cloudwatch"
+    )]
+    task_logs: TaskLogsMode,
+}
+
+/// Where local agents send their tasks' output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskLogsMode {
+    Cloudwatch,
+    Docker,
+}
+
+/// The awslogs settings of local agents in `mode`, creating the stage's task log group on the
+/// emulator (in AWS the deployment creates it).
+async fn local_task_logs(
+    mode: TaskLogsMode,
+    clients: &AwsClients,
+    sdk_config: &aws_config::SdkConfig,
+    stage: &str,
+    endpoint: &str,
+) -> anyhow::Result<Option<LocalTaskLogs>> {
+    if mode == TaskLogsMode::Docker {
+        return Ok(None);
+    }
+    let group = titus_core::ports::TaskLogs::stage_group(stage);
+    titus_aws::logs::ensure_log_group(&clients.logs, &group)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(Some(LocalTaskLogs {
+        group,
+        region: sdk_config
+            .region()
+            .map_or_else(|| "us-east-1".to_owned(), |r| r.to_string()),
+        endpoint: endpoint.to_owned(),
+    }))
+}
+
+/// Where a local agent's awslogs driver writes.
+#[derive(Debug, Clone)]
+struct LocalTaskLogs {
+    group: String,
+    region: String,
+    endpoint: String,
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +125,16 @@ pub struct AgentArgs {
     zone: String,
     #[command(flatten)]
     capacity: LocalCapacity,
+    /// Where the agents send their tasks' output: the emulator's CloudWatch Logs (group
+    /// `/titus/{stage}/tasks`, as in AWS; Docker's awslogs driver needs the emulator's
+    /// credentials in dockerd's environment) or Docker's json-file logs on this host.
+    #[arg(
+        long,
+        value_enum,
+        env = "TITUS_LOCAL_TASK_LOGS",
+        default_value = "cloudwatch"
+    )]
+    task_logs: TaskLogsMode,
 }
 
 /// What one local agent offers.
@@ -102,6 +162,7 @@ fn local_agent_env(
     id: &str,
     zone: &str,
     capacity: LocalCapacity,
+    logs: Option<&LocalTaskLogs>,
 ) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("TITUS_AGENT_"))
@@ -119,6 +180,17 @@ fn local_agent_env(
     if let Some(disk_mb) = capacity.disk_mb {
         env.insert("TITUS_AGENT_DISK_MB".to_owned(), disk_mb.to_string());
     }
+    if let Some(logs) = logs {
+        for (name, value) in [
+            ("TITUS_AGENT_LOG_DRIVER", "awslogs"),
+            ("TITUS_AGENT_AWSLOGS_GROUP", &logs.group),
+            ("TITUS_AGENT_AWSLOGS_REGION", &logs.region),
+            ("TITUS_AGENT_AWSLOGS_ENDPOINT", &logs.endpoint),
+        ] {
+            env.entry(name.to_owned())
+                .or_insert_with(|| value.to_owned());
+        }
+    }
     env.entry("TITUS_AGENT_POLL_WAIT_SECS".to_owned())
         .or_insert_with(|| "1".to_owned());
     // The local agents share one host: each serves task credentials on a port of its own.
@@ -130,10 +202,24 @@ fn local_agent_env(
 /// Runs one agent of a running local stack in this process, until `shutdown` is cancelled (Ctrl-C
 /// or SIGTERM). Like a host, it can be killed on its own: its tasks then are lost and replaced.
 pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    require_emulator()?;
     let sdk_config = titus_aws::clients::load_sdk_config().await;
     let clients = AwsClients::from_config(&sdk_config);
-    let env = local_agent_env(&args.stage, &args.id, &args.zone, args.capacity);
+    let endpoint = require_emulator()?;
+    let logs = local_task_logs(
+        args.task_logs,
+        &clients,
+        &sdk_config,
+        &args.stage,
+        &endpoint,
+    )
+    .await?;
+    let env = local_agent_env(
+        &args.stage,
+        &args.id,
+        &args.zone,
+        args.capacity,
+        logs.as_ref(),
+    );
     let agent = titus_agent::bootstrap::start(&clients, &sdk_config, &env)
         .await
         .with_context(|| format!("starting agent {:?} in stage {:?}", args.id, args.stage))?;
@@ -203,7 +289,10 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     {
         let api_config = titus_api::ApiConfig::load(&clients.ssm, &names).await?;
         let limiter = titus_aws::DynamoRateLimiter::new(clients.dynamodb.clone(), &names);
-        let state = titus_api::AppState::new(cp.clone(), api_config, Some(Arc::new(limiter)));
+        let state = titus_api::AppState::new(cp.clone(), api_config, Some(Arc::new(limiter)))
+            .with_task_logs(Arc::new(titus_aws::CloudWatchTaskLogs::new(
+                clients.logs.clone(),
+            )));
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| {
@@ -338,6 +427,14 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     }
 
     // The agents, on the local Docker engine.
+    let logs = local_task_logs(
+        args.task_logs,
+        &clients,
+        &sdk_config,
+        &args.stage,
+        &endpoint,
+    )
+    .await?;
     for n in 1..=args.agents {
         let id = format!("{}-agent-{n}", args.stage);
         let zone = format!("local-{}", (n - 1) % 2 + 1);
@@ -347,7 +444,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
             network_mbps: args.agent_network_mbps,
             disk_mb: args.agent_disk_mb,
         };
-        let env = local_agent_env(&args.stage, &id, &zone, capacity);
+        let env = local_agent_env(&args.stage, &id, &zone, capacity, logs.as_ref());
         let agent = titus_agent::bootstrap::start(&clients, &sdk_config, &env)
             .instrument(tracing::info_span!("agent", id = %id))
             .await

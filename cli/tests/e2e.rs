@@ -119,13 +119,37 @@ async fn a_batch_job_of_five_tasks_runs_to_finished_normal() {
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(bad.stderr.contains("TaskStateChange"), "{}", bad.stderr);
 
-    // The task's output is readable through the CLI.
+    // The task's output went to its CloudWatch Logs stream, as in AWS, and the CLI reads it
+    // there through the API.
+    let (clients, _) = stack.aws().await;
+    let stream = clients
+        .logs
+        .get_log_events()
+        .log_group_name(format!("/titus/{}/tasks", stack.stage))
+        .log_stream_name(format!("{job}/{}", tasks[0].id))
+        .start_from_head(true)
+        .send()
+        .await
+        .expect("the task's stream in the stage's task log group");
+    let written: Vec<&str> = stream.events().iter().filter_map(|e| e.message()).collect();
+    assert!(
+        written.iter().any(|m| m.contains(&format!("of {job}"))),
+        "{written:?}"
+    );
     let logs = stack.cli(&["task", "logs", tasks[0].id.as_ref()]);
     assert_eq!(logs.code, 0, "{}", logs.stderr);
     assert!(
         logs.stdout.contains(&format!("of {job}")),
         "{}",
         logs.stdout
+    );
+    let as_json = stack.cli(&["task", "logs", tasks[0].id.as_ref(), "-o", "json"]);
+    assert_eq!(as_json.code, 0, "{}", as_json.stderr);
+    let line: Value = serde_json::from_str(as_json.stdout.lines().next().unwrap_or("{}")).unwrap();
+    assert!(
+        line["timestampMs"].as_u64().is_some() && line["message"].is_string(),
+        "{}",
+        as_json.stdout
     );
 }
 

@@ -171,6 +171,10 @@ export class TitusStack extends cdk.Stack {
   public readonly eventsDeadLetterQueue: sqs.Queue;
   public readonly eventBus: events.EventBus;
   public readonly agentRole: iam.Role;
+  /** Task containers' output (Docker's awslogs driver), one stream per task: `{jobId}/{taskId}`. */
+  public readonly taskLogGroup: logs.LogGroup;
+  /** The agents' Embedded Metric Format lines, one stream per agent (its id). */
+  public readonly agentLogGroup: logs.LogGroup;
   public readonly launchTemplate: ec2.LaunchTemplate;
   public readonly stateMachine: sfn.StateMachine;
   public readonly api: apigw.HttpApi;
@@ -259,6 +263,14 @@ export class TitusStack extends cdk.Stack {
       retention: logs.RetentionDays.ONE_MONTH,
       removalPolicy: cdk.RemovalPolicy.DESTROY,
     });
+    this.taskLogGroup = taskLogGroup;
+    // The agents' metrics: each agent writes EMF lines (namespace Titus, dimension Stage) to its
+    // own stream, named by its agent id, and CloudWatch turns them into metrics.
+    this.agentLogGroup = new logs.LogGroup(this, 'AgentLogGroup', {
+      logGroupName: `/titus/${stage}/agents`,
+      retention: logs.RetentionDays.ONE_MONTH,
+      removalPolicy: cdk.RemovalPolicy.DESTROY,
+    });
     // A fixed name: task roles' trust policies name it (infra/README.md, "Task IAM roles").
     this.agentRole = new iam.Role(this, 'AgentRole', {
       roleName: `titus-${stage}-agent`,
@@ -268,10 +280,10 @@ export class TitusStack extends cdk.Stack {
     const agentBinary = new s3assets.Asset(this, 'AgentBinary', { path: this.binary(AGENT_BINARY, true) });
     agentBinary.grantRead(this.agentRole);
     this.launchTemplate = this.agentLaunchTemplate(agentSecurityGroup, agentBinary);
-    this.grantAgent(taskLogGroup);
+    this.grantAgent();
 
     // Parameters: the Rust defaults, with what only the deployment knows.
-    this.parameters(vpc, taskLogGroup);
+    this.parameters(vpc);
 
     // Functions.
     this.functions = {
@@ -528,7 +540,7 @@ export class TitusStack extends cdk.Stack {
     });
   }
 
-  private parameters(vpc: ec2.Vpc, taskLogGroup: logs.LogGroup): void {
+  private parameters(vpc: ec2.Vpc): void {
     const defs = this.props.definitions;
     const stage = this.props.stage;
     const values = new Map<string, string>(defs.parameters.map((p) => [p.name, p.defaultValue]));
@@ -546,8 +558,12 @@ export class TitusStack extends cdk.Stack {
     // A status or an agent request is believed only from the agent instance role's session of
     // the agent it names: `{role id}:{instance id}`, as SQS reports the sender.
     merge('/control/rules', { agent_role_id: this.agentRole.roleId });
-    // Task logs go to CloudWatch Logs.
-    merge('/agent/config', { log_driver: 'awslogs', awslogs_group: taskLogGroup.logGroupName });
+    // Task logs go to CloudWatch Logs, and the agents' metrics (EMF lines) to their own group.
+    merge('/agent/config', {
+      log_driver: 'awslogs',
+      awslogs_group: this.taskLogGroup.logGroupName,
+      metrics_log_group: this.agentLogGroup.logGroupName,
+    });
     // The default pool launches into this stack's subnets from its launch template, on
     // instance types of the stack's architecture (the AMI's).
     merge('/scaler/pools/default', {
@@ -694,12 +710,23 @@ export class TitusStack extends cdk.Stack {
     return this.formatArn({ service: 'ssm', resource: 'parameter', resourceName: name.replace(/^\//, '') });
   }
 
+  /** Every stream of the task log group: `arn:…:log-group:/titus/{stage}/tasks:log-stream:*`. */
+  private taskLogStreamsArn(): string {
+    return this.formatArn({
+      service: 'logs',
+      resource: 'log-group',
+      resourceName: `${this.taskLogGroup.logGroupName}:log-stream:*`,
+      arnFormat: cdk.ArnFormat.COLON_RESOURCE_NAME,
+    });
+  }
+
   private agentQueuesArn(): string {
     return this.formatArn({ service: 'sqs', resource: `titus-${this.props.stage}-agent-*` });
   }
 
-  private grantAgent(taskLogGroup: logs.LogGroup): void {
+  private grantAgent(): void {
     const role = this.agentRole;
+    const taskLogGroup = this.taskLogGroup;
     const stage = this.props.stage;
     // Only its own queue, named after its instance (the control plane creates it at
     // registration), and that queue's DLQ, where it keeps the commands it cannot apply. It
@@ -737,6 +764,11 @@ export class TitusStack extends cdk.Stack {
     this.allow(role, ['logs:CreateLogStream', 'logs:PutLogEvents', 'logs:DescribeLogStreams'], [
       taskLogGroup.logGroupArn,
       `${taskLogGroup.logGroupArn}:log-stream:*`,
+    ]);
+    // Its metrics: EMF lines to its own stream (named by its agent id) of the agents' group.
+    this.allow(role, ['logs:CreateLogStream', 'logs:PutLogEvents'], [
+      this.agentLogGroup.logGroupArn,
+      `${this.agentLogGroup.logGroupArn}:log-stream:*`,
     ]);
     // Task credentials: it assumes the role a job names (session titus-{task id}) and serves the
     // credentials to that task's container only. Only roles of the account that the user tagged
@@ -786,6 +818,13 @@ export class TitusStack extends cdk.Stack {
     // The event feed: a job's events, or every job's of a minute, in order.
     this.allow(f.api.role!, ['dynamodb:Query'], [t.events.tableArn]);
     this.allow(f.api.role!, ['sqs:SendMessage'], [agentQueues]);
+    // A task's output (GET /api/v3/tasks/{id}/logs): its stream {jobId}/{taskId} of the task log
+    // group, read only. The group's ARN (it ends in :*) for DescribeLogStreams, its streams'
+    // for GetLogEvents.
+    this.allow(f.api.role!, ['logs:GetLogEvents', 'logs:DescribeLogStreams'], [
+      this.taskLogGroup.logGroupArn,
+      this.taskLogStreamsArn(),
+    ]);
     this.allow(f.api.role!, ['ssm:GetParameters', 'ssm:GetParameter'], [
       ...controlPlaneSettings,
       param('/api/identities'),
@@ -948,8 +987,8 @@ export class TitusStack extends cdk.Stack {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     }).addAlarmAction(action);
 
-    // The control plane's own metrics, from the EMF lines the scheduler and the reconciler print
-    // after each invocation (namespace Titus, dimension Stage).
+    // The control plane's own metrics, from the EMF lines the functions print after each
+    // invocation and the agents write to their log group (namespace Titus, dimension Stage).
     const metric = (metricName: string, statistic: string, minutes = 1) =>
       new cloudwatch.Metric({
         namespace: 'Titus',
@@ -979,9 +1018,24 @@ export class TitusStack extends cdk.Stack {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
     pendingAlarm.addAlarmAction(action);
+    // One failed tick can be a blip; 3 or more in 5 minutes is the loop failing.
+    const tickErrorsAlarm = new cloudwatch.Alarm(this, 'TickErrors', {
+      alarmName: `titus-${stage}-tick-errors`,
+      alarmDescription: `Scheduler ticks failed 3 or more times in 5 minutes; /aws/lambda/titus-${stage}-scheduler says why`,
+      metric: metric('TickErrors', 'Sum', 5),
+      threshold: 3,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    tickErrorsAlarm.addAlarmAction(action);
 
+    // Rows of two graphs; every Titus metric is one value a minute (counters as Sum, gauges as
+    // Maximum). terraform/alarms.tf lays out the same dashboard.
     const graph = (title: string, metrics: cloudwatch.IMetric[]) =>
       new cloudwatch.GraphWidget({ title, left: metrics, width: 12, height: 6 });
+    const sums = (...names: string[]) => names.map((name) => metric(name, 'Sum'));
+    const deadLetterQueues = [...Object.values(this.deadLetterQueues), this.eventsDeadLetterQueue];
     new cloudwatch.Dashboard(this, 'Dashboard', {
       dashboardName: `titus-${stage}`,
       widgets: [
@@ -995,14 +1049,38 @@ export class TitusStack extends cdk.Stack {
         ],
         [
           graph('Tick duration (ms)', [metric('TickDurationMs', 'p50'), metric('TickDurationMs', 'p99')]),
-          graph('Lease', [metric('LeaseHeld', 'Minimum'), metric('LeaseTakeovers', 'Sum'), metric('TickErrors', 'Sum')]),
+          graph('Lease', [metric('LeaseHeld', 'Minimum'), ...sums('LeaseRenewals', 'LeaseTakeovers', 'TickErrors')]),
         ],
         [
           graph('Lost and stuck', [metric('AgentsLost', 'Sum', 5), metric('TasksLost', 'Sum', 5), metric('TasksStuck', 'Sum', 5), metric('ReconcileErrors', 'Sum', 5)]),
-          graph('Dead letters', [...Object.values(this.deadLetterQueues), this.eventsDeadLetterQueue].map((q) => q.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum' }))),
+          graph('Dead letters', deadLetterQueues.map((q) => q.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum' }))),
         ],
         [
-          new cloudwatch.AlarmStatusWidget({ title: 'Alarms', alarms: [leaseAlarm, pendingAlarm], width: 24, height: 3 }),
+          graph('Intake per minute', sums('JobsAccepted', 'SubmissionsRejected')),
+          graph('API requests per minute', sums('ApiRequests', 'ApiClientErrors', 'ApiServerErrors')),
+        ],
+        [
+          graph('API latency, slowest per minute (ms)', [metric('ApiLatencyMaxMs', 'Maximum')]),
+          graph('Status updates per minute', sums('StatusUpdatesApplied', 'StatusUpdatesIgnored')),
+        ],
+        [
+          graph('Events per minute', sums('EventsWritten', 'EventsPublished')),
+          graph('Event stream age (ms)', [metric('EventStreamAgeMs', 'Maximum')]),
+        ],
+        [
+          graph('Scaler', [...sums('AgentsLaunched', 'AgentsTerminated'), metric('PoolAgentsDesired', 'Maximum')]),
+          // Each agent reports its running tasks once a minute: the Sum is the fleet's.
+          graph('Agents', sums('AgentTasksRunning', 'AgentLaunchFailures', 'AgentHeartbeatFailures')),
+        ],
+        [
+          graph('Image pull, slowest per minute (ms)', [metric('AgentImagePullMaxMs', 'Maximum')]),
+          // NumberOfMessagesSent counts SendMessage calls (the status function's reasoned dead
+          // letters, the stream mappings' failures), not SQS's own redrive after maxReceiveCount
+          // receives: those show in "Dead letters" above and in the dead-letter alarms.
+          graph('Dead letters sent per minute', deadLetterQueues.map((q) => q.metricNumberOfMessagesSent({ statistic: 'Sum', period: cdk.Duration.minutes(1) }))),
+        ],
+        [
+          new cloudwatch.AlarmStatusWidget({ title: 'Alarms', alarms: [leaseAlarm, pendingAlarm, tickErrorsAlarm], width: 24, height: 3 }),
         ],
       ],
     });
@@ -1035,6 +1113,17 @@ export class TitusStack extends cdk.Stack {
         true,
       );
     }
+    NagSuppressions.addResourceSuppressions(
+      this.functions.api.role!,
+      [
+        {
+          id: 'AwsSolutions-IAM5',
+          reason: 'GET /api/v3/tasks/{id}/logs reads the stream of any task of the stage, named {jobId}/{taskId} by the agent at run time; only streams of the task log group, read only',
+          appliesTo: [{ regex: '/^Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:<TaskLogGroup[A-Za-z0-9]+>:log-stream:\\*$/g' }],
+        },
+      ],
+      true,
+    );
     NagSuppressions.addResourceSuppressions(
       this.functions.events.role!,
       [
@@ -1074,11 +1163,12 @@ export class TitusStack extends cdk.Stack {
       [
         {
           id: 'AwsSolutions-IAM5',
-          reason: 'ecr:GetAuthorizationToken supports no resource; tasks may run images from any of the account\'s repositories (the job policy parameter limits registries); Docker names a log stream per task; the agent settings are parameters under the agent path; tasks without a role read only the secrets under the stage shared secrets path; the agent binary is a CDK asset in the bootstrap bucket',
+          reason: 'ecr:GetAuthorizationToken supports no resource; tasks may run images from any of the account\'s repositories (the job policy parameter limits registries); Docker names a log stream per task, and each agent a metrics stream after its id; the agent settings are parameters under the agent path; tasks without a role read only the secrets under the stage shared secrets path; the agent binary is a CDK asset in the bootstrap bucket',
           appliesTo: [
             'Resource::*',
             'Resource::arn:<AWS::Partition>:ecr:<AWS::Region>:<AWS::AccountId>:repository/*',
             { regex: '/^Resource::<TaskLogGroup.*\\.Arn>:log-stream:\\*$/g' },
+            { regex: '/^Resource::<AgentLogGroup.*\\.Arn>:log-stream:\\*$/g' },
             `Resource::arn:<AWS::Partition>:ssm:<AWS::Region>:<AWS::AccountId>:parameter/titus/${stage}/agent/*`,
             `Resource::arn:<AWS::Partition>:ssm:<AWS::Region>:<AWS::AccountId>:parameter/titus/${stage}/secrets/*`,
             `Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:titus/${stage}/secrets/*`,

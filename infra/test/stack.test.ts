@@ -56,15 +56,19 @@ describe('functions', () => {
     template.resourceCountIs('AWS::Lambda::EventSourceMapping', 6);
   });
 
-  it('gives each function its own role with only its own log group, no managed policy', () => {
+  it('gives each function its own role writing only its own log group, no managed policy', () => {
     for (const role of Object.keys(FUNCTION_BINARIES)) {
       const fn = resources(template, 'AWS::Lambda::Function')[logicalIdOfFunction(role)];
       const roleId = fn.Properties.Role['Fn::GetAtt'][0];
       const roleResource = resources(template, 'AWS::IAM::Role')[roleId];
       assert.equal(roleResource.Properties.ManagedPolicyArns, undefined, `${role} has no managed policy`);
       const statements = statementsOfRole(template, roleId);
-      const logs = statements.filter((s) => actionsOf([s]).some((a) => a.startsWith('logs:')));
-      assert.equal(logs.length, 1, `${role}: one logs statement`);
+      const writes = statements.filter((s) => actionsOf([s]).some((a) => a === 'logs:CreateLogStream' || a === 'logs:PutLogEvents'));
+      assert.equal(writes.length, 1, `${role}: one statement writes logs`);
+      assert.deepEqual(writes[0].Resource, { 'Fn::GetAtt': [fn.Properties.LoggingConfig.LogGroup.Ref, 'Arn'] }, `${role} writes its own group`);
+      // The api function also reads task logs (below); nothing else of CloudWatch Logs.
+      const others = statements.filter((s) => s !== writes[0] && actionsOf([s]).some((a) => a.startsWith('logs:')));
+      assert.equal(others.length, role === 'api' ? 1 : 0, `${role}: other logs statements ${JSON.stringify(others)}`);
     }
   });
 
@@ -223,7 +227,33 @@ describe('the event feed', () => {
   });
 });
 
+const logGroupId = (name: string) =>
+  Object.entries(resources(template, 'AWS::Logs::LogGroup')).find(([, g]) => g.Properties.LogGroupName === name)![0];
+
 describe('the API', () => {
+  it('reads task logs (GET /api/v3/tasks/{id}/logs) from the task log group only, read only', () => {
+    const apiRole = resources(template, 'AWS::Lambda::Function')[logicalIdOfFunction('api')].Properties.Role['Fn::GetAtt'][0];
+    const taskLogs = logGroupId(`/titus/${STAGE}/tasks`);
+    const reads = statementsOfRole(template, apiRole).filter((s) => actionsOf([s]).some((a) => a.startsWith('logs:') && a !== 'logs:CreateLogStream' && a !== 'logs:PutLogEvents'));
+    assert.equal(reads.length, 1, JSON.stringify(reads));
+    assert.deepEqual(actionsOf(reads).sort(), ['logs:DescribeLogStreams', 'logs:GetLogEvents']);
+    assert.deepEqual(reads[0].Resource, [
+      { 'Fn::GetAtt': [taskLogs, 'Arn'] },
+      {
+        'Fn::Join': ['', [
+          'arn:', { Ref: 'AWS::Partition' }, ':logs:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' },
+          ':log-group:', { Ref: taskLogs }, ':log-stream:*',
+        ]],
+      },
+    ]);
+    for (const role of Object.keys(FUNCTION_BINARIES).filter((r) => r !== 'api')) {
+      const other = resources(template, 'AWS::Lambda::Function')[logicalIdOfFunction(role)].Properties.Role['Fn::GetAtt'][0];
+      const actions = actionsOf(statementsOfRole(template, other));
+      assert.ok(!actions.includes('logs:GetLogEvents') && !actions.includes('logs:DescribeLogStreams'), `${role} may not read logs`);
+      assert.ok(!JSON.stringify(statementsOfRole(template, other)).includes(`"${taskLogs}"`), `${role} may not touch task logs`);
+    }
+  });
+
   it('is an HTTP API whose every route needs IAM authorization and reaches the api Lambda', () => {
     template.hasResourceProperties('AWS::ApiGatewayV2::Api', { ProtocolType: 'HTTP' });
     const routes = Object.values(resources(template, 'AWS::ApiGatewayV2::Route'));
@@ -340,6 +370,22 @@ describe('agents', () => {
     for (const forbidden of ['sqs:CreateQueue', 'sqs:SetQueueAttributes', 'sqs:DeleteQueue', 'dynamodb:Scan', 'dynamodb:Query', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'ec2:RunInstances']) {
       assert.ok(!actions.includes(forbidden), `agent may not ${forbidden}`);
     }
+  });
+
+  it('write task logs to the task log group and their metrics to the agents\' group, which keeps them 30 days', () => {
+    const group = (name: string) => resources(template, 'AWS::Logs::LogGroup')[logGroupId(name)].Properties;
+    assert.equal(group(`/titus/${STAGE}/tasks`).RetentionInDays, 30);
+    assert.equal(group(`/titus/${STAGE}/agents`).RetentionInDays, 30);
+    const logs = agentStatements.filter((s) => actionsOf([s]).some((a) => a.startsWith('logs:')));
+    const on = (id: string) => logs.filter((s) => JSON.stringify(s.Resource).includes(`"${id}"`));
+    const metrics = on(logGroupId(`/titus/${STAGE}/agents`));
+    assert.equal(metrics.length, 1);
+    assert.deepEqual(actionsOf(metrics).sort(), ['logs:CreateLogStream', 'logs:PutLogEvents']);
+    const metricsGroupArn = { 'Fn::GetAtt': [logGroupId(`/titus/${STAGE}/agents`), 'Arn'] };
+    assert.deepEqual(metrics[0].Resource, [metricsGroupArn, { 'Fn::Join': ['', [metricsGroupArn, ':log-stream:*']] }]);
+    assert.equal(on(logGroupId(`/titus/${STAGE}/tasks`)).length, 1);
+    assert.equal(logs.length, 2, 'no other log group');
+    assert.ok(!actionsOf(logs).includes('logs:GetLogEvents'), 'agents do not read logs back');
   });
 
   it('cannot receive from or send to another agent\'s queue', () => {
@@ -484,8 +530,12 @@ describe('configuration', () => {
     const pool = JSON.stringify(byName.get(`/titus/${STAGE}/scaler/pools/default`).Value);
     assert.ok(pool.includes('AgentVpcagentsSubnet1'), 'the pool launches into the stack\'s subnets');
     assert.ok(pool.includes(`titus-${STAGE}-agent`));
-    const agent = JSON.stringify(byName.get(`/titus/${STAGE}/agent/config`).Value);
-    assert.ok(agent.includes('awslogs'));
+    const agent = byName.get(`/titus/${STAGE}/agent/config`).Value;
+    const parts: unknown[] = agent['Fn::Join'][1];
+    const config = JSON.parse(parts.map((p: any) => (typeof p === 'string' ? p : `<${p.Ref}>`)).join(''));
+    assert.equal(config.log_driver, 'awslogs');
+    assert.equal(config.awslogs_group, `<${logGroupId(`/titus/${STAGE}/tasks`)}>`, 'task logs to the task log group');
+    assert.equal(config.metrics_log_group, `<${logGroupId(`/titus/${STAGE}/agents`)}>`, 'agent metrics to the agents\' group');
   });
 
   it('applies parameter overrides and refuses one naming no parameter', () => {
@@ -511,7 +561,31 @@ describe('alarms', () => {
     // The declared queues' DLQs and the events function's.
     assert.equal(dlq.length, loadDefinitions(STAGE).queues.filter((q) => q.deadLetter).length + 1);
     assert.equal(errors.length, Object.keys(FUNCTION_BINARIES).length);
-    for (const alarm of alarms) assert.equal(alarm.AlarmActions.length, 1);
+    // And the events function's lag, the lease, the oldest pending task and tick errors.
+    assert.equal(alarms.length, dlq.length + errors.length + 4);
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 15);
+    const topic = Object.keys(resources(template, 'AWS::SNS::Topic'))[0];
+    for (const alarm of alarms) assert.deepEqual(alarm.AlarmActions, [{ Ref: topic }], alarm.AlarmName);
+  });
+
+  it('fire when 3 or more scheduler ticks fail in 5 minutes', () => {
+    const alarms = Object.values(resources(template, 'AWS::CloudWatch::Alarm')).map((a: any) => a.Properties);
+    const tickErrors = alarms.filter((a) => a.MetricName === 'TickErrors');
+    assert.equal(tickErrors.length, 1);
+    const { AlarmActions, AlarmDescription, Tags, ...alarm } = tickErrors[0];
+    assert.ok(AlarmDescription.includes(`/aws/lambda/titus-${STAGE}-scheduler`), AlarmDescription);
+    assert.deepEqual(alarm, {
+      AlarmName: `titus-${STAGE}-tick-errors`,
+      Namespace: 'Titus',
+      MetricName: 'TickErrors',
+      Dimensions: [{ Name: 'Stage', Value: STAGE }],
+      Statistic: 'Sum',
+      Period: 300,
+      EvaluationPeriods: 1,
+      Threshold: 3,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      TreatMissingData: 'notBreaching',
+    });
   });
 
   it('watch the lease and the oldest pending task from the EMF metrics, and a dashboard shows them', () => {
@@ -530,6 +604,36 @@ describe('alarms', () => {
     for (const name of ['TasksPlaced', 'TasksPending', 'OldestPendingAgeMs', 'SubmitToLaunchedMaxMs', 'TickDurationMs', 'LeaseTakeovers', 'TasksLost']) {
       assert.ok(body.includes(name), `the dashboard shows ${name}`);
     }
+  });
+
+  it('show every control-plane and agent metric on the dashboard, one a minute, counters summed and gauges at their maximum', () => {
+    const dashboard = Object.values(resources(template, 'AWS::CloudWatch::Dashboard'))[0] as any;
+    const parts: unknown[] = dashboard.Properties.DashboardBody['Fn::Join'][1];
+    const body = JSON.parse(parts.map((p: any) => (typeof p === 'string' ? p : `<${p.Ref ?? p['Fn::GetAtt'].join('.')}>`)).join(''));
+    const metrics = body.widgets.flatMap((w: any) => w.properties.metrics ?? []);
+    const titus = new Map(metrics.filter((m: any) => m[0] === 'Titus').map((m: any) => [`${m[1]} ${m[4].stat}`, m]));
+    const expected = {
+      Sum: ['LeaseRenewals', 'LeaseTakeovers', 'TickErrors', 'JobsAccepted', 'SubmissionsRejected', 'ApiRequests', 'ApiClientErrors',
+        'ApiServerErrors', 'StatusUpdatesApplied', 'StatusUpdatesIgnored', 'EventsWritten', 'EventsPublished', 'AgentsLaunched',
+        'AgentsTerminated', 'AgentTasksRunning', 'AgentLaunchFailures', 'AgentHeartbeatFailures'],
+      Maximum: ['ApiLatencyMaxMs', 'EventStreamAgeMs', 'PoolAgentsDesired', 'AgentImagePullMaxMs'],
+    };
+    for (const [stat, names] of Object.entries(expected)) {
+      for (const name of names) {
+        const m: any = titus.get(`${name} ${stat}`);
+        assert.ok(m, `the dashboard shows ${name} (${stat})`);
+        assert.deepEqual(m.slice(2, 4), ['Stage', STAGE]);
+        assert.equal(m[4].period, 60, `${name} per minute`);
+      }
+    }
+    // Dead-letter arrivals: one line for each DLQ of the stack, the events function's too.
+    const sent = metrics.filter((m: any) => m[0] === 'AWS/SQS' && m[1] === 'NumberOfMessagesSent');
+    const dlqs = [...loadDefinitions(STAGE).queues.filter((q) => q.deadLetter).map((q) => q.deadLetter!.name), `titus-${STAGE}-events-dlq`];
+    const queueIds = Object.fromEntries(Object.entries(resources(template, 'AWS::SQS::Queue')).map(([id, q]) => [q.Properties.QueueName, id]));
+    assert.deepEqual(sent.map((m: any) => m[3]).sort(), dlqs.map((n) => `<${queueIds[n]}.QueueName>`).sort());
+    for (const m of sent) assert.deepEqual(m[4], { period: 60, stat: 'Sum' });
+    const alarmWidget = body.widgets.find((w: any) => w.type === 'alarm');
+    assert.equal(alarmWidget.properties.alarms.length, 3, 'the lease, oldest pending and tick errors alarms');
   });
 });
 

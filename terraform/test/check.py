@@ -1,6 +1,8 @@
 """What terraform/test.sh checks with boto3 against the emulator (and in a plan's JSON).
 
   check.py plan PLAN_JSON                      the full module's plan: resources and key properties
+  check.py parity PLAN_JSON CDK_TEMPLATE       the plan against the CDK app's template for the same
+                                               stage: alarms, dashboard, log groups, parameters
   check.py applied STAGE DEFINITIONS OUT_JSON  the applied data plane against definitions.json;
                                                writes the tables' creation times to OUT_JSON
   check.py unchanged STAGE BEFORE_JSON         the tables are the ones Terraform made (not recreated)
@@ -237,12 +239,15 @@ def plan(plan_file):
         print(f"    {t:<48}{n:>4}", file=sys.stderr)
     print(f"    {'total':<48}{sum(by_type.values()):>4}", file=sys.stderr)
     # 7 declared queues and the events function's DLQ; 3 queue and 3 stream mappings; alarms: 3
-    # DLQs, 7 functions' errors, the lease, the oldest pending task, the events DLQ, stream lag.
+    # DLQs, 7 functions' errors, the lease, the oldest pending task, tick errors, the events DLQ,
+    # stream lag; log groups: 7 functions', the API's access log, the loop's, the flow log, task
+    # logs and the agents' metrics.
     want = {
         "aws_dynamodb_table": 10, "aws_sqs_queue": 8, "aws_sqs_queue_policy": 8, "aws_ssm_parameter": 12, "aws_lambda_function": 7,
         "aws_lambda_event_source_mapping": 6, "aws_sfn_state_machine": 1, "aws_scheduler_schedule": 3,
         "aws_apigatewayv2_api": 1, "aws_apigatewayv2_route": 1, "aws_launch_template": 1, "aws_cloudwatch_event_bus": 1,
-        "aws_cloudwatch_metric_alarm": 14, "aws_cloudwatch_dashboard": 1, "aws_iam_instance_profile": 1, "aws_vpc_endpoint": 9,
+        "aws_cloudwatch_metric_alarm": 15, "aws_cloudwatch_dashboard": 1, "aws_cloudwatch_log_group": 12,
+        "aws_iam_instance_profile": 1, "aws_vpc_endpoint": 9,
     }
     for t, n in want.items():
         check(by_type.get(t) == n, f"{n} {t} expected, the plan has {by_type.get(t, 0)}")
@@ -264,10 +269,142 @@ def plan(plan_file):
     check(sm["type"] == "EXPRESS", "the loop is not Express")
     lt = after["aws_launch_template.agent[0]"]["metadata_options"][0]
     check(lt["http_tokens"] == "required" and lt["http_put_response_hop_limit"] == 1 and lt["instance_metadata_tags"] == "enabled", f"IMDS {lt}")
+    # The agents log tasks to the task log group and their metrics (EMF) to the agents' group.
+    groups = {v["name"]: v for a, v in after.items() if a.startswith("aws_cloudwatch_log_group.")}
+    agent_config = json.loads(after.get('aws_ssm_parameter.this["/agent/config"]', {}).get("value") or "{}")
+    for key, suffix in (("awslogs_group", "tasks"), ("metrics_log_group", "agents")):
+        name = agent_config.get(key, "")
+        check(name.endswith(f"/{suffix}") and groups.get(name, {}).get("retention_in_days") == 30, f"/agent/config {key} = {name!r}, groups {sorted(groups)}")
+    tick = [v for v in after.values() if v.get("metric_name") == "TickErrors"]
+    check([(v["statistic"], v["period"], v["evaluation_periods"], v["threshold"], v["comparison_operator"], v["treat_missing_data"]) for v in tick]
+          == [("Sum", 300, 1, 3, "GreaterThanOrEqualToThreshold", "notBreaching")], f"tick errors alarm {tick}")
     # The policies are known at plan time only where they name nothing unknown; check what is.
     done(f"the full module plans {sum(by_type.values())} resources")
 
 
+class Unresolved(Exception):
+    """A CloudFormation value that only a deployment knows (a subnet id, a role id)."""
+
+
+def cfn_resolver(template, partition, region, account):
+    """Resolves the intrinsics of a CDK template that a plan also knows: names, ARNs made of
+    names, the region and account. Anything else raises Unresolved."""
+    res = template["Resources"]
+    pseudo = {"AWS::Partition": partition, "AWS::Region": region, "AWS::AccountId": account, "AWS::URLSuffix": "amazonaws.com"}
+    names = {"AWS::SQS::Queue": "QueueName", "AWS::Lambda::Function": "FunctionName", "AWS::Logs::LogGroup": "LogGroupName",
+             "AWS::CloudWatch::Alarm": "AlarmName", "AWS::SNS::Topic": "TopicName"}
+
+    def name_of(logical_id):
+        r = res[logical_id]
+        if r["Type"] not in names or names[r["Type"]] not in r["Properties"]:
+            raise Unresolved(logical_id)
+        return resolve(r["Properties"][names[r["Type"]]])
+
+    def resolve(v):
+        if isinstance(v, list):
+            return [resolve(x) for x in v]
+        if not isinstance(v, dict):
+            return v
+        if set(v) == {"Ref"}:
+            return pseudo[v["Ref"]] if v["Ref"] in pseudo else name_of(v["Ref"])
+        if set(v) == {"Fn::Join"}:
+            sep, parts = v["Fn::Join"]
+            return sep.join(str(resolve(p)) for p in parts)
+        if set(v) == {"Fn::GetAtt"}:
+            logical_id, attribute = v["Fn::GetAtt"]
+            kind = res[logical_id]["Type"]
+            if attribute == "QueueName" or (attribute == "Arn" and kind == "AWS::CloudWatch::Alarm"):
+                name = name_of(logical_id)
+                return name if attribute == "QueueName" else f"arn:{partition}:cloudwatch:{region}:{account}:alarm:{name}"
+            if attribute == "Arn" and kind == "AWS::Logs::LogGroup":
+                return f"arn:{partition}:logs:{region}:{account}:log-group:{name_of(logical_id)}:*"
+            raise Unresolved(f"{logical_id}.{attribute}")
+        if any(k.startswith("Fn::") for k in v):
+            raise Unresolved(json.dumps(v)[:80])
+        return {k: resolve(x) for k, x in v.items()}
+
+    return resolve
+
+
+def parity(plan_file, template_file):
+    """The module's plan and the CDK app's template for the same stage deploy the same alarms
+    (every setting), dashboard (every widget and line), log groups and parameter values."""
+    p = json.load(open(plan_file))
+    template = json.load(open(template_file))
+    after = {r["address"]: r["change"]["after"] for r in p.get("resource_changes", []) if r["mode"] == "managed"}
+    unknown = {r["address"]: r["change"].get("after_unknown", {}) for r in p.get("resource_changes", [])}
+    cfn = {k: r for k, r in template["Resources"].items()}
+    of_type = lambda t: [r["Properties"] for r in cfn.values() if r["Type"] == t]
+    data = {r["address"]: r.get("values", {}) for r in p.get("prior_state", {}).get("values", {}).get("root_module", {}).get("resources", [])}
+    partition = data.get("data.aws_partition.current", {}).get("partition", "aws")
+    region = data.get("data.aws_region.current", {}).get("name")
+    account = data.get("data.aws_caller_identity.current", {}).get("account_id")
+    check(region and account, f"the plan's region {region} and account {account}")
+    resolve = cfn_resolver(template, partition, region, account)
+
+    # Alarms: the same names, each with the same metric, statistic, period, threshold, comparison,
+    # missing-data treatment and description, and one action (the alarm topic).
+    cdk_alarms = {}
+    for a in of_type("AWS::CloudWatch::Alarm"):
+        cdk_alarms[a["AlarmName"]] = {
+            "description": resolve(a.get("AlarmDescription")), "namespace": a["Namespace"], "metric": a["MetricName"],
+            "dimensions": {d["Name"]: resolve(d["Value"]) for d in a.get("Dimensions", [])}, "statistic": a["Statistic"],
+            "period": a["Period"], "periods": a["EvaluationPeriods"], "threshold": a["Threshold"],
+            "comparison": a["ComparisonOperator"], "missing": a.get("TreatMissingData", "missing"), "actions": len(a.get("AlarmActions", [])),
+        }
+    tf_alarms = {}
+    for address, a in after.items():
+        if address.startswith("aws_cloudwatch_metric_alarm."):
+            actions = len(a.get("alarm_actions") or []) or (1 if unknown[address].get("alarm_actions") else 0)
+            tf_alarms[a["alarm_name"]] = {
+                "description": a.get("alarm_description"), "namespace": a["namespace"], "metric": a["metric_name"],
+                "dimensions": a.get("dimensions") or {}, "statistic": a["statistic"], "period": a["period"],
+                "periods": a["evaluation_periods"], "threshold": a["threshold"], "comparison": a["comparison_operator"],
+                "missing": a["treat_missing_data"], "actions": actions,
+            }
+    check(sorted(cdk_alarms) == sorted(tf_alarms), f"alarms: only CDK {sorted(set(cdk_alarms) - set(tf_alarms))}, only Terraform {sorted(set(tf_alarms) - set(cdk_alarms))}")
+    for name in sorted(set(cdk_alarms) & set(tf_alarms)):
+        for k, v in cdk_alarms[name].items():
+            check(tf_alarms[name][k] == v, f"alarm {name} {k}: CDK {v!r}, Terraform {tf_alarms[name][k]!r}")
+
+    # The dashboard: the same widgets in the same places, each line the same metric and statistic.
+    cdk_dashboards = of_type("AWS::CloudWatch::Dashboard")
+    tf_dashboards = [v for a, v in after.items() if a.startswith("aws_cloudwatch_dashboard.")]
+    check(len(cdk_dashboards) == 1 and len(tf_dashboards) == 1, f"dashboards: CDK {len(cdk_dashboards)}, Terraform {len(tf_dashboards)}")
+    widgets = 0
+    if len(cdk_dashboards) == 1 and len(tf_dashboards) == 1:
+        check(cdk_dashboards[0]["DashboardName"] == tf_dashboards[0]["dashboard_name"], "dashboard names")
+        cdk_body = json.loads(resolve(cdk_dashboards[0]["DashboardBody"]))
+        tf_body = json.loads(tf_dashboards[0].get("dashboard_body") or "{}")
+        cdk_w, tf_w = cdk_body.get("widgets", []), tf_body.get("widgets", [])
+        widgets = len(cdk_w)
+        check(len(cdk_w) == len(tf_w), f"dashboard widgets: CDK {len(cdk_w)}, Terraform {len(tf_w)}")
+        for i, (c, t) in enumerate(zip(cdk_w, tf_w)):
+            check(c == t, f"dashboard widget {i} ({c.get('properties', {}).get('title')}): CDK {json.dumps(c, sort_keys=True)}, Terraform {json.dumps(t, sort_keys=True)}")
+
+    # Log groups: the same names and retention.
+    cdk_groups = {g["LogGroupName"]: g.get("RetentionInDays") for g in of_type("AWS::Logs::LogGroup")}
+    tf_groups = {v["name"]: v.get("retention_in_days") for a, v in after.items() if a.startswith("aws_cloudwatch_log_group.")}
+    check(cdk_groups == tf_groups, f"log groups: CDK {cdk_groups}, Terraform {tf_groups}")
+
+    # Parameters: the same values wherever both are known before deploying (not the default
+    # pool's subnets, nor the rules' agent role id, which only IAM knows).
+    cdk_params = {}
+    for prm in of_type("AWS::SSM::Parameter"):
+        try:
+            cdk_params[prm["Name"]] = json.loads(resolve(prm["Value"]))
+        except Unresolved:
+            cdk_params[prm["Name"]] = None
+    tf_params = {v["name"]: (json.loads(v["value"]) if v.get("value") is not None else None) for a, v in after.items() if a.startswith("aws_ssm_parameter.")}
+    check(sorted(cdk_params) == sorted(tf_params), f"parameters: CDK {sorted(cdk_params)}, Terraform {sorted(tf_params)}")
+    compared = [n for n in cdk_params if cdk_params[n] is not None and tf_params.get(n) is not None]
+    for name in compared:
+        check(cdk_params[name] == tf_params[name], f"parameter {name}: CDK {cdk_params[name]}, Terraform {tf_params[name]}")
+    check(f"/titus/{cdk_dashboards[0]['DashboardName'][len('titus-'):]}/agent/config" in compared if cdk_dashboards else False, "/agent/config was not compared")
+    print(f"    parity: {len(cdk_alarms)} alarms, {widgets} dashboard widgets, {len(cdk_groups)} log groups, {len(compared)} of {len(cdk_params)} parameter values", file=sys.stderr)
+    done("the module deploys the CDK app's alarms, dashboard, log groups and parameters")
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
-    {"applied": applied, "unchanged": unchanged, "tasks": tasks, "cleanup": cleanup, "gone": gone, "plan": plan}[command](*args)
+    {"applied": applied, "unchanged": unchanged, "tasks": tasks, "cleanup": cleanup, "gone": gone, "plan": plan, "parity": parity}[command](*args)

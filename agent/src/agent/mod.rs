@@ -38,7 +38,7 @@ use crate::runtime::{
 };
 use crate::secrets::SecretResolver;
 use crate::time::now_ms;
-use supervisor::log_config;
+use supervisor::{log_config, task_logs_of};
 
 mod supervisor;
 
@@ -223,6 +223,8 @@ pub struct HostServices {
     pub credentials: Option<Arc<CredentialService>>,
     /// Resolves tasks' secrets at launch; `None` refuses tasks that name secrets.
     pub secrets: Option<TaskSecrets>,
+    /// Where the agent's metrics go besides its log (`metrics_log_group`); `None`: only logged.
+    pub metrics: Option<crate::metrics::EmfWriter>,
 }
 
 /// How the agent reads tasks' secrets, and the stage whose shared secrets roleless tasks may
@@ -240,6 +242,7 @@ impl HostServices {
             registry_auth: Arc::new(crate::aws::NoRegistryAuth),
             credentials: None,
             secrets: None,
+            metrics: None,
         }
     }
 }
@@ -273,6 +276,9 @@ pub struct Agent<R, Q, S, L> {
     /// Resolves tasks' secrets; without it, a task that names secrets is refused.
     secrets: Option<TaskSecrets>,
     log: LogConfig,
+    /// What the agent counts, reported once a minute (see [`crate::metrics`]).
+    pub(crate) metrics: titus_core::metrics::Metrics,
+    metrics_writer: Option<crate::metrics::EmfWriter>,
     tasks: Mutex<HashMap<TaskId, TaskHandle>>,
     tombstones: Mutex<Tombstones>,
     /// Finished containers kept for their logs, with when to remove them.
@@ -307,6 +313,7 @@ where
             registry_auth,
             credentials,
             secrets,
+            metrics: metrics_writer,
         } = services;
         let agent = Arc::new(Agent {
             identity,
@@ -321,6 +328,8 @@ where
             credentials,
             secrets,
             log,
+            metrics: titus_core::metrics::Metrics::default(),
+            metrics_writer,
             tasks: Mutex::new(HashMap::new()),
             tombstones: Mutex::new(Tombstones::default()),
             retained: Mutex::new(VecDeque::new()),
@@ -409,6 +418,7 @@ where
             machine_group: self.identity.machine_group.clone(),
             capacity: self.identity.capacity,
             at_ms: now_ms(),
+            task_logs: task_logs_of(&self.settings),
         };
         let record = self.link.register(&registration).await?;
         self.incarnation.store(record.incarnation, Ordering::SeqCst);
@@ -461,6 +471,8 @@ where
             let agent = self.clone();
             let token = heartbeat_stop.clone();
             background.spawn(async move { agent.heartbeat_loop(token).await });
+            let (agent, token) = (self.clone(), heartbeat_stop.clone());
+            background.spawn(async move { agent.metrics_loop(token).await });
         }
 
         let stopped = tokio::select! {
@@ -928,8 +940,42 @@ where
                     }
                 });
             }
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            Err(e) => {
+                self.metrics
+                    .add(titus_core::metrics::AGENT_HEARTBEAT_FAILURES, 1.0);
+                tracing::warn!(error = %e, "heartbeat failed");
+            }
         }
+    }
+
+    /// Reports the agent's metrics every [`crate::metrics::REPORT_INTERVAL`] until `stop`.
+    async fn metrics_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut ticks = tokio::time::interval(crate::metrics::REPORT_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            self.report_metrics().await;
+        }
+    }
+
+    /// Writes one EMF line of what changed since the last, with the tasks running now, and
+    /// returns it; `None` without a writer (the counts stay in the registry) or when nothing
+    /// changed.
+    pub async fn report_metrics(&self) -> Option<String> {
+        let writer = self.metrics_writer.as_ref()?;
+        let running = self.lock_tasks().len();
+        self.metrics
+            .set(titus_core::metrics::AGENT_TASKS_RUNNING, running as f64);
+        let at_ms = now_ms();
+        let line = self.metrics.emf(&[("Stage", writer.stage())], at_ms)?;
+        if let Err(e) = writer.write(&line, at_ms).await {
+            tracing::warn!(error = %e, group = writer.group(), "writing the agent's metrics failed");
+        }
+        Some(line)
     }
 
     /// This agent was declared lost (or its record names another incarnation): the control

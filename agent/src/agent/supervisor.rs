@@ -335,9 +335,16 @@ where
         tracing::info!(image, "pulling image");
         let timeout = self.settings.image_pull_timeout();
         let pull = tokio::time::timeout(timeout, self.runtime.pull_image(image, credentials));
-        tokio::select! {
+        let began = std::time::Instant::now();
+        let pulled = tokio::select! {
             result = pull => match result {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(())) => {
+                    self.metrics.max(
+                        titus_core::metrics::AGENT_IMAGE_PULL_MAX,
+                        began.elapsed().as_secs_f64() * 1000.0,
+                    );
+                    Ok(())
+                }
                 Ok(Err(RuntimeError::ImageNotFound { message, .. })) => Err(Outcome::without_container(
                     TaskReason::InvalidRequest,
                     format!("image {image:?} does not exist in its registry: {message}"),
@@ -351,11 +358,16 @@ where
                     format!("pulling image {image:?} took longer than {} s", timeout.as_secs()),
                 )),
             },
-            request = wait_for_kill(kill) => Err(Outcome::without_container(
+            request = wait_for_kill(kill) => return Err(Outcome::without_container(
                 request.reason,
                 format!("{}; the container was never started", request.message),
             )),
+        };
+        if pulled.is_err() {
+            self.metrics
+                .add(titus_core::metrics::AGENT_LAUNCH_FAILURES, 1.0);
         }
+        pulled
     }
 
     async fn launch(
@@ -435,10 +447,12 @@ where
                     };
                 }
                 Err(e) => {
+                    self.metrics
+                        .add(titus_core::metrics::AGENT_LAUNCH_FAILURES, 1.0);
                     return Outcome::without_container(
                         TaskReason::LocalSystemError,
                         format!("creating the container failed: {e}"),
-                    )
+                    );
                 }
             }
         };
@@ -464,6 +478,8 @@ where
             };
         }
         if let Err(e) = self.runtime.start(&context.name).await {
+            self.metrics
+                .add(titus_core::metrics::AGENT_LAUNCH_FAILURES, 1.0);
             let reason = match &e {
                 RuntimeError::StartFailed { message, .. } if is_users_fault(message) => {
                     TaskReason::Failed
@@ -853,6 +869,23 @@ fn exit_outcome(
     }
 }
 
+/// Where this agent's tasks' output goes, as it registers it: the CloudWatch Logs group of the
+/// awslogs driver, or nothing when it stays on the host.
+pub(super) fn task_logs_of(settings: &AgentSettings) -> Option<titus_core::ports::TaskLogs> {
+    match settings.log_driver {
+        LogDriver::JsonFile => None,
+        LogDriver::Awslogs => {
+            settings
+                .awslogs_group
+                .clone()
+                .map(|group| titus_core::ports::TaskLogs {
+                    group,
+                    region: settings.awslogs_region.clone(),
+                })
+        }
+    }
+}
+
 /// The Docker log settings for the configured driver.
 pub(super) fn log_config(settings: &AgentSettings) -> LogConfig {
     match settings.log_driver {
@@ -873,6 +906,9 @@ pub(super) fn log_config(settings: &AgentSettings) -> LogConfig {
             )]);
             if let Some(region) = &settings.awslogs_region {
                 options.insert("awslogs-region".to_owned(), region.clone());
+            }
+            if let Some(endpoint) = &settings.awslogs_endpoint {
+                options.insert("awslogs-endpoint".to_owned(), endpoint.clone());
             }
             LogConfig {
                 driver: "awslogs".to_owned(),

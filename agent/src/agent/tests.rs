@@ -1006,6 +1006,7 @@ async fn harness_with_credentials(settings: AgentSettings) -> (Harness, Arc<Cred
             registry_auth: Arc::new(crate::aws::NoRegistryAuth),
             credentials: Some(service.clone()),
             secrets: None,
+            metrics: None,
         },
     )
     .await
@@ -1205,4 +1206,91 @@ async fn a_role_that_cannot_be_assumed_fails_the_launch_without_a_container() {
     assert!(h.runtime.spec("titus-t1").is_none());
     assert_eq!(service.tokens(), 0);
     h.agent.shutdown();
+}
+
+/// The agent's metrics reach the stage's agents log group as EMF lines CloudWatch reads: a
+/// failed launch and the tasks running, under the stage's dimension (the emulator's Logs).
+#[tokio::test]
+async fn a_failed_launch_is_counted_and_reported_as_an_emf_line_in_the_agents_log_group() {
+    let config = titus_aws::clients::local_emulator_config().await;
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
+    let stage = format!("m{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let group = format!("/titus/{stage}/agents");
+    titus_aws::logs::ensure_log_group(&logs, &group)
+        .await
+        .unwrap();
+    let runtime = FakeRuntime::new();
+    runtime.fail_pull(
+        IMAGE,
+        RuntimeError::PullFailed {
+            image: IMAGE.to_owned(),
+            message: "dial tcp: lookup registry: no such host".to_owned(),
+        },
+    );
+    let agent = Agent::start(
+        identity(),
+        AgentSettings::default(),
+        runtime,
+        MemoryCommandSource::default(),
+        MemoryStatusSink::default(),
+        MemoryLink::default(),
+        HostServices {
+            metrics: Some(crate::metrics::EmfWriter::new(
+                logs.clone(),
+                &group,
+                "agent-1",
+                &stage,
+            )),
+            ..HostServices::none()
+        },
+    )
+    .await
+    .unwrap();
+    agent
+        .handle_message(&body(AgentCommand::LaunchTask(launch(
+            "t1",
+            &["exit", "0"],
+        ))))
+        .await;
+    // The launch runs in its own task: wait until it has been counted.
+    for _ in 0..100 {
+        if agent
+            .metrics
+            .get(titus_core::metrics::AGENT_LAUNCH_FAILURES)
+            > 0.0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let line = agent.report_metrics().await.expect("an EMF line");
+
+    let written = logs
+        .get_log_events()
+        .log_group_name(&group)
+        .log_stream_name("agent-1")
+        .start_from_head(true)
+        .send()
+        .await
+        .unwrap();
+    let messages: Vec<&str> = written
+        .events()
+        .iter()
+        .filter_map(|e| e.message())
+        .collect();
+    assert_eq!(messages, [line.as_str()], "one line, in the agent's stream");
+    let emf: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(emf["AgentLaunchFailures"], 1.0, "{line}");
+    assert_eq!(emf["AgentTasksRunning"], 0.0, "{line}");
+    assert_eq!(emf["Stage"], stage.as_str());
+    let directive = &emf["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "Titus");
+    assert_eq!(directive["Dimensions"], serde_json::json!([["Stage"]]));
+    let again: serde_json::Value =
+        serde_json::from_str(&agent.report_metrics().await.expect("the gauge again")).unwrap();
+    assert!(
+        again.get("AgentLaunchFailures").is_none(),
+        "a counter's increase is reported once: {again}"
+    );
 }

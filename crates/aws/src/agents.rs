@@ -16,6 +16,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_dynamodb::Client;
+use titus_core::ports::TaskLogs;
 use titus_core::{Agent, AgentHeartbeat, AgentState, AgentStore, Resources, StoreError, TaskId};
 
 use crate::dynamo::conditional::{condition_failed, conflict_if_refused};
@@ -39,6 +40,10 @@ pub mod agent_attr {
     pub const REGISTRATION_ID: &str = "registrationId";
     /// The principal the agent speaks as (`Agent::principal`), set at registration.
     pub const PRINCIPAL: &str = "principal";
+    /// Where the agent sends its tasks' output (`Agent::task_logs`): the CloudWatch Logs group
+    /// and its region, empty when it keeps them on the host.
+    pub const LOG_GROUP: &str = "logGroup";
+    pub const LOG_REGION: &str = "logRegion";
     pub const HEARTBEAT_AT_MS: &str = "heartbeatAtMs";
     /// The agent's own report (`AgentHeartbeat`), in its heartbeat item: the tasks it runs, their
     /// count, and what they use (`used` + the dimension). Written only by the agent.
@@ -137,6 +142,13 @@ pub fn agent_from_item(item: &Item) -> Result<Agent, StoreError> {
         },
         registration_id: optional_string(item, agent_attr::REGISTRATION_ID),
         principal: optional_string(item, agent_attr::PRINCIPAL),
+        task_logs: Some(optional_string(item, agent_attr::LOG_GROUP))
+            .filter(|group| !group.is_empty())
+            .map(|group| TaskLogs {
+                group,
+                region: Some(optional_string(item, agent_attr::LOG_REGION))
+                    .filter(|region| !region.is_empty()),
+            }),
     })
 }
 
@@ -227,6 +239,8 @@ impl DynamoAgentStore {
             "#heartbeat = :heartbeat",
             "#registration = :registration",
             "#principal = :principal",
+            "#logGroup = :logGroup",
+            "#logRegion = :logRegion",
             "#registered = if_not_exists(#registered, :heartbeat)",
             "#count = if_not_exists(#count, :zero)",
         ]
@@ -257,6 +271,8 @@ impl DynamoAgentStore {
             .expression_attribute_names("#heartbeat", agent_attr::HEARTBEAT_AT_MS)
             .expression_attribute_names("#registration", agent_attr::REGISTRATION_ID)
             .expression_attribute_names("#principal", agent_attr::PRINCIPAL)
+            .expression_attribute_names("#logGroup", agent_attr::LOG_GROUP)
+            .expression_attribute_names("#logRegion", agent_attr::LOG_REGION)
             .expression_attribute_names("#registered", agent_attr::REGISTERED_AT_MS)
             .expression_attribute_names("#state", agent_attr::STATE)
             .expression_attribute_names("#count", agent_attr::TASK_COUNT)
@@ -268,6 +284,18 @@ impl DynamoAgentStore {
             .expression_attribute_values(":heartbeat", n(agent.heartbeat_at_ms))
             .expression_attribute_values(":registration", s(&agent.registration_id))
             .expression_attribute_values(":principal", s(&agent.principal))
+            .expression_attribute_values(
+                ":logGroup",
+                s(agent.task_logs.as_ref().map_or("", |l| l.group.as_str())),
+            )
+            .expression_attribute_values(
+                ":logRegion",
+                s(agent
+                    .task_logs
+                    .as_ref()
+                    .and_then(|l| l.region.as_deref())
+                    .unwrap_or("")),
+            )
             .expression_attribute_values(":active", s(AgentState::Active.as_str()))
             .expression_attribute_values(":lost", s(AgentState::Lost.as_str()))
             .expression_attribute_values(":zero", n(0))

@@ -10,6 +10,7 @@ pub struct AwsClients {
     pub sqs: aws_sdk_sqs::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub ec2: aws_sdk_ec2::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
 }
 
 impl AwsClients {
@@ -32,6 +33,7 @@ impl AwsClients {
             sqs: aws_sdk_sqs::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
             ec2: aws_sdk_ec2::Client::new(config),
+            logs: aws_sdk_cloudwatchlogs::Client::new(config),
         }
     }
 }

@@ -35,6 +35,7 @@ fn agent(id: &str, now_ms: u64) -> Agent {
         incarnation: 0,
         registration_id: String::new(),
         principal: String::new(),
+        task_logs: None,
     }
 }
 

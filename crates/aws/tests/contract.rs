@@ -152,3 +152,48 @@ async fn concurrent_rate_limit_takes_respect_the_limit() {
     let limiter = titus_aws::DynamoRateLimiter::new(clients.dynamodb.clone(), &names);
     titus_contract::rate::concurrent_takes_respect_the_limit(&limiter).await;
 }
+
+/// Writes log lines with PutLogEvents, as the agents' awslogs driver does.
+struct CloudWatchWriter(aws_sdk_cloudwatchlogs::Client);
+
+impl titus_contract::logs::LogWriter for CloudWatchWriter {
+    async fn create_group(&self, group: &str) {
+        titus_aws::logs::ensure_log_group(&self.0, group)
+            .await
+            .unwrap();
+    }
+
+    async fn append(&self, group: &str, stream: &str, lines: &[titus_core::ports::LogLine]) {
+        let _ = self
+            .0
+            .create_log_stream()
+            .log_group_name(group)
+            .log_stream_name(stream)
+            .send()
+            .await;
+        let events = lines.iter().map(|line| {
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(line.timestamp_ms as i64)
+                .message(&line.message)
+                .build()
+                .unwrap()
+        });
+        self.0
+            .put_log_events()
+            .log_group_name(group)
+            .log_stream_name(stream)
+            .set_log_events(Some(events.collect()))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+// Tasks' logs are read by the API beside the bundle too.
+#[tokio::test]
+async fn task_logs_read_from_the_head_a_tail_a_time_and_a_cursor() {
+    let (clients, names) = support::fresh_stage().await;
+    let reader = titus_aws::CloudWatchTaskLogs::new(clients.logs.clone());
+    let group = format!("/titus/{}/tasks", names.stage());
+    titus_contract::logs::task_logs(&reader, &CloudWatchWriter(clients.logs.clone()), &group).await;
+}

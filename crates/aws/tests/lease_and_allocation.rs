@@ -37,6 +37,7 @@ fn agent(id: &str, memory_mb: u64) -> Agent {
         incarnation: 0,
         registration_id: String::new(),
         principal: String::new(),
+        task_logs: None,
     }
 }
 

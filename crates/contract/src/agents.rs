@@ -6,7 +6,7 @@ use titus_core::{
     TaskState,
 };
 
-use titus_core::ports::AllocationStore;
+use titus_core::ports::{AllocationStore, TaskLogs};
 
 use crate::fixtures::{agent, capacity, placed, registered, stored_agent, stored_batch, NOW_MS};
 use crate::{Fixture, Harness};
@@ -20,6 +20,10 @@ pub async fn a_new_agent_registers_active_at_incarnation_1_holding_nothing<H: Ha
     asked.incarnation = 7;
     asked.task_count = 3;
     asked.allocated = capacity(512);
+    asked.task_logs = Some(TaskLogs {
+        group: "/titus/t/tasks".to_owned(),
+        region: Some("eu-west-1".to_owned()),
+    });
 
     let registered = agents.register_agent(&asked).await.unwrap();
 
@@ -30,6 +34,10 @@ pub async fn a_new_agent_registers_active_at_incarnation_1_holding_nothing<H: Ha
     assert_eq!(registered.capacity, asked.capacity);
     assert_eq!(registered.registration_id, asked.registration_id);
     assert_eq!(registered.heartbeat_at_ms, NOW_MS);
+    assert_eq!(
+        registered.task_logs, asked.task_logs,
+        "where its tasks' output goes is the agent's to say"
+    );
     assert_eq!(agents.get_agent("a1").await.unwrap(), Some(registered));
 }
 
@@ -47,6 +55,11 @@ pub async fn a_restarted_agent_keeps_its_incarnation_allocation_and_draining_sta
         .unwrap();
     let mut restarted = agent("a1", 16_384, NOW_MS + 5_000);
     restarted.registration_id = "after-restart".to_owned();
+    assert_eq!(first.task_logs, None);
+    restarted.task_logs = Some(TaskLogs {
+        group: "/titus/t/tasks".to_owned(),
+        region: None,
+    });
 
     let again = agents.register_agent(&restarted).await.unwrap();
 
@@ -64,6 +77,10 @@ pub async fn a_restarted_agent_keeps_its_incarnation_allocation_and_draining_sta
     );
     assert_eq!(again.heartbeat_at_ms, NOW_MS + 5_000);
     assert_eq!(again.registration_id, "after-restart");
+    assert_eq!(
+        again.task_logs, restarted.task_logs,
+        "a restart may change where the output goes"
+    );
     assert_eq!(agents.get_agent("a1").await.unwrap(), Some(again));
 }
 

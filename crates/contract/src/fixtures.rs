@@ -119,6 +119,7 @@ pub fn agent(id: &str, memory_mb: u64, now_ms: u64) -> Agent {
         incarnation: 0,
         registration_id: format!("reg-{id}-{now_ms}"),
         principal: String::new(),
+        task_logs: None,
     }
 }
 

@@ -21,6 +21,7 @@ pub mod events;
 pub mod fixtures;
 pub mod jobs;
 pub mod leases;
+pub mod logs;
 pub mod queues;
 pub mod quotas;
 pub mod rate;

@@ -108,6 +108,7 @@ pub async fn agent_requests_reach_the_agent_requests_queue<H: Harness>(h: &H) {
         machine_group: "default".to_owned(),
         capacity: capacity(8_192),
         at_ms: NOW_MS,
+        task_logs: None,
     });
     let drain = AgentRequest::Drain {
         agent_id: "a2".to_owned(),

@@ -87,6 +87,18 @@ pub async fn ingest<P: Ports>(
         publisher.publish(chunk).await?;
     }
     summary.events = events.len();
+    let m = &cp.metrics;
+    m.add(crate::metrics::EVENTS_WRITTEN, events.len() as f64);
+    m.add(crate::metrics::EVENTS_PUBLISHED, events.len() as f64);
+    if let Some(oldest) = events
+        .iter()
+        .map(|e| e.timestamp_ms)
+        .filter(|&t| t > 0)
+        .min()
+    {
+        let age = cp.ports.clock().now_ms().saturating_sub(oldest);
+        m.max(crate::metrics::EVENT_STREAM_AGE, age as f64);
+    }
     Ok(summary)
 }
 

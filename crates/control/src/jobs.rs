@@ -37,11 +37,15 @@ pub async fn create_job<P: Ports>(
     if let Some(refused) = beyond_any_use(&usage) {
         return Err(refused);
     }
-    Ok(cp
+    let outcome = cp
         .ports
         .jobs()
         .create_job_charged(&job, idempotency.as_ref(), &usage)
-        .await?)
+        .await?;
+    if matches!(outcome, CreateOutcome::Created(_)) {
+        cp.metrics.add(crate::metrics::JOBS_ACCEPTED, 1.0);
+    }
+    Ok(outcome)
 }
 
 /// The quota a change passes on its own: a request that can never be accepted as it is.

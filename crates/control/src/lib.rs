@@ -30,7 +30,10 @@ pub mod events;
 pub mod jobs;
 pub mod kill;
 pub mod materialize;
-pub mod metrics;
+/// The metrics registry, from the domain crate (the agent records into it too).
+pub mod metrics {
+    pub use titus_core::metrics::*;
+}
 pub mod policy;
 pub mod query;
 pub mod reconciler;

@@ -145,10 +145,20 @@ pub async fn process_batch<P: Ports>(
             slot.1 = Some(outcome);
         }
     }
-    outcomes
+    let outcomes: Vec<_> = outcomes
         .into_iter()
         .map(|(id, outcome)| (id, outcome.unwrap_or(Outcome::Failed)))
-        .collect()
+        .collect();
+    for (_, outcome) in &outcomes {
+        match outcome {
+            Outcome::Applied { .. } => ctx.metrics.add(crate::metrics::STATUS_APPLIED, 1.0),
+            Outcome::Duplicate | Outcome::DeadLettered { .. } => {
+                ctx.metrics.add(crate::metrics::STATUS_IGNORED, 1.0);
+            }
+            Outcome::Failed => {}
+        }
+    }
+    outcomes
 }
 
 async fn apply_message<P: Ports>(

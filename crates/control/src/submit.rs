@@ -122,10 +122,17 @@ pub async fn process_batch<P: Ports>(
     for (position, outcome) in rejected.into_iter().chain(stored.into_iter().flatten()) {
         outcomes[position].1 = Some(outcome);
     }
-    outcomes
+    let outcomes: Vec<_> = outcomes
         .into_iter()
         .map(|(id, outcome)| (id, outcome.unwrap_or(Outcome::Failed)))
-        .collect()
+        .collect();
+    let rejected = outcomes
+        .iter()
+        .filter(|(_, outcome)| *outcome == Outcome::Rejected)
+        .count();
+    cp.metrics
+        .add(crate::metrics::SUBMISSIONS_REJECTED, rejected as f64);
+    outcomes
 }
 
 async fn store_submission<P: Ports>(

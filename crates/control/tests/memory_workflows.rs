@@ -55,6 +55,7 @@ async fn register_agent_named(cp: &ControlPlane<MemoryPorts>, agent_id: &str) {
             gpu: 0,
         },
         at_ms: cp.ports.clock.now_ms(),
+        task_logs: None,
     });
     let body = serde_json::to_string(&request).unwrap();
     let outcomes =

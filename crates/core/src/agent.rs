@@ -161,6 +161,10 @@ pub struct Agent {
     /// emulator's credentials).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub principal: String,
+    /// Where the agent sends its tasks' output, as it registered: a CloudWatch Logs group (one
+    /// stream per task, `{jobId}/{taskId}`). `None`: it keeps them on the host (json-file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_logs: Option<crate::ports::TaskLogs>,
 }
 
 impl Agent {

@@ -9,6 +9,7 @@ pub mod events;
 pub mod ids;
 pub mod job;
 pub mod messages;
+pub mod metrics;
 pub mod placement;
 pub mod ports;
 pub mod quota;

@@ -197,6 +197,9 @@ pub struct Registration {
     pub machine_group: String,
     pub capacity: crate::agent::Resources,
     pub at_ms: u64,
+    /// Where the agent sends its tasks' output (see `Agent::task_logs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_logs: Option<crate::ports::TaskLogs>,
 }
 
 impl Registration {
@@ -219,6 +222,7 @@ impl Registration {
             incarnation: 0,
             registration_id: self.registration_id.clone(),
             principal,
+            task_logs: self.task_logs.clone(),
         }
     }
 }
@@ -290,6 +294,7 @@ mod tests {
             machine_group: "default".to_owned(),
             capacity: crate::agent::Resources::ZERO,
             at_ms: 5,
+            task_logs: None,
         });
         let json = serde_json::to_value(&register).unwrap();
         assert_eq!(json["type"], "register");

@@ -44,6 +44,7 @@ fn agent(i: usize, now_ms: u64) -> Agent {
         incarnation: 0,
         registration_id: String::new(),
         principal: String::new(),
+        task_logs: None,
     }
 }
 

@@ -32,6 +32,7 @@ pub(crate) struct AgentRow {
     pub(crate) incarnation: u64,
     pub(crate) registration_id: String,
     pub(crate) principal: String,
+    pub(crate) task_logs: Option<titus_core::ports::TaskLogs>,
 }
 
 /// An item of the heartbeats table: what an agent last reported, under its heartbeat key.
@@ -103,6 +104,7 @@ impl AgentRow {
             incarnation: self.incarnation,
             registration_id: self.registration_id.clone(),
             principal: self.principal.clone(),
+            task_logs: self.task_logs.clone(),
         }
     }
 
@@ -172,6 +174,7 @@ fn refreshed(agent: &Agent, existing: Option<&AgentRow>) -> AgentRow {
         incarnation: existing.map_or(1, |r| r.incarnation),
         registration_id: agent.registration_id.clone(),
         principal: agent.principal.clone(),
+        task_logs: agent.task_logs.clone(),
     }
 }
 

@@ -105,3 +105,21 @@ async fn concurrent_rate_limit_takes_respect_the_limit() {
     let limiter = titus_memory::MemoryRateLimiter::new();
     titus_contract::rate::concurrent_takes_respect_the_limit(&limiter).await;
 }
+
+struct MemoryWriter<'a>(&'a titus_memory::MemoryTaskLogs);
+
+impl titus_contract::logs::LogWriter for MemoryWriter<'_> {
+    async fn create_group(&self, group: &str) {
+        self.0.create_group(group);
+    }
+
+    async fn append(&self, group: &str, stream: &str, lines: &[titus_core::ports::LogLine]) {
+        self.0.append(group, stream, lines);
+    }
+}
+
+#[tokio::test]
+async fn task_logs_read_from_the_head_a_tail_a_time_and_a_cursor() {
+    let logs = titus_memory::MemoryTaskLogs::new();
+    titus_contract::logs::task_logs(&logs, &MemoryWriter(&logs), "/titus/m/tasks").await;
+}

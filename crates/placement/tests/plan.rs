@@ -372,6 +372,7 @@ fn stored_agent(id: &str) -> titus_core::Agent {
         incarnation: 0,
         registration_id: String::new(),
         principal: String::new(),
+        task_logs: None,
     }
 }
 

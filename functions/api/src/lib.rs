@@ -3,7 +3,7 @@
 //!
 //! Routes (all under `/api/v3` but `/healthz` and `/metrics`): `POST/GET /jobs`, `GET/DELETE /jobs/{id}`,
 //! `PUT /jobs/{id}/instances`, `POST /jobs/{id}/enable|disable`, `PUT/DELETE /jobs/{id}/attributes`,
-//! `GET /tasks`, `GET/DELETE /tasks/{id}?shrink=`, `GET /agents`, `GET /quotas`,
+//! `GET /tasks`, `GET/DELETE /tasks/{id}?shrink=`, `GET /tasks/{id}/logs`, `GET /agents`, `GET /quotas`,
 //! `GET /scheduler/results/{id}`, `POST /scheduler/plan`, `GET /openapi.json`.
 
 pub mod auth;
@@ -14,6 +14,7 @@ pub mod models;
 pub mod openapi;
 pub mod params;
 pub mod routes;
+pub mod ui;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 use titus_control::ControlPlane;
-use titus_core::ports::RateLimiter;
+use titus_core::ports::{RateLimiter, TaskLogReader};
 use titus_core::Ports;
 use tracing::Instrument;
 
@@ -51,6 +52,7 @@ struct Shared<P> {
     control: Arc<ControlPlane<P>>,
     config: ApiConfig,
     limiter: Option<Arc<dyn RateLimiter>>,
+    task_logs: Option<Arc<dyn TaskLogReader>>,
 }
 
 impl<P> Clone for AppState<P> {
@@ -75,8 +77,27 @@ impl<P: Ports> AppState<P> {
                 control,
                 config,
                 limiter,
+                task_logs: None,
             }),
         }
+    }
+
+    /// The same state reading tasks' output with `logs` (`GET /tasks/{id}/logs`; without a
+    /// reader that route answers 503).
+    pub fn with_task_logs(self, logs: Arc<dyn TaskLogReader>) -> AppState<P> {
+        let shared = &*self.inner;
+        AppState {
+            inner: Arc::new(Shared {
+                control: Arc::clone(&shared.control),
+                config: shared.config.clone(),
+                limiter: shared.limiter.clone(),
+                task_logs: Some(logs),
+            }),
+        }
+    }
+
+    pub fn task_logs(&self) -> Option<&dyn TaskLogReader> {
+        self.inner.task_logs.as_deref()
     }
 
     pub fn limiter(&self) -> Option<&dyn RateLimiter> {
@@ -111,6 +132,10 @@ pub fn router<P: Ports>(state: AppState<P>) -> Router {
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/metrics", get(routes::metrics::<P>))
+        .route("/ui", get(ui::redirect))
+        .route("/ui/", get(ui::index))
+        .route("/ui/app.js", get(ui::app_js))
+        .route("/ui/app.css", get(ui::app_css))
         .route("/api/v3/openapi.json", get(routes::openapi_document))
         .route(
             "/api/v3/jobs",
@@ -135,6 +160,7 @@ pub fn router<P: Ports>(state: AppState<P>) -> Router {
             "/api/v3/tasks/{id}",
             get(routes::get_task::<P>).delete(routes::kill_task::<P>),
         )
+        .route("/api/v3/tasks/{id}/logs", get(routes::get_task_logs::<P>))
         .route("/api/v3/agents", get(routes::list_agents::<P>))
         .route("/api/v3/quotas", get(routes::list_quotas::<P>))
         .route("/api/v3/scheduler/plan", post(routes::plan_job::<P>))
@@ -146,6 +172,10 @@ pub fn router<P: Ports>(state: AppState<P>) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_request::<P>,
+        ))
         .layer(middleware::from_fn(request_context))
         .with_state(state)
 }
@@ -227,6 +257,28 @@ async fn request_context(mut request: Request, next: Next) -> Response {
             "answered"
         )
     });
+    response
+}
+
+/// Counts each request in the control plane's metrics: its status class and the slowest answer.
+async fn count_request<P: Ports>(
+    axum::extract::State(app): axum::extract::State<AppState<P>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use titus_control::metrics::{
+        API_CLIENT_ERRORS, API_LATENCY_MAX, API_REQUESTS, API_SERVER_ERRORS,
+    };
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let metrics = &app.control().metrics;
+    metrics.add(API_REQUESTS, 1.0);
+    if response.status().is_client_error() {
+        metrics.add(API_CLIENT_ERRORS, 1.0);
+    } else if response.status().is_server_error() {
+        metrics.add(API_SERVER_ERRORS, 1.0);
+    }
+    metrics.max(API_LATENCY_MAX, started.elapsed().as_secs_f64() * 1000.0);
     response
 }
 

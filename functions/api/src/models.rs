@@ -56,6 +56,42 @@ pub struct EventList {
     pub has_more: bool,
 }
 
+/// A read of a task's output: where it is kept, the lines read (oldest first), and the cursor to
+/// read on from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskLogs {
+    pub task_id: String,
+    /// The CloudWatch Logs stream (`{jobId}/{taskId}` in the agent's group), readable with AWS'
+    /// own tools too.
+    pub location: titus_core::ports::LogLocation,
+    pub lines: Vec<titus_core::ports::LogLine>,
+    /// Pass back as `cursor` for the lines written since; absent while the stream does not
+    /// exist yet (the task has not started): read again without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// The task is Finished: once a read with the cursor returns no lines, nothing more comes.
+    pub task_finished: bool,
+}
+
+/// `GET /api/v3/tasks/{id}/logs`' parameters.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct TaskLogsParams {
+    /// The `cursor` of the previous answer: the lines written after it.
+    cursor: Option<String>,
+    /// Without a cursor: only lines at or after this time (ms since the epoch).
+    #[param(rename = "sinceMs", minimum = 0)]
+    since_ms: Option<u64>,
+    /// Without a cursor: the last this many lines instead of the first, 1 to 10000.
+    #[param(minimum = 1, maximum = 10000)]
+    tail: Option<u32>,
+    /// Most lines per answer, 1 to 10000 (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+}
+
 /// `GET /api/v3/events`'s parameters.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -16,7 +16,7 @@ use crate::error::{ErrorBody, ErrorDetail};
 use crate::models::{
     AgentList, AttributesRequest, CapacityRequest, EventList, Health, JobPage, Pagination,
     QuotaList, QuotaView, SchedulingFailure, SchedulingFailures, SchedulingResult,
-    SchedulingSuccess, TaskPage, UsedResources,
+    SchedulingSuccess, TaskLogs, TaskPage, UsedResources,
 };
 use crate::routes;
 
@@ -46,6 +46,7 @@ use crate::routes;
         routes::list_tasks,
         routes::get_task,
         routes::kill_task,
+        routes::get_task_logs,
         routes::list_agents,
         routes::list_quotas,
         routes::get_scheduling_result,
@@ -59,6 +60,9 @@ use crate::routes;
         JobPage,
         TaskPage,
         EventList,
+        TaskLogs,
+        titus_core::ports::LogLocation,
+        titus_core::ports::LogLine,
         titus_core::events::Event,
         titus_core::events::EventType,
         titus_core::events::PlacementSummary,

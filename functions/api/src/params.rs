@@ -10,13 +10,15 @@ use titus_control::TaskFilter;
 use titus_core::events::{
     EventQuery, EventType, FeedCursor, DEFAULT_EVENTS_PER_READ, MAX_EVENTS_PER_READ, MAX_WAIT_MS,
 };
-use titus_core::ports::{JobFilter, PageRequest};
+use titus_core::ports::{JobFilter, PageRequest, MAX_LOG_LINES_PER_READ};
 use titus_core::validation::quoted;
 use titus_core::{FieldError, JobId, JobState, JobType, TaskId, TaskState};
 
 use crate::error::ApiError;
 
 /// The header that makes a job creation safe to retry.
+/// Lines one logs read returns unless `limit` says otherwise.
+pub const DEFAULT_LOG_LINES: u32 = 1_000;
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// Longest accepted idempotency key.
 pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
@@ -327,6 +329,66 @@ impl Query {
             None => titus_control::events::start_cursor(since_ms, now_ms),
         };
         (query, cursor, wait_ms)
+    }
+
+    /// `GET /tasks/{id}/logs`' parameters: `cursor`, `sinceMs`, `tail` and `limit` (default
+    /// [`DEFAULT_LOG_LINES`]); a tail and a time apply only without a cursor.
+    pub fn log_read(&mut self) -> (Option<String>, Option<u64>, Option<u32>, u32) {
+        let max = MAX_LOG_LINES_PER_READ;
+        let count = |q: &mut Query, name: &str| -> Option<u32> {
+            let text = q.get(name)?.to_owned();
+            match text.parse::<u32>() {
+                Ok(n) if (1..=max).contains(&n) => Some(n),
+                _ => {
+                    q.push(
+                        name,
+                        format!("must be an integer from 1 to {max}, got {}", quoted(&text)),
+                    );
+                    None
+                }
+            }
+        };
+        let tail = count(self, "tail");
+        let limit = count(self, "limit").unwrap_or(DEFAULT_LOG_LINES);
+        let since_ms = match self.get("sinceMs").map(str::to_owned) {
+            None => None,
+            Some(text) => match text.parse::<u64>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.push(
+                        "sinceMs",
+                        format!(
+                            "must be a time in milliseconds since the epoch, got {}",
+                            quoted(&text)
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let cursor = match self.get("cursor").map(str::to_owned) {
+            Some(text)
+                if text.is_empty() || text.len() > 512 || text.chars().any(char::is_control) =>
+            {
+                self.push(
+                    "cursor",
+                    format!(
+                        "is not a log cursor; expected the `cursor` of an earlier answer, got {}",
+                        quoted(&text)
+                    ),
+                );
+                None
+            }
+            other => other,
+        };
+        if cursor.is_some() && (tail.is_some() || since_ms.is_some()) {
+            self.push(
+                "cursor",
+                "goes on from an earlier read, which already chose where to start; give it \
+                 without tail and sinceMs",
+            );
+        }
+        (cursor, since_ms, tail, limit)
     }
 
     pub fn shrink(&mut self) -> bool {

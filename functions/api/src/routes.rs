@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use titus_control::{request_hash, ControlError};
 use titus_core::placement::DryRun;
-use titus_core::ports::{Clock, IdempotencyKey};
+use titus_core::ports::{Clock, IdempotencyKey, LogError, LogLocation, LogRead};
 use titus_core::{AgentStore, Job, JobDescriptor, JobId, JobStore, Ports, Task};
 
 use crate::auth::Caller;
@@ -17,7 +17,7 @@ use crate::error::{json_body, ApiError, ErrorBody};
 use crate::models::{
     AgentList, AttributesRequest, CapacityRequest, EventList, Health, JobPage, ListEventsParams,
     ListJobsParams, ListTasksParams, Pagination, QuotaList, QuotaView, SchedulingResult,
-    SchedulingSuccess, TaskPage,
+    SchedulingSuccess, TaskLogs, TaskLogsParams, TaskPage,
 };
 use crate::params::{self, IdParam, Query};
 use crate::{now_ms, AppState};
@@ -489,6 +489,121 @@ pub async fn get_task<P: Ports>(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("task {id} does not exist")))?;
     Ok(json(StatusCode::OK, &task))
+}
+
+/// A task's output, from the CloudWatch Logs stream its agent's log driver writes. Read from
+/// the head, the last `tail` lines, or from `sinceMs`; then on from the returned `cursor`, which
+/// returns only lines written since (a follow reads again until `taskFinished` and no lines).
+#[utoipa::path(
+    get, path = "/api/v3/tasks/{id}/logs", tag = "tasks",
+    params(("id" = uuid::Uuid, Path, description = "The task's id"), TaskLogsParams),
+    responses(
+        (status = 200, description = "The lines read, oldest first, where they are kept, and the cursor to read on from", body = TaskLogs),
+        (status = 400, description = "The id or a query parameter is invalid, or the cursor is not one this stream gave", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 403, description = "Only the job's creator, its owner team's members and admins read its tasks' output", body = ErrorBody),
+        (status = 404, description = "No task has this id, it was never placed, or its agent keeps its output on the host", body = ErrorBody),
+        (status = 429, description = "The caller's rate limit (`/titus/{stage}/api/rate-limits`) is used up; retry after `Retry-After` seconds", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until the caller's window reopens"))),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "CloudWatch Logs is throttling or unreachable, or this API reads no logs; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_task_logs<P: Ports>(
+    State(app): State<AppState<P>>,
+    IdParam(id): IdParam,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = params::task_id(&id)?;
+    let mut query = Query::parse(raw.as_deref(), &["cursor", "sinceMs", "tail", "limit"]);
+    let (cursor, since_ms, tail, limit) = query.log_read();
+    query.finish()?;
+    let task = app
+        .store()
+        .get_task(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("task {id} does not exist")))?;
+    let job = app.store().get_job(&task.job_id).await?;
+    if let Some(job) = &job {
+        if !caller.may_read_env_of(job) {
+            return Err(ApiError::forbidden(format!(
+                "{} may not read task {id}'s output: only the job's creator, members of its \
+                 owner team {} and admins may",
+                caller.identity, job.job_descriptor.owner.team_email
+            )));
+        }
+    }
+    let Some(agent_id) = task.agent_id.clone() else {
+        return Err(ApiError::not_found(format!(
+            "task {id} has no output: it was never placed on an agent (it is {})",
+            task.state()
+        )));
+    };
+    let Some(reader) = app.task_logs() else {
+        return Err(ApiError::unavailable(
+            "this API serves no task logs: it was started without a CloudWatch Logs reader",
+        ));
+    };
+    let group = match app.agents().get_agent(&agent_id).await? {
+        Some(agent) => match agent.task_logs {
+            Some(logs) => logs,
+            None => {
+                return Err(ApiError::not_found(format!(
+                    "task {id}'s agent {agent_id} keeps its tasks' output on its host (Docker's \
+                     json-file log driver), not in CloudWatch Logs: read it there with \
+                     `titus-agent logs {id}`"
+                )))
+            }
+        },
+        // The agent left; its tasks' streams stay in the stage's group.
+        None => titus_core::ports::TaskLogs {
+            group: titus_core::ports::TaskLogs::stage_group(
+                &app.control().settings.admission.policy.stage,
+            ),
+            region: None,
+        },
+    };
+    let location = LogLocation {
+        stream: titus_core::ports::TaskLogs::stream_of(task.job_id.as_str(), id.as_ref()),
+        group: group.group,
+        region: group.region,
+    };
+    let read = LogRead {
+        location: location.clone(),
+        cursor,
+        since_ms,
+        tail,
+        limit,
+    };
+    let task_finished = task.state() == titus_core::TaskState::Finished;
+    let (lines, cursor) =
+        match reader.read(&read).await {
+            Ok(page) => (page.lines, Some(page.cursor)),
+            // Not started yet, or it wrote nothing: no stream.
+            Err(LogError::NotFound { .. }) if read.cursor.is_none() => (Vec::new(), None),
+            Err(LogError::NotFound { group, stream }) => {
+                return Err(ApiError::not_found(format!(
+                "task {id}'s log stream {stream} in {group} is gone (CloudWatch Logs' retention)"
+            )))
+            }
+            Err(LogError::BadCursor) => return Err(ApiError::invalid(
+                "cursor",
+                "is not a cursor of this task's stream; expected the `cursor` of an earlier answer",
+            )),
+            Err(e) => return Err(ApiError::unavailable(e.to_string())),
+        };
+    Ok(json(
+        StatusCode::OK,
+        &TaskLogs {
+            task_id: id.to_string(),
+            location,
+            lines,
+            cursor,
+            task_finished,
+        },
+    ))
 }
 
 /// Kills a task. With `shrink=true` (service jobs only) the job's desired capacity drops by one

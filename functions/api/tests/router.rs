@@ -969,6 +969,7 @@ async fn tasks_are_listed_read_and_killed() {
             incarnation: 0,
             registration_id: String::new(),
             principal: String::new(),
+            task_logs: None,
         })
         .await
         .unwrap();
@@ -1257,6 +1258,15 @@ async fn quotas_refuse_what_does_not_fit_name_the_quota_and_free_up_when_jobs_fi
 /// Registers agent `a1` (4 cores, 16 GB) last heard from at `heartbeat_at_ms`, with its queue,
 /// and returns the queue's URL.
 async fn register_a1(api: &Api, heartbeat_at_ms: u64) -> String {
+    register_a1_with(api, heartbeat_at_ms, None).await
+}
+
+/// [`register_a1`], sending its tasks' output to `task_logs`.
+async fn register_a1_with(
+    api: &Api,
+    heartbeat_at_ms: u64,
+    task_logs: Option<titus_core::ports::TaskLogs>,
+) -> String {
     let (queue_url, _) = ensure_queue(&api.clients.sqs, &api.names.agent_queue_def("a1"))
         .await
         .unwrap();
@@ -1282,6 +1292,7 @@ async fn register_a1(api: &Api, heartbeat_at_ms: u64) -> String {
             incarnation: 0,
             registration_id: String::new(),
             principal: String::new(),
+            task_logs,
         })
         .await
         .unwrap();
@@ -1462,4 +1473,149 @@ async fn a_dry_run_says_where_tasks_would_go_and_why_the_rest_would_wait_storing
         not_her_team.text
     );
     assert_eq!(jobs.json["items"], json!([]), "a dry run stores no job");
+}
+
+/// Appends lines to a task's stream, as the agent's awslogs driver does.
+async fn write_task_output(api: &Api, group: &str, stream: &str, lines: &[&str]) {
+    let _ = api
+        .clients
+        .logs
+        .create_log_stream()
+        .log_group_name(group)
+        .log_stream_name(stream)
+        .send()
+        .await;
+    let now = titus_api::now_ms() as i64;
+    let events = lines.iter().enumerate().map(|(i, line)| {
+        aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+            .timestamp(now + i as i64)
+            .message(*line)
+            .build()
+            .unwrap()
+    });
+    api.clients
+        .logs
+        .put_log_events()
+        .log_group_name(group)
+        .log_stream_name(stream)
+        .set_log_events(Some(events.collect()))
+        .send()
+        .await
+        .unwrap();
+}
+
+fn lines_of(reply: &support::Reply) -> Vec<String> {
+    reply.json["lines"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no lines in {}", reply.text))
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_tasks_output_is_read_from_its_cloudwatch_stream_by_tail_and_cursor() {
+    let api = Api::new().await;
+    let group = titus_core::ports::TaskLogs::stage_group(api.names.stage());
+    titus_aws::logs::ensure_log_group(&api.clients.logs, &group)
+        .await
+        .unwrap();
+    let logs = titus_core::ports::TaskLogs {
+        group: group.clone(),
+        region: None,
+    };
+    register_a1_with(&api, titus_api::now_ms(), Some(logs)).await;
+    let mut descriptor = batch(2);
+    descriptor["container"]["resources"] = json!({"cpu": 1.0, "memoryMB": 12_000});
+    let job = id_of(&api.create(ALICE, &descriptor).await);
+    titus_control::scheduler::tick(
+        &api.control,
+        titus_control::scheduler::TickInput {
+            owner: "test-loop".to_owned(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let tasks = tasks_of(&api, &job).await;
+    let (placed, waiting): (Vec<&Value>, Vec<&Value>) = tasks
+        .iter()
+        .partition(|t| t["status"]["state"] == "Launched");
+    let (placed, waiting) = (
+        placed[0]["id"].as_str().unwrap().to_owned(),
+        waiting[0]["id"].as_str().unwrap().to_owned(),
+    );
+    let stream = format!("{job}/{placed}");
+    let uri = format!("/api/v3/tasks/{placed}/logs");
+
+    // Before the container writes, its stream does not exist: nothing yet, no cursor.
+    let early = api.get(&uri, ALICE).await;
+    assert_eq!(early.status, StatusCode::OK, "{}", early.text);
+    assert_eq!(lines_of(&early), Vec::<String>::new());
+    assert!(early.json.get("cursor").is_none(), "{}", early.text);
+    assert_eq!(early.json["location"]["group"], group.as_str());
+    assert_eq!(early.json["location"]["stream"], stream.as_str());
+    assert_eq!(early.json["taskFinished"], false);
+
+    write_task_output(&api, &group, &stream, &["one", "two", "three"]).await;
+    let tail = api.get(&format!("{uri}?tail=2"), BOB).await;
+    assert_eq!(tail.status, StatusCode::OK, "{}", tail.text);
+    assert_eq!(
+        lines_of(&tail),
+        ["two", "three"],
+        "a team member reads the tail"
+    );
+    let all = api.get(&uri, ALICE).await;
+    assert_eq!(lines_of(&all), ["one", "two", "three"]);
+    let cursor = all.json["cursor"].as_str().unwrap().to_owned();
+    let encoded = serde_urlencoded::to_string([("c", &cursor)]).unwrap()[2..].to_owned();
+    let nothing_new = api.get(&format!("{uri}?cursor={encoded}"), ALICE).await;
+    assert_eq!(lines_of(&nothing_new), Vec::<String>::new());
+    write_task_output(&api, &group, &stream, &["four"]).await;
+    let next = api.get(&format!("{uri}?cursor={encoded}"), ALICE).await;
+    assert_eq!(
+        lines_of(&next),
+        ["four"],
+        "the cursor returns only what came since"
+    );
+
+    // Who may not read it, and what does not exist.
+    let carol = api.get(&uri, CAROL).await;
+    assert_eq!(carol.status, StatusCode::FORBIDDEN, "{}", carol.text);
+    assert!(carol.text.contains("team@example.com"), "{}", carol.text);
+    let unplaced = api
+        .get(&format!("/api/v3/tasks/{waiting}/logs"), ALICE)
+        .await;
+    assert_eq!(unplaced.status, StatusCode::NOT_FOUND, "{}", unplaced.text);
+    assert!(unplaced.text.contains("never placed"), "{}", unplaced.text);
+    let unknown = api
+        .get(
+            "/api/v3/tasks/3f1c2b9e-8a1d-4c3e-9b7a-2d5e6f708192/logs",
+            ALICE,
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+
+    // Every bad parameter at once.
+    let bad = api
+        .get(
+            &format!("{uri}?tail=0&limit=20000&cursor=x&sinceMs=soon"),
+            ALICE,
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+    let fields = bad.fields();
+    for field in ["tail", "limit", "sinceMs"] {
+        assert!(fields.contains(&field.to_owned()), "{field}: {}", bad.text);
+    }
+    let mixed = api
+        .get(&format!("{uri}?cursor={encoded}&tail=5"), ALICE)
+        .await;
+    assert_eq!(mixed.fields(), ["cursor"], "{}", mixed.text);
+
+    // An agent that keeps its tasks' output on the host says so.
+    register_a1_with(&api, titus_api::now_ms(), None).await;
+    let on_host = api.get(&uri, ALICE).await;
+    assert_eq!(on_host.status, StatusCode::NOT_FOUND, "{}", on_host.text);
+    assert!(on_host.text.contains("json-file"), "{}", on_host.text);
 }

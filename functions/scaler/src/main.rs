@@ -22,16 +22,18 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // Fail the cold start on a bad configuration, naming the parameter.
     let first = source.load().await?;
     let source = source.with_max_age(Duration::from_secs(first.settings.config_max_age_secs));
-    let (cp, source) = (&cp, &source);
+    let (cp, source, stage) = (&cp, &source, stage.as_str());
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let config = source
                 .load()
                 .await
                 .map_err(|e| Failed(ControlError::Configuration(e.to_string())))?;
-            run(cp, &config, &event.context.request_id)
+            let summary = run(cp, &config, &event.context.request_id)
                 .await
-                .map_err(Failed)
+                .map_err(Failed);
+            titus_app::lambda::emit_metrics(cp, stage);
+            summary
         },
     ))
     .await

@@ -246,6 +246,7 @@ impl Stage {
             incarnation: 0,
             registration_id: String::new(),
             principal: String::new(),
+            task_logs: None,
         };
         self.agents().register_agent(&agent).await.unwrap();
         id

@@ -247,6 +247,7 @@ async fn recorded_clients(recorder: &Recorder) -> AwsClients {
         ),
         ssm: aws_sdk_ssm::Client::new(&config),
         ec2: aws_sdk_ec2::Client::new(&config),
+        logs: aws_sdk_cloudwatchlogs::Client::new(&config),
     }
 }
 

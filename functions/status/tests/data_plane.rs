@@ -49,6 +49,7 @@ fn registration(agent_id: &str) -> AgentRequest {
             gpu: 0,
         },
         at_ms: NOW,
+        task_logs: None,
     })
 }
 

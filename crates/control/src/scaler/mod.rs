@@ -141,6 +141,19 @@ impl<P: Ports> Scaler<'_, P> {
             warn!(error = %e, "releasing the scaler lease failed; it expires on its own");
         }
         result?;
+        let m = &self.cp.metrics;
+        m.add(
+            crate::metrics::AGENTS_LAUNCHED,
+            summary.launched.len() as f64,
+        );
+        m.add(
+            crate::metrics::AGENTS_TERMINATED,
+            summary.terminated.len() as f64,
+        );
+        let held: u32 = summary.pools.iter().map(|p| p.instances).sum();
+        let wanted = (u64::from(held) + summary.launched.len() as u64)
+            .saturating_sub(summary.terminated.len() as u64);
+        m.set(crate::metrics::POOL_AGENTS_DESIRED, wanted as f64);
         info!(
             epoch = summary.epoch,
             pending = summary.pending_tasks,

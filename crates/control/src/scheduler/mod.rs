@@ -108,6 +108,7 @@ fn record<P: Ports>(
     m.set(PENDING, f64::from(s.pending_left));
     m.set(LEASE_HELD, if s.lease_held { 1.0 } else { 0.0 });
     if s.lease_held {
+        m.add(LEASE_RENEWALS, 1.0);
         let last = cp
             .last_epoch
             .swap(s.epoch, std::sync::atomic::Ordering::Relaxed);

@@ -77,6 +77,7 @@ impl Stage {
                 incarnation: 0,
                 registration_id: String::new(),
                 principal: String::new(),
+                task_logs: None,
             })
             .await
             .expect("registering the agent");

@@ -8,6 +8,7 @@
 //! - [`queues`]: agents' command queues, the status queue, dead letters and rejections;
 //! - [`fleet`]: the EC2 fleet and the scaler's memory;
 //! - [`rate`]: per-caller rate limits ([`RateLimiter`]), held by the API beside the bundle;
+//! - [`logs`]: tasks' output in CloudWatch Logs ([`TaskLogReader`]), held by the API too;
 //! - [`Clock`]: the time.
 //!
 //! Two implementations exist: the AWS adapters (`titus-aws`: DynamoDB, SQS, EC2) and the
@@ -18,6 +19,7 @@ pub mod agents;
 pub mod cursor;
 pub mod fleet;
 pub mod lease;
+pub mod logs;
 pub mod queues;
 pub mod rate;
 pub mod store;
@@ -31,6 +33,10 @@ pub use fleet::{
     LaunchedInstance, Lifecycle, PoolInstance, ScalerState, ScalerStateStore, StateError, Subnet,
 };
 pub use lease::{AllocationStore, CommitError, Lease, LeaseError, LeaseStore, PlacementWrite};
+pub use logs::{
+    LogError, LogLine, LogLocation, LogPage, LogRead, TaskLogReader, TaskLogs,
+    MAX_LOG_LINES_PER_READ,
+};
 pub use queues::{
     AgentRequestSink, CommandQueue, CommandSource, DeadLetter, DeadLetterSink, EventPublisher,
     QueueError, ReceivedMessage, RejectionSink, SendFailure, StatusSink, MAX_BATCH_MESSAGES,

@@ -37,11 +37,12 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("loading the API's configuration for stage {:?}", args.stage))?;
     let limiter = titus_aws::DynamoRateLimiter::new(clients.dynamodb.clone(), &names);
-    let app = router(AppState::new(
-        std::sync::Arc::new(control),
-        config,
-        Some(std::sync::Arc::new(limiter)),
-    ));
+    let control = std::sync::Arc::new(control);
+    let app = router(
+        AppState::new(control.clone(), config, Some(std::sync::Arc::new(limiter))).with_task_logs(
+            std::sync::Arc::new(titus_aws::CloudWatchTaskLogs::new(clients.logs.clone())),
+        ),
+    );
 
     match (args.listen, in_lambda) {
         (Some(address), _) => {
@@ -55,9 +56,23 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("serving HTTP")
         }
-        (None, true) => lambda_http::run(lambda_service(app))
-            .await
-            .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}")),
+        (None, true) => {
+            // After each request, what it counted, as one EMF line.
+            let stage = args.stage.clone();
+            let app = app.layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let (control, stage) = (control.clone(), stage.clone());
+                    async move {
+                        let response = next.run(request).await;
+                        titus_app::lambda::emit_metrics(&control, &stage);
+                        response
+                    }
+                },
+            ));
+            lambda_http::run(lambda_service(app))
+                .await
+                .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"))
+        }
         (None, false) => anyhow::bail!(
             "not running under Lambda (AWS_LAMBDA_RUNTIME_API is unset); pass --listen ADDR to serve \
              plain HTTP, e.g. --listen 127.0.0.1:{}",

@@ -100,7 +100,10 @@ impl Api {
         let agents = DynamoAgentStore::new(clients.dynamodb.clone(), &names);
         let control = std::sync::Arc::new(ControlPlane::new(aws_ports(&clients, &names), settings));
         let limiter = titus_aws::DynamoRateLimiter::new(clients.dynamodb.clone(), &names);
-        let state = AppState::new(control.clone(), config, Some(std::sync::Arc::new(limiter)));
+        let state = AppState::new(control.clone(), config, Some(std::sync::Arc::new(limiter)))
+            .with_task_logs(std::sync::Arc::new(titus_aws::CloudWatchTaskLogs::new(
+                clients.logs.clone(),
+            )));
         Api {
             router: router(state),
             clients,

@@ -52,6 +52,7 @@ pub async fn add_agent(clients: &AwsClients, names: &Names, id: &str, memory_mb:
         incarnation: 0,
         registration_id: String::new(),
         principal: String::new(),
+        task_logs: None,
     };
     DynamoAgentStore::new(clients.dynamodb.clone(), names)
         .register_agent(&agent)

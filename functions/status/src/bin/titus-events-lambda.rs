@@ -23,13 +23,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let cp = titus_app::control_plane(&clients, &stage).await?;
     let publisher =
         EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&sdk_config), &names);
-    let (cp, names, publisher) = (&cp, &names, &publisher);
+    let (cp, names, publisher, stage) = (&cp, &names, &publisher, stage.as_str());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<StreamEvent>| async move {
         let changes = stream_changes(&event.payload, names)
             .map_err(|e| Failed(ControlError::Configuration(e)))?;
         match ingest(cp, publisher, &changes).await {
             Ok(summary) => {
                 tracing::info!(?summary, "events written");
+                titus_app::lambda::emit_metrics(cp, stage);
                 Ok(json!({"batchItemFailures": []}))
             }
             Err(e) => {

@@ -19,16 +19,18 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // Fail the cold start, naming the queue, when the stage's status DLQ does not exist.
     cp.ports.dead_letters.queue_url().await?;
     let registrations = names.registrations_queue();
-    let (cp, registrations) = (&cp, registrations.as_str());
+    let (cp, registrations, stage) = (&cp, registrations.as_str(), stage.as_str());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let now_ms = cp.ports().clock().now_ms();
         let from_agents_requests = from_queue(&event.payload, registrations);
         let messages = sqs_messages(event.payload);
-        Ok::<_, Failed>(if from_agents_requests {
+        let response = if from_agents_requests {
             batch_response(&agents::process_requests(cp, messages, now_ms).await)
         } else {
             batch_response(&status::process_batch(cp, messages, now_ms).await)
-        })
+        };
+        titus_app::lambda::emit_metrics(cp, stage);
+        Ok::<_, Failed>(response)
     }))
     .await
 }

@@ -428,6 +428,7 @@ mod tests {
                     incarnation: 0,
                     registration_id: String::new(),
                     principal: String::new(),
+                    task_logs: None,
                 });
             }
         }

@@ -1,4 +1,4 @@
-//! The control plane's application metrics, kept in its process: counters (totals since the
+//! Application metrics, kept in their process (the control plane's, and each agent's): counters (totals since the
 //! process started) and gauges (the last value). Read two ways, from the one registry:
 //!
 //! - [`Metrics::prometheus`]: Prometheus' text format, served locally at `GET /metrics`;
@@ -137,6 +137,95 @@ pub const RECONCILE_ERRORS: Def = counter(
     "Items a reconciler run failed on (tried again next run).",
 );
 
+pub const LEASE_RENEWALS: Def = counter(
+    "LeaseRenewals",
+    "Count",
+    "Ticks that renewed (or took) the scheduler's lease.",
+);
+pub const JOBS_ACCEPTED: Def = counter(
+    "JobsAccepted",
+    "Count",
+    "Jobs created (through the API or the submit queue; a repeated idempotent create is not counted).",
+);
+pub const SUBMISSIONS_REJECTED: Def = counter(
+    "SubmissionsRejected",
+    "Count",
+    "Messages of the submit queue refused and sent to the rejection queue with their reasons.",
+);
+pub const API_REQUESTS: Def = counter("ApiRequests", "Count", "API requests answered.");
+pub const API_CLIENT_ERRORS: Def = counter(
+    "ApiClientErrors",
+    "Count",
+    "API requests answered with a 4xx status.",
+);
+pub const API_SERVER_ERRORS: Def = counter(
+    "ApiServerErrors",
+    "Count",
+    "API requests answered with a 5xx status.",
+);
+pub const API_LATENCY_MAX: Def = gauge(
+    "ApiLatencyMaxMs",
+    "Milliseconds",
+    "The slowest API answer since the last report.",
+);
+pub const STATUS_APPLIED: Def = counter(
+    "StatusUpdatesApplied",
+    "Count",
+    "Agents' status updates that changed a task.",
+);
+pub const STATUS_IGNORED: Def = counter(
+    "StatusUpdatesIgnored",
+    "Count",
+    "Agents' status updates that changed nothing: duplicates, stale or from an agent that does not hold the task.",
+);
+pub const EVENTS_WRITTEN: Def = counter(
+    "EventsWritten",
+    "Count",
+    "Events written to the event feed (each in its job's feed and the every-job feed).",
+);
+pub const EVENTS_PUBLISHED: Def = counter(
+    "EventsPublished",
+    "Count",
+    "Events put on the stage's EventBridge bus.",
+);
+pub const EVENT_STREAM_AGE: Def = gauge(
+    "EventStreamAgeMs",
+    "Milliseconds",
+    "How long after it happened (its own timestamp) the oldest change of a batch reached the event feed, the highest since the last report.",
+);
+pub const AGENTS_LAUNCHED: Def =
+    counter("AgentsLaunched", "Count", "Instances the scaler launched.");
+pub const AGENTS_TERMINATED: Def = counter(
+    "AgentsTerminated",
+    "Count",
+    "Instances the scaler terminated.",
+);
+pub const POOL_AGENTS_DESIRED: Def = gauge(
+    "PoolAgentsDesired",
+    "Count",
+    "The instances every pool holds after the scaler's last run: those it found, plus those it launched, minus those it terminated.",
+);
+pub const AGENT_TASKS_RUNNING: Def = gauge(
+    "AgentTasksRunning",
+    "Count",
+    "Tasks an agent runs (each agent reports once a minute: the Sum over a minute is the fleet's).",
+);
+pub const AGENT_LAUNCH_FAILURES: Def = counter(
+    "AgentLaunchFailures",
+    "Count",
+    "Launches an agent could not start (image pull, create, start).",
+);
+pub const AGENT_HEARTBEAT_FAILURES: Def = counter(
+    "AgentHeartbeatFailures",
+    "Count",
+    "Heartbeats an agent could not write.",
+);
+pub const AGENT_IMAGE_PULL_MAX: Def = gauge(
+    "AgentImagePullMaxMs",
+    "Milliseconds",
+    "An agent's slowest image pull since its last report.",
+);
+
 #[derive(Debug, Clone, Copy)]
 struct Value {
     def: Def,
@@ -176,6 +265,16 @@ impl Metrics {
         debug_assert_eq!(def.kind, Kind::Gauge, "{} is not a gauge", def.name);
         self.with(def, |v| {
             v.value = value;
+            v.fresh = true;
+        });
+    }
+
+    /// Raises a gauge to `value` if it is higher than what was recorded since the last EMF line
+    /// (the slowest of a period).
+    pub fn max(&self, def: Def, value: f64) {
+        debug_assert_eq!(def.kind, Kind::Gauge, "{} is not a gauge", def.name);
+        self.with(def, |v| {
+            v.value = if v.fresh { v.value.max(value) } else { value };
             v.fresh = true;
         });
     }
@@ -330,5 +429,21 @@ mod tests {
             "an unchanged gauge is left out"
         );
         assert_eq!(third, None);
+    }
+
+    #[test]
+    fn a_max_gauge_reports_the_highest_value_of_each_period() {
+        let m = Metrics::default();
+        m.max(API_LATENCY_MAX, 12.0);
+        m.max(API_LATENCY_MAX, 40.0);
+        m.max(API_LATENCY_MAX, 7.0);
+        let first: serde_json::Value =
+            serde_json::from_str(&m.emf(&[("Stage", "dev")], 1_000).unwrap()).unwrap();
+        m.max(API_LATENCY_MAX, 5.0);
+        let second: serde_json::Value =
+            serde_json::from_str(&m.emf(&[("Stage", "dev")], 2_000).unwrap()).unwrap();
+
+        assert_eq!(first["ApiLatencyMaxMs"], 40.0);
+        assert_eq!(second["ApiLatencyMaxMs"], 5.0, "a new period starts afresh");
     }
 }
