@@ -43,6 +43,19 @@ resource "aws_lambda_event_source_mapping" "stream" {
   maximum_record_age_in_seconds      = 24 * 3600
   function_response_types            = ["ReportBatchItemFailures"]
 
+  # The agents' stream: only records that can be state changes (definitions.json's filters).
+  dynamic "filter_criteria" {
+    for_each = length(jsondecode(each.value.stream_filters_json)) > 0 ? [jsondecode(each.value.stream_filters_json)] : []
+    content {
+      dynamic "filter" {
+        for_each = filter_criteria.value
+        content {
+          pattern = jsonencode(filter.value)
+        }
+      }
+    }
+  }
+
   destination_config {
     on_failure {
       destination_arn = aws_sqs_queue.events_dead_letter[0].arn

@@ -28,6 +28,9 @@ locals {
       ttl_attribute = try(t.ttlAttribute, null)
       # A stream of new and old images: the table's changes feed the events function.
       stream = try(t.stream, false)
+      # Lambda event filter patterns for the stream's records (any one matching; none: every
+      # record), as one JSON string so that every table's attributes have the same type.
+      stream_filters_json = jsonencode(try(t.streamFilters, []))
       indexes = [
         for i in t.globalSecondaryIndexes : {
           name          = i.name

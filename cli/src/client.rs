@@ -140,15 +140,7 @@ impl Client {
                     .header("content-type", "application/json")
                     .body(body_bytes.clone());
             }
-            request = match &self.auth {
-                Auth::Bearer(token) => request.bearer_auth(token),
-                Auth::SigV4 { region } => {
-                    for (name, value) in sigv4_headers(&method, &url, &body_bytes, region).await? {
-                        request = request.header(name, value);
-                    }
-                    request
-                }
-            };
+            request = self.authorize(request, &method, &url, &body_bytes).await?;
             let response = request.send().await.map_err(|e| {
                 CliError::Unavailable(format!(
                     "cannot reach the Titus API at {}: {e}",
@@ -184,6 +176,89 @@ impl Client {
             }
             return Err(error_for(status.as_u16(), &text));
         }
+    }
+}
+
+/// An answer as the API gave it (for `titus ui`'s proxy).
+#[derive(Debug, Clone)]
+pub struct RawAnswer {
+    pub status: u16,
+    /// Lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Client {
+    /// Sends a request as it came (its path and query under the API's URL, the given headers and
+    /// body) with this client's authentication, and returns the answer as it is, whatever its
+    /// status: no retries, no JSON.
+    pub async fn forward(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Result<RawAnswer, CliError> {
+        let url = reqwest::Url::parse(&format!("{}{}", self.base_url, path_and_query))
+            .map_err(|e| CliError::Invalid(format!("bad path {path_and_query:?}: {e}")))?;
+        let mut request = self.http.request(method.clone(), url.clone());
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        request = self.authorize(request, &method, &url, &body).await?;
+        let response = request.body(body).send().await.map_err(|e| {
+            CliError::Unavailable(format!(
+                "cannot reach the Titus API at {}: {e}",
+                self.base_url
+            ))
+        })?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
+            .collect();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| CliError::Unavailable(format!("reading the answer failed: {e}")))?
+            .to_vec();
+        Ok(RawAnswer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// The request with this client's authentication: its bearer token, or its SigV4 headers.
+    async fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+        method: &reqwest::Method,
+        url: &reqwest::Url,
+        body: &[u8],
+    ) -> Result<reqwest::RequestBuilder, CliError> {
+        Ok(match &self.auth {
+            Auth::Bearer(token) => request.bearer_auth(token),
+            Auth::SigV4 { region } => {
+                let mut request = request;
+                for (name, value) in sigv4_headers(method, url, body, region).await? {
+                    request = request.header(name, value);
+                }
+                request
+            }
+        })
+    }
+
+    /// The API's URL, as the client was given it.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 }
 

@@ -138,9 +138,11 @@ fn print_event(output: Output, event: &Event) -> Result<(), CliError> {
                     .collect::<Vec<_>>()
                     .join(": "),
             };
-            let subject = match &event.task_id {
-                Some(task) => format!("task {task}"),
-                None => format!("job {}", event.job_id),
+            let subject = match (&event.task_id, &event.job_id, &event.agent_id) {
+                (Some(task), _, _) => format!("task {task}"),
+                (None, Some(job), _) => format!("job {job}"),
+                (None, None, Some(agent)) => format!("agent {agent}"),
+                (None, None, None) => String::new(),
             };
             let line = format!(
                 "{}  {:<19}  {subject:<41}  {what:<14}  {why}",

@@ -11,6 +11,7 @@ mod config;
 mod events;
 mod local;
 mod output;
+mod proxy;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
@@ -70,11 +71,22 @@ enum Command {
     /// Named contexts (URL, token or SigV4 region) in the config file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The web dashboard of the context's deployment at http://127.0.0.1:8001/ui/: a local proxy
+    /// that signs every request (SigV4 for a deployed stack, or the context's token), as
+    /// `kubectl proxy` does. Until Ctrl-C.
+    Ui(UiArgs),
     /// Print a shell completion script: `source <(titus completion bash)`.
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct UiArgs {
+    /// Where the proxy listens (loopback only; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,7 +157,7 @@ async fn main() {
                     None => Auth::Bearer(target.token),
                 };
                 match Client::new(&target.url, auth) {
-                    Ok(client) => run(&client, command, cli.output).await,
+                    Ok(client) => Box::pin(run(&client, command, cli.output)).await,
                     Err(e) => Err(e),
                 }
             }
@@ -189,6 +201,24 @@ async fn run(client: &Client, command: Command, output: Output) -> Result<(), Cl
             })?;
             let since = commands::now_ms().saturating_sub(ago);
             events::show(client, feed, Some(since), args.follow, output, |_| false).await
+        }
+        Command::Ui(args) => {
+            let auth = match client.auth() {
+                Auth::SigV4 { region } => format!("signed with SigV4 for {region}"),
+                Auth::Bearer(_) => "with the context's bearer token".to_owned(),
+            };
+            let base = client.base_url().to_owned();
+            proxy::serve(
+                client.clone(),
+                args.listen,
+                move |address| {
+                    println!("The dashboard of {base} is at http://{address}/ui/ (requests {auth}); Ctrl-C stops the proxy.");
+                },
+                async {
+                    let _ = tokio::signal::ctrl_c().await;
+                },
+            )
+            .await
         }
         Command::Local(_) | Command::Config(_) | Command::Completion { .. } => Ok(()),
     }

@@ -22,6 +22,8 @@ export interface TableDef extends KeyDef {
   ttlAttribute?: string;
   /** A DynamoDB stream of new and old images: the table's changes become events. */
   stream?: boolean;
+  /** Lambda event filter patterns (any one matching) for the stream's records; none: every record. */
+  streamFilters?: Record<string, unknown>[];
 }
 
 export interface DeadLetterDef {

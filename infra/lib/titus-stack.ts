@@ -345,8 +345,10 @@ export class TitusStack extends cdk.Stack {
       }),
     );
 
-    // The event feed: every table that declares a stream (jobs, tasks, placement results) feeds
-    // the events function, which writes the events table and publishes to the bus. A failing
+    // The event feed: every table that declares a stream (jobs, tasks, placement results,
+    // agents) feeds the events function, which writes the events table and publishes to the bus.
+    // A table's declared filters (the agents': records that can be state changes) keep the rest
+    // of its records from invoking it. A failing
     // batch is halved on each function error (to isolate a bad record) and retried up to 10
     // times while its records are under a day old (the stream keeps them 24 hours); a batch that
     // fails answers its first record as the failure, so it comes again whole (the same events,
@@ -364,6 +366,7 @@ export class TitusStack extends cdk.Stack {
           maxRecordAge: cdk.Duration.days(1),
           reportBatchItemFailures: true,
           onFailure: new SqsDlq(this.eventsDeadLetterQueue),
+          filters: def.streamFilters?.map((pattern) => ({ pattern: JSON.stringify(pattern) })),
         }),
       );
     }

@@ -52,8 +52,8 @@ describe('functions', () => {
         FunctionResponseTypes: ['ReportBatchItemFailures'],
       });
     }
-    // And the three table streams of the event feed (below).
-    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 6);
+    // And the four table streams of the event feed (below).
+    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 7);
   });
 
   it('gives each function its own role writing only its own log group, no managed policy', () => {
@@ -94,10 +94,10 @@ describe('the event feed', () => {
   const eventsStatements = statementsOfRole(template, roleOf('events'));
   const busId = Object.keys(resources(template, 'AWS::Events::EventBus'))[0];
   const dlqId = queueId(`titus-${STAGE}-events-dlq`);
-  const streamed = ['jobs', 'tasks', 'placement-results'];
+  const streamed = ['jobs', 'tasks', 'placement-results', 'agents'];
   const streamArn = (role: string) => ({ 'Fn::GetAtt': [tableId(role), 'StreamArn'] });
 
-  it('streams new and old images of exactly the tables definitions.json marks, jobs, tasks and placement results', () => {
+  it('streams new and old images of exactly the tables definitions.json marks, jobs, tasks, placement results and agents', () => {
     assert.deepEqual(defs.tables.filter((t) => t.stream).map((t) => t.role).sort(), [...streamed].sort());
     for (const [id, table] of Object.entries(tables)) {
       const role = table.Properties.TableName.replace(`titus-${STAGE}-`, '');
@@ -140,6 +140,21 @@ describe('the event feed', () => {
       (m: any) => m.Properties.FunctionName.Ref === logicalIdOfFunction('events'),
     );
     assert.equal(toEvents.length, streamed.length, 'one mapping per stream');
+    // Only the agents' mapping filters: registrations and records of draining or lost agents,
+    // never an active agent's allocation writes.
+    for (const mapping of toEvents as any[]) {
+      const arn = JSON.stringify(mapping.Properties.EventSourceArn);
+      const patterns = (mapping.Properties.FilterCriteria?.Filters ?? []).map((f: any) => JSON.parse(f.Pattern));
+      if (arn === JSON.stringify(streamArn('agents'))) {
+        assert.deepEqual(patterns, [
+          { eventName: ['INSERT'] },
+          { dynamodb: { NewImage: { agentState: { S: ['draining', 'lost'] } } } },
+          { dynamodb: { OldImage: { agentState: { S: ['draining', 'lost'] } } } },
+        ]);
+      } else {
+        assert.deepEqual(patterns, [], `${arn} is not filtered`);
+      }
+    }
   });
 
   it('runs the events function like the others: 60 s, 256 MB, JSON logs, X-Ray, the stage', () => {

@@ -95,7 +95,7 @@ def applied(stage, definitions_file, out_file):
         else:
             check(not stream.get("StreamEnabled"), f"{t['name']} has a stream {stream}")
     streamed = sorted(t["role"] for t in defs["tables"] if t.get("stream"))
-    check(streamed == ["jobs", "placement-results", "tasks"], f"the streamed tables are {streamed}")
+    check(streamed == ["agents", "jobs", "placement-results", "tasks"], f"the streamed tables are {streamed}")
     print(f"  {len(defs['tables'])} tables match definitions.json (keys, GSIs, attributes, TTL, streams of {', '.join(streamed)}, on demand, PITR)", file=sys.stderr)
 
     urls = c["sqs"].list_queues(QueueNamePrefix=f"titus-{stage}-").get("QueueUrls", [])
@@ -176,10 +176,10 @@ def gone(stage):
 
 
 def event_feed(p, after):
-    """The tables' streams, the events table and function, its three stream mappings, DLQ, bus, alarms."""
+    """The tables' streams, the events table and function, its four stream mappings, DLQ, bus, alarms."""
     unknown = {r["address"]: r["change"].get("after_unknown", {}) for r in p.get("resource_changes", [])}
     tables = {a: v for a, v in after.items() if a.startswith("aws_dynamodb_table.")}
-    streamed = ("jobs", "tasks", "placement-results")
+    streamed = ("jobs", "tasks", "placement-results", "agents")
     for a, v in tables.items():
         role = a[len('aws_dynamodb_table.this["'):-2]
         if role in streamed:
@@ -203,6 +203,14 @@ def event_feed(p, after):
         want = {"starting_position": "TRIM_HORIZON", "batch_size": 100, "maximum_batching_window_in_seconds": 0, "bisect_batch_on_function_error": True,
                 "maximum_retry_attempts": 10, "maximum_record_age_in_seconds": 86400, "function_response_types": ["ReportBatchItemFailures"]}
         check(got == want, f"{a} {got}")
+        # Only the agents' records are filtered: those that can be state changes.
+        patterns = [json.loads(f["pattern"]) for c in v.get("filter_criteria") or [] for f in c.get("filter") or []]
+        draining_or_lost = {"agentState": {"S": ["draining", "lost"]}}
+        want_patterns = ([{"eventName": ["INSERT"]}, {"dynamodb": {"NewImage": draining_or_lost}}, {"dynamodb": {"OldImage": draining_or_lost}}]
+                         if a.endswith('["agents"]') else [])
+        # (A set in Terraform: compared without order.)
+        canonical = lambda ps: sorted(json.dumps(p, sort_keys=True) for p in ps)
+        check(canonical(patterns) == canonical(want_patterns), f"{a} filters {patterns}")
         # The stream, the function and the DLQ are only known once applied.
         u = unknown[a]
         check(u.get("event_source_arn") is True and u.get("function_name") is True, f"{a} does not read a planned stream into a planned function")
@@ -238,13 +246,13 @@ def plan(plan_file):
     for t, n in sorted(by_type.items()):
         print(f"    {t:<48}{n:>4}", file=sys.stderr)
     print(f"    {'total':<48}{sum(by_type.values()):>4}", file=sys.stderr)
-    # 7 declared queues and the events function's DLQ; 3 queue and 3 stream mappings; alarms: 3
+    # 7 declared queues and the events function's DLQ; 3 queue and 4 stream mappings; alarms: 3
     # DLQs, 7 functions' errors, the lease, the oldest pending task, tick errors, the events DLQ,
     # stream lag; log groups: 7 functions', the API's access log, the loop's, the flow log, task
     # logs and the agents' metrics.
     want = {
         "aws_dynamodb_table": 10, "aws_sqs_queue": 8, "aws_sqs_queue_policy": 8, "aws_ssm_parameter": 12, "aws_lambda_function": 7,
-        "aws_lambda_event_source_mapping": 6, "aws_sfn_state_machine": 1, "aws_scheduler_schedule": 3,
+        "aws_lambda_event_source_mapping": 7, "aws_sfn_state_machine": 1, "aws_scheduler_schedule": 3,
         "aws_apigatewayv2_api": 1, "aws_apigatewayv2_route": 1, "aws_launch_template": 1, "aws_cloudwatch_event_bus": 1,
         "aws_cloudwatch_metric_alarm": 15, "aws_cloudwatch_dashboard": 1, "aws_cloudwatch_log_group": 12,
         "aws_iam_instance_profile": 1, "aws_vpc_endpoint": 9,

@@ -281,6 +281,18 @@ async function main() {
     await until(page, 'the placement the scheduler made', async () => /placed on agent/i.test(await text(page, '.placement-success')));
     await shot(page, 'task');
 
+    // A task's output: the batch job's task said hello, read from CloudWatch Logs on its page.
+    await open(page, `#/jobs/${batch}`);
+    await until(page, "the batch job's tasks in its page", async () => (await page.locator('table.tasks tbody tr').count()) === 2, 60000);
+    const batchTask = await page.$eval('table.tasks tbody tr', (row) => row.getAttribute('data-task-id'));
+    await open(page, `#/tasks/${batchTask}`);
+    await until(page, "the batch task's output, hello, on its page", async () => {
+      const output = (await page.locator('#task-logs').count()) ? await text(page, '#task-logs') : '';
+      return /hello/.test(output);
+    }, 60000);
+    log(`the batch task's page shows its output: ${(await text(page, '.log-location')).replace(/\s+/g, ' ')}`);
+    await shot(page, 'task-output');
+
     // Why a task waits: the scheduler's reasons, on the job page and the task's.
     await open(page, `#/jobs/${unplaceable}`);
     await until(page, 'the unplaceable job to say why its task waits', async () => /insufficient memory/i.test(await text(page, '.placement-failures')), 90000);

@@ -36,8 +36,19 @@ pub struct StreamEventData {
     pub old_image: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-fn image_doc(image: Option<&serde_json::Map<String, serde_json::Value>>) -> Option<String> {
-    image?.get("doc")?.get("S")?.as_str().map(str::to_owned)
+fn image_doc(
+    source: ChangeSource,
+    image: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Option<String> {
+    let image = image?;
+    match source {
+        // An agent's record is kept in attributes, not in a document.
+        ChangeSource::Agents => titus_aws::events::agent_doc(
+            |name| Some(image.get(name)?.get("S")?.as_str()?.to_owned()),
+            |name| image.get(name)?.get("N")?.as_str()?.parse().ok(),
+        ),
+        _ => image.get("doc")?.get("S")?.as_str().map(str::to_owned),
+    }
 }
 
 /// The source of a stream ARN (`arn:aws:dynamodb:…:table/{table name}/stream/…`) among the
@@ -74,8 +85,8 @@ pub fn stream_changes(event: &StreamEvent, names: &Names) -> Result<Vec<StreamCh
             Ok(StreamChange {
                 source,
                 sequence: record.dynamodb.sequence_number.clone(),
-                old_doc: image_doc(record.dynamodb.old_image.as_ref()),
-                new_doc: image_doc(record.dynamodb.new_image.as_ref()),
+                old_doc: image_doc(source, record.dynamodb.old_image.as_ref()),
+                new_doc: image_doc(source, record.dynamodb.new_image.as_ref()),
             })
         })
         .collect()
@@ -245,4 +256,52 @@ pub async fn serve_events<P: titus_core::Ports>(
         stop,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent_image(state: &str, task_count: u32) -> serde_json::Value {
+        serde_json::json!({
+            "agentId": {"S": "i-0abc"},
+            "agentState": {"S": state},
+            "taskCount": {"N": task_count.to_string()},
+            "zone": {"S": "us-east-1a"},
+            "machineGroup": {"S": "default"},
+            "queueUrl": {"S": "https://sqs.us-east-1.amazonaws.com/123456789012/q"}
+        })
+    }
+
+    #[test]
+    fn an_agents_stream_record_of_a_lambda_event_reads_as_the_agents_record() {
+        let names = Names::new("test").expect("stage");
+        let arn = format!(
+            "arn:aws:dynamodb:us-east-1:123456789012:table/{}/stream/2026-01-01T00:00:00.000",
+            names.agents_table()
+        );
+        let event: StreamEvent = serde_json::from_value(serde_json::json!({
+            "Records": [{
+                "eventName": "MODIFY",
+                "eventSourceARN": arn,
+                "dynamodb": {
+                    "SequenceNumber": "42",
+                    "OldImage": agent_image("active", 2),
+                    "NewImage": agent_image("draining", 2)
+                }
+            }]
+        }))
+        .expect("event");
+        let changes = stream_changes(&event, &names).expect("changes");
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].source, ChangeSource::Agents);
+        let new: titus_core::events::AgentRecord =
+            serde_json::from_str(changes[0].new_doc.as_deref().expect("new doc")).expect("record");
+        assert_eq!(new.state, "draining");
+        assert_eq!(new.task_count, 2);
+        assert_eq!(new.id, "i-0abc");
+        let old: titus_core::events::AgentRecord =
+            serde_json::from_str(changes[0].old_doc.as_deref().expect("old doc")).expect("record");
+        assert_eq!(old.state, "active");
+    }
 }

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use aws_sdk_dynamodbstreams::types::{AttributeValue, Record};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-use titus_core::events::{ChangeSource, Event, StreamChange};
+use titus_core::events::{AgentRecord, ChangeSource, Event, StreamChange};
 use titus_core::ports::{EventPublisher, QueueError};
 
+use crate::agents::agent_attr;
 use crate::resources::{attr, Names};
 
 /// The `source` of every event this platform puts on its bus.
@@ -46,7 +47,7 @@ impl EventPublisher for EventBridgePublisher {
                         .detail_type(event.kind.as_str())
                         .detail(detail)
                         .event_bus_name(&self.bus)
-                        .resources(format!("titus:job:{}", event.job_id))
+                        .set_resources(Some(event_resources(event)))
                         .build())
                 })
                 .collect::<Result<_, QueueError>>()?;
@@ -115,8 +116,44 @@ pub async fn ensure_event_bus(
     }
 }
 
-fn doc(image: Option<&std::collections::HashMap<String, AttributeValue>>) -> Option<String> {
-    image?.get(attr::DOC)?.as_s().ok().cloned()
+/// What an event on the bus is about, for rules to match: its job, its agent.
+fn event_resources(event: &Event) -> Vec<String> {
+    let job = event.job_id.iter().map(|id| format!("titus:job:{id}"));
+    let agent = event.agent_id.iter().map(|id| format!("titus:agent:{id}"));
+    job.chain(agent).collect()
+}
+
+/// The document of a stream image: the `doc` attribute of jobs, tasks and placement results;
+/// for an agent, whose record is kept in attributes, the part of it an event reports.
+fn doc(
+    source: ChangeSource,
+    image: Option<&std::collections::HashMap<String, AttributeValue>>,
+) -> Option<String> {
+    let image = image?;
+    match source {
+        ChangeSource::Agents => agent_doc(
+            |name| image.get(name)?.as_s().ok().cloned(),
+            |name| image.get(name)?.as_n().ok()?.parse().ok(),
+        ),
+        _ => image.get(attr::DOC)?.as_s().ok().cloned(),
+    }
+}
+
+/// An agent stream image as an [`AgentRecord`] document, from its string and number attributes
+/// (`string(name)`, `number(name)`): the images of DynamoDB Streams' API and of a Lambda event
+/// differ in form only. `None` when the image is no agent's (no id or state).
+pub fn agent_doc(
+    string: impl Fn(&str) -> Option<String>,
+    number: impl Fn(&str) -> Option<u64>,
+) -> Option<String> {
+    let record = AgentRecord {
+        id: string(attr::AGENT_ID)?,
+        state: string(agent_attr::STATE)?,
+        task_count: number(agent_attr::TASK_COUNT).unwrap_or(0),
+        zone: string(agent_attr::ZONE).unwrap_or_default(),
+        machine_group: string(agent_attr::MACHINE_GROUP).unwrap_or_default(),
+    };
+    serde_json::to_string(&record).ok()
 }
 
 /// A stream record as the events use case takes it.
@@ -125,7 +162,7 @@ pub fn stream_change(source: ChangeSource, record: &Record) -> Option<StreamChan
     Some(StreamChange {
         source,
         sequence: data.sequence_number()?.to_owned(),
-        old_doc: doc(data.old_image.as_ref()),
-        new_doc: doc(data.new_image.as_ref()),
+        old_doc: doc(source, data.old_image.as_ref()),
+        new_doc: doc(source, data.new_image.as_ref()),
     })
 }

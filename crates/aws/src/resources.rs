@@ -109,6 +109,30 @@ pub struct IndexDef {
     pub key: KeySchema,
 }
 
+/// The agents' stream records that can be state changes: a registration, and any write of an
+/// agent that is or was draining or lost. The allocation writes of active agents (every
+/// placement's) never reach the events function.
+fn agent_state_filters() -> Vec<serde_json::Value> {
+    let states = [
+        titus_core::AgentState::Draining,
+        titus_core::AgentState::Lost,
+    ];
+    let in_state = |image: &str| {
+        let mut attribute = serde_json::Map::new();
+        attribute.insert(
+            crate::agents::agent_attr::STATE.to_owned(),
+            serde_json::json!({ "S": states.map(|s| s.as_str()) }),
+        );
+        let images = serde_json::Map::from_iter([(image.to_owned(), attribute.into())]);
+        serde_json::json!({ "dynamodb": images })
+    };
+    vec![
+        serde_json::json!({ "eventName": ["INSERT"] }),
+        in_state("NewImage"),
+        in_state("OldImage"),
+    ]
+}
+
 /// A DynamoDB table. Every table is on-demand; every index projects all attributes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -124,6 +148,10 @@ pub struct TableDef {
     /// Whether the table has a DynamoDB stream (new and old images): its changes become events.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
+    /// The event source mapping's filter patterns (Lambda event filtering, any one matching): the
+    /// stream records the events function is handed. None: every record.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stream_filters: Vec<serde_json::Value>,
 }
 
 /// An SQS queue and, when set, the dead-letter queue its failures are moved to.
@@ -424,6 +452,7 @@ impl Names {
                 ],
                 ttl_attribute: None,
                 stream: true,
+                stream_filters: vec![],
             },
             TableDef {
                 role: "tasks",
@@ -463,6 +492,7 @@ impl Names {
                 ],
                 ttl_attribute: None,
                 stream: true,
+                stream_filters: vec![],
             },
             TableDef {
                 role: "agents",
@@ -470,7 +500,10 @@ impl Names {
                 key: key(attr::AGENT_ID, None),
                 global_secondary_indexes: vec![],
                 ttl_attribute: None,
-                stream: false,
+                // For the agents' state changes (registered, draining, lost) in the event feed;
+                // in AWS a filter hands the events function only records of state changes' kind.
+                stream: true,
+                stream_filters: agent_state_filters(),
             },
             TableDef {
                 role: "heartbeats",
@@ -479,6 +512,7 @@ impl Names {
                 global_secondary_indexes: vec![],
                 ttl_attribute: Some(attr::EXPIRES_AT),
                 stream: false,
+                stream_filters: vec![],
             },
             TableDef {
                 role: "leases",
@@ -487,6 +521,7 @@ impl Names {
                 global_secondary_indexes: vec![],
                 ttl_attribute: None,
                 stream: false,
+                stream_filters: vec![],
             },
             TableDef {
                 role: "idempotency",
@@ -495,6 +530,7 @@ impl Names {
                 global_secondary_indexes: vec![],
                 ttl_attribute: Some(attr::EXPIRES_AT),
                 stream: false,
+                stream_filters: vec![],
             },
             TableDef {
                 role: "rate-limits",
@@ -503,6 +539,7 @@ impl Names {
                 global_secondary_indexes: vec![],
                 ttl_attribute: Some(attr::EXPIRES_AT),
                 stream: false,
+                stream_filters: vec![],
             },
             TableDef {
                 role: "quota-usage",
@@ -511,6 +548,7 @@ impl Names {
                 global_secondary_indexes: vec![],
                 ttl_attribute: None,
                 stream: false,
+                stream_filters: vec![],
             },
             TableDef {
                 role: "placement-results",
@@ -519,6 +557,7 @@ impl Names {
                 global_secondary_indexes: vec![],
                 ttl_attribute: Some(attr::EXPIRES_AT),
                 stream: true,
+                stream_filters: vec![],
             },
             TableDef {
                 role: "events",
@@ -527,6 +566,7 @@ impl Names {
                 global_secondary_indexes: vec![],
                 ttl_attribute: Some(attr::EXPIRES_AT),
                 stream: false,
+                stream_filters: vec![],
             },
         ]
     }

@@ -12,7 +12,7 @@ fn event(job: &str, n: u32, feed_ms: u64) -> Event {
     Event {
         id: format!("{job}-task:state:{n}"),
         kind: EventType::TaskStateChange,
-        job_id: JobId::from_string(job),
+        job_id: Some(JobId::from_string(job)),
         task_id: Some(TaskId::from_string(format!("{job}-task"))),
         owner: "team@example.com".to_owned(),
         timestamp_ms: feed_ms - 5,
@@ -41,7 +41,7 @@ pub async fn events_read_back_in_feed_order_from_both_their_partitions<H: Harnes
         .unwrap();
 
     let start = FeedCursor::at_ms(NOW_MS - 1);
-    let job_a = job_feed_key(&a[0].job_id);
+    let job_a = job_feed_key(a[0].job_id.as_ref().expect("a job's event"));
     assert_eq!(jobs.read_events(&job_a, &start, 100).await.unwrap(), a);
     // After a cursor, with a limit.
     let after_first = FeedCursor::after_key(&a[0].event_key());
@@ -69,7 +69,11 @@ pub async fn an_event_written_twice_is_kept_once<H: Harness>(h: &H) {
     jobs.put_events(std::slice::from_ref(&e)).await.unwrap();
     jobs.put_events(std::slice::from_ref(&e)).await.unwrap();
     let read = jobs
-        .read_events(&job_feed_key(&e.job_id), &FeedCursor::at_ms(0), 100)
+        .read_events(
+            &job_feed_key(e.job_id.as_ref().expect("a job's event")),
+            &FeedCursor::at_ms(0),
+            100,
+        )
         .await
         .unwrap();
     assert_eq!(read, vec![e]);
@@ -82,7 +86,7 @@ pub async fn a_full_write_of_events_lands_whole_and_a_larger_one_is_refused<H: H
         .map(|n| event("job-events-many", n, NOW_MS + u64::from(n)))
         .collect();
     jobs.put_events(&many).await.unwrap();
-    let key = job_feed_key(&many[0].job_id);
+    let key = job_feed_key(many[0].job_id.as_ref().expect("a job's event"));
     let mut read = Vec::new();
     let mut cursor = FeedCursor::at_ms(0);
     loop {
@@ -101,7 +105,7 @@ pub async fn a_full_write_of_events_lands_whole_and_a_larger_one_is_refused<H: H
         matches!(refused, Err(StoreError::Internal(_))),
         "{refused:?}"
     );
-    let key = job_feed_key(&too_many[0].job_id);
+    let key = job_feed_key(too_many[0].job_id.as_ref().expect("a job's event"));
     assert!(jobs
         .read_events(&key, &FeedCursor::at_ms(0), 10)
         .await

@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 
 use titus_core::events::{
-    job_events, partitions, placement_events, task_events, Event, EventQuery, FeedCursor,
-    MAX_EVENTS_PER_READ, MAX_WRITE_LAG_MS, SETTLE_MS,
+    agent_events, job_events, partitions, placement_events, task_events, AgentRecord, Event,
+    EventQuery, FeedCursor, MAX_EVENTS_PER_READ, MAX_WRITE_LAG_MS, SETTLE_MS,
 };
 pub use titus_core::events::{ChangeSource, StreamChange};
 use titus_core::placement::PlacementResult;
@@ -39,8 +39,10 @@ fn decode<T: serde::de::DeserializeOwned>(doc: Option<&str>) -> Result<Option<T>
 }
 
 /// The events of one stream record; a removal is no event (jobs and tasks are never deleted
-/// while they matter, and a removed placement result means the job's tasks fit).
-fn derive(change: &StreamChange) -> Result<Vec<Event>, String> {
+/// while they matter, a removed placement result means the job's tasks fit, and an agent's
+/// record is removed only long after it was lost). `now_ms` dates an agent's event (its record
+/// keeps no time of its state).
+fn derive(change: &StreamChange, now_ms: u64) -> Result<Vec<Event>, String> {
     let (old, new) = (change.old_doc.as_deref(), change.new_doc.as_deref());
     Ok(match change.source {
         ChangeSource::Jobs => match decode::<Job>(new)? {
@@ -53,6 +55,15 @@ fn derive(change: &StreamChange) -> Result<Vec<Event>, String> {
         },
         ChangeSource::PlacementResults => match decode::<PlacementResult>(new)? {
             Some(result) => placement_events(decode::<PlacementResult>(old)?.as_ref(), &result),
+            None => Vec::new(),
+        },
+        ChangeSource::Agents => match decode::<AgentRecord>(new)? {
+            Some(agent) => agent_events(
+                decode::<AgentRecord>(old)?.as_ref(),
+                &agent,
+                &change.sequence,
+                now_ms,
+            ),
             None => Vec::new(),
         },
     })
@@ -71,8 +82,9 @@ pub async fn ingest<P: Ports>(
         ..IngestSummary::default()
     };
     let mut events = Vec::new();
+    let now_ms = cp.ports.clock().now_ms();
     for change in changes {
-        match derive(change) {
+        match derive(change, now_ms) {
             Ok(derived) => events.extend(derived),
             Err(e) => {
                 summary.unreadable += 1;
@@ -102,7 +114,8 @@ pub async fn ingest<P: Ports>(
     Ok(summary)
 }
 
-/// Task and placement events name their job's owner, read once per job and batch.
+/// Task and placement events name their job's owner, read once per job and batch. An agent's
+/// event has no job and no owner.
 async fn fill_owners<P: Ports>(
     cp: &ControlPlane<P>,
     events: &mut [Event],
@@ -110,20 +123,23 @@ async fn fill_owners<P: Ports>(
     let mut owners: HashMap<JobId, String> = events
         .iter()
         .filter(|e| !e.owner.is_empty())
-        .map(|e| (e.job_id.clone(), e.owner.clone()))
+        .filter_map(|e| Some((e.job_id.clone()?, e.owner.clone())))
         .collect();
     for event in events.iter_mut().filter(|e| e.owner.is_empty()) {
-        if !owners.contains_key(&event.job_id) {
+        let Some(job_id) = event.job_id.clone() else {
+            continue;
+        };
+        if !owners.contains_key(&job_id) {
             let owner = cp
                 .ports
                 .jobs()
-                .get_job(&event.job_id)
+                .get_job(&job_id)
                 .await?
                 .map(|job| job.job_descriptor.owner.team_email)
                 .unwrap_or_default();
-            owners.insert(event.job_id.clone(), owner);
+            owners.insert(job_id.clone(), owner);
         }
-        event.owner.clone_from(&owners[&event.job_id]);
+        event.owner.clone_from(&owners[&job_id]);
     }
     Ok(())
 }
@@ -259,18 +275,22 @@ mod tests {
             old_doc: None,
             new_doc: Some("{not json".into()),
         };
-        assert!(derive(&change).is_err());
+        assert!(derive(&change, 0).is_err());
         let removed = StreamChange {
             new_doc: None,
             old_doc: Some("{}".into()),
             ..change
         };
-        assert_eq!(derive(&removed), Ok(Vec::new()));
+        assert_eq!(derive(&removed, 0), Ok(Vec::new()));
         assert_eq!(
             ChangeSource::of_table_role("tasks"),
             Some(ChangeSource::Tasks)
         );
-        assert_eq!(ChangeSource::of_table_role("agents"), None);
+        assert_eq!(
+            ChangeSource::of_table_role("agents"),
+            Some(ChangeSource::Agents)
+        );
+        assert_eq!(ChangeSource::of_table_role("heartbeats"), None);
         assert_eq!(
             EventType::parse("TaskStateChange"),
             Some(EventType::TaskStateChange)

@@ -101,7 +101,10 @@ async fn ingested_changes_are_read_back_in_order_and_published_each_with_its_own
         ]
     );
     assert!(page.events.iter().all(|e| e.owner == "blue@example.com"));
-    assert!(page.events.iter().all(|e| e.job_id == job.id));
+    assert!(page
+        .events
+        .iter()
+        .all(|e| e.job_id.as_ref() == Some(&job.id)));
     assert!(!page.has_more);
     assert_eq!(page.events, bus.published());
 

@@ -49,15 +49,19 @@ pub enum EventType {
     TaskStateChange,
     /// The scheduler found that some of a job's tasks fit nowhere, or found new reasons.
     PlacementFailure,
+    /// An agent entered a state: `active` (registered, or back), `draining` (it gets no new
+    /// placements), `lost` (no heartbeat: its tasks are finished as `lost` and replaced). No job.
+    AgentStateChange,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 6] = [
         EventType::JobStateChange,
         EventType::JobCapacityChange,
         EventType::JobAttributesChange,
         EventType::TaskStateChange,
         EventType::PlacementFailure,
+        EventType::AgentStateChange,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +71,7 @@ impl EventType {
             EventType::JobAttributesChange => "JobAttributesChange",
             EventType::TaskStateChange => "TaskStateChange",
             EventType::PlacementFailure => "PlacementFailure",
+            EventType::AgentStateChange => "AgentStateChange",
         }
     }
 
@@ -87,7 +92,7 @@ pub struct PlacementSummary {
     pub insufficient: Vec<String>,
 }
 
-/// One change of a job or a task.
+/// One change of a job, a task or an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
@@ -96,7 +101,9 @@ pub struct Event {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: EventType,
-    pub job_id: JobId,
+    /// The job the event is about; none for an agent's event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<JobId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<TaskId>,
     /// The job's owner team (its descriptor's `owner.teamEmail`).
@@ -116,7 +123,7 @@ pub struct Event {
     pub reason_code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason_message: Option<String>,
-    /// The agent a task event's task is placed on.
+    /// The agent a task event's task is placed on, or the agent of an agent's event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,7 +135,7 @@ pub struct Event {
 }
 
 impl Event {
-    fn new(id: String, kind: EventType, job_id: JobId, timestamp_ms: u64) -> Event {
+    fn new(id: String, kind: EventType, job_id: Option<JobId>, timestamp_ms: u64) -> Event {
         Event {
             id,
             kind,
@@ -153,12 +160,19 @@ impl Event {
         format!("{:013}.{:04}#{}", self.feed_ms, self.feed_seq, self.id)
     }
 
-    /// The two partitions the event is kept in: its job's feed and its minute of every job's.
-    pub fn feed_keys(&self) -> [String; 2] {
-        [
-            job_feed_key(&self.job_id),
-            all_feed_key(self.feed_ms / MINUTE_MS, shard_of(&self.job_id)),
-        ]
+    /// The partitions the event is kept in: its job's feed (when it has a job) and its minute
+    /// of every job's (sharded by job, or by agent for an agent's event).
+    pub fn feed_keys(&self) -> Vec<String> {
+        let shard_by = match (&self.job_id, &self.agent_id) {
+            (Some(job_id), _) => job_id.as_str(),
+            (None, Some(agent_id)) => agent_id.as_str(),
+            (None, None) => self.id.as_str(),
+        };
+        let every_job = all_feed_key(self.feed_ms / MINUTE_MS, shard_of(shard_by));
+        match &self.job_id {
+            Some(job_id) => vec![job_feed_key(job_id), every_job],
+            None => vec![every_job],
+        }
     }
 
     /// When the feed may forget the event (seconds, for DynamoDB's time to live).
@@ -175,10 +189,10 @@ pub fn all_feed_key(minute: u64, shard: u32) -> String {
     format!("all#{minute}#{shard}")
 }
 
-/// FNV-1a of the job id: a job's events always go to the same shard.
-fn shard_of(job_id: &JobId) -> u32 {
+/// FNV-1a of the job id (or an agent's): a job's events always go to the same shard.
+fn shard_of(key: &str) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;
-    for byte in job_id.as_str().bytes() {
+    for byte in key.bytes() {
         hash ^= u32::from(byte);
         hash = hash.wrapping_mul(0x0100_0193);
     }
@@ -197,7 +211,7 @@ pub fn job_events(old: Option<&Job>, new: &Job) -> Vec<Event> {
         let mut event = Event::new(
             format!("{}:state:{n}", new.id),
             EventType::JobStateChange,
-            new.id.clone(),
+            Some(new.id.clone()),
             status.timestamp_ms,
         );
         event.state = Some(status.state.as_str().to_owned());
@@ -213,7 +227,7 @@ pub fn job_events(old: Option<&Job>, new: &Job) -> Vec<Event> {
                 let mut event = Event::new(
                     format!("{}:capacity:{}", new.id, new.version),
                     EventType::JobCapacityChange,
-                    new.id.clone(),
+                    Some(new.id.clone()),
                     when,
                 );
                 event.capacity = Some(after);
@@ -224,7 +238,7 @@ pub fn job_events(old: Option<&Job>, new: &Job) -> Vec<Event> {
             let mut event = Event::new(
                 format!("{}:attributes:{}", new.id, new.version),
                 EventType::JobAttributesChange,
-                new.id.clone(),
+                Some(new.id.clone()),
                 when,
             );
             event.attributes = Some(new.job_descriptor.attributes.clone());
@@ -250,7 +264,7 @@ pub fn task_events(old: Option<&Task>, new: &Task) -> Vec<Event> {
             let mut event = Event::new(
                 format!("{}:state:{n}", new.id),
                 EventType::TaskStateChange,
-                new.job_id.clone(),
+                Some(new.job_id.clone()),
                 status.timestamp_ms,
             );
             event.task_id = Some(new.id.clone());
@@ -272,7 +286,7 @@ pub fn placement_events(old: Option<&PlacementResult>, new: &PlacementResult) ->
     let mut event = Event::new(
         format!("{}:placement:{}", new.job_id, new.since_ms),
         EventType::PlacementFailure,
-        new.job_id.clone(),
+        Some(new.job_id.clone()),
         new.computed_at_ms,
     );
     event.placement = Some(PlacementSummary {
@@ -283,21 +297,78 @@ pub fn placement_events(old: Option<&PlacementResult>, new: &PlacementResult) ->
     vec![event]
 }
 
+/// What an agent's stream record says of it: the part of the agent an event reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRecord {
+    pub id: String,
+    /// `active`, `draining` or `lost` (as the agent's record keeps it).
+    pub state: String,
+    #[serde(default)]
+    pub task_count: u64,
+    #[serde(default)]
+    pub zone: String,
+    #[serde(default)]
+    pub machine_group: String,
+}
+
+/// The event a write of an agent's record made: one when its state changed (or it was first
+/// registered), none for the writes of its allocation. The stream record's sequence number makes
+/// the id: the same record delivered twice is the same event, and an agent that drains twice in
+/// its life gives two.
+pub fn agent_events(
+    old: Option<&AgentRecord>,
+    new: &AgentRecord,
+    sequence: &str,
+    now_ms: u64,
+) -> Vec<Event> {
+    if old.is_some_and(|old| old.state == new.state) {
+        return Vec::new();
+    }
+    let mut event = Event::new(
+        format!("agent:{}:{}:{sequence}", new.id, new.state),
+        EventType::AgentStateChange,
+        None,
+        now_ms,
+    );
+    event.agent_id = Some(new.id.clone());
+    event.state = Some(new.state.clone());
+    event.reason_message = Some(match (old.map(|o| o.state.as_str()), new.state.as_str()) {
+        (None, _) => format!(
+            "agent registered in zone {} (machine group {})",
+            new.zone, new.machine_group
+        ),
+        (Some(was), "lost") => format!(
+            "agent lost (was {was}): no heartbeat; its {} tasks are finished as lost and replaced",
+            new.task_count
+        ),
+        (Some(was), "draining") => format!(
+            "agent draining (was {was}): no new placements; its {} tasks run on",
+            new.task_count
+        ),
+        (Some(was), now) => format!("agent {now} (was {was})"),
+    });
+    vec![event]
+}
+
 /// The table a stream record comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeSource {
     Jobs,
     Tasks,
     PlacementResults,
+    Agents,
 }
 
 impl ChangeSource {
-    /// The source of a stream whose table has this role (`jobs`, `tasks`, `placement-results`).
+    /// The source of a stream whose table has this role (`jobs`, `tasks`, `placement-results`,
+    /// `agents`).
     pub fn of_table_role(role: &str) -> Option<ChangeSource> {
         match role {
             "jobs" => Some(ChangeSource::Jobs),
             "tasks" => Some(ChangeSource::Tasks),
             "placement-results" => Some(ChangeSource::PlacementResults),
+            "agents" => Some(ChangeSource::Agents),
             _ => None,
         }
     }
@@ -387,7 +458,9 @@ pub struct EventQuery {
 
 impl EventQuery {
     pub fn matches(&self, event: &Event) -> bool {
-        self.job_id.as_ref().is_none_or(|j| *j == event.job_id)
+        self.job_id
+            .as_ref()
+            .is_none_or(|j| event.job_id.as_ref() == Some(j))
             && self.owner.as_ref().is_none_or(|o| *o == event.owner)
             && (self.types.is_empty() || self.types.contains(&event.kind))
     }
@@ -547,11 +620,69 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_record_is_an_event_only_when_its_state_changes_and_lives_only_in_every_jobs_feed() {
+        let active = AgentRecord {
+            id: "agent-7".into(),
+            state: "active".into(),
+            task_count: 3,
+            zone: "us-east-1a".into(),
+            machine_group: "default".into(),
+        };
+        let registered = agent_events(None, &active, "100", 1_000);
+        assert_eq!(registered.len(), 1);
+        assert_eq!(registered[0].kind, EventType::AgentStateChange);
+        assert!(registered[0].job_id.is_none());
+        // An allocation write (the task count changes, the state does not) is no event.
+        let busier = AgentRecord {
+            task_count: 4,
+            ..active.clone()
+        };
+        assert!(agent_events(Some(&active), &busier, "101", 1_100).is_empty());
+        let lost = AgentRecord {
+            state: "lost".into(),
+            ..busier.clone()
+        };
+        let mut events = agent_events(Some(&busier), &lost, "102", 1_200);
+        assert_eq!(events.len(), 1);
+        let event = &mut events[0];
+        assert_eq!(event.id, "agent:agent-7:lost:102");
+        assert_eq!(event.state.as_deref(), Some("lost"));
+        assert_eq!(event.agent_id.as_deref(), Some("agent-7"));
+        assert!(event
+            .reason_message
+            .as_deref()
+            .unwrap()
+            .contains("its 4 tasks are finished as lost"));
+        // Delivered again, the same record is the same event.
+        assert_eq!(
+            agent_events(Some(&busier), &lost, "102", 9_999)[0].id,
+            event.id
+        );
+        event.feed_ms = 125_000;
+        let keys = event.feed_keys();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        assert!(keys[0].starts_with("all#2#"));
+        assert!(FeedCursor::parse(&event.event_key()).is_some());
+        // A job's reader never sees it; every-job readers do, unless they ask for an owner.
+        let job_reader = EventQuery {
+            job_id: Some(JobId::generate()),
+            ..EventQuery::default()
+        };
+        assert!(!job_reader.matches(event));
+        assert!(EventQuery::default().matches(event));
+        let owner_reader = EventQuery {
+            owner: Some("team@example.com".into()),
+            ..EventQuery::default()
+        };
+        assert!(!owner_reader.matches(event));
+    }
+
+    #[test]
     fn events_are_kept_in_their_jobs_feed_and_in_a_shard_of_their_minute() {
         let mut event = job_events(None, &job()).remove(0);
         event.feed_ms = 125_000;
-        let [job_key, all_key] = event.feed_keys();
-        assert_eq!(job_key, format!("job#{}", event.job_id));
+        let [job_key, all_key] = <[String; 2]>::try_from(event.feed_keys()).expect("two keys");
+        assert_eq!(job_key, format!("job#{}", event.job_id.clone().unwrap()));
         assert!(all_key.starts_with("all#2#"), "{all_key}");
         assert_eq!(minute_end_ms(&all_key), Some(179_999));
         assert_eq!(

@@ -1,5 +1,5 @@
 //! `GET /api/v3/events` against the emulator, fed the way the local stack feeds it: the jobs',
-//! tasks' and placement results' DynamoDB streams followed into the events table and onto the
+//! tasks', placement results' and agents' DynamoDB streams followed into the events table and onto the
 //! stage's EventBridge bus, whose rule here forwards to an SQS queue the test reads.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -257,4 +257,73 @@ async fn a_bad_event_query_gets_400_listing_every_problem() {
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
     let unauthenticated = api.get("/api/v3/events", "no-such-token").await;
     assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_agents_state_changes_reach_every_jobs_feed_and_its_other_writes_do_not() {
+    use titus_core::{AgentState, AgentStore};
+    let api = Api::new().await;
+    let stop = follow(&api).await;
+    let since = titus_core::ports::now_ms();
+    let id = format!("agent-{}", uuid::Uuid::new_v4().simple());
+    let agents = &api.agents;
+    agents
+        .register_agent(&titus_contract::fixtures::agent(&id, 4_096, since))
+        .await
+        .unwrap();
+    // A write that is not a state change (the record's own heartbeat) is no event.
+    agents.heartbeat(&id, since + 1).await.unwrap();
+    agents
+        .set_agent_state(&id, AgentState::Active, AgentState::Draining)
+        .await
+        .unwrap();
+    agents
+        .set_agent_state(&id, AgentState::Draining, AgentState::Lost)
+        .await
+        .unwrap();
+
+    let mine = |events: &[Value]| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e["agentId"] == id.as_str())
+            .cloned()
+            .collect()
+    };
+    let (events, _) = read_until(&api, "types=AgentStateChange", since, |events| {
+        mine(events).iter().any(|e| e["state"] == "lost")
+    })
+    .await;
+    let events = mine(&events);
+    let states: Vec<&str> = events
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["active", "draining", "lost"], "{events:#?}");
+    for event in &events {
+        assert_eq!(event["type"], "AgentStateChange");
+        assert!(event.get("jobId").is_none(), "{event}");
+        assert!(event["id"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("agent:{id}:")));
+    }
+    assert!(
+        events[2]["reasonMessage"]
+            .as_str()
+            .unwrap()
+            .contains("agent lost (was draining)"),
+        "{events:#?}"
+    );
+    // A reader of one owner's events is not shown agents.
+    let owners = api
+        .get(
+            &format!(
+                "/api/v3/events?owner=team%40example.com&types=AgentStateChange&sinceMs={since}"
+            ),
+            ALICE,
+        )
+        .await;
+    assert_eq!(owners.status, StatusCode::OK, "{}", owners.text);
+    assert_eq!(owners.json["events"], json!([]), "{}", owners.text);
+    stop.cancel();
 }

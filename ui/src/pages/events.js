@@ -9,7 +9,7 @@ import { ErrorNotice } from '../components.js';
 import { time } from '../format.js';
 import { jobHref, navigate, taskHref } from '../router.js';
 
-const TYPES = ['JobStateChange', 'JobCapacityChange', 'JobAttributesChange', 'TaskStateChange', 'PlacementFailure'];
+const TYPES = ['JobStateChange', 'JobCapacityChange', 'JobAttributesChange', 'TaskStateChange', 'PlacementFailure', 'AgentStateChange'];
 const STARTS = [
   ['now', 'now', 0],
   ['10m', 'the last 10 minutes', 10 * 60e3],
@@ -56,10 +56,10 @@ export function EventsPage({ params }) {
           </thead>
           <tbody>
             ${feed.events.map(
-              (event) => html`<tr key=${event.id} data-event-type=${event.type} data-job-id=${event.jobId}>
+              (event) => html`<tr key=${event.id} data-event-type=${event.type} data-job-id=${event.jobId || ''}>
                 <td>${time(event.timestampMs)}</td>
                 <td>${event.type}</td>
-                <td><a href=${jobHref(event.jobId)}><code class="id">${event.jobId}</code></a></td>
+                <td>${event.jobId ? html`<a href=${jobHref(event.jobId)}><code class="id">${event.jobId}</code></a>` : ''}</td>
                 <td>${event.taskId ? html`<a href=${taskHref(event.taskId)}><code class="id">${event.taskId}</code></a>` : ''}</td>
                 <td>${event.state ? html`<span class=${`state state-${event.state.toLowerCase()}`} data-state=${event.state}>${event.state}</span>` : ''}</td>
                 <td>${event.reasonCode || ''}</td>

@@ -1,8 +1,9 @@
 // One task: where it runs, its status history, the scheduler's answer while it waits (or where
-// it was placed), and kill (with shrink for a service's task).
+// it was placed), its output (GET /api/v3/tasks/{id}/logs, followed while it runs), and kill
+// (with shrink for a service's task).
 
 import { html } from 'htm/preact';
-import { useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { ErrorNotice, Freshness, KillButton, Loading, Mono, State, usePolled } from '../components.js';
 import { time } from '../format.js';
@@ -74,6 +75,10 @@ export function TaskPage({ id }) {
     <section aria-labelledby="placement-title">
       <h2 id="placement-title">${task.status.state === 'Accepted' ? 'Why it waits' : 'Placement'}</h2>
       <${Placement} result=${placement} />
+    </section>
+    <section aria-labelledby="logs-title">
+      <h2 id="logs-title">Output</h2>
+      <${TaskLogs} id=${task.id} started=${Boolean(task.agentId)} />
     </section>
     <section aria-labelledby="history-title">
       <h2 id="history-title">Status history</h2>
@@ -148,5 +153,68 @@ export function Placement({ result }) {
         ${failures.map((f, n) => html`<tr key=${n}><td>${f.reason}</td><td>${f.failureCount}</td></tr>`)}
       </tbody>
     </table>
+  </div>`;
+}
+
+const LOG_TAIL = 200;
+const LOG_KEPT = 2000;
+const LOG_POLL_MS = 2000;
+
+/**
+ * The task's output: its last lines, then what it writes, read with the cursor of the previous
+ * answer every 2 s until the task has finished and a read brings nothing more.
+ */
+function TaskLogs({ id, started }) {
+  const [log, setLog] = useState({ lines: [], error: null, done: false, location: null });
+  const cursorRef = useRef(null);
+  useEffect(() => {
+    if (!started) return undefined;
+    const controller = new AbortController();
+    let timer;
+    let stopped = false;
+    cursorRef.current = null;
+    setLog({ lines: [], error: null, done: false, location: null });
+    const poll = async () => {
+      let done = false;
+      try {
+        const query = cursorRef.current ? { cursor: cursorRef.current } : { tail: LOG_TAIL };
+        const page = await api(`tasks/${encodeURIComponent(id)}/logs`, { query, signal: controller.signal });
+        if (stopped) return;
+        if (page.cursor) cursorRef.current = page.cursor;
+        done = page.taskFinished && page.lines.length === 0 && Boolean(page.cursor);
+        setLog((previous) => ({
+          lines: [...previous.lines, ...page.lines].slice(-LOG_KEPT),
+          error: null,
+          done,
+          location: page.location,
+        }));
+      } catch (error) {
+        if (stopped || (error && error.name === 'AbortError')) return;
+        setLog((previous) => ({ ...previous, error }));
+      }
+      if (!stopped && !done) timer = setTimeout(poll, LOG_POLL_MS);
+    };
+    poll();
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+      controller.abort();
+    };
+  }, [id, started]);
+
+  if (!started) return html`<p class="empty">No output: the task has not been placed.</p>`;
+  const notFound = log.error && log.error.status === 404;
+  return html`<div class="task-logs">
+    ${notFound
+      ? html`<p class="empty" id="task-logs-missing">${log.error.message}</p>`
+      : html`<${ErrorNotice} error=${log.error} action="Reading the task's output" />`}
+    ${log.location
+      ? html`<p class="log-location">CloudWatch Logs: group <${Mono}>${log.location.group}<//>, stream <${Mono}>${log.location.stream}<//>${log.done ? ' (the task has finished)' : ' (following)'}</p>`
+      : null}
+    ${log.lines.length
+      ? html`<pre id="task-logs" aria-label="task output">${log.lines.map((line) => `${new Date(line.timestampMs).toISOString()} ${line.message}\n`).join('')}</pre>`
+      : notFound || log.error
+        ? null
+        : html`<p class="empty">No output yet.</p>`}
   </div>`;
 }
