@@ -337,30 +337,36 @@ impl AgentStore for MemoryAgentStore {
     async fn register_agent(&self, agent: &Agent) -> Result<Agent, StoreError> {
         self.world
             .run("agents.register_agent", |s| register(s, agent))
+            .await
     }
 
     async fn get_agent(&self, id: &str) -> Result<Option<Agent>, StoreError> {
-        self.world.run("agents.get_agent", |s| {
-            let Some(agent) = record(s, id) else {
-                return Ok(None);
-            };
-            let heartbeat = heartbeat_item(s, &agent);
-            Ok(Some(with_heartbeat(agent, heartbeat.as_ref())))
-        })
+        self.world
+            .run("agents.get_agent", |s| {
+                let Some(agent) = record(s, id) else {
+                    return Ok(None);
+                };
+                let heartbeat = heartbeat_item(s, &agent);
+                Ok(Some(with_heartbeat(agent, heartbeat.as_ref())))
+            })
+            .await
     }
 
     async fn list_agents(&self) -> Result<Vec<Agent>, StoreError> {
-        self.world.run("agents.list_agents", |s| {
-            Ok(scan(s)
-                .into_iter()
-                .map(|(agent, heartbeat)| with_heartbeat(agent, heartbeat.as_ref()))
-                .collect())
-        })
+        self.world
+            .run("agents.list_agents", |s| {
+                Ok(scan(s)
+                    .into_iter()
+                    .map(|(agent, heartbeat)| with_heartbeat(agent, heartbeat.as_ref()))
+                    .collect())
+            })
+            .await
     }
 
     async fn heartbeat(&self, id: &str, now_ms: u64) -> Result<(), StoreError> {
         self.world
             .run("agents.heartbeat", |s| heartbeat(s, id, now_ms))
+            .await
     }
 
     async fn set_agent_state(
@@ -369,49 +375,57 @@ impl AgentStore for MemoryAgentStore {
         from: AgentState,
         to: AgentState,
     ) -> Result<(), StoreError> {
-        self.world.run("agents.set_agent_state", |s| {
-            s.meter.request("DynamoDB.UpdateItem");
-            match s.agents.get(id).cloned() {
-                Some(mut row) if row.state == from => {
-                    row.state = to;
-                    write(s, id, row);
-                    Ok(())
+        self.world
+            .run("agents.set_agent_state", |s| {
+                s.meter.request("DynamoDB.UpdateItem");
+                match s.agents.get(id).cloned() {
+                    Some(mut row) if row.state == from => {
+                        row.state = to;
+                        write(s, id, row);
+                        Ok(())
+                    }
+                    _ => {
+                        s.meter.write(0, 1, false);
+                        Err(StoreError::Conflict {
+                            entity: "agent",
+                            id: id.to_owned(),
+                            detail: format!("expected state {from}, found another or no agent"),
+                        })
+                    }
                 }
-                _ => {
-                    s.meter.write(0, 1, false);
-                    Err(StoreError::Conflict {
-                        entity: "agent",
-                        id: id.to_owned(),
-                        detail: format!("expected state {from}, found another or no agent"),
-                    })
-                }
-            }
-        })
+            })
+            .await
     }
 
     async fn last_report(&self, id: &str) -> Result<Option<AgentHeartbeat>, StoreError> {
-        self.world.run("agents.last_report", |s| {
-            let Some(agent) = record(s, id) else {
-                return Ok(None);
-            };
-            Ok(heartbeat_item(s, &agent).map(|h| h.report))
-        })
+        self.world
+            .run("agents.last_report", |s| {
+                let Some(agent) = record(s, id) else {
+                    return Ok(None);
+                };
+                Ok(heartbeat_item(s, &agent).map(|h| h.report))
+            })
+            .await
     }
 
     async fn list_reports(&self) -> Result<Vec<(String, AgentHeartbeat)>, StoreError> {
-        self.world.run("agents.list_reports", |s| {
-            Ok(scan(s)
-                .into_iter()
-                .filter_map(|(agent, heartbeat)| heartbeat.map(|h| (agent.id, h.report)))
-                .collect())
-        })
+        self.world
+            .run("agents.list_reports", |s| {
+                Ok(scan(s)
+                    .into_iter()
+                    .filter_map(|(agent, heartbeat)| heartbeat.map(|h| (agent.id, h.report)))
+                    .collect())
+            })
+            .await
     }
 
     async fn deregister_agent(&self, id: &str) -> Result<(), StoreError> {
-        self.world.run("agents.deregister_agent", |s| {
-            deregister(s, id);
-            Ok(())
-        })
+        self.world
+            .run("agents.deregister_agent", |s| {
+                deregister(s, id);
+                Ok(())
+            })
+            .await
     }
 
     async fn report_heartbeat(
@@ -419,8 +433,10 @@ impl AgentStore for MemoryAgentStore {
         id: &str,
         report: &AgentHeartbeat,
     ) -> Result<Agent, StoreError> {
-        self.world.run("agents.report_heartbeat", |s| {
-            report_heartbeat(s, id, report)
-        })
+        self.world
+            .run("agents.report_heartbeat", |s| {
+                report_heartbeat(s, id, report)
+            })
+            .await
     }
 }

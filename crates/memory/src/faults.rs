@@ -58,7 +58,6 @@ pub const OPERATIONS: &[&str] = &[
     "dead_letters.send",
     "rejections.reject",
     "events.publish",
-    "events.published",
     "fleet.pool_instances",
     "fleet.instance_types",
     "fleet.subnets",

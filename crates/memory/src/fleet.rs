@@ -230,40 +230,50 @@ fn ec2<T>(
 
 impl Fleet for MemoryFleet {
     async fn pool_instances(&self, stage: &str) -> Result<Vec<PoolInstance>, FleetError> {
-        self.world.run("fleet.pool_instances", |s| {
-            ec2(s, "EC2.DescribeInstances", |f, _| {
-                Ok(f.pool_instances(stage))
+        self.world
+            .run("fleet.pool_instances", |s| {
+                ec2(s, "EC2.DescribeInstances", |f, _| {
+                    Ok(f.pool_instances(stage))
+                })
             })
-        })
+            .await
     }
 
     async fn instance_types(
         &self,
         names: &[String],
     ) -> Result<BTreeMap<String, InstanceTypeInfo>, FleetError> {
-        self.world.run("fleet.instance_types", |s| {
-            ec2(s, "EC2.DescribeInstanceTypes", |f, _| {
-                f.instance_types(names)
+        self.world
+            .run("fleet.instance_types", |s| {
+                ec2(s, "EC2.DescribeInstanceTypes", |f, _| {
+                    f.instance_types(names)
+                })
             })
-        })
+            .await
     }
 
     async fn subnets(&self, ids: &[String]) -> Result<Vec<Subnet>, FleetError> {
-        self.world.run("fleet.subnets", |s| {
-            ec2(s, "EC2.DescribeSubnets", |f, _| f.subnets(ids))
-        })
+        self.world
+            .run("fleet.subnets", |s| {
+                ec2(s, "EC2.DescribeSubnets", |f, _| f.subnets(ids))
+            })
+            .await
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<LaunchOutcome, FleetError> {
-        self.world.run("fleet.launch", |s| {
-            ec2(s, "EC2.CreateFleet", |f, now| f.launch(request, now))
-        })
+        self.world
+            .run("fleet.launch", |s| {
+                ec2(s, "EC2.CreateFleet", |f, now| f.launch(request, now))
+            })
+            .await
     }
 
     async fn terminate(&self, ids: &[String]) -> Result<(), FleetError> {
-        self.world.run("fleet.terminate", |s| {
-            ec2(s, "EC2.TerminateInstances", |f, _| f.terminate(ids))
-        })
+        self.world
+            .run("fleet.terminate", |s| {
+                ec2(s, "EC2.TerminateInstances", |f, _| f.terminate(ids))
+            })
+            .await
     }
 }
 

@@ -181,6 +181,11 @@ impl<T: Indexed + serde::Serialize> Table<T> {
         self.rows.len()
     }
 
+    /// Every item, in no order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &T> {
+        self.rows.values().map(|row| &*row.doc)
+    }
+
     /// Writes `doc` as item `id` at `now_ms`; its indexes see it from `now_ms + lag_ms`. Meters
     /// the index writes (the table write is the caller's: it knows the operation). Returns
     /// the item's size before and after.

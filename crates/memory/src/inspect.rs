@@ -27,6 +27,45 @@ fn letter(message: QueuedMessage) -> DeadLetter {
 }
 
 impl MemoryWorld {
+    /// The names of the queues sent to since the last call, so that a simulation of many
+    /// agents receives only from queues that have something (a real agent long-polls its own).
+    pub fn take_arrivals(&self) -> Vec<String> {
+        self.lock().queues.take_arrivals()
+    }
+
+    /// How many stored tasks are in each state.
+    pub fn task_states(&self) -> std::collections::BTreeMap<titus_core::TaskState, usize> {
+        let state = self.lock();
+        let mut counts = std::collections::BTreeMap::new();
+        for task in state.tasks.values() {
+            *counts.entry(task.state()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Every stored task (a copy), for a simulation's final checks.
+    pub fn all_tasks(&self) -> Vec<titus_core::Task> {
+        self.lock().tasks.values().cloned().collect()
+    }
+
+    /// Every stored job (a copy).
+    pub fn all_jobs(&self) -> Vec<titus_core::Job> {
+        self.lock()
+            .jobs
+            .values()
+            .map(|item| item.job.clone())
+            .collect()
+    }
+
+    /// Every agent record as the agents table has it.
+    pub fn all_agents(&self) -> Vec<titus_core::Agent> {
+        self.lock()
+            .agents
+            .iter()
+            .map(|(id, row)| row.to_agent(id))
+            .collect()
+    }
+
     /// The name of agent `agent_id`'s queue (its dead-letter queue adds `-dlq`).
     pub fn agent_queue_name(&self, agent_id: &str) -> String {
         self.lock().queues.agent_queue(agent_id)

@@ -448,17 +448,21 @@ impl JobStore for MemoryJobStore {
         idempotency: Option<&IdempotencyKey>,
         usage: &UsageChange,
     ) -> Result<CreateOutcome, StoreError> {
-        self.world.run("jobs.create_job", |s| {
-            create_job(s, job, idempotency, usage)
-        })
+        self.world
+            .run("jobs.create_job", |s| {
+                create_job(s, job, idempotency, usage)
+            })
+            .await
     }
 
     async fn list_usage(&self) -> Result<BTreeMap<String, Usage>, StoreError> {
-        self.world.run("jobs.list_usage", |s| {
-            s.meter.request("DynamoDB.Scan");
-            s.meter.read(100 * s.usage.len(), Consistency::Strong);
-            Ok(s.usage.clone())
-        })
+        self.world
+            .run("jobs.list_usage", |s| {
+                s.meter.request("DynamoDB.Scan");
+                s.meter.read(100 * s.usage.len(), Consistency::Strong);
+                Ok(s.usage.clone())
+            })
+            .await
     }
 
     async fn put_placement_results(
@@ -467,49 +471,53 @@ impl JobStore for MemoryJobStore {
         cleared: &[JobId],
     ) -> Result<(), StoreError> {
         check_placement_results_write(results.len(), cleared.len())?;
-        self.world.run("jobs.put_placement_results", |s| {
-            // BatchWriteItem, 25 requests per call.
-            let calls = (results.len() + cleared.len()).div_ceil(25);
-            (0..calls).for_each(|_| s.meter.request("DynamoDB.BatchWriteItem"));
-            for result in results {
-                let size = serde_json::to_vec(result).map_or(0, |doc| doc.len() + 64);
-                let key = result.job_id.to_string();
-                let before = s.placement_results.get(&key).map_or(0, |(_, n)| *n);
-                s.meter.write(before, size, false);
-                s.placement_results.insert(key, (result.clone(), size));
-            }
-            // A job both cleared and written keeps the result: results are what a tick found.
-            for job_id in cleared
-                .iter()
-                .filter(|id| !results.iter().any(|r| r.job_id == **id))
-            {
-                let before = s
-                    .placement_results
-                    .remove(job_id.as_str())
-                    .map_or(0, |(_, n)| n);
-                s.meter.write(before, 0, false);
-            }
-            Ok(())
-        })
+        self.world
+            .run("jobs.put_placement_results", |s| {
+                // BatchWriteItem, 25 requests per call.
+                let calls = (results.len() + cleared.len()).div_ceil(25);
+                (0..calls).for_each(|_| s.meter.request("DynamoDB.BatchWriteItem"));
+                for result in results {
+                    let size = serde_json::to_vec(result).map_or(0, |doc| doc.len() + 64);
+                    let key = result.job_id.to_string();
+                    let before = s.placement_results.get(&key).map_or(0, |(_, n)| *n);
+                    s.meter.write(before, size, false);
+                    s.placement_results.insert(key, (result.clone(), size));
+                }
+                // A job both cleared and written keeps the result: results are what a tick found.
+                for job_id in cleared
+                    .iter()
+                    .filter(|id| !results.iter().any(|r| r.job_id == **id))
+                {
+                    let before = s
+                        .placement_results
+                        .remove(job_id.as_str())
+                        .map_or(0, |(_, n)| n);
+                    s.meter.write(before, 0, false);
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn put_events(&self, events: &[Event]) -> Result<(), StoreError> {
         check_events_write(events.len())?;
-        self.world.run("jobs.put_events", |s| {
-            // BatchWriteItem, 25 items (12 events of two items) per call.
-            (0..(events.len() * 2).div_ceil(25))
-                .for_each(|_| s.meter.request("DynamoDB.BatchWriteItem"));
-            for event in events {
-                let size = serde_json::to_vec(event).map_or(0, |doc| doc.len() + 96);
-                for feed_key in event.feed_keys() {
-                    let key = (feed_key, event.event_key());
-                    let before = s.events.get(&key).map_or(0, |(_, n)| *n);
-                    s.meter.write(before, size, false);
-                    s.events.insert(key, (event.clone(), size));
+        self.world
+            .run("jobs.put_events", |s| {
+                // BatchWriteItem, 25 items (12 events of two items) per call.
+                (0..(events.len() * 2).div_ceil(25))
+                    .for_each(|_| s.meter.request("DynamoDB.BatchWriteItem"));
+                for event in events {
+                    let size = serde_json::to_vec(event).map_or(0, |doc| doc.len() + 96);
+                    for feed_key in event.feed_keys() {
+                        let key = (feed_key, event.event_key());
+                        let before = s.events.get(&key).map_or(0, |(_, n)| *n);
+                        s.meter.write(before, size, false);
+                        s.events.insert(key, (event.clone(), size));
+                    }
                 }
-            }
-            Ok(())
-        })
+                Ok(())
+            })
+            .await
     }
 
     async fn read_events(
@@ -518,33 +526,37 @@ impl JobStore for MemoryJobStore {
         after: &FeedCursor,
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
-        self.world.run("jobs.read_events", |s| {
-            s.meter.request("DynamoDB.Query");
-            let from = (feed_key.to_owned(), after.as_str().to_owned());
-            let rows: Vec<&(Event, usize)> = s
-                .events
-                .range((std::ops::Bound::Excluded(from), std::ops::Bound::Unbounded))
-                .take_while(|((key, _), _)| key == feed_key)
-                .take(limit as usize)
-                .map(|(_, row)| row)
-                .collect();
-            s.meter
-                .read(rows.iter().map(|(_, n)| *n).sum(), Consistency::Strong);
-            Ok(rows.into_iter().map(|(event, _)| event.clone()).collect())
-        })
+        self.world
+            .run("jobs.read_events", |s| {
+                s.meter.request("DynamoDB.Query");
+                let from = (feed_key.to_owned(), after.as_str().to_owned());
+                let rows: Vec<&(Event, usize)> = s
+                    .events
+                    .range((std::ops::Bound::Excluded(from), std::ops::Bound::Unbounded))
+                    .take_while(|((key, _), _)| key == feed_key)
+                    .take(limit as usize)
+                    .map(|(_, row)| row)
+                    .collect();
+                s.meter
+                    .read(rows.iter().map(|(_, n)| *n).sum(), Consistency::Strong);
+                Ok(rows.into_iter().map(|(event, _)| event.clone()).collect())
+            })
+            .await
     }
 
     async fn get_placement_result(
         &self,
         job_id: &JobId,
     ) -> Result<Option<PlacementResult>, StoreError> {
-        self.world.run("jobs.get_placement_result", |s| {
-            s.meter.request("DynamoDB.GetItem");
-            let row = s.placement_results.get(job_id.as_str()).cloned();
-            s.meter
-                .read(row.as_ref().map_or(0, |(_, n)| *n), Consistency::Eventual);
-            Ok(row.map(|(result, _)| result))
-        })
+        self.world
+            .run("jobs.get_placement_result", |s| {
+                s.meter.request("DynamoDB.GetItem");
+                let row = s.placement_results.get(job_id.as_str()).cloned();
+                s.meter
+                    .read(row.as_ref().map_or(0, |(_, n)| *n), Consistency::Eventual);
+                Ok(row.map(|(result, _)| result))
+            })
+            .await
     }
 
     async fn list_awaiting_jobs(
@@ -552,20 +564,25 @@ impl JobStore for MemoryJobStore {
         limit: u32,
         created_before_ms: u64,
     ) -> Result<Vec<JobId>, StoreError> {
-        self.world.run("jobs.list_awaiting_jobs", |s| {
-            Ok(listings::awaiting_jobs(s, limit, created_before_ms))
-        })
+        self.world
+            .run("jobs.list_awaiting_jobs", |s| {
+                Ok(listings::awaiting_jobs(s, limit, created_before_ms))
+            })
+            .await
     }
 
     async fn get_job_awaiting(&self, id: &JobId) -> Result<Option<(Job, bool)>, StoreError> {
-        self.world.run("jobs.get_job_awaiting", |s| {
-            Ok(read_job(s, id.as_str()).map(|item| (item.job, item.awaiting)))
-        })
+        self.world
+            .run("jobs.get_job_awaiting", |s| {
+                Ok(read_job(s, id.as_str()).map(|item| (item.job, item.awaiting)))
+            })
+            .await
     }
 
     async fn existing_tasks(&self, ids: &[&TaskId]) -> Result<HashSet<TaskId>, StoreError> {
         self.world
             .run("jobs.existing_tasks", |s| Ok(existing_tasks(s, ids)))
+            .await
     }
 
     async fn write_initial_tasks(
@@ -574,15 +591,19 @@ impl JobStore for MemoryJobStore {
         tasks: &[Task],
         clear_mark: bool,
     ) -> Result<(), StoreError> {
-        self.world.run("jobs.write_initial_tasks", |s| {
-            write_initial_tasks(s, job, tasks, clear_mark)
-        })
+        self.world
+            .run("jobs.write_initial_tasks", |s| {
+                write_initial_tasks(s, job, tasks, clear_mark)
+            })
+            .await
     }
 
     async fn get_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
-        self.world.run("jobs.get_job", |s| {
-            Ok(read_job(s, id.as_str()).map(|item| item.job))
-        })
+        self.world
+            .run("jobs.get_job", |s| {
+                Ok(read_job(s, id.as_str()).map(|item| item.job))
+            })
+            .await
     }
 
     async fn list_jobs(
@@ -592,6 +613,7 @@ impl JobStore for MemoryJobStore {
     ) -> Result<Page<Job>, StoreError> {
         self.world
             .run("jobs.list_jobs", |s| listings::jobs(s, filter, page))
+            .await
     }
 
     async fn update_job_charged(
@@ -600,13 +622,17 @@ impl JobStore for MemoryJobStore {
         expected_version: u64,
         usage: &UsageChange,
     ) -> Result<(), StoreError> {
-        self.world.run("jobs.update_job", |s| {
-            update_job(s, job, expected_version, usage)
-        })
+        self.world
+            .run("jobs.update_job", |s| {
+                update_job(s, job, expected_version, usage)
+            })
+            .await
     }
 
     async fn get_task(&self, id: &TaskId) -> Result<Option<Task>, StoreError> {
-        self.world.run("jobs.get_task", |s| Ok(get_task(s, id)))
+        self.world
+            .run("jobs.get_task", |s| Ok(get_task(s, id)))
+            .await
     }
 
     async fn list_job_tasks(
@@ -614,15 +640,19 @@ impl JobStore for MemoryJobStore {
         job_id: &JobId,
         page: &PageRequest,
     ) -> Result<Page<Task>, StoreError> {
-        self.world.run("jobs.list_job_tasks", |s| {
-            listings::job_tasks(s, job_id, page, false)
-        })
+        self.world
+            .run("jobs.list_job_tasks", |s| {
+                listings::job_tasks(s, job_id, page, false)
+            })
+            .await
     }
 
     async fn list_pending_tasks(&self, limit: u32, now_ms: u64) -> Result<Vec<Task>, StoreError> {
-        self.world.run("jobs.list_pending_tasks", |s| {
-            Ok(listings::pending_tasks(s, limit, now_ms))
-        })
+        self.world
+            .run("jobs.list_pending_tasks", |s| {
+                Ok(listings::pending_tasks(s, limit, now_ms))
+            })
+            .await
     }
 
     async fn list_unacknowledged_tasks(
@@ -630,29 +660,37 @@ impl JobStore for MemoryJobStore {
         limit: u32,
         dispatched_before_ms: u64,
     ) -> Result<Vec<Task>, StoreError> {
-        self.world.run("jobs.list_unacknowledged_tasks", |s| {
-            Ok(listings::unacknowledged_tasks(
-                s,
-                limit,
-                dispatched_before_ms,
-            ))
-        })
+        self.world
+            .run("jobs.list_unacknowledged_tasks", |s| {
+                Ok(listings::unacknowledged_tasks(
+                    s,
+                    limit,
+                    dispatched_before_ms,
+                ))
+            })
+            .await
     }
 
     async fn update_task(&self, task: &Task, expected_version: u64) -> Result<(), StoreError> {
-        self.world.run("jobs.update_task", |s| {
-            update_task(s, task, expected_version)
-        })
+        self.world
+            .run("jobs.update_task", |s| {
+                update_task(s, task, expected_version)
+            })
+            .await
     }
 
     async fn insert_task(&self, task: &Task) -> Result<(), StoreError> {
-        self.world.run("jobs.insert_task", |s| insert_task(s, task))
+        self.world
+            .run("jobs.insert_task", |s| insert_task(s, task))
+            .await
     }
 
     async fn list_agent_tasks(&self, agent_id: &str) -> Result<Vec<Task>, StoreError> {
-        self.world.run("jobs.list_agent_tasks", |s| {
-            Ok(listings::agent_tasks(s, agent_id))
-        })
+        self.world
+            .run("jobs.list_agent_tasks", |s| {
+                Ok(listings::agent_tasks(s, agent_id))
+            })
+            .await
     }
 
     async fn list_transitional_tasks(
@@ -660,9 +698,11 @@ impl JobStore for MemoryJobStore {
         limit: u32,
         changed_before_ms: u64,
     ) -> Result<Vec<Task>, StoreError> {
-        self.world.run("jobs.list_transitional_tasks", |s| {
-            Ok(listings::transitional_tasks(s, limit, changed_before_ms))
-        })
+        self.world
+            .run("jobs.list_transitional_tasks", |s| {
+                Ok(listings::transitional_tasks(s, limit, changed_before_ms))
+            })
+            .await
     }
 
     async fn list_active_job_tasks(
@@ -670,8 +710,10 @@ impl JobStore for MemoryJobStore {
         job_id: &JobId,
         page: &PageRequest,
     ) -> Result<Page<Task>, StoreError> {
-        self.world.run("jobs.list_active_job_tasks", |s| {
-            listings::job_tasks(s, job_id, page, true)
-        })
+        self.world
+            .run("jobs.list_active_job_tasks", |s| {
+                listings::job_tasks(s, job_id, page, true)
+            })
+            .await
     }
 }

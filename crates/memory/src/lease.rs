@@ -140,16 +140,20 @@ impl LeaseStore for MemoryLeaseStore {
         now_ms: u64,
         ttl_ms: u64,
     ) -> Result<Lease, LeaseError> {
-        self.world.run("leases.acquire_or_renew", |s| {
-            acquire_or_renew(s, name, owner, now_ms, ttl_ms)
-        })
+        self.world
+            .run("leases.acquire_or_renew", |s| {
+                acquire_or_renew(s, name, owner, now_ms, ttl_ms)
+            })
+            .await
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.world.run("leases.release", |s| {
-            release(s, lease);
-            Ok(())
-        })
+        self.world
+            .run("leases.release", |s| {
+                release(s, lease);
+                Ok(())
+            })
+            .await
     }
 }
 
@@ -338,9 +342,11 @@ impl AllocationStore for MemoryAllocationStore {
         lease: &Lease,
         placements: &[PlacementWrite],
     ) -> Result<(), CommitError> {
-        self.world.run("allocations.commit_placements", |s| {
-            commit_placements(s, lease, placements)
-        })
+        self.world
+            .run("allocations.commit_placements", |s| {
+                commit_placements(s, lease, placements)
+            })
+            .await
     }
 
     async fn finish_and_release(
@@ -350,8 +356,10 @@ impl AllocationStore for MemoryAllocationStore {
         agent_id: &str,
         resources: Resources,
     ) -> Result<(), StoreError> {
-        self.world.run("allocations.finish_and_release", |s| {
-            finish_and_release(s, task, expected_version, agent_id, resources)
-        })
+        self.world
+            .run("allocations.finish_and_release", |s| {
+                finish_and_release(s, task, expected_version, agent_id, resources)
+            })
+            .await
     }
 }

@@ -3,7 +3,9 @@
 //! actions applied whole or not at all, pages of at most 1 MB with opaque cursors, sparse indexes
 //! that may lag their tables, batches of at most 10 messages, visibility timeouts, dead-letter
 //! queues after a number of receives. Every call is metered (request units by DynamoDB's rules,
-//! requests per AWS operation) and can be made to fail on purpose, deterministically.
+//! requests per AWS operation), can be made to fail on purpose, deterministically, and, with a
+//! [`LatencyModel`], waits on tokio's clock the drawn latency of each AWS request it made (for
+//! simulations on a paused clock).
 //!
 //! A [`MemoryWorld`] is one stage: clone it freely, take each port from it
 //! ([`MemoryWorld::jobs`], [`MemoryWorld::command_source`], …) or all of them as
@@ -21,6 +23,7 @@ mod index;
 mod inspect;
 mod items;
 mod jobs;
+mod latency;
 mod lease;
 mod listings;
 mod logs;
@@ -39,6 +42,7 @@ pub use clock::{ManualClock, DEFAULT_START_MS};
 pub use faults::{Fault, Faults, UnknownOperation};
 pub use fleet::MemoryFleet;
 pub use jobs::MemoryJobStore;
+pub use latency::{LatencyModel, Percentiles};
 pub use lease::{MemoryAllocationStore, MemoryLeaseStore};
 pub use logs::MemoryTaskLogs;
 pub use metering::{MeterSnapshot, READ_UNIT_BYTES, SQS_BILLING_CHUNK_BYTES, WRITE_UNIT_BYTES};

@@ -102,6 +102,8 @@ pub(crate) struct Meter {
     requests: BTreeMap<&'static str, u64>,
     sqs_billed_requests: u64,
     faults_injected: BTreeMap<String, u64>,
+    /// The requests of the current port call, in order.
+    call_requests: Vec<&'static str>,
 }
 
 fn units(bytes: usize, per: usize) -> u64 {
@@ -111,6 +113,17 @@ fn units(bytes: usize, per: usize) -> u64 {
 impl Meter {
     pub(crate) fn request(&mut self, operation: &'static str) {
         *self.requests.entry(operation).or_default() += 1;
+        self.call_requests.push(operation);
+    }
+
+    /// A port call begins: the requests it makes are collected for its latency.
+    pub(crate) fn start_call(&mut self) {
+        self.call_requests.clear();
+    }
+
+    /// The requests of the port call that began last.
+    pub(crate) fn take_call_requests(&mut self) -> Vec<&'static str> {
+        std::mem::take(&mut self.call_requests)
     }
 
     /// A read of `bytes` in one go (one item, or one page of a Query or Scan).

@@ -69,6 +69,8 @@ pub(crate) struct Queues {
     agent_max_receives: u32,
     by_name: HashMap<String, Queue>,
     next_sequence: u64,
+    /// The queues sent to since the last [`Queues::take_arrivals`], for simulations.
+    arrived: std::collections::BTreeSet<String>,
 }
 
 fn invalid_receipt(receipt: &str) -> QueueError {
@@ -90,6 +92,7 @@ impl Queues {
             agent_max_receives: config.agent_queue_max_receives,
             by_name: HashMap::new(),
             next_sequence: 0,
+            arrived: std::collections::BTreeSet::new(),
         };
         for (role, visibility_ms, max_receives) in [
             ("submit", 60_000, Some(5)),
@@ -212,7 +215,13 @@ impl Queues {
             },
         );
         self.next_sequence += 1;
+        self.arrived.insert(name.to_owned());
         Ok(id)
+    }
+
+    /// The queues sent to since the last call.
+    pub(crate) fn take_arrivals(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.arrived).into_iter().collect()
     }
 
     /// Checks one SendMessageBatch's entries before any is sent.

@@ -60,11 +60,14 @@ fn save(state: &mut State, lease: &Lease, scaler: &ScalerState) -> Result<(), St
 
 impl ScalerStateStore for MemoryScalerState {
     async fn load(&self, lease: &Lease) -> Result<ScalerState, StateError> {
-        self.world.run("scaler_state.load", |s| load(s, lease))
+        self.world
+            .run("scaler_state.load", |s| load(s, lease))
+            .await
     }
 
     async fn save(&self, lease: &Lease, state: &ScalerState) -> Result<(), StateError> {
         self.world
             .run("scaler_state.save", |s| save(s, lease, state))
+            .await
     }
 }

@@ -81,47 +81,52 @@ impl CommandQueue for MemoryCommandQueue {
         agent_id: &str,
         commands: &[AgentCommand],
     ) -> Result<Vec<SendFailure>, QueueError> {
-        let result = self.world.run("commands.send_commands", |s| {
-            let name = s.queues.agent_queue(agent_id);
-            if !s.queues.exists(&name) {
-                s.meter.sqs("SQS.GetQueueUrl", 0);
-                return Err(QueueError::NoSuchQueue(name));
-            }
-            for chunk in commands.chunks(MAX_BATCH_MESSAGES) {
-                let bodies = chunk
-                    .iter()
-                    .map(|c| encode(c, "command"))
-                    .collect::<Result<Vec<_>, _>>()?;
-                send_batch(s, &name, bodies)?;
-            }
-            Ok(Vec::new())
-        });
+        let result = self
+            .world
+            .run("commands.send_commands", |s| {
+                let name = s.queues.agent_queue(agent_id);
+                if !s.queues.exists(&name) {
+                    s.meter.sqs("SQS.GetQueueUrl", 0);
+                    return Err(QueueError::NoSuchQueue(name));
+                }
+                for chunk in commands.chunks(MAX_BATCH_MESSAGES) {
+                    let bodies = chunk
+                        .iter()
+                        .map(|c| encode(c, "command"))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    send_batch(s, &name, bodies)?;
+                }
+                Ok(Vec::new())
+            })
+            .await;
         self.world.notify_arrivals();
         result
     }
 
     async fn ensure_agent_queue(&self, agent_id: &str) -> Result<String, QueueError> {
-        self.world.run("commands.ensure_agent_queue", |s| {
-            let name = s.queues.agent_queue(agent_id);
-            let created = !s.queues.exists(&name);
-            // Provisioning's calls: look up the dead-letter queue, create or update it, read its
-            // ARN, then the same for the queue itself.
-            for operation in [
-                "SQS.GetQueueUrl",
-                "SQS.GetQueueAttributes",
-                "SQS.GetQueueUrl",
-            ] {
-                s.meter.sqs(operation, 0);
-            }
-            let write = if created {
-                "SQS.CreateQueue"
-            } else {
-                "SQS.SetQueueAttributes"
-            };
-            s.meter.sqs(write, 0);
-            s.meter.sqs(write, 0);
-            Ok(s.queues.ensure_agent_queue(agent_id))
-        })
+        self.world
+            .run("commands.ensure_agent_queue", |s| {
+                let name = s.queues.agent_queue(agent_id);
+                let created = !s.queues.exists(&name);
+                // Provisioning's calls: look up the dead-letter queue, create or update it, read its
+                // ARN, then the same for the queue itself.
+                for operation in [
+                    "SQS.GetQueueUrl",
+                    "SQS.GetQueueAttributes",
+                    "SQS.GetQueueUrl",
+                ] {
+                    s.meter.sqs(operation, 0);
+                }
+                let write = if created {
+                    "SQS.CreateQueue"
+                } else {
+                    "SQS.SetQueueAttributes"
+                };
+                s.meter.sqs(write, 0);
+                s.meter.sqs(write, 0);
+                Ok(s.queues.ensure_agent_queue(agent_id))
+            })
+            .await
     }
 }
 
@@ -150,10 +155,13 @@ impl CommandSource for MemoryCommandSource {
         let arrival = self.world.next_arrival();
         tokio::pin!(arrival);
         arrival.as_mut().enable();
-        let received = self.world.run("source.receive", |s| {
-            s.meter.sqs("SQS.ReceiveMessage", 0);
-            s.queues.receive(&self.queue, max, s.now_ms)
-        })?;
+        let received = self
+            .world
+            .run("source.receive", |s| {
+                s.meter.sqs("SQS.ReceiveMessage", 0);
+                s.queues.receive(&self.queue, max, s.now_ms)
+            })
+            .await?;
         if !received.is_empty() || wait.is_zero() {
             return Ok(received);
         }
@@ -175,18 +183,23 @@ impl CommandSource for MemoryCommandSource {
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
-        self.world.run("source.delete", |s| {
-            s.meter.sqs("SQS.DeleteMessage", 0);
-            s.queues.delete(&self.queue, receipt)
-        })
+        self.world
+            .run("source.delete", |s| {
+                s.meter.sqs("SQS.DeleteMessage", 0);
+                s.queues.delete(&self.queue, receipt)
+            })
+            .await
     }
 
     async fn release(&self, receipt: &str) -> Result<(), QueueError> {
-        let result = self.world.run("source.release", |s| {
-            s.meter.sqs("SQS.ChangeMessageVisibility", 0);
-            s.queues
-                .change_visibility(&self.queue, receipt, 0, s.now_ms)
-        });
+        let result = self
+            .world
+            .run("source.release", |s| {
+                s.meter.sqs("SQS.ChangeMessageVisibility", 0);
+                s.queues
+                    .change_visibility(&self.queue, receipt, 0, s.now_ms)
+            })
+            .await;
         self.world.notify_arrivals();
         result
     }
@@ -194,11 +207,13 @@ impl CommandSource for MemoryCommandSource {
     async fn extend(&self, receipt: &str, hidden_for: Duration) -> Result<(), QueueError> {
         // Whole seconds, as SQS takes them.
         let hidden_for_ms = hidden_for.as_secs().saturating_mul(1000);
-        self.world.run("source.extend", |s| {
-            s.meter.sqs("SQS.ChangeMessageVisibility", 0);
-            s.queues
-                .change_visibility(&self.queue, receipt, hidden_for_ms, s.now_ms)
-        })
+        self.world
+            .run("source.extend", |s| {
+                s.meter.sqs("SQS.ChangeMessageVisibility", 0);
+                s.queues
+                    .change_visibility(&self.queue, receipt, hidden_for_ms, s.now_ms)
+            })
+            .await
     }
 }
 
@@ -216,15 +231,18 @@ impl MemoryStatusSink {
 
 impl StatusSink for MemoryStatusSink {
     async fn send(&self, updates: &[TaskStatusUpdate]) -> Result<Vec<bool>, QueueError> {
-        let result = self.world.run("status.send", |s| {
-            let bodies = updates
-                .iter()
-                .map(|u| encode(u, "status update"))
-                .collect::<Result<Vec<_>, _>>()?;
-            let name = s.queues.status_queue();
-            send_batch(s, &name, bodies)?;
-            Ok(vec![true; updates.len()])
-        });
+        let result = self
+            .world
+            .run("status.send", |s| {
+                let bodies = updates
+                    .iter()
+                    .map(|u| encode(u, "status update"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let name = s.queues.status_queue();
+                send_batch(s, &name, bodies)?;
+                Ok(vec![true; updates.len()])
+            })
+            .await;
         self.world.notify_arrivals();
         result
     }
@@ -244,10 +262,13 @@ impl MemoryAgentRequests {
 
 impl AgentRequestSink for MemoryAgentRequests {
     async fn send(&self, request: &AgentRequest) -> Result<(), QueueError> {
-        let result = self.world.run("requests.send", |s| {
-            let name = s.queues.registrations_queue();
-            send_one(s, &name, encode(request, "agent request")?, BTreeMap::new())
-        });
+        let result = self
+            .world
+            .run("requests.send", |s| {
+                let name = s.queues.registrations_queue();
+                send_one(s, &name, encode(request, "agent request")?, BTreeMap::new())
+            })
+            .await;
         self.world.notify_arrivals();
         result
     }
@@ -267,29 +288,32 @@ impl MemoryDeadLetters {
 
 impl DeadLetterSink for MemoryDeadLetters {
     async fn send(&self, letter: &DeadLetter) -> Result<(), QueueError> {
-        let result = self.world.run("dead_letters.send", |s| {
-            let reason: String = letter.reason.chars().take(REASON_MAX_CHARS).collect();
-            let body = if letter.body.is_empty() {
-                EMPTY_BODY_PLACEHOLDER.to_owned()
-            } else {
-                letter.body.clone()
-            };
-            let mut attributes = BTreeMap::from([
-                (REASON_ATTRIBUTE.to_owned(), reason),
-                (
-                    DEAD_LETTERED_AT_ATTRIBUTE.to_owned(),
-                    letter.dead_lettered_at_ms.to_string(),
-                ),
-            ]);
-            if !letter.message_id.is_empty() {
-                attributes.insert(
-                    SOURCE_MESSAGE_ID_ATTRIBUTE.to_owned(),
-                    letter.message_id.clone(),
-                );
-            }
-            let name = s.queues.status_dead_letter_queue();
-            send_one(s, &name, body, attributes)
-        });
+        let result = self
+            .world
+            .run("dead_letters.send", |s| {
+                let reason: String = letter.reason.chars().take(REASON_MAX_CHARS).collect();
+                let body = if letter.body.is_empty() {
+                    EMPTY_BODY_PLACEHOLDER.to_owned()
+                } else {
+                    letter.body.clone()
+                };
+                let mut attributes = BTreeMap::from([
+                    (REASON_ATTRIBUTE.to_owned(), reason),
+                    (
+                        DEAD_LETTERED_AT_ATTRIBUTE.to_owned(),
+                        letter.dead_lettered_at_ms.to_string(),
+                    ),
+                ]);
+                if !letter.message_id.is_empty() {
+                    attributes.insert(
+                        SOURCE_MESSAGE_ID_ATTRIBUTE.to_owned(),
+                        letter.message_id.clone(),
+                    );
+                }
+                let name = s.queues.status_dead_letter_queue();
+                send_one(s, &name, body, attributes)
+            })
+            .await;
         self.world.notify_arrivals();
         result
     }
@@ -309,10 +333,13 @@ impl MemoryRejections {
 
 impl RejectionSink for MemoryRejections {
     async fn reject(&self, rejection: &Rejection) -> Result<(), QueueError> {
-        let result = self.world.run("rejections.reject", |s| {
-            let name = s.queues.rejection_queue();
-            send_one(s, &name, encode(rejection, "rejection")?, BTreeMap::new())
-        });
+        let result = self
+            .world
+            .run("rejections.reject", |s| {
+                let name = s.queues.rejection_queue();
+                send_one(s, &name, encode(rejection, "rejection")?, BTreeMap::new())
+            })
+            .await;
         self.world.notify_arrivals();
         result
     }
@@ -332,22 +359,20 @@ impl MemoryEventBus {
 
     /// Every event published so far.
     pub fn published(&self) -> Vec<titus_core::events::Event> {
-        self.world
-            .run("events.published", |s| {
-                Ok::<_, QueueError>(s.published_events.clone())
-            })
-            .unwrap_or_default()
+        self.world.inspect(|s| s.published_events.clone())
     }
 }
 
 impl EventPublisher for MemoryEventBus {
     async fn publish(&self, events: &[titus_core::events::Event]) -> Result<(), QueueError> {
-        self.world.run("events.publish", |s| {
-            for chunk in events.chunks(10) {
-                s.meter.request("EventBridge.PutEvents");
-                s.published_events.extend(chunk.iter().cloned());
-            }
-            Ok(())
-        })
+        self.world
+            .run("events.publish", |s| {
+                for chunk in events.chunks(10) {
+                    s.meter.request("EventBridge.PutEvents");
+                    s.published_events.extend(chunk.iter().cloned());
+                }
+                Ok(())
+            })
+            .await
     }
 }

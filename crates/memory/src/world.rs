@@ -8,7 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
 
 use titus_core::ports::Clock;
 use titus_core::Task;
@@ -19,6 +20,7 @@ use crate::faults::{Fault, Faults, Injected};
 use crate::fleet::FleetState;
 use crate::index::Table;
 use crate::items::JobItem;
+use crate::latency::LatencyModel;
 use crate::lease::LeaseRow;
 use crate::metering::{Meter, MeterSnapshot};
 use crate::queues::Queues;
@@ -113,6 +115,7 @@ struct Inner {
     state: Mutex<State>,
     /// Wakes receivers waiting on an empty queue.
     arrivals: tokio::sync::Notify,
+    latency: RwLock<Option<LatencyModel>>,
 }
 
 /// One stage, in process. Clones share it.
@@ -163,6 +166,7 @@ impl MemoryWorld {
                 clock,
                 state: Mutex::new(state),
                 arrivals: tokio::sync::Notify::new(),
+                latency: RwLock::new(None),
             }),
         }
     }
@@ -210,17 +214,54 @@ impl MemoryWorld {
         f(&mut state)
     }
 
+    /// Gives every AWS request a port call makes a latency, waited on tokio's clock after the
+    /// call has acted (see [`LatencyModel`]): with a paused tokio clock, the time a simulation's
+    /// steps take is what they would take on AWS, concurrent calls overlapping.
+    pub fn set_latency(&self, model: LatencyModel) {
+        *self
+            .inner
+            .latency
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(model);
+    }
+
     /// One port call named `operation`: its injected fault, if one is drawn, else `f` on the
-    /// state at the clock's time.
-    pub(crate) fn run<T, E: Injected>(
+    /// state at the clock's time; then, with a latency model, the latencies of the AWS requests
+    /// it made, one after another.
+    pub(crate) async fn run<T, E: Injected>(
         &self,
         operation: &'static str,
         f: impl FnOnce(&mut State) -> Result<T, E>,
     ) -> Result<T, E> {
+        let (result, requests) = self.act(operation, f);
+        let delay = match &*self
+            .inner
+            .latency
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            Some(model) if !requests.is_empty() => {
+                requests.iter().map(|r| model.latency(r)).sum::<Duration>()
+            }
+            _ => Duration::ZERO,
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        result
+    }
+
+    /// The call itself, under the lock; returns the AWS requests it made.
+    fn act<T, E: Injected>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&mut State) -> Result<T, E>,
+    ) -> (Result<T, E>, Vec<&'static str>) {
         let fault = self.inner.faults.draw(operation);
         let mut state = self.lock();
         state.now_ms = self.inner.clock.now_ms();
-        match fault {
+        state.meter.start_call();
+        let result = match fault {
             Some(fault @ (Fault::Throttle | Fault::Fail)) => {
                 state.meter.fault(operation);
                 Err(E::injected(operation, fault))
@@ -232,7 +273,9 @@ impl MemoryWorld {
                 Err(E::injected(operation, Fault::LostReply))
             }
             None => f(&mut state),
-        }
+        };
+        let requests = state.meter.take_call_requests();
+        (result, requests)
     }
 
     /// Wakes receivers waiting for messages.
@@ -242,7 +285,7 @@ impl MemoryWorld {
 
     /// A future that completes at the next arrival of a message anywhere in the world. Enable it
     /// before looking at a queue, so that an arrival between the look and the wait is not missed.
-    pub(crate) fn next_arrival(&self) -> tokio::sync::futures::Notified<'_> {
+    pub fn next_arrival(&self) -> tokio::sync::futures::Notified<'_> {
         self.inner.arrivals.notified()
     }
 }
