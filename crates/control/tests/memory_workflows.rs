@@ -309,11 +309,14 @@ async fn a_task_that_fits_nowhere_gets_its_reasons_written_once_and_cleared_once
     assert_eq!(result.insufficient, vec!["memory"]);
     assert_eq!(writes(), 1);
 
-    // Ticks that find the same answer write nothing, until the result is due for a refresh.
+    // Ticks that find the same answer write nothing, until the result is due for a refresh (the
+    // task that fits nowhere is deferred, so not every tick looks at it).
+    let mut looked_at = 0;
     for _ in 0..5 {
         world.clock().advance_ms(1_000);
-        assert_eq!(one_tick(&cp).await.unwrap().unplaced, 1);
+        looked_at += one_tick(&cp).await.unwrap().unplaced;
     }
+    assert!(looked_at >= 2, "looked at {looked_at} times in 5 s");
     assert_eq!(writes(), 1);
     world
         .clock()
@@ -325,14 +328,97 @@ async fn a_task_that_fits_nowhere_gets_its_reasons_written_once_and_cleared_once
     assert_eq!(refreshed.since_ms, result.since_ms);
     assert!(refreshed.computed_at_ms > result.computed_at_ms);
 
-    // A second agent: the task fits, and its job's result goes.
+    // A second agent: the task fits once it is looked at again, and its job's result goes.
     register_agent_named(&cp, "agent-2").await;
-    world.clock().advance_ms(1_000);
+    world
+        .clock()
+        .advance_ms(titus_control::scheduler::defer::MAX_BACKOFF_MS);
     let placed = one_tick(&cp).await.unwrap();
 
     assert_eq!((placed.placed, placed.unplaced), (1, 0));
     assert_eq!(
         cp.ports.jobs.get_placement_result(&job.id).await.unwrap(),
         None
+    );
+}
+
+#[tokio::test]
+async fn a_task_that_fits_is_placed_at_once_behind_more_tasks_that_fit_nowhere_than_a_tick_reads() {
+    let world = MemoryWorld::default();
+    let cp = control_plane(&world);
+    register_agent(&cp).await;
+    let limit = cp.settings.scheduler.max_tasks_per_tick;
+    // Three jobs of tasks bigger than any agent: six times what one tick reads.
+    let now = world.clock().now_ms();
+    let huge =
+        json!({"batch": {"size": limit * 2}, "container": {"resources": {"memoryMB": 1_000_000}}});
+    for _ in 0..3 {
+        create_job(
+            &cp,
+            descriptor(huge.clone()),
+            "alice@example.com",
+            None,
+            now,
+        )
+        .await
+        .unwrap();
+    }
+    // Ticks write them (a job a tick) and look at each once; then none is left to look at.
+    let (mut written, mut looked_at, mut ticks) = (0, 0, 0);
+    loop {
+        world.clock().advance_ms(100);
+        let summary = one_tick(&cp).await.unwrap();
+        assert_eq!(summary.placed, 0);
+        assert!(summary.unplaced <= limit);
+        written += summary.materialized;
+        looked_at += summary.unplaced;
+        ticks += 1;
+        assert!(
+            ticks <= 8,
+            "{written} tasks written, {looked_at} looked at, after {ticks} ticks"
+        );
+        if written == limit * 6 && summary.unplaced == 0 {
+            break;
+        }
+    }
+    assert_eq!(looked_at, limit * 6);
+    let waiting = world.all_tasks();
+    assert_eq!(waiting.len() as u32, limit * 6);
+    assert!(waiting.iter().all(|t| t.state() == TaskState::Accepted));
+
+    // A small job after them: placed by the tick that writes its task, and the next one sees
+    // no task that fits nowhere yet (each was deferred when it was looked at). Before tasks were
+    // deferred, those at the head of the pending index filled every tick's read.
+    let small = new_job(&cp, 1).await;
+    world.clock().advance_ms(100);
+    let summary = one_tick(&cp).await.unwrap();
+    assert_eq!(
+        (summary.materialized, summary.placed),
+        (1, 1),
+        "{summary:?}"
+    );
+    let placed = cp.ports.jobs.list_all_job_tasks(&small.id).await.unwrap();
+    assert_eq!(placed[0].state(), TaskState::Launched);
+    world.clock().advance_ms(100);
+    let next = one_tick(&cp).await.unwrap();
+    assert_eq!((next.placed, next.unplaced), (0, 0), "{next:?}");
+
+    // Every one of them is looked at again within the longest deferral, and still waits, with
+    // its job's reasons.
+    world
+        .clock()
+        .advance_ms(titus_control::scheduler::defer::MAX_BACKOFF_MS);
+    let mut looked_at = 0;
+    for _ in 0..12 {
+        let summary = one_tick(&cp).await.unwrap();
+        looked_at += summary.unplaced;
+        assert_eq!(summary.placed, 0);
+    }
+    assert_eq!(looked_at, limit * 6);
+    let job = waiting[0].job_id.clone();
+    let result = cp.ports.jobs.get_placement_result(&job).await.unwrap();
+    assert_eq!(
+        result.expect("a placement result").reasons(),
+        vec!["insufficient memory on 1 agent"]
     );
 }

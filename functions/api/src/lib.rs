@@ -108,6 +108,12 @@ impl<P: Ports> AppState<P> {
         &self.inner.control
     }
 
+    /// Now, by the control plane's clock: what every record the API writes is timed with, so
+    /// that its times and the scheduler's agree (a simulation's clock is not the system's).
+    pub fn now_ms(&self) -> u64 {
+        titus_core::ports::Clock::now_ms(self.inner.control.ports.clock())
+    }
+
     pub fn store(&self) -> &P::Jobs {
         self.inner.control.ports.jobs()
     }

@@ -20,7 +20,7 @@ use crate::models::{
     SchedulingSuccess, TaskLogs, TaskLogsParams, TaskPage,
 };
 use crate::params::{self, IdParam, Query};
-use crate::{now_ms, AppState};
+use crate::AppState;
 
 /// A 200 (or other status) answer with a JSON body.
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
@@ -112,7 +112,7 @@ pub async fn create_job<P: Ports>(
         descriptor,
         &caller.identity,
         idempotency,
-        now_ms(),
+        app.now_ms(),
     )
     .await?;
     let status = if outcome.was_created() {
@@ -250,7 +250,7 @@ pub async fn kill_job<P: Ports>(
 ) -> Result<Response, ApiError> {
     let id = params::job_id(&id)?;
     caller.authorize(&load_job(app.store(), &id).await?)?;
-    let job = titus_control::kill_job(app.control(), &id, now_ms()).await?;
+    let job = titus_control::kill_job(app.control(), &id, app.now_ms()).await?;
     Ok(json(StatusCode::OK, &job))
 }
 
@@ -285,7 +285,7 @@ pub async fn update_capacity<P: Ports>(
     let id = params::job_id(&id)?;
     let update = capacity_update(&body)?;
     caller.authorize(&load_job(app.store(), &id).await?)?;
-    let job = titus_control::update_capacity(app.control(), &id, update, now_ms()).await?;
+    let job = titus_control::update_capacity(app.control(), &id, update, app.now_ms()).await?;
     Ok(json(StatusCode::OK, &job))
 }
 
@@ -297,7 +297,7 @@ async fn set_enabled<P: Ports>(
 ) -> Result<Response, ApiError> {
     let id = params::job_id(id)?;
     caller.authorize(&load_job(app.store(), &id).await?)?;
-    let job = titus_control::set_enabled(app.control(), &id, enabled, now_ms()).await?;
+    let job = titus_control::set_enabled(app.control(), &id, enabled, app.now_ms()).await?;
     Ok(json(StatusCode::OK, &job))
 }
 
@@ -650,7 +650,7 @@ pub async fn kill_task<P: Ports>(
         })
     })?;
     caller.authorize(&job)?;
-    let task = titus_control::kill_task(app.control(), &id, shrink, now_ms()).await?;
+    let task = titus_control::kill_task(app.control(), &id, shrink, app.now_ms()).await?;
     Ok(json(StatusCode::OK, &task))
 }
 
@@ -769,7 +769,7 @@ pub async fn get_scheduling_result<P: Ports>(
         task_id: task.as_ref().map(|t| t.id.to_string()),
         ..SchedulingResult::default()
     };
-    let now = now_ms();
+    let now = app.now_ms();
     let answer = match &task {
         Some(task) if task.agent_id.is_some() => {
             let agent = task.agent_id.as_deref().unwrap_or_default();
@@ -789,15 +789,17 @@ pub async fn get_scheduling_result<P: Ports>(
                 task.status.reason_code.map_or("no reason", |r| r.as_str())
             )))
         }
-        Some(task) if task.not_before_ms > now => SchedulingResult {
-            message: Some(format!(
-                "waiting for its retry delay: the scheduler considers it from {}",
-                task.not_before_ms
-            )),
-            ..result
-        },
+        // A task that fit nowhere is deferred (its not-before time moves ahead), so the job's
+        // failures come first; a later not-before time without them is a retry delay.
         _ => match store.get_placement_result(&job_id).await? {
             Some(found) => SchedulingResult::failures(found, now, result),
+            None if task.as_ref().is_some_and(|t| t.not_before_ms > now) => SchedulingResult {
+                message: Some(format!(
+                    "waiting for its retry delay: the scheduler considers it from {}",
+                    task.as_ref().map_or(0, |t| t.not_before_ms)
+                )),
+                ..result
+            },
             None => SchedulingResult {
                 message: Some(match task {
                     Some(_) => "pending: the scheduler has not failed to place it".to_owned(),
@@ -842,7 +844,7 @@ pub async fn plan_job<P: Ports>(
         app.control(),
         descriptor,
         &caller.identity,
-        now_ms(),
+        app.now_ms(),
     )
     .await?;
     Ok(json(StatusCode::OK, &plan))

@@ -393,7 +393,11 @@ impl<P: Ports> Scaler<'_, P> {
         limit: u32,
     ) -> Result<(Vec<TaskRequest>, Vec<AgentView>), ControlError> {
         let store = self.cp.ports.jobs();
-        let pending = store.list_pending_tasks(limit, now).await?;
+        // Tasks that fit nowhere are deferred by the scheduler (out of its next ticks' reads for
+        // a while): they are exactly the demand the pool may have to grow for, so the scaler
+        // reads as far ahead as the longest deferral.
+        let horizon = now + crate::scheduler::defer::MAX_BACKOFF_MS;
+        let pending = store.list_pending_tasks(limit, horizon).await?;
         let job_ids: BTreeSet<&JobId> = pending.iter().map(|t| &t.job_id).collect();
         let reads = job_ids.iter().map(|id| store.get_job(id));
         let mut jobs: HashMap<JobId, Job> = HashMap::new();

@@ -8,11 +8,14 @@
 //! 4. [`dispatch`]: each committed placement sent to its agent's queue; every few ticks, the
 //!    placements their agents did not acknowledge in time are sent again.
 //! 5. [`results`]: for each job with tasks that fit nowhere, why, written when it changes.
+//! 6. [`defer`]: those tasks step aside for a backoff, so that the next tick reads work that may
+//!    fit (no head-of-line blocking).
 //!
 //! The Step Functions loop (`statemachines/scheduler-loop.asl.json`) calls [`tick`] over and
 //! over; the local stack does the same in a loop.
 
 pub mod commit;
+pub mod defer;
 pub mod dispatch;
 pub mod dry_run;
 pub mod plan;
@@ -58,6 +61,9 @@ pub struct TickSummary {
     pub materialized: u32,
     pub placed: u32,
     pub unplaced: u32,
+    /// Unplaced tasks moved out of the next ticks' reads for their backoff.
+    #[serde(default)]
+    pub deferred: u32,
     /// Pending tasks left after this tick (at least; a tick reads a bounded number).
     pub pending_left: u32,
     pub lease_held: bool,
@@ -168,6 +174,9 @@ async fn run_tick<P: Ports>(
         summary.dispatch_failures = dispatch::dispatch(cp, &committed.placed, &snapshot).await;
         if !committed.lease_lost {
             results::record(cp, &snapshot.pending, &planned.unplaced, now).await;
+            summary.deferred = defer::defer(cp, &snapshot.pending, &planned.unplaced, now)
+                .await
+                .deferred;
         }
         outcome?;
     }
@@ -220,6 +229,7 @@ fn log_tick(summary: &TickSummary) {
             materialized = summary.materialized,
             placed = summary.placed,
             unplaced = summary.unplaced,
+            deferred = summary.deferred,
             pending_left = summary.pending_left,
             conflicts = summary.conflicts,
             redispatched = summary.redispatched,
