@@ -15,9 +15,15 @@ use tracing::warn;
 
 use crate::lambda::batch_response;
 
+/// How long a message the handler failed stays hidden here before it is received again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// Feeds a queue to a Lambda-style batch handler, as Lambda's event source mapping does: long
 /// polls of up to ten messages, then deletes every message not reported as a batch item
-/// failure. Failures come back after the visibility timeout, and go to the DLQ after its limit.
+/// failure. Failures go to the DLQ after the queue's receive limit, as in AWS; unlike Lambda's
+/// mapping, which leaves them hidden for the queue's visibility timeout (60 s), they come back
+/// after [`RETRY_AFTER`], so that a transient failure on one machine (an emulator slow under
+/// load) delays a status by seconds, not minutes.
 pub async fn pump<H, F>(sqs: aws_sdk_sqs::Client, url: String, stop: CancellationToken, handler: H)
 where
     H: Fn(Vec<InboundMessage>) -> F,
@@ -59,6 +65,22 @@ where
             .filter(|m| !failed.contains(&m.message_id.as_str()))
             .map(|m| m.receipt_handle.as_str())
             .collect();
+        for failure in messages
+            .iter()
+            .filter(|m| failed.contains(&m.message_id.as_str()))
+        {
+            let retry = sqs
+                .change_message_visibility()
+                .queue_url(&url)
+                .receipt_handle(&failure.receipt_handle)
+                .visibility_timeout(RETRY_AFTER.as_secs() as i32)
+                .send()
+                .await;
+            if let Err(e) = retry {
+                // It comes back after the queue's own visibility timeout instead.
+                warn!(queue = %url, error = %e, "could not shorten a failed message's visibility");
+            }
+        }
         if !done.is_empty() {
             // A message not deleted comes back; every handler is idempotent.
             if let Err(e) = titus_aws::sqs::delete_batch(&sqs, &url, &done).await {
