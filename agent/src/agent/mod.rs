@@ -286,6 +286,9 @@ pub struct Agent<R, Q, S, L> {
     running_count: watch::Sender<usize>,
     draining: AtomicBool,
     drain_requested: CancellationToken,
+    /// The last report written, with the incarnation it was written for: an unchanged report is
+    /// written only every few heartbeat intervals.
+    last_report: Mutex<Option<(u64, AgentHeartbeat)>>,
     /// Stops the status senders, which run from `start` on.
     outbox_stop: CancellationToken,
 }
@@ -336,6 +339,7 @@ where
             running_count: watch::Sender::new(0),
             draining: AtomicBool::new(false),
             drain_requested: CancellationToken::new(),
+            last_report: Mutex::new(None),
             outbox_stop: CancellationToken::new(),
         });
         for _ in 0..STATUS_SENDERS {
@@ -921,7 +925,22 @@ where
                     .fold(Resources::ZERO, |sum, t| sum.saturating_add(t.resources)),
             }
         };
-        match self.link.heartbeat(&self.identity.agent_id, &report).await {
+        let incarnation = self.incarnation();
+        let interval_ms = self.settings.heartbeat_interval().as_millis() as u64;
+        {
+            let last = self.last_report.lock().unwrap_or_else(|p| p.into_inner());
+            let written = last
+                .as_ref()
+                .filter(|(i, _)| *i == incarnation)
+                .map(|(_, r)| r);
+            if !report.is_due(written, interval_ms) {
+                return;
+            }
+        }
+        let result = self.link.heartbeat(&self.identity.agent_id, &report).await;
+        *self.last_report.lock().unwrap_or_else(|p| p.into_inner()) =
+            result.is_ok().then_some((incarnation, report));
+        match result {
             Ok(record)
                 if record.state == AgentState::Lost || record.incarnation != self.incarnation() =>
             {

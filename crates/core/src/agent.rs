@@ -194,3 +194,50 @@ pub struct AgentHeartbeat {
     /// The sum of the running tasks' resources.
     pub used: Resources,
 }
+
+/// How many heartbeat intervals an unchanged report may go unwritten: an agent writes its report
+/// when the tasks it runs change, and otherwise every this many intervals (10 s at the default
+/// 5 s, against a 30 s timeout before an agent is declared lost, so one failed write is not
+/// enough to lose it).
+pub const UNCHANGED_REPORT_EVERY_INTERVALS: u64 = 2;
+
+impl AgentHeartbeat {
+    /// Whether this report should be written, given the last one written (`None`: none yet, or
+    /// the last write failed) and the heartbeat interval.
+    pub fn is_due(&self, last_written: Option<&AgentHeartbeat>, interval_ms: u64) -> bool {
+        let Some(last) = last_written else {
+            return true;
+        };
+        last.running_task_ids != self.running_task_ids
+            || last.used != self.used
+            || self.at_ms.saturating_sub(last.at_ms)
+                >= interval_ms.saturating_mul(UNCHANGED_REPORT_EVERY_INTERVALS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::TaskId;
+
+    fn report(at_ms: u64, tasks: &[&str]) -> AgentHeartbeat {
+        AgentHeartbeat {
+            at_ms,
+            running_task_ids: tasks.iter().map(|t| TaskId::from_string(*t)).collect(),
+            used: Resources {
+                cpu_millis: 100 * tasks.len() as u64,
+                ..Resources::ZERO
+            },
+        }
+    }
+
+    #[test]
+    fn a_report_is_written_when_it_changes_and_otherwise_every_other_interval() {
+        let first = report(0, &["a"]);
+        assert!(first.is_due(None, 5_000));
+        assert!(!report(5_000, &["a"]).is_due(Some(&first), 5_000));
+        assert!(report(10_000, &["a"]).is_due(Some(&first), 5_000));
+        assert!(report(5_000, &["a", "b"]).is_due(Some(&first), 5_000));
+        assert!(report(5_000, &[]).is_due(Some(&first), 5_000));
+    }
+}

@@ -635,6 +635,9 @@ struct SimAgent {
     incarnation: u64,
     /// Task → its resources and its job.
     running: HashMap<TaskId, (Resources, titus_core::JobId)>,
+    /// The last report written, as the agent keeps it (an unchanged one is not written again
+    /// before it is due).
+    last_report: Option<AgentHeartbeat>,
 }
 
 /// A status an agent will send at `due_ms`.
@@ -680,6 +683,7 @@ impl Fleet {
                     capacity: capacity(shape),
                     incarnation: 1,
                     running: HashMap::new(),
+                    last_report: None,
                 })
                 .collect(),
             dead: HashSet::new(),
@@ -941,11 +945,13 @@ async fn run_heartbeats(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(every_ms)) => {}
         }
-        heartbeat_once(&world, &fleet).await;
+        heartbeat_once(&world, &fleet, every_ms).await;
     }
 }
 
-async fn heartbeat_once(world: &MemoryWorld, fleet: &Mutex<Fleet>) {
+/// One heartbeat of every live agent, each written as the agent writes it: when it changed or
+/// is due ([`AgentHeartbeat::is_due`]).
+async fn heartbeat_once(world: &MemoryWorld, fleet: &Mutex<Fleet>, every_ms: u64) {
     let now = world.clock().now_ms();
     let reports: Vec<(u32, AgentHeartbeat)> = {
         let fleet = lock(fleet);
@@ -970,16 +976,24 @@ async fn heartbeat_once(world: &MemoryWorld, fleet: &Mutex<Fleet>) {
                     },
                 )
             })
+            .filter(|(n, report)| {
+                report.is_due(fleet.agents[*n as usize].last_report.as_ref(), every_ms)
+            })
             .collect()
     };
     let store = world.agents();
-    futures::future::join_all(reports.iter().map(|(n, report)| {
+    let written = futures::future::join_all(reports.into_iter().map(|(n, report)| {
         let store = store.clone();
         async move {
-            let _ = store.report_heartbeat(&agent_id(*n), report).await;
+            let ok = store.report_heartbeat(&agent_id(n), &report).await.is_ok();
+            (n, ok.then_some(report))
         }
     }))
     .await;
+    let mut fleet = lock(fleet);
+    for (n, report) in written {
+        fleet.agents[n as usize].last_report = report;
+    }
 }
 
 /// The shape's agents that die, at their time: no heartbeat, no work, from then on.
@@ -1077,7 +1091,9 @@ async fn measure_heartbeats(
     let before = world.meter();
     let rounds = (30_000 / every_ms.max(1)).max(1);
     for _ in 0..rounds {
-        heartbeat_once(world, fleet).await;
+        // (The clock follows tokio's paused one: the interval passes at once.)
+        tokio::time::sleep(Duration::from_millis(every_ms)).await;
+        heartbeat_once(world, fleet, every_ms).await;
     }
     let used = world.meter().since(&before);
     let live = {
