@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use titus_control::{request_hash, ControlError};
 use titus_core::placement::DryRun;
-use titus_core::ports::{Clock, IdempotencyKey, LogError, LogLocation, LogRead};
+use titus_core::ports::{IdempotencyKey, LogError, LogLocation, LogRead};
 use titus_core::{AgentStore, Job, JobDescriptor, JobId, JobStore, Ports, Task};
 
 use crate::auth::Caller;
@@ -709,7 +709,7 @@ pub async fn list_events<P: Ports>(
     );
     let cp = app.control();
     let started = std::time::Instant::now();
-    let (filter, cursor, wait_ms) = query.event_query(cp.ports().clock().now_ms());
+    let (filter, cursor, wait_ms) = query.event_query(app.now_ms());
     query.finish()?;
     let wait = std::time::Duration::from_millis(wait_ms);
     let mut page = titus_control::events::read(cp, &filter, &cursor).await?;

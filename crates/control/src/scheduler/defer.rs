@@ -34,24 +34,16 @@ pub fn backoff_ms(age_ms: u64) -> u64 {
     (age_ms / 2).clamp(MIN_BACKOFF_MS, MAX_BACKOFF_MS)
 }
 
-/// What deferring a tick's unplaced tasks did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Deferred {
-    /// Tasks written with a later `not_before_ms`.
-    pub deferred: u32,
-    /// Tasks that had changed meanwhile, left alone.
-    pub changed: u32,
-}
-
 /// Moves each of `unplaced` (tasks of `pending`, as read) out of the eligible window for its
 /// backoff. A failed write is logged, not returned: the task is then simply looked at again next
-/// tick, as it was before deferrals existed.
+/// tick, as it was before deferrals existed; one that changed meanwhile is left as it is.
+/// Returns how many were deferred.
 pub async fn defer<P: Ports>(
     cp: &ControlPlane<P>,
     pending: &[Task],
     unplaced: &[Unplaced],
     now_ms: u64,
-) -> Deferred {
+) -> u32 {
     let unplaced: HashSet<&TaskId> = unplaced.iter().map(|u| &u.task_id).collect();
     let tasks: Vec<Task> = pending
         .iter()
@@ -63,17 +55,17 @@ pub async fn defer<P: Ports>(
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
-    let mut done = Deferred::default();
+    let mut deferred = 0;
     for (task_id, result) in results {
         match result {
-            Ok(()) => done.deferred += 1,
-            Err(StoreError::Conflict { .. }) => done.changed += 1,
+            Ok(()) => deferred += 1,
+            Err(StoreError::Conflict { .. }) => {}
             Err(e) => {
                 warn!(task = %task_id, error = %e, "could not defer a task that fits nowhere")
             }
         }
     }
-    done
+    deferred
 }
 
 async fn defer_one<P: Ports>(

@@ -174,9 +174,7 @@ async fn run_tick<P: Ports>(
         summary.dispatch_failures = dispatch::dispatch(cp, &committed.placed, &snapshot).await;
         if !committed.lease_lost {
             results::record(cp, &snapshot.pending, &planned.unplaced, now).await;
-            summary.deferred = defer::defer(cp, &snapshot.pending, &planned.unplaced, now)
-                .await
-                .deferred;
+            summary.deferred = defer::defer(cp, &snapshot.pending, &planned.unplaced, now).await;
         }
         outcome?;
     }
