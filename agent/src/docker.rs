@@ -282,6 +282,7 @@ impl ContainerRuntime for DockerRuntime {
             // Equal to the memory limit: no swap, so the limit is the limit.
             memory_swap: Some(spec.memory_bytes),
             pids_limit: (spec.pids_limit > 0).then_some(spec.pids_limit),
+            shm_size: (spec.shm_size_bytes > 0).then_some(spec.shm_size_bytes),
             privileged: Some(spec.privileged),
             network_mode,
             binds: (!binds.is_empty()).then_some(binds),

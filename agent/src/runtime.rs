@@ -68,6 +68,8 @@ pub struct ContainerSpec {
     pub memory_bytes: i64,
     /// The most processes the container may have; 0 leaves the engine's default.
     pub pids_limit: i64,
+    /// The size of `/dev/shm` (the job's `shmSizeMB`); 0 leaves the engine's default.
+    pub shm_size_bytes: i64,
     pub privileged: bool,
     /// The Docker network the container joins (the agent's task network); ignored with
     /// `host_network`.

@@ -278,6 +278,7 @@ async fn containers_run_with_restricted_defaults_and_what_the_job_asks_for() {
     let probe = "grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status | tr -d '\\t' | sed 's/:/=/'; \
                  echo \"pids=$(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max)\"; \
                  echo \"uid=$(id -u)\"; \
+                 echo \"shm=$(df -k /dev/shm | tail -n 1 | awk '{print $2}')\"; \
                  if touch /probe 2>/dev/null; then echo rootfs=rw; else echo rootfs=ro; fi; \
                  if touch /tmp/probe 2>/dev/null; then echo tmp=rw; else echo tmp=ro; fi";
 
@@ -291,8 +292,11 @@ async fn containers_run_with_restricted_defaults_and_what_the_job_asks_for() {
     assert_eq!(printed(&log, "pids"), Some("4096"), "{log}");
     assert_eq!(printed(&log, "uid"), Some("0"), "{log}");
     assert_eq!(printed(&log, "rootfs"), Some("rw"), "{log}");
+    // Titus' default /dev/shm, in KiB.
+    assert_eq!(printed(&log, "shm"), Some("65536"), "{log}");
 
     let mut asking = launch(probe);
+    asking.resources.shm_size_mb = 256;
     asking.security_context = SecurityContext {
         user: Some("1000:1000".to_owned()),
         read_only_root_filesystem: true,
@@ -306,6 +310,7 @@ async fn containers_run_with_restricted_defaults_and_what_the_job_asks_for() {
     assert_eq!(printed(&log, "uid"), Some("1000"), "{log}");
     assert_eq!(printed(&log, "rootfs"), Some("ro"), "{log}");
     assert_eq!(printed(&log, "tmp"), Some("rw"), "{log}");
+    assert_eq!(printed(&log, "shm"), Some("262144"), "{log}");
 
     let mut refused = launch("exit 0");
     refused.security_context.add_capabilities = vec!["SYS_ADMIN".to_owned()];

@@ -862,3 +862,77 @@ async fn plans_attributes_contexts_and_completion_work_against_the_local_stack()
         "completion script"
     );
 }
+
+/// A descriptor in a shape Titus' own code and clients send (`crates/core/tests/data/titus/`),
+/// its image the stack's test image.
+fn titus_fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/../crates/core/tests/data/titus/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut descriptor: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let (name, tag) = IMAGE.split_once(':').unwrap();
+    descriptor["container"]["image"]["name"] = json!(name);
+    descriptor["container"]["image"]["tag"] = json!(tag);
+    descriptor
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptors_in_the_shapes_titus_clients_send_run_on_the_local_stack() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let submit = |name: &str| -> String {
+        let answer: Value =
+            serde_json::from_str(&submit_file(&stack, &titus_fixture(name), "json"))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        answer["id"].as_str().unwrap().to_owned()
+    };
+    let batches: Vec<(&str, String)> = [
+        "testkit-batch",
+        "spinnaker-run-job",
+        "cli-template",
+        "get-response-descriptor",
+    ]
+    .into_iter()
+    .map(|name| (name, submit(name)))
+    .collect();
+    let services: Vec<(&str, String, usize)> =
+        [("spinnaker-server-group", 2), ("testkit-service", 1)]
+            .into_iter()
+            .map(|(name, desired)| (name, submit(name), desired))
+            .collect();
+
+    for (name, job) in &batches {
+        let wait = stack.cli(&["job", "wait", job, "--timeout-secs", "120"]);
+        assert_eq!(wait.code, 0, "{name}: {}{}", wait.stderr, stack.logs());
+        let tasks = stack.tasks(job);
+        assert!(
+            !tasks.is_empty()
+                && tasks
+                    .iter()
+                    .all(|t| t.status.reason_code == Some(TaskReason::Normal)
+                        && t.exit_code == Some(0)),
+            "{name}: {:?}",
+            reasons(&tasks)
+        );
+    }
+    for (name, job, desired) in &services {
+        stack
+            .eventually(&format!("{name}'s {desired} task(s) run"), || async {
+                stack.tasks_in(job, TaskState::Started).len() == *desired
+            })
+            .await;
+    }
+    // What the job asked for, beyond what the platform acts on, is kept.
+    let server_group = stack.job(&services[0].1);
+    let budget = server_group
+        .job_descriptor
+        .disruption_budget
+        .as_ref()
+        .unwrap();
+    assert_eq!(budget.time_windows[0].time_zone, "PST");
+    for (_, job, _) in &services {
+        let kill = stack.cli(&["job", "kill", job]);
+        assert_eq!(kill.code, 0, "{}", kill.stderr);
+    }
+}

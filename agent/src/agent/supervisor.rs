@@ -304,6 +304,7 @@ where
             memory_bytes: i64::try_from(launch.resources.memory_mb.saturating_mul(1024 * 1024))
                 .unwrap_or(i64::MAX),
             pids_limit: self.settings.pids_limit,
+            shm_size_bytes: i64::from(launch.resources.shm_size_mb) * 1024 * 1024,
             privileged: launch.privileged,
             network: Some(self.settings.task_network.clone()),
             host_network: launch.host_network,

@@ -84,6 +84,7 @@ fn launch(task: &str, command: &[&str]) -> LaunchTask {
             memory_mb: 512,
             disk_mb: 10_000,
             network_mbps: 128,
+            ..ContainerResources::default()
         },
         kill_grace_period_sec: 7,
         runtime_limit_sec: None,
@@ -557,6 +558,7 @@ fn leftover(
         nano_cpus: 1,
         memory_bytes: 1,
         pids_limit: 0,
+        shm_size_bytes: 0,
         privileged: false,
         network: None,
         host_network: false,

@@ -188,6 +188,7 @@ pub fn launch(script: &str) -> LaunchTask {
             memory_mb: 512,
             disk_mb: 10_000,
             network_mbps: 128,
+            ..ContainerResources::default()
         },
         kill_grace_period_sec: 10,
         runtime_limit_sec: None,

@@ -199,6 +199,7 @@ async fn shrink_desired<P: Ports>(
         require_active(job)?;
         let capacity = service_capacity(job)?;
         let lowered = capacity.desired.checked_sub(1).filter(|d| *d >= capacity.min);
+        check_processes(job, capacity.desired, lowered.unwrap_or(capacity.desired), "shrink")?;
         let Some(desired) = lowered else {
             return Err(ControlError::Conflict {
                 message: format!(
@@ -246,6 +247,7 @@ pub async fn update_capacity<P: Ports>(
             max: update.max.unwrap_or(current.max),
         };
         check_capacity(&wanted, limits)?;
+        check_processes(job, current.desired, wanted.desired, "desired")?;
         if wanted == current {
             return Ok(false);
         }
@@ -256,6 +258,37 @@ pub async fn update_capacity<P: Ports>(
     let converged = converge_job(cp, &job, Trigger::Changed, now_ms).await?;
     undelivered_is_an_error(converged.undelivered)?;
     Ok(job)
+}
+
+/// Titus' service job processes: a job may freeze its desired size in either direction, and a
+/// change that moves it that way is a conflict (the job's own setting, not a bad request).
+fn check_processes(job: &Job, from: u32, to: u32, field: &str) -> Result<(), ControlError> {
+    let Some(service) = &job.job_descriptor.service else {
+        return Ok(());
+    };
+    let processes = service.service_job_processes;
+    let refused = if to > from && processes.disable_increase_desired {
+        Some(("increase", "disableIncreaseDesired"))
+    } else if to < from && processes.disable_decrease_desired {
+        Some(("decrease", "disableDecreaseDesired"))
+    } else {
+        None
+    };
+    match refused {
+        None => Ok(()),
+        Some((direction, switch)) => Err(ControlError::Conflict {
+            message: format!(
+                "job {} does not allow its desired size to {direction} \
+                 (serviceJobProcesses.{switch}); expected desired to stay {from}, or the job's \
+                 processes changed first",
+                job.id
+            ),
+            details: vec![field_error(
+                field,
+                format!("would {direction} desired from {from} to {to}"),
+            )],
+        }),
+    }
 }
 
 fn check_capacity(capacity: &Capacity, limits: &Limits) -> Result<(), ControlError> {

@@ -528,6 +528,68 @@ async fn growing_capacity_adds_tasks_in_new_slots_and_shrinking_kills_the_newest
 }
 
 #[tokio::test]
+async fn service_job_processes_freeze_desired_in_the_direction_they_name() {
+    let stage = fresh_stage().await;
+    let frozen_down = |processes: serde_json::Value| {
+        descriptor(json!({
+            "batch": null,
+            "service": {
+                "capacity": {"min": 0, "desired": 2, "max": 4},
+                "serviceJobProcesses": processes
+            }
+        }))
+    };
+    let no_decrease = new_job(
+        &stage.cp,
+        frozen_down(json!({"disableDecreaseDesired": true})),
+    )
+    .await;
+    let no_increase = new_job(
+        &stage.cp,
+        frozen_down(json!({"disableIncreaseDesired": "true"})),
+    )
+    .await;
+    let desired = |value: u32| CapacityUpdate {
+        desired: Some(value),
+        ..CapacityUpdate::default()
+    };
+
+    let lowered = update_capacity(&stage.cp, &no_decrease.id, desired(1), NOW_MS).await;
+    let tasks = stage.tasks(&no_decrease.id).await;
+    let shrunk = kill_task(&stage.cp, &tasks[0].id, true, NOW_MS).await;
+    let raised = update_capacity(&stage.cp, &no_decrease.id, desired(3), NOW_MS).await;
+    let raised_frozen = update_capacity(&stage.cp, &no_increase.id, desired(3), NOW_MS).await;
+    let lowered_other = update_capacity(&stage.cp, &no_increase.id, desired(1), NOW_MS).await;
+
+    for refused in [&lowered.as_ref().map(|_| ()), &shrunk.as_ref().map(|_| ())] {
+        assert!(
+            matches!(refused, Err(ControlError::Conflict { message, .. })
+                if message.contains("serviceJobProcesses.disableDecreaseDesired")),
+            "{refused:?}"
+        );
+    }
+    assert!(
+        matches!(&raised_frozen, Err(ControlError::Conflict { message, .. })
+            if message.contains("serviceJobProcesses.disableIncreaseDesired")),
+        "{raised_frozen:?}"
+    );
+    assert_eq!(
+        stage.tasks(&no_decrease.id).await[0].state(),
+        TaskState::Accepted,
+        "no kill"
+    );
+    let capacity_of = |job: Job| job.job_descriptor.service.unwrap().capacity.desired;
+    assert_eq!(
+        capacity_of(raised.unwrap()),
+        3,
+        "the other direction is free"
+    );
+    assert_eq!(capacity_of(lowered_other.unwrap()), 1);
+    let stored = stage.store.get_job(&no_increase.id).await.unwrap().unwrap();
+    assert_eq!(capacity_of(stored), 1);
+}
+
+#[tokio::test]
 async fn a_capacity_outside_its_bounds_is_a_conflict_and_over_the_limit_is_invalid() {
     let stage = fresh_stage().await;
     let job = new_job(&stage.cp, service(1, 2, 3)).await;

@@ -1,8 +1,11 @@
 //! The job descriptor (what a user asks for) and the stored job, after Titus' v3 REST model.
 //!
-//! Field names and shapes follow Titus' JSON: camelCase, `memoryMB`/`diskMB`, a retry policy as a
-//! one-key object (`{"immediate": {"retries": 2}}`), and either a `batch` or a `service` section.
-//! Every struct rejects unknown fields so a typo is an error, not a silently ignored setting.
+//! Field names and shapes follow Titus' `JobDescriptor` message under protobuf's proto3 JSON
+//! mapping: camelCase, `memoryMB`/`diskMB`, a `oneof` as the one member that is set
+//! (`{"immediate": {"retries": 2}}`), numbers as JSON numbers or strings, `null` or an absent
+//! field as the field's default (see [`crate::proto_json`]). Every field of Titus' final
+//! descriptor is here; validation refuses the ones the platform cannot act on when ignoring them
+//! would mislead. [`crate::parse_descriptor`] refuses unknown fields, listing all of them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,6 +13,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::JobId;
+use crate::proto_json::{self, Unsupported};
 
 /// Titus' default kill grace period: SIGTERM, then SIGKILL after this many seconds.
 pub const DEFAULT_KILL_GRACE_PERIOD_SEC: u32 = 10;
@@ -19,20 +23,29 @@ pub const DEFAULT_RUNTIME_LIMIT_SEC: u64 = 5 * 24 * 3600;
 pub const DEFAULT_CAPACITY_GROUP: &str = "DEFAULT";
 /// The tag used when an image names neither a tag nor a digest.
 pub const DEFAULT_IMAGE_TAG: &str = "latest";
+/// Titus' default size of a container's `/dev/shm`.
+pub const DEFAULT_SHM_SIZE_MB: u32 = 64;
 
 /// Everything a user submits to create a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobDescriptor {
+    #[serde(default, deserialize_with = "proto_json::or_default")]
     pub owner: Owner,
+    #[serde(default, deserialize_with = "proto_json::string")]
     pub application_name: String,
-    #[serde(default = "default_capacity_group")]
+    /// `DEFAULT` when absent or empty.
+    #[serde(
+        default = "default_capacity_group",
+        deserialize_with = "capacity_group"
+    )]
     pub capacity_group: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::or_default")]
     pub job_group_info: JobGroupInfo,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::string_map")]
     pub attributes: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "proto_json::or_default")]
     pub container: Container,
     /// Set for a batch job; exactly one of `batch` and `service` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,6 +53,35 @@ pub struct JobDescriptor {
     /// Set for a service job; exactly one of `batch` and `service` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceJobSpec>,
+    /// How many of the job's tasks may be disrupted at once. Stored and returned; the platform
+    /// does not evict tasks yet, so nothing enforces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption_budget: Option<Box<DisruptionBudget>>,
+    /// The task's network stack. Tasks get IPv4 on the agent's Docker network; `Ipv6Only` is
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<NetworkConfiguration>,
+    /// Refused when not empty: a task is one container.
+    #[serde(default, skip_serializing_if = "Unsupported::is_unset")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub extra_containers: Unsupported,
+    /// Refused when not empty: the platform has no shared or SaaS volumes.
+    #[serde(default, skip_serializing_if = "Unsupported::is_unset")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub volumes: Unsupported,
+    /// Refused when not empty: the platform runs no sidecars.
+    #[serde(default, skip_serializing_if = "Unsupported::is_unset")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub platform_sidecars: Unsupported,
+}
+
+fn capacity_group<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let group = proto_json::string(deserializer)?;
+    Ok(if group.is_empty() {
+        default_capacity_group()
+    } else {
+        group
+    })
 }
 
 fn default_capacity_group() -> String {
@@ -57,6 +99,33 @@ impl JobDescriptor {
         }
     }
 
+    /// Gives fields a proto3 client left at zero the defaults Titus gives them: the minimum
+    /// resources, a 64 MB `/dev/shm`, a five-day runtime limit.
+    pub fn apply_defaults(&mut self) {
+        let resources = &mut self.container.resources;
+        let defaults = ContainerResources::default();
+        if resources.cpu == 0.0 {
+            resources.cpu = defaults.cpu;
+        }
+        if resources.memory_mb == 0 {
+            resources.memory_mb = defaults.memory_mb;
+        }
+        if resources.disk_mb == 0 {
+            resources.disk_mb = defaults.disk_mb;
+        }
+        if resources.network_mbps == 0 {
+            resources.network_mbps = defaults.network_mbps;
+        }
+        if resources.shm_size_mb == 0 {
+            resources.shm_size_mb = DEFAULT_SHM_SIZE_MB;
+        }
+        if let Some(batch) = &mut self.batch {
+            if batch.runtime_limit_sec == 0 {
+                batch.runtime_limit_sec = DEFAULT_RUNTIME_LIMIT_SEC;
+            }
+        }
+    }
+
     /// How many tasks the job starts with: the batch size, or the service's desired capacity.
     pub fn initial_task_count(&self) -> u32 {
         match (&self.batch, &self.service) {
@@ -70,7 +139,7 @@ impl JobDescriptor {
 /// Batch or service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum JobType {
     Batch,
     Service,
@@ -100,10 +169,11 @@ impl fmt::Display for JobType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Owner {
+    #[serde(default, deserialize_with = "proto_json::string")]
     pub team_email: String,
 }
 
@@ -112,11 +182,11 @@ pub struct Owner {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobGroupInfo {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::string")]
     pub stack: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::string")]
     pub detail: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::string")]
     pub sequence: String,
 }
 
@@ -124,18 +194,26 @@ pub struct JobGroupInfo {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Container {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::or_default")]
     pub resources: ContainerResources,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::or_default")]
     pub security_profile: SecurityProfile,
+    #[serde(default, deserialize_with = "proto_json::or_default")]
     pub image: Image,
+    /// Titus' container attributes: stored and returned.
+    #[serde(
+        default,
+        deserialize_with = "proto_json::string_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub attributes: BTreeMap<String, String>,
     /// Replaces the image's ENTRYPOINT when not empty.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::or_default")]
     pub entry_point: Vec<String>,
     /// Replaces the image's CMD when not empty.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::or_default")]
     pub command: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::string_map")]
     pub env: BTreeMap<String, String>,
     /// Environment variables whose values are secrets, by reference: the variable's name mapped
     /// to an SSM parameter ARN (`arn:aws:ssm:{region}:{account}:parameter/{name}`, SecureString
@@ -144,10 +222,18 @@ pub struct Container {
     /// one; their values are never stored, returned or logged by the platform.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::or_default")]
     pub soft_constraints: Constraints,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::or_default")]
     pub hard_constraints: Constraints,
+    /// Titus' `google.protobuf.Any` of experimental settings: refused when set.
+    #[serde(default, skip_serializing_if = "Unsupported::is_unset")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub experimental: Unsupported,
+    /// Refused when not empty: the platform has no volumes to mount.
+    #[serde(default, skip_serializing_if = "Unsupported::is_unset")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub volume_mounts: Unsupported,
     /// Seconds between SIGTERM and SIGKILL when the task is killed.
     #[serde(default = "default_kill_grace_period_sec")]
     pub kill_grace_period_sec: u32,
@@ -170,21 +256,96 @@ fn default_kill_grace_period_sec() -> u32 {
     DEFAULT_KILL_GRACE_PERIOD_SEC
 }
 
-/// A container's share of its host. Defaults are Titus' minimums.
+impl Default for Container {
+    fn default() -> Self {
+        Container {
+            resources: ContainerResources::default(),
+            security_profile: SecurityProfile::default(),
+            image: Image::default(),
+            attributes: BTreeMap::new(),
+            entry_point: Vec::new(),
+            command: Vec::new(),
+            env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            soft_constraints: Constraints::default(),
+            hard_constraints: Constraints::default(),
+            experimental: Unsupported::default(),
+            volume_mounts: Unsupported::default(),
+            kill_grace_period_sec: DEFAULT_KILL_GRACE_PERIOD_SEC,
+            privileged: false,
+            host_network: false,
+            host_mounts: Vec::new(),
+            security_context: SecurityContext::default(),
+        }
+    }
+}
+
+/// A container's share of its host. Defaults are Titus' minimums; a zero (proto3's "not set")
+/// takes the default too.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerResources {
-    #[serde(default = "ContainerResources::default_cpu")]
+    #[serde(
+        default = "ContainerResources::default_cpu",
+        deserialize_with = "proto_json::f64"
+    )]
     pub cpu: f64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::u32")]
     pub gpu: u32,
-    #[serde(rename = "memoryMB", default = "ContainerResources::default_memory_mb")]
+    #[serde(
+        rename = "memoryMB",
+        default = "ContainerResources::default_memory_mb",
+        deserialize_with = "proto_json::u64"
+    )]
     pub memory_mb: u64,
-    #[serde(rename = "diskMB", default = "ContainerResources::default_disk_mb")]
+    #[serde(
+        rename = "diskMB",
+        default = "ContainerResources::default_disk_mb",
+        deserialize_with = "proto_json::u64"
+    )]
     pub disk_mb: u64,
-    #[serde(default = "ContainerResources::default_network_mbps")]
+    #[serde(
+        default = "ContainerResources::default_network_mbps",
+        deserialize_with = "proto_json::u64"
+    )]
     pub network_mbps: u64,
+    /// The size of the container's `/dev/shm`, at most `memoryMB`; 64 when absent or zero.
+    #[serde(
+        rename = "shmSizeMB",
+        default = "ContainerResources::default_shm_size_mb",
+        deserialize_with = "proto_json::u32"
+    )]
+    pub shm_size_mb: u32,
+    /// Titus' request for a routable IP of the task's own. Stored and returned: every task has
+    /// an address of its own on the agent's Docker network either way.
+    #[serde(
+        rename = "allocateIP",
+        default,
+        deserialize_with = "proto_json::bool",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub allocate_ip: bool,
+    /// Refused when not empty: the agent mounts no EFS file systems.
+    #[serde(default, skip_serializing_if = "Unsupported::is_unset")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub efs_mounts: Unsupported,
+    /// Refused when not empty: the platform assigns no static IP addresses.
+    #[serde(default, skip_serializing_if = "Unsupported::is_unset")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub signed_address_allocations: Unsupported,
+    /// Titus' static IP pool (a `oneof` with `staticIPAddressIDs`): refused when set.
+    #[serde(default, skip_serializing_if = "Unsupported::is_unset")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub pool: Unsupported,
+    /// Refused when set, as `pool`.
+    #[serde(
+        rename = "staticIPAddressIDs",
+        default,
+        skip_serializing_if = "Unsupported::is_unset"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub static_ip_address_ids: Unsupported,
 }
 
 impl ContainerResources {
@@ -200,6 +361,9 @@ impl ContainerResources {
     fn default_network_mbps() -> u64 {
         128
     }
+    fn default_shm_size_mb() -> u32 {
+        DEFAULT_SHM_SIZE_MB
+    }
 }
 
 impl Default for ContainerResources {
@@ -210,6 +374,12 @@ impl Default for ContainerResources {
             memory_mb: Self::default_memory_mb(),
             disk_mb: Self::default_disk_mb(),
             network_mbps: Self::default_network_mbps(),
+            shm_size_mb: Self::default_shm_size_mb(),
+            allocate_ip: false,
+            efs_mounts: Unsupported::default(),
+            signed_address_allocations: Unsupported::default(),
+            pool: Unsupported::default(),
+            static_ip_address_ids: Unsupported::default(),
         }
     }
 }
@@ -218,23 +388,33 @@ impl Default for ContainerResources {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecurityProfile {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::or_default")]
     pub security_groups: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::string")]
     pub iam_role: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::string_map")]
     pub attributes: BTreeMap<String, String>,
 }
 
 /// An image reference: a name with a tag or a digest (not both; `latest` when neither is given).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An empty tag or digest (`"digest": ""`, as Titus prints an absent one) is not set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Image {
+    #[serde(default, deserialize_with = "proto_json::string")]
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::non_empty_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tag: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::non_empty_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub digest: Option<String>,
 }
 
@@ -254,13 +434,21 @@ impl Image {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Constraints {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::string_map")]
     pub constraints: BTreeMap<String, String>,
+    /// Titus' constraint expression: refused when not empty (`""`, as Titus prints an absent
+    /// one, is fine).
+    #[serde(
+        default,
+        deserialize_with = "proto_json::string",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub expression: String,
 }
 
 impl Constraints {
     pub fn is_empty(&self) -> bool {
-        self.constraints.is_empty()
+        self.constraints.is_empty() && self.expression.is_empty()
     }
 
     /// The known constraints, parsed. Unknown names and bad values are skipped here; validation
@@ -456,24 +644,32 @@ fn default_true() -> bool {
     true
 }
 
-/// How a failed task is retried. Titus' JSON: `{"immediate": {"retries": 3}}` and so on.
+/// How a failed task is retried. Titus' JSON: `{"immediate": {"retries": 3}}` and so on; an
+/// absent member is zero (`{"immediate": {}}` retries nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum RetryPolicy {
     Immediate {
+        #[serde(default, deserialize_with = "proto_json::u32")]
         retries: u32,
     },
     #[serde(rename_all = "camelCase")]
     Delayed {
+        #[serde(default, deserialize_with = "proto_json::u64")]
         initial_delay_ms: u64,
+        #[serde(default, deserialize_with = "proto_json::u64")]
         delay_ms: u64,
+        #[serde(default, deserialize_with = "proto_json::u32")]
         retries: u32,
     },
     #[serde(rename_all = "camelCase")]
     ExponentialBackOff {
+        #[serde(default, deserialize_with = "proto_json::u64")]
         initial_delay_ms: u64,
+        #[serde(default, deserialize_with = "proto_json::u64")]
         max_delay_interval_ms: u64,
+        #[serde(default, deserialize_with = "proto_json::u32")]
         retries: u32,
     },
 }
@@ -533,18 +729,38 @@ impl RetryPolicy {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BatchJobSpec {
-    #[serde(default = "default_batch_size")]
+    /// How many tasks; required (at least 1), as in Titus.
+    #[serde(default, deserialize_with = "proto_json::u32")]
     pub size: u32,
-    #[serde(default = "default_runtime_limit_sec")]
+    /// At least 5; five days when absent or zero.
+    #[serde(
+        default = "default_runtime_limit_sec",
+        deserialize_with = "proto_json::u64"
+    )]
     pub runtime_limit_sec: u64,
-    #[serde(default = "RetryPolicy::batch_default")]
+    #[serde(
+        default = "RetryPolicy::batch_default",
+        deserialize_with = "batch_retry_policy"
+    )]
     pub retry_policy: RetryPolicy,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::bool")]
     pub retry_on_runtime_limit: bool,
 }
 
-fn default_batch_size() -> u32 {
-    1
+fn batch_retry_policy<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<RetryPolicy, D::Error> {
+    Ok(
+        Option::<RetryPolicy>::deserialize(deserializer)?
+            .unwrap_or_else(RetryPolicy::batch_default),
+    )
+}
+
+fn service_retry_policy<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<RetryPolicy, D::Error> {
+    Ok(Option::<RetryPolicy>::deserialize(deserializer)?
+        .unwrap_or_else(RetryPolicy::service_default))
 }
 
 fn default_runtime_limit_sec() -> u64 {
@@ -555,22 +771,315 @@ fn default_runtime_limit_sec() -> u64 {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceJobSpec {
+    #[serde(default, deserialize_with = "proto_json::or_default")]
     pub capacity: Capacity,
-    #[serde(default = "default_true")]
+    /// True when absent (proto3 would make it false; see the API README).
+    #[serde(default = "default_true", deserialize_with = "proto_json::bool")]
     pub enabled: bool,
-    #[serde(default = "RetryPolicy::service_default")]
+    #[serde(
+        default = "RetryPolicy::service_default",
+        deserialize_with = "service_retry_policy"
+    )]
     pub retry_policy: RetryPolicy,
+    /// Stored and returned; the platform does not migrate tasks off hosts yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_policy: Option<MigrationPolicy>,
+    /// Which capacity changes the job refuses: acted on by every capacity update.
+    #[serde(
+        default,
+        deserialize_with = "proto_json::or_default",
+        skip_serializing_if = "ServiceJobProcesses::is_default"
+    )]
+    pub service_job_processes: ServiceJobProcesses,
 }
 
 /// A service's task count bounds; `min ≤ desired ≤ max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Capacity {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::u32")]
     pub min: u32,
+    #[serde(default, deserialize_with = "proto_json::u32")]
     pub desired: u32,
+    #[serde(default, deserialize_with = "proto_json::u32")]
     pub max: u32,
+}
+
+/// Titus' service job processes: switches that freeze the desired size in one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceJobProcesses {
+    /// A capacity update that raises `desired` is refused.
+    #[serde(default, deserialize_with = "proto_json::bool")]
+    pub disable_increase_desired: bool,
+    /// A capacity update that lowers `desired` is refused.
+    #[serde(default, deserialize_with = "proto_json::bool")]
+    pub disable_decrease_desired: bool,
+}
+
+impl ServiceJobProcesses {
+    pub fn is_default(&self) -> bool {
+        self == &ServiceJobProcesses::default()
+    }
+}
+
+/// An empty proto message, the value of a `oneof` member that carries nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// Titus' migration policy, a `oneof`: at most one member is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MigrationPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_default: Option<Empty>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_managed: Option<Empty>,
+}
+
+/// Titus' network modes, by name or number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum NetworkMode {
+    #[default]
+    UnknownNetworkMode,
+    Ipv4Only,
+    Ipv6AndIpv4,
+    Ipv6AndIpv4Fallback,
+    Ipv6Only,
+    HighScale,
+}
+
+impl proto_json::ProtoEnum for NetworkMode {
+    const VALUES: &'static [(Self, &'static str)] = &[
+        (NetworkMode::UnknownNetworkMode, "UnknownNetworkMode"),
+        (NetworkMode::Ipv4Only, "Ipv4Only"),
+        (NetworkMode::Ipv6AndIpv4, "Ipv6AndIpv4"),
+        (NetworkMode::Ipv6AndIpv4Fallback, "Ipv6AndIpv4Fallback"),
+        (NetworkMode::Ipv6Only, "Ipv6Only"),
+        (NetworkMode::HighScale, "HighScale"),
+    ];
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkConfiguration {
+    #[serde(default, deserialize_with = "proto_json::enumeration")]
+    pub network_mode: NetworkMode,
+}
+
+/// Titus' job disruption budget: a policy `oneof` (at most one of the first four), a rate
+/// `oneof` (at most one of the next four), when relocation may happen, and who says a container
+/// is healthy. Stored and returned as given.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DisruptionBudget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_managed: Option<SelfManagedBudget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_percentage_limit: Option<AvailabilityPercentageLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_tasks_limit: Option<UnhealthyTasksLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relocation_limit: Option<RelocationLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_unlimited: Option<Empty>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_percentage_per_hour: Option<RatePercentagePerHour>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_interval: Option<RatePerInterval>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_percentage_per_interval: Option<RatePercentagePerInterval>,
+    #[serde(
+        default,
+        deserialize_with = "proto_json::or_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub time_windows: Vec<TimeWindow>,
+    #[serde(
+        default,
+        deserialize_with = "proto_json::or_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub container_health_providers: Vec<ContainerHealthProvider>,
+}
+
+impl DisruptionBudget {
+    /// The names of the policy `oneof`'s members that are set.
+    pub fn policies_set(&self) -> Vec<&'static str> {
+        [
+            ("selfManaged", self.self_managed.is_some()),
+            (
+                "availabilityPercentageLimit",
+                self.availability_percentage_limit.is_some(),
+            ),
+            ("unhealthyTasksLimit", self.unhealthy_tasks_limit.is_some()),
+            ("relocationLimit", self.relocation_limit.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+
+    /// The names of the rate `oneof`'s members that are set.
+    pub fn rates_set(&self) -> Vec<&'static str> {
+        [
+            ("rateUnlimited", self.rate_unlimited.is_some()),
+            (
+                "ratePercentagePerHour",
+                self.rate_percentage_per_hour.is_some(),
+            ),
+            ("ratePerInterval", self.rate_per_interval.is_some()),
+            (
+                "ratePercentagePerInterval",
+                self.rate_percentage_per_interval.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SelfManagedBudget {
+    #[serde(default, deserialize_with = "proto_json::u64")]
+    pub relocation_time_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AvailabilityPercentageLimit {
+    #[serde(default, deserialize_with = "proto_json::f64")]
+    pub percentage_of_healthy_containers: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UnhealthyTasksLimit {
+    #[serde(default, deserialize_with = "proto_json::u32")]
+    pub limit_of_unhealthy_containers: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RelocationLimit {
+    #[serde(default, deserialize_with = "proto_json::u32")]
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RatePercentagePerHour {
+    #[serde(default, deserialize_with = "proto_json::f64")]
+    pub max_percentage_of_containers_relocated_in_hour: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RatePerInterval {
+    #[serde(default, deserialize_with = "proto_json::u64")]
+    pub interval_ms: u64,
+    #[serde(default, deserialize_with = "proto_json::u32")]
+    pub limit_per_interval: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RatePercentagePerInterval {
+    #[serde(default, deserialize_with = "proto_json::u64")]
+    pub interval_ms: u64,
+    #[serde(default, deserialize_with = "proto_json::f64")]
+    pub percentage_limit_per_interval: f64,
+}
+
+/// Titus' days of the week, by name or number (Monday is 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Day {
+    #[default]
+    Monday,
+    Tuesday,
+    Wednesday,
+    Thursday,
+    Friday,
+    Saturday,
+    Sunday,
+}
+
+impl proto_json::ProtoEnum for Day {
+    const VALUES: &'static [(Self, &'static str)] = &[
+        (Day::Monday, "Monday"),
+        (Day::Tuesday, "Tuesday"),
+        (Day::Wednesday, "Wednesday"),
+        (Day::Thursday, "Thursday"),
+        (Day::Friday, "Friday"),
+        (Day::Saturday, "Saturday"),
+        (Day::Sunday, "Sunday"),
+    ];
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TimeWindow {
+    #[serde(
+        default,
+        deserialize_with = "proto_json::enumerations",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub days: Vec<Day>,
+    #[serde(
+        default,
+        deserialize_with = "proto_json::or_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub hourly_time_windows: Vec<HourlyTimeWindow>,
+    #[serde(
+        default,
+        deserialize_with = "proto_json::string",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub time_zone: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HourlyTimeWindow {
+    #[serde(default, deserialize_with = "proto_json::u32")]
+    pub start_hour: u32,
+    #[serde(default, deserialize_with = "proto_json::u32")]
+    pub end_hour: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerHealthProvider {
+    #[serde(default, deserialize_with = "proto_json::string")]
+    pub name: String,
+    #[serde(
+        default,
+        deserialize_with = "proto_json::string_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// A job's lifecycle: forward only, `Accepted → KillInitiated → Finished` (or straight to Finished).

@@ -12,6 +12,7 @@ pub mod messages;
 pub mod metrics;
 pub mod placement;
 pub mod ports;
+pub mod proto_json;
 pub mod quota;
 pub mod secrets;
 pub mod settings;

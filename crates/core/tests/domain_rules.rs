@@ -249,6 +249,7 @@ fn parsed_constraints_skip_unknown_and_switched_off_entries() {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect(),
+        expression: String::new(),
     };
 
     assert_eq!(

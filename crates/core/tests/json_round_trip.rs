@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 use titus_core::job::{
-    BatchJobSpec, Capacity, Constraints, Container, ContainerResources, HostMount, Image,
-    JobGroupInfo, Owner, RetryPolicy, SecurityContext, SecurityProfile, ServiceJobSpec,
+    AvailabilityPercentageLimit, BatchJobSpec, Capacity, Constraints, Container,
+    ContainerResources, Day, DisruptionBudget, Empty, HostMount, HourlyTimeWindow, Image,
+    JobGroupInfo, MigrationPolicy, NetworkConfiguration, NetworkMode, Owner, RatePerInterval,
+    RetryPolicy, SecurityContext, SecurityProfile, ServiceJobProcesses, ServiceJobSpec, TimeWindow,
 };
 use titus_core::{
     parse_descriptor, Job, JobDescriptor, JobId, Limits, Task, TaskReason, TaskState,
@@ -33,6 +35,9 @@ fn full_batch_descriptor() -> JobDescriptor {
                 memory_mb: 4_096,
                 disk_mb: 20_000,
                 network_mbps: 256,
+                shm_size_mb: 128,
+                allocate_ip: true,
+                ..ContainerResources::default()
             },
             security_profile: SecurityProfile {
                 // Refused by validation: no agent can apply security groups.
@@ -51,10 +56,18 @@ fn full_batch_descriptor() -> JobDescriptor {
             secrets: BTreeMap::new(),
             soft_constraints: Constraints {
                 constraints: BTreeMap::from([("zoneBalance".to_owned(), "true".to_owned())]),
+                expression: String::new(),
             },
             hard_constraints: Constraints {
                 constraints: BTreeMap::from([("machineType".to_owned(), "g4dn".to_owned())]),
+                expression: String::new(),
             },
+            attributes: BTreeMap::from([(
+                "titusParameter.agent.assignIPv6Address".to_owned(),
+                "true".to_owned(),
+            )]),
+            experimental: Default::default(),
+            volume_mounts: Default::default(),
             kill_grace_period_sec: 30,
             privileged: false,
             host_network: false,
@@ -80,6 +93,30 @@ fn full_batch_descriptor() -> JobDescriptor {
             retry_on_runtime_limit: true,
         }),
         service: None,
+        disruption_budget: Some(Box::new(DisruptionBudget {
+            availability_percentage_limit: Some(AvailabilityPercentageLimit {
+                percentage_of_healthy_containers: 95.0,
+            }),
+            rate_per_interval: Some(RatePerInterval {
+                interval_ms: 600_000,
+                limit_per_interval: 5,
+            }),
+            time_windows: vec![TimeWindow {
+                days: vec![Day::Monday, Day::Friday],
+                hourly_time_windows: vec![HourlyTimeWindow {
+                    start_hour: 10,
+                    end_hour: 16,
+                }],
+                time_zone: "PST".to_owned(),
+            }],
+            ..DisruptionBudget::default()
+        })),
+        network_configuration: Some(NetworkConfiguration {
+            network_mode: NetworkMode::Ipv4Only,
+        }),
+        extra_containers: Default::default(),
+        volumes: Default::default(),
+        platform_sidecars: Default::default(),
     }
 }
 
@@ -95,7 +132,17 @@ fn descriptor_serializes_with_titus_field_names() {
     assert_eq!(value["jobGroupInfo"]["sequence"], "v001");
     assert_eq!(
         value["container"]["resources"],
-        json!({"cpu": 2.5, "gpu": 1, "memoryMB": 4096, "diskMB": 20000, "networkMbps": 256})
+        json!({"cpu": 2.5, "gpu": 1, "memoryMB": 4096, "diskMB": 20000, "networkMbps": 256,
+               "shmSizeMB": 128, "allocateIP": true})
+    );
+    assert_eq!(
+        value["disruptionBudget"]["timeWindows"][0]["days"],
+        json!(["Monday", "Friday"])
+    );
+    assert_eq!(value["networkConfiguration"]["networkMode"], "Ipv4Only");
+    assert_eq!(
+        value["container"]["attributes"]["titusParameter.agent.assignIPv6Address"],
+        "true"
     );
     assert_eq!(
         value["container"]["securityProfile"]["iamRole"],
@@ -154,6 +201,14 @@ fn service_descriptor_survives_a_round_trip() {
             initial_delay_ms: 500,
             delay_ms: 5_000,
             retries: u32::MAX,
+        },
+        migration_policy: Some(MigrationPolicy {
+            self_managed: Some(Empty {}),
+            system_default: None,
+        }),
+        service_job_processes: ServiceJobProcesses {
+            disable_increase_desired: true,
+            disable_decrease_desired: false,
         },
     });
     let json = serde_json::to_vec(&descriptor).expect("a descriptor serializes");

@@ -1619,3 +1619,87 @@ async fn a_tasks_output_is_read_from_its_cloudwatch_stream_by_tail_and_cursor() 
     assert_eq!(on_host.status, StatusCode::NOT_FOUND, "{}", on_host.text);
     assert!(on_host.text.contains("json-file"), "{}", on_host.text);
 }
+
+/// The descriptors in the shapes Titus' own code and clients send (see
+/// `crates/core/tests/data/titus/`), for the tests' team.
+fn titus_fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/../../crates/core/tests/data/titus/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut descriptor: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    descriptor["owner"]["teamEmail"] = json!("team@example.com");
+    descriptor
+}
+
+#[tokio::test]
+async fn descriptors_as_titus_clients_send_them_are_created_and_read_back_as_sent() {
+    let api = Api::new().await;
+
+    let directory = format!(
+        "{}/../../crates/core/tests/data/titus",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut names: Vec<String> = std::fs::read_dir(directory)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".json").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() >= 6, "{names:?}");
+    for name in &names {
+        let sent = titus_fixture(name);
+
+        let reply = api.post_json("/api/v3/jobs", ALICE, &sent).await;
+
+        assert_eq!(reply.status, StatusCode::CREATED, "{name}: {}", reply.text);
+        let read = api
+            .get(&format!("/api/v3/jobs/{}", id_of(&reply.json)), ALICE)
+            .await;
+        let stored = &read.json["jobDescriptor"];
+        assert_eq!(stored["applicationName"], sent["applicationName"], "{name}");
+        for kept in ["disruptionBudget", "networkConfiguration", "jobGroupInfo"] {
+            if sent[kept].is_object() && sent[kept] != json!({"networkMode": "UnknownNetworkMode"})
+            {
+                assert!(stored[kept].is_object(), "{name}: {kept} kept in {stored}");
+            }
+        }
+        assert_eq!(
+            stored["container"]["resources"]["allocateIP"]
+                .as_bool()
+                .unwrap_or(false),
+            sent["container"]["resources"]["allocateIP"]
+                .as_bool()
+                .unwrap_or(false),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_titus_descriptor_with_many_problems_gets_400_naming_each_and_stores_nothing() {
+    let api = Api::new().await;
+    let mut sent = titus_fixture("spinnaker-server-group");
+    sent["container"]["resources"]["efsMounts"] = json!([{"efsId": "fs-1", "mountPoint": "/d"}]);
+    sent["container"]["resources"]["cpuBurst"] = json!(true);
+    sent["service"]["capacity"]["desired"] = json!("lots");
+    sent["extraContainers"] = json!([{"name": "envoy"}]);
+
+    let reply = api.post_json("/api/v3/jobs", ALICE, &sent).await;
+
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    let text = reply.text.as_str();
+    for named in [
+        "efsMounts",
+        "cpuBurst",
+        "service.capacity.desired",
+        "extraContainers",
+    ] {
+        assert!(text.contains(named), "{named} in {text}");
+    }
+    let jobs = api.get("/api/v3/jobs", ALICE).await;
+    assert_eq!(jobs.json["items"], json!([]), "nothing stored");
+}

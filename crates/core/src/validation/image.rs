@@ -5,7 +5,9 @@ const IMAGE_NAME_MAX_CHARS: usize = 255;
 pub(super) const IMAGE_TAG_MAX_CHARS: usize = 128;
 
 /// Docker's reference grammar, simplified: an optional registry host, then `/`-separated path
-/// components of lowercase letters and digits joined by `.`, `_`, `__` or runs of `-`.
+/// components of letters and digits joined by `.`, `_`, `__` or runs of `-`. Titus accepts
+/// capitals (`platform/webUI`), so this does too, though Docker itself refuses to pull such a
+/// name: a task of such an image fails at launch with Docker's reason.
 pub(super) fn check_image_name(name: &str) -> Result<(), String> {
     let length = name.chars().count();
     if length > IMAGE_NAME_MAX_CHARS {
@@ -29,7 +31,7 @@ pub(super) fn check_image_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(
-            "each path component must be lowercase letters and digits, joined by '.', '_', '__' \
+            "each path component must be letters and digits, joined by '.', '_', '__' \
              or '-'"
                 .to_owned(),
         )
@@ -55,7 +57,7 @@ fn is_registry_host(host: &str) -> bool {
 
 fn is_path_component(component: &str) -> bool {
     let bytes = component.as_bytes();
-    let is_alphanumeric = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let is_alphanumeric = |b: u8| b.is_ascii_alphanumeric();
     let mut i = 0;
     loop {
         let run_start = i;
@@ -130,8 +132,9 @@ mod tests {
             ("localhost:5000/app", true),
             ("123456789012.dkr.ecr.us-east-1.amazonaws.com/app", true),
             ("a", true),
-            ("Alpine", false),
-            ("team/App", false),
+            ("Alpine", true),
+            ("platform/webUI", true),
+            ("team/App", true),
             ("team//app", false),
             ("/app", false),
             ("app/", false),
@@ -176,7 +179,8 @@ mod tests {
             ("v1.2.3-rc_1", true),
             ("_private", true),
             (&long_tag[1..], true),
-            ("", false),
+            // Titus prints an absent tag as "": not set, so `latest`.
+            ("", true),
             (".hidden", false),
             ("-dash", false),
             ("a/b", false),

@@ -31,7 +31,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
         FieldError {
             field: field.into(),
             message: message.into(),
@@ -206,8 +206,15 @@ pub fn quoted(text: &str) -> String {
     }
 }
 
-/// Size check, then JSON through `serde_path_to_error` (so an error says where), then
-/// [`validate`].
+/// How many field-level problems one parse reports before it stops looking for more.
+const MALFORMED_MAX_PROBLEMS: usize = 50;
+
+/// Size check, then JSON, then the descriptor through `serde_path_to_error` (so an error says
+/// where), then Titus' defaults for zero fields, then [`validate`].
+///
+/// Every problem is reported at once: a field that cannot be read (unknown, or of the wrong
+/// type) is noted and taken out, and the rest is read again, so a descriptor with six unknown
+/// fields hears of all six, together with what validation finds in the rest.
 pub fn parse_descriptor(json: &[u8], limits: &Limits) -> Result<JobDescriptor, ParseError> {
     if json.len() > limits.descriptor_max_bytes {
         return Err(ParseError::TooLarge {
@@ -216,15 +223,89 @@ pub fn parse_descriptor(json: &[u8], limits: &Limits) -> Result<JobDescriptor, P
         });
     }
     let mut deserializer = serde_json::Deserializer::from_slice(json);
-    let descriptor: JobDescriptor =
-        serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-            let segments: Vec<&Segment> = error.path().iter().collect();
-            malformed(&segments, error.inner())
-        })?;
+    let mut document = serde_json::Value::deserialize(&mut deserializer)
+        .map_err(|error| malformed(&[], &error))?;
     // Trailing bytes after the document would otherwise be ignored.
     deserializer.end().map_err(|error| malformed(&[], &error))?;
-    validate(&descriptor, limits).map_err(ParseError::Invalid)?;
-    Ok(descriptor)
+    if !document.is_object() {
+        return Err(ParseError::Malformed {
+            field: ROOT_FIELD.to_owned(),
+            message: "expected a JSON object, a job descriptor".to_owned(),
+        });
+    }
+    let mut problems = Vec::new();
+    let descriptor = loop {
+        match serde_path_to_error::deserialize::<_, JobDescriptor>(&document) {
+            Ok(descriptor) => break Some(descriptor),
+            Err(error) => {
+                let segments: Vec<&Segment> = error.path().iter().collect();
+                let problem = malformed(&segments, error.inner());
+                let removed = remove_at(&mut document, &segments);
+                problems.extend(problem.field_errors());
+                if !removed || problems.len() >= MALFORMED_MAX_PROBLEMS {
+                    break None;
+                }
+            }
+        }
+    };
+    let Some(mut descriptor) = descriptor else {
+        return Err(malformed_or_invalid(problems));
+    };
+    descriptor.apply_defaults();
+    match validate(&descriptor, limits) {
+        Ok(()) if problems.is_empty() => Ok(descriptor),
+        Ok(()) => Err(malformed_or_invalid(problems)),
+        Err(errors) => {
+            problems.extend(errors);
+            Err(ParseError::Invalid(problems))
+        }
+    }
+}
+
+/// One problem reading the document stays `Malformed`, as before; more are `Invalid`.
+fn malformed_or_invalid(mut problems: Vec<FieldError>) -> ParseError {
+    if problems.len() == 1 {
+        let only = problems.remove(0);
+        ParseError::Malformed {
+            field: only.field,
+            message: only.message,
+        }
+    } else {
+        ParseError::Invalid(problems)
+    }
+}
+
+/// Takes out the value at `path` (a serde path into `document`); false when there is nothing to
+/// take out there (the problem is with the document itself).
+fn remove_at(document: &mut serde_json::Value, path: &[&Segment]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = document;
+    for segment in parents {
+        let next = match (*segment, node) {
+            (
+                Segment::Map { key } | Segment::Enum { variant: key },
+                serde_json::Value::Object(map),
+            ) => map.get_mut(key.as_str()),
+            (Segment::Seq { index }, serde_json::Value::Array(items)) => items.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    match (*last, node) {
+        (Segment::Map { key } | Segment::Enum { variant: key }, serde_json::Value::Object(map)) => {
+            map.remove(key.as_str()).is_some()
+        }
+        (Segment::Seq { index }, serde_json::Value::Array(items)) if *index < items.len() => {
+            items.remove(*index);
+            true
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]

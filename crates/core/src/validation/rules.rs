@@ -8,9 +8,13 @@ use super::image::{
 use super::{quoted, FieldError, Limits, ROOT_FIELD};
 use crate::job::{
     BatchJobSpec, Constraint, ConstraintError, ConstraintName, Constraints, Container,
-    ContainerResources, HostMount, Image, JobDescriptor, RetryPolicy, SecurityContext,
-    SecurityProfile, ServiceJobSpec,
+    ContainerResources, DisruptionBudget, HostMount, Image, JobDescriptor, NetworkMode,
+    RetryPolicy, SecurityContext, SecurityProfile, ServiceJobSpec,
 };
+use crate::proto_json::Unsupported;
+
+/// Titus' shortest batch runtime limit.
+const RUNTIME_LIMIT_SEC_MIN: u64 = 5;
 
 const EMAIL_MAX_CHARS: usize = 254;
 const SECURITY_GROUPS_MAX: usize = 16;
@@ -52,6 +56,7 @@ impl Problems<'_> {
         self.check_group_part("jobGroupInfo.sequence", &group.sequence);
         self.check_attributes("attributes", &descriptor.attributes);
         self.check_container(&descriptor.container);
+        self.check_titus_extras(descriptor);
         match (&descriptor.batch, &descriptor.service) {
             (Some(batch), None) => self.check_batch(batch),
             (None, Some(service)) => self.check_service(service),
@@ -204,6 +209,7 @@ impl Problems<'_> {
         self.check_secrets(&container.secrets, &container.env);
         self.check_constraints(&container.soft_constraints, &container.hard_constraints);
         self.check_security_profile(&container.security_profile);
+        self.check_attributes("container.attributes", &container.attributes);
         if container.kill_grace_period_sec > limits.kill_grace_period_sec_max {
             self.push(
                 "container.killGracePeriodSec",
@@ -588,7 +594,7 @@ impl Problems<'_> {
         self.check_range(
             "batch.runtimeLimitSec",
             batch.runtime_limit_sec,
-            1,
+            RUNTIME_LIMIT_SEC_MIN,
             limits.runtime_limit_sec_max,
         );
         self.check_retry_policy(
@@ -626,6 +632,177 @@ impl Problems<'_> {
         }
         // Services are always replaced, so their retry count is not limited.
         self.check_retry_policy("service.retryPolicy", &service.retry_policy, None);
+        if let Some(policy) = &service.migration_policy {
+            if policy.system_default.is_some() && policy.self_managed.is_some() {
+                self.push(
+                    "service.migrationPolicy",
+                    "is a oneof: expected at most one of systemDefault and selfManaged, got both",
+                );
+            }
+        }
+    }
+
+    /// Titus' fields the platform stores or refuses: each refusal says why, so a user does not
+    /// believe a setting took effect that did not.
+    fn check_titus_extras(&mut self, descriptor: &JobDescriptor) {
+        let container = &descriptor.container;
+        let resources = &container.resources;
+        let refusals: [(&str, Unsupported, &str); 9] = [
+            (
+                "extraContainers",
+                descriptor.extra_containers,
+                "a task runs one container on this platform; expected none",
+            ),
+            (
+                "volumes",
+                descriptor.volumes,
+                "this platform has no shared or SaaS volumes; expected none",
+            ),
+            (
+                "platformSidecars",
+                descriptor.platform_sidecars,
+                "this platform runs no platform sidecars; expected none",
+            ),
+            (
+                "container.experimental",
+                container.experimental,
+                "experimental settings are not supported; expected it absent",
+            ),
+            (
+                "container.volumeMounts",
+                container.volume_mounts,
+                "this platform has no volumes to mount; expected none",
+            ),
+            (
+                "container.resources.efsMounts",
+                resources.efs_mounts,
+                "the agents mount no EFS file systems; expected none",
+            ),
+            (
+                "container.resources.signedAddressAllocations",
+                resources.signed_address_allocations,
+                "this platform assigns no static IP addresses; expected none",
+            ),
+            (
+                "container.resources.pool",
+                resources.pool,
+                "this platform assigns no static IP addresses; expected it absent",
+            ),
+            (
+                "container.resources.staticIPAddressIDs",
+                resources.static_ip_address_ids,
+                "this platform assigns no static IP addresses; expected it absent",
+            ),
+        ];
+        for (field, value, why) in refusals {
+            if value.set {
+                self.push(field, why);
+            }
+        }
+        if u64::from(resources.shm_size_mb) > resources.memory_mb {
+            self.push(
+                "container.resources.shmSizeMB",
+                format!(
+                    "is {} MB, more than the container's memory; expected at most memoryMB ({})",
+                    resources.shm_size_mb, resources.memory_mb
+                ),
+            );
+        }
+        for (field, constraints) in [
+            (
+                "container.softConstraints.expression",
+                &container.soft_constraints,
+            ),
+            (
+                "container.hardConstraints.expression",
+                &container.hard_constraints,
+            ),
+        ] {
+            if !constraints.expression.is_empty() {
+                self.push(
+                    field,
+                    "constraint expressions are not supported; expected \"\" and the \
+                     constraints as a map",
+                );
+            }
+        }
+        if let Some(network) = &descriptor.network_configuration {
+            if network.network_mode == NetworkMode::Ipv6Only {
+                self.push(
+                    "networkConfiguration.networkMode",
+                    "tasks get an IPv4 address on this platform, so Ipv6Only cannot be honoured; \
+                     expected Ipv4Only, Ipv6AndIpv4, Ipv6AndIpv4Fallback, HighScale or \
+                     UnknownNetworkMode",
+                );
+            }
+        }
+        if let Some(budget) = &descriptor.disruption_budget {
+            self.check_disruption_budget(budget);
+        }
+    }
+
+    fn check_disruption_budget(&mut self, budget: &DisruptionBudget) {
+        for (members, what) in [
+            (budget.policies_set(), "policy"),
+            (budget.rates_set(), "rate"),
+        ] {
+            if members.len() > 1 {
+                self.push(
+                    "disruptionBudget",
+                    format!(
+                        "sets {} members of the {what} oneof ({}); expected at most one",
+                        members.len(),
+                        members.join(", ")
+                    ),
+                );
+            }
+        }
+        let percentages = [
+            (
+                "disruptionBudget.availabilityPercentageLimit.percentageOfHealthyContainers",
+                budget
+                    .availability_percentage_limit
+                    .map(|limit| limit.percentage_of_healthy_containers),
+            ),
+            (
+                "disruptionBudget.ratePercentagePerHour.maxPercentageOfContainersRelocatedInHour",
+                budget
+                    .rate_percentage_per_hour
+                    .map(|rate| rate.max_percentage_of_containers_relocated_in_hour),
+            ),
+            (
+                "disruptionBudget.ratePercentagePerInterval.percentageLimitPerInterval",
+                budget
+                    .rate_percentage_per_interval
+                    .map(|rate| rate.percentage_limit_per_interval),
+            ),
+        ];
+        for (field, value) in percentages {
+            if let Some(value) = value {
+                if !(0.0..=100.0).contains(&value) {
+                    self.push(
+                        field,
+                        format!("must be a percentage, 0 to 100, got {value}"),
+                    );
+                }
+            }
+        }
+        for (index, window) in budget.time_windows.iter().enumerate() {
+            for (hour_index, hours) in window.hourly_time_windows.iter().enumerate() {
+                if hours.start_hour > 24 || hours.end_hour > 24 || hours.start_hour > hours.end_hour
+                {
+                    self.push(
+                        format!(
+                            "disruptionBudget.timeWindows[{index}].hourlyTimeWindows[{hour_index}]"
+                        ),
+                        format!(
+                            "expected 0 <= startHour <= endHour <= 24, got {} to {}",
+                            hours.start_hour, hours.end_hour
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     fn check_retry_policy(&mut self, field: &str, policy: &RetryPolicy, retries_max: Option<u32>) {
@@ -838,11 +1015,11 @@ mod tests {
             "owner": {"teamEmail": "not an email"},
             "applicationName": "-bad",
             "container": {
-                "resources": {"cpu": 0, "gpu": 17, "memoryMB": 1, "diskMB": 1, "networkMbps": 1},
-                "image": {"name": "Alpine"},
+                "resources": {"cpu": -1, "gpu": 17, "memoryMB": 1, "diskMB": 1, "networkMbps": 1},
+                "image": {"name": "al pine"},
                 "killGracePeriodSec": 601
             },
-            "batch": {"size": 0, "runtimeLimitSec": 0}
+            "batch": {"size": 0, "runtimeLimitSec": 4}
         }));
 
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
@@ -858,6 +1035,7 @@ mod tests {
                 "container.resources.networkMbps",
                 "container.image.name",
                 "container.killGracePeriodSec",
+                "container.resources.shmSizeMB",
                 "batch.size",
                 "batch.runtimeLimitSec",
             ]
@@ -1441,7 +1619,8 @@ mod tests {
             (json!({"applicationName": "a".repeat(65)}), false),
             (json!({"applicationName": "a".repeat(64)}), true),
             (json!({"capacityGroup": "flex-1"}), true),
-            (json!({"capacityGroup": ""}), false),
+            // Absent or empty, as proto3 prints it: the default group.
+            (json!({"capacityGroup": ""}), true),
             (json!({"capacityGroup": ".x"}), false),
             (
                 json!({"jobGroupInfo": {"stack": "", "detail": "", "sequence": ""}}),
@@ -1477,7 +1656,7 @@ mod tests {
                 FieldError::new("batch.size", "must be between 1 and 1000, got 1001"),
                 FieldError::new(
                     "batch.runtimeLimitSec",
-                    "must be between 1 and 864000, got 864001"
+                    "must be between 5 and 864000, got 864001"
                 ),
                 FieldError::new(
                     "batch.retryPolicy.delayed.initialDelayMs",

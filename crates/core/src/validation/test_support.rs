@@ -10,7 +10,7 @@ fn minimal_batch() -> Value {
         "owner": {"teamEmail": "team@example.com"},
         "applicationName": "myapp",
         "container": {"image": {"name": "alpine"}},
-        "batch": {}
+        "batch": {"size": 1}
     })
 }
 
