@@ -21,6 +21,44 @@ pub struct ErrorBody {
     pub message: String,
     /// One entry per problem, where a problem has a place (a field, a parameter, a header).
     pub details: Vec<ErrorDetail>,
+    /// The HTTP status again, as Titus' error body (`ErrorResponse`) carries it.
+    #[serde(rename = "statusCode")]
+    pub status_code: u16,
+    /// Titus' `errorContext`: the problems as `constraintViolations`, field to message (two
+    /// problems of one field joined by "; "). Absent when there are none.
+    #[serde(
+        rename = "errorContext",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub error_context: Option<ErrorContext>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorContext {
+    #[serde(rename = "constraintViolations")]
+    pub constraint_violations: std::collections::BTreeMap<String, String>,
+}
+
+impl ErrorContext {
+    fn of(details: &[ErrorDetail]) -> Option<ErrorContext> {
+        if details.is_empty() {
+            return None;
+        }
+        let mut violations = std::collections::BTreeMap::<String, String>::new();
+        for detail in details {
+            violations
+                .entry(detail.field.clone())
+                .and_modify(|message| {
+                    message.push_str("; ");
+                    message.push_str(&detail.message);
+                })
+                .or_insert_with(|| detail.message.clone());
+        }
+        Some(ErrorContext {
+            constraint_violations: violations,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
@@ -275,7 +313,9 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: self.code.to_owned(),
             message: self.message,
+            error_context: ErrorContext::of(&self.details),
             details: self.details,
+            status_code: self.status.as_u16(),
         };
         let mut response = (self.status, json_body(&body)).into_response();
         response.headers_mut().insert(

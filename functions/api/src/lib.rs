@@ -247,6 +247,8 @@ async fn request_context(mut request: Request, next: Next) -> Response {
                 error: "internal".to_owned(),
                 message: format!("internal error; quote request id {request_id} when reporting it"),
                 details: Vec::new(),
+                status_code: status.as_u16(),
+                error_context: None,
             };
             let headers = std::mem::take(response.headers_mut());
             response = (status, error::json_body(&answer)).into_response();

@@ -12,7 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi};
 
-use crate::error::{ErrorBody, ErrorDetail};
+use crate::error::{ErrorBody, ErrorContext, ErrorDetail};
 use crate::models::{
     AgentList, AttributesRequest, CapacityRequest, EventList, Health, JobPage, Pagination,
     QuotaList, QuotaView, SchedulingFailure, SchedulingFailures, SchedulingResult,
@@ -55,6 +55,7 @@ use crate::routes;
     ),
     components(schemas(
         ErrorBody,
+        ErrorContext,
         ErrorDetail,
         Pagination,
         JobPage,

@@ -211,13 +211,30 @@ impl Reply {
             .json
             .as_object()
             .expect("an error body is a JSON object");
+        let details = self.json["details"].as_array().expect("details");
+        let mut keys = vec!["details", "error", "message", "statusCode"];
+        if !details.is_empty() {
+            keys.insert(2, "errorContext");
+        }
         assert_eq!(
             object.keys().map(String::as_str).collect::<Vec<_>>(),
-            ["details", "error", "message"],
+            keys,
             "{}",
             self.text
         );
-        assert!(self.json["details"].is_array());
+        // Titus' ErrorResponse: the status again, and each problem as a constraint violation.
+        assert_eq!(self.json["statusCode"], status.as_u16(), "{}", self.text);
+        for detail in details {
+            let field = detail["field"].as_str().unwrap();
+            let violation = self.json["errorContext"]["constraintViolations"][field]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                violation.contains(detail["message"].as_str().unwrap()),
+                "{field} in {}",
+                self.text
+            );
+        }
         assert!(!self.json["message"].as_str().unwrap().is_empty());
         self.json["error"].as_str().unwrap()
     }
