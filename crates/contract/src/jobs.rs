@@ -175,6 +175,51 @@ pub async fn listing_jobs_pages_newest_first_through_every_match_exactly_once<H:
     assert_eq!(seen, created, "every job once, newest first");
 }
 
+pub async fn a_filtered_walk_ends_with_its_last_match_never_an_empty_page<H: Harness>(h: &H) {
+    let fx = h.fresh().await;
+    let jobs = fx.ports().jobs();
+    let mut gold = Vec::new();
+    for i in 0..6 {
+        let mut job = batch_job(1, NOW_MS + i);
+        if i == 1 || i == 4 {
+            job.job_descriptor
+                .attributes
+                .insert("tier".to_owned(), "gold".to_owned());
+            gold.push(job.id.clone());
+        }
+        jobs.create_job(&job, None).await.unwrap();
+    }
+    let filter = JobFilter {
+        attributes: [("tier".to_owned(), "gold".to_owned())].into(),
+        ..JobFilter::default()
+    };
+
+    let mut pages = Vec::new();
+    let mut page = PageRequest::first(1);
+    loop {
+        let result = jobs.list_jobs(&filter, &page).await.unwrap();
+        pages.push(
+            result
+                .items
+                .iter()
+                .map(|j| j.id.clone())
+                .collect::<Vec<_>>(),
+        );
+        match result.next_cursor {
+            Some(cursor) => page.cursor = Some(cursor),
+            None => break,
+        }
+        assert!(pages.len() < 20, "the listing never ends");
+    }
+
+    gold.reverse();
+    assert_eq!(
+        pages,
+        gold.iter().map(|id| vec![id.clone()]).collect::<Vec<_>>(),
+        "one match a page, newest first, and no empty page after the last"
+    );
+}
+
 pub async fn listing_jobs_filters_by_owner_application_type_state_and_attribute<H: Harness>(h: &H) {
     let fx = h.fresh().await;
     let jobs = fx.ports().jobs();

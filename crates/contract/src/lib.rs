@@ -93,6 +93,7 @@ macro_rules! contract_tests {
             jobs::a_job_update_with_a_stale_version_is_a_conflict_and_changes_nothing,
             jobs::listing_jobs_pages_newest_first_through_every_match_exactly_once,
             jobs::listing_jobs_filters_by_owner_application_type_state_and_attribute,
+            jobs::a_filtered_walk_ends_with_its_last_match_never_an_empty_page,
             jobs::a_cursor_the_listing_did_not_issue_is_an_invalid_cursor,
             jobs::jobs_awaiting_their_tasks_are_listed_oldest_first_until_their_tasks_are_written,
             jobs::initial_tasks_are_refused_once_the_job_changed_and_none_are_written,

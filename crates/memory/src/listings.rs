@@ -114,12 +114,14 @@ pub(crate) fn jobs(
     )?;
     let page_size = page_size(page);
     let mut jobs = Vec::new();
+    // As the DynamoDB store: a full page reads on for one more match before it says it has more.
+    let mut full_at: Option<Cursor> = None;
     let mut queries = 0;
     while cursor.partition < partitions.len() {
         if queries == MAX_QUERIES_PER_PAGE {
             return Ok(Page {
                 items: jobs,
-                next_cursor: Some(cursor.encode()),
+                next_cursor: Some(full_at.unwrap_or(cursor).encode()),
             });
         }
         queries += 1;
@@ -138,12 +140,17 @@ pub(crate) fn jobs(
         );
         for (key, id, item) in &result.items {
             if filter.matches(&item.job) {
-                jobs.push(item.job.clone());
-                if jobs.len() == page_size {
-                    cursor.key = cursor_key(attrs, key, id);
+                if let Some(end) = full_at {
                     return Ok(Page {
                         items: jobs,
-                        next_cursor: Some(cursor.encode()),
+                        next_cursor: Some(end.encode()),
+                    });
+                }
+                jobs.push(item.job.clone());
+                if jobs.len() == page_size {
+                    full_at = Some(Cursor {
+                        partition: cursor.partition,
+                        key: cursor_key(attrs, key, id),
                     });
                 }
             }
@@ -180,7 +187,10 @@ pub(crate) fn job_tasks(
     let cursor = Cursor::decode(page.cursor.as_deref(), &attrs)?;
     cursor.check_partition(attrs[1], Some(job_id.as_str()))?;
     let after = resume_after(&cursor, attrs);
-    let result = query(
+    let page_size = page_size(page);
+    // One item more than the page, as the DynamoDB store reads, so a page says it has more only
+    // when it has.
+    let mut result = query(
         &mut state.tasks,
         &mut state.meter,
         state.now_ms,
@@ -189,8 +199,17 @@ pub(crate) fn job_tasks(
             after: after.as_ref().map(|(s, id)| (s.as_str(), id.as_str())),
             ..Range::default()
         },
-        page_size(page),
+        page_size + 1,
     );
+    let end = if result.items.len() > page_size {
+        result.items.truncate(page_size);
+        result
+            .items
+            .last()
+            .map(|(key, id, _)| (key.clone(), id.clone()))
+    } else {
+        result.last
+    };
     let items = result
         .items
         .iter()
@@ -198,7 +217,7 @@ pub(crate) fn job_tasks(
         .filter(|(_, _, task)| !active_only || !task.state().is_terminal())
         .map(|(_, _, task)| (**task).clone())
         .collect();
-    let next_cursor = result.last.map(|(key, id)| {
+    let next_cursor = end.map(|(key, id)| {
         Cursor {
             partition: 0,
             key: cursor_key(attrs, &key, &id),

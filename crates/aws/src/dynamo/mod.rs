@@ -489,12 +489,16 @@ impl JobStore for DynamoJobStore {
         )?;
         let page_size = page.page_size.clamp(1, PageRequest::MAX_PAGE_SIZE);
         let mut jobs = Vec::new();
+        // Once the page is full, where it ends: the listing reads on for one more match, so a
+        // page says it has more only when it has (a walk never ends with an empty page).
+        let mut full_at: Option<Cursor> = None;
         let mut queries = 0;
         while cursor.partition < partitions.len() {
             if queries == MAX_QUERIES_PER_PAGE {
+                // Out of reads for this answer: a next page may turn out empty.
                 return Ok(Page {
                     items: jobs,
-                    next_cursor: Some(cursor.encode()),
+                    next_cursor: Some(full_at.unwrap_or(cursor).encode()),
                 });
             }
             queries += 1;
@@ -511,12 +515,17 @@ impl JobStore for DynamoJobStore {
             for item in items {
                 let job: Job = decode_doc(&item)?;
                 if filter.matches(&job) {
-                    jobs.push(job);
-                    if jobs.len() == page_size as usize {
-                        cursor.key = key_of(&item, &key_attrs)?;
+                    if let Some(end) = full_at {
                         return Ok(Page {
                             items: jobs,
-                            next_cursor: Some(cursor.encode()),
+                            next_cursor: Some(end.encode()),
+                        });
+                    }
+                    jobs.push(job);
+                    if jobs.len() == page_size as usize {
+                        full_at = Some(Cursor {
+                            partition: cursor.partition,
+                            key: key_of(&item, &key_attrs)?,
                         });
                     }
                 }
@@ -598,21 +607,29 @@ impl JobStore for DynamoJobStore {
         let cursor = Cursor::decode(page.cursor.as_deref(), &key_attrs)?;
         cursor.check_partition(attr::JOB_ID, Some(job_id.as_str()))?;
         let page_size = page.page_size.clamp(1, PageRequest::MAX_PAGE_SIZE);
-        let (items, last_key) = self
+        // One item more than the page, so a page says it has more only when it has.
+        let (mut items, last_key) = self
             .query_page(
                 index::TASKS_BY_JOB,
                 attr::JOB_ID,
                 job_id.as_str(),
                 true,
-                page_size,
+                page_size + 1,
                 key_item(&cursor),
             )
             .await?;
+        let end = if items.len() > page_size as usize {
+            items.truncate(page_size as usize);
+            items.last().cloned()
+        } else {
+            // Fewer than asked and a key: DynamoDB stopped at its 1 MB limit.
+            last_key
+        };
         let tasks = items
             .iter()
             .map(decode_doc)
             .collect::<Result<Vec<Task>, _>>()?;
-        let next_cursor = match last_key {
+        let next_cursor = match end {
             Some(key) => Some(
                 Cursor {
                     partition: 0,
