@@ -32,46 +32,84 @@ pub const DEFAULT_SHM_SIZE_MB: u32 = 64;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobDescriptor {
     #[serde(default, deserialize_with = "proto_json::or_default")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub owner: Owner,
     #[serde(default, deserialize_with = "proto_json::string")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub application_name: String,
     /// `DEFAULT` when absent or empty.
     #[serde(
         default = "default_capacity_group",
         deserialize_with = "capacity_group"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub capacity_group: String,
     #[serde(default, deserialize_with = "proto_json::or_default")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub job_group_info: JobGroupInfo,
     #[serde(default, deserialize_with = "proto_json::string_map")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub attributes: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "proto_json::or_default")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub container: Container,
     /// Set for a batch job; exactly one of `batch` and `service` is set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub batch: Option<BatchJobSpec>,
     /// Set for a service job; exactly one of `batch` and `service` is set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub service: Option<ServiceJobSpec>,
     /// How many of the job's tasks may be disrupted at once. Stored and returned; the platform
     /// does not evict tasks yet, so nothing enforces it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub disruption_budget: Option<Box<DisruptionBudget>>,
     /// The task's network stack. Tasks get IPv4 on the agent's Docker network; `Ipv6Only` is
     /// refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub network_configuration: Option<NetworkConfiguration>,
     /// Refused when not empty: a task is one container.
-    #[serde(default, skip_serializing_if = "Unsupported::is_unset")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::unsupported_list",
+        skip_serializing_if = "Unsupported::is_unset"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable, value_type = Vec<Object>))]
     pub extra_containers: Unsupported,
     /// Refused when not empty: the platform has no shared or SaaS volumes.
-    #[serde(default, skip_serializing_if = "Unsupported::is_unset")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::unsupported_list",
+        skip_serializing_if = "Unsupported::is_unset"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable, value_type = Vec<Object>))]
     pub volumes: Unsupported,
     /// Refused when not empty: the platform runs no sidecars.
-    #[serde(default, skip_serializing_if = "Unsupported::is_unset")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::unsupported_list",
+        skip_serializing_if = "Unsupported::is_unset"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable, value_type = Vec<Object>))]
     pub platform_sidecars: Unsupported,
 }
 
@@ -174,6 +212,7 @@ impl fmt::Display for JobType {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Owner {
     #[serde(default, deserialize_with = "proto_json::string")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub team_email: String,
 }
 
@@ -183,10 +222,13 @@ pub struct Owner {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobGroupInfo {
     #[serde(default, deserialize_with = "proto_json::string")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub stack: String,
     #[serde(default, deserialize_with = "proto_json::string")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub detail: String,
     #[serde(default, deserialize_with = "proto_json::string")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub sequence: String,
 }
 
@@ -195,10 +237,13 @@ pub struct JobGroupInfo {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Container {
     #[serde(default, deserialize_with = "proto_json::or_default")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub resources: ContainerResources,
     #[serde(default, deserialize_with = "proto_json::or_default")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub security_profile: SecurityProfile,
     #[serde(default, deserialize_with = "proto_json::or_default")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub image: Image,
     /// Titus' container attributes: stored and returned.
     #[serde(
@@ -206,14 +251,18 @@ pub struct Container {
         deserialize_with = "proto_json::string_map",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub attributes: BTreeMap<String, String>,
     /// Replaces the image's ENTRYPOINT when not empty.
-    #[serde(default, deserialize_with = "proto_json::or_default")]
+    #[serde(default, deserialize_with = "proto_json::list")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub entry_point: Vec<String>,
     /// Replaces the image's CMD when not empty.
-    #[serde(default, deserialize_with = "proto_json::or_default")]
+    #[serde(default, deserialize_with = "proto_json::list")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub command: Vec<String>,
     #[serde(default, deserialize_with = "proto_json::string_map")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub env: BTreeMap<String, String>,
     /// Environment variables whose values are secrets, by reference: the variable's name mapped
     /// to an SSM parameter ARN (`arn:aws:ssm:{region}:{account}:parameter/{name}`, SecureString
@@ -223,16 +272,26 @@ pub struct Container {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "proto_json::or_default")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub soft_constraints: Constraints,
     #[serde(default, deserialize_with = "proto_json::or_default")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub hard_constraints: Constraints,
     /// Titus' `google.protobuf.Any` of experimental settings: refused when set.
-    #[serde(default, skip_serializing_if = "Unsupported::is_unset")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::unsupported_message",
+        skip_serializing_if = "Unsupported::is_unset"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable, value_type = Option<Object>))]
     pub experimental: Unsupported,
     /// Refused when not empty: the platform has no volumes to mount.
-    #[serde(default, skip_serializing_if = "Unsupported::is_unset")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::unsupported_list",
+        skip_serializing_if = "Unsupported::is_unset"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable, value_type = Vec<Object>))]
     pub volume_mounts: Unsupported,
     /// Seconds between SIGTERM and SIGKILL when the task is killed.
     #[serde(default = "default_kill_grace_period_sec")]
@@ -244,11 +303,17 @@ pub struct Container {
     #[serde(default)]
     pub host_network: bool,
     /// Host paths to mount; refused unless configuration allows them.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "proto_json::messages")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub host_mounts: Vec<HostMount>,
     /// How the task's processes run: their user, a read-only root file system, capabilities
     /// beyond the platform's default set.
-    #[serde(default, skip_serializing_if = "SecurityContext::is_default")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::or_default",
+        skip_serializing_if = "SecurityContext::is_default"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub security_context: SecurityContext,
 }
 
@@ -290,25 +355,30 @@ pub struct ContainerResources {
         default = "ContainerResources::default_cpu",
         deserialize_with = "proto_json::f64"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub cpu: f64,
     #[serde(default, deserialize_with = "proto_json::u32")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub gpu: u32,
     #[serde(
         rename = "memoryMB",
         default = "ContainerResources::default_memory_mb",
         deserialize_with = "proto_json::u64"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub memory_mb: u64,
     #[serde(
         rename = "diskMB",
         default = "ContainerResources::default_disk_mb",
         deserialize_with = "proto_json::u64"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub disk_mb: u64,
     #[serde(
         default = "ContainerResources::default_network_mbps",
         deserialize_with = "proto_json::u64"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub network_mbps: u64,
     /// The size of the container's `/dev/shm`, at most `memoryMB`; 64 when absent or zero.
     #[serde(
@@ -316,6 +386,7 @@ pub struct ContainerResources {
         default = "ContainerResources::default_shm_size_mb",
         deserialize_with = "proto_json::u32"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub shm_size_mb: u32,
     /// Titus' request for a routable IP of the task's own. Stored and returned: every task has
     /// an address of its own on the agent's Docker network either way.
@@ -325,23 +396,37 @@ pub struct ContainerResources {
         deserialize_with = "proto_json::bool",
         skip_serializing_if = "std::ops::Not::not"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub allocate_ip: bool,
     /// Refused when not empty: the agent mounts no EFS file systems.
-    #[serde(default, skip_serializing_if = "Unsupported::is_unset")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::unsupported_list",
+        skip_serializing_if = "Unsupported::is_unset"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable, value_type = Vec<Object>))]
     pub efs_mounts: Unsupported,
     /// Refused when not empty: the platform assigns no static IP addresses.
-    #[serde(default, skip_serializing_if = "Unsupported::is_unset")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::unsupported_list",
+        skip_serializing_if = "Unsupported::is_unset"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable, value_type = Vec<Object>))]
     pub signed_address_allocations: Unsupported,
     /// Titus' static IP pool (a `oneof` with `staticIPAddressIDs`): refused when set.
-    #[serde(default, skip_serializing_if = "Unsupported::is_unset")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::unsupported_string",
+        skip_serializing_if = "Unsupported::is_unset"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable, value_type = Option<String>))]
     pub pool: Unsupported,
     /// Refused when set, as `pool`.
     #[serde(
         rename = "staticIPAddressIDs",
         default,
+        deserialize_with = "proto_json::unsupported_message",
         skip_serializing_if = "Unsupported::is_unset"
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
@@ -388,11 +473,14 @@ impl Default for ContainerResources {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecurityProfile {
-    #[serde(default, deserialize_with = "proto_json::or_default")]
+    #[serde(default, deserialize_with = "proto_json::list")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub security_groups: Vec<String>,
     #[serde(default, deserialize_with = "proto_json::string")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub iam_role: String,
     #[serde(default, deserialize_with = "proto_json::string_map")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub attributes: BTreeMap<String, String>,
 }
 
@@ -403,18 +491,21 @@ pub struct SecurityProfile {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Image {
     #[serde(default, deserialize_with = "proto_json::string")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub name: String,
     #[serde(
         default,
         deserialize_with = "proto_json::non_empty_string",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub tag: Option<String>,
     #[serde(
         default,
         deserialize_with = "proto_json::non_empty_string",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub digest: Option<String>,
 }
 
@@ -435,6 +526,7 @@ impl Image {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Constraints {
     #[serde(default, deserialize_with = "proto_json::string_map")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub constraints: BTreeMap<String, String>,
     /// Titus' constraint expression: refused when not empty (`""`, as Titus prints an absent
     /// one, is fine).
@@ -443,6 +535,7 @@ pub struct Constraints {
         deserialize_with = "proto_json::string",
         skip_serializing_if = "String::is_empty"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub expression: String,
 }
 
@@ -652,24 +745,31 @@ fn default_true() -> bool {
 pub enum RetryPolicy {
     Immediate {
         #[serde(default, deserialize_with = "proto_json::u32")]
+        #[cfg_attr(feature = "openapi", schema(nullable))]
         retries: u32,
     },
     #[serde(rename_all = "camelCase")]
     Delayed {
         #[serde(default, deserialize_with = "proto_json::u64")]
+        #[cfg_attr(feature = "openapi", schema(nullable))]
         initial_delay_ms: u64,
         #[serde(default, deserialize_with = "proto_json::u64")]
+        #[cfg_attr(feature = "openapi", schema(nullable))]
         delay_ms: u64,
         #[serde(default, deserialize_with = "proto_json::u32")]
+        #[cfg_attr(feature = "openapi", schema(nullable))]
         retries: u32,
     },
     #[serde(rename_all = "camelCase")]
     ExponentialBackOff {
         #[serde(default, deserialize_with = "proto_json::u64")]
+        #[cfg_attr(feature = "openapi", schema(nullable))]
         initial_delay_ms: u64,
         #[serde(default, deserialize_with = "proto_json::u64")]
+        #[cfg_attr(feature = "openapi", schema(nullable))]
         max_delay_interval_ms: u64,
         #[serde(default, deserialize_with = "proto_json::u32")]
+        #[cfg_attr(feature = "openapi", schema(nullable))]
         retries: u32,
     },
 }
@@ -731,19 +831,23 @@ impl RetryPolicy {
 pub struct BatchJobSpec {
     /// How many tasks; required (at least 1), as in Titus.
     #[serde(default, deserialize_with = "proto_json::u32")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub size: u32,
     /// At least 5; five days when absent or zero.
     #[serde(
         default = "default_runtime_limit_sec",
         deserialize_with = "proto_json::u64"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub runtime_limit_sec: u64,
     #[serde(
         default = "RetryPolicy::batch_default",
         deserialize_with = "batch_retry_policy"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub retry_policy: RetryPolicy,
     #[serde(default, deserialize_with = "proto_json::bool")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub retry_on_runtime_limit: bool,
 }
 
@@ -772,17 +876,25 @@ fn default_runtime_limit_sec() -> u64 {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceJobSpec {
     #[serde(default, deserialize_with = "proto_json::or_default")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub capacity: Capacity,
     /// True when absent (proto3 would make it false; see the API README).
     #[serde(default = "default_true", deserialize_with = "proto_json::bool")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub enabled: bool,
     #[serde(
         default = "RetryPolicy::service_default",
         deserialize_with = "service_retry_policy"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub retry_policy: RetryPolicy,
     /// Stored and returned; the platform does not migrate tasks off hosts yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub migration_policy: Option<MigrationPolicy>,
     /// Which capacity changes the job refuses: acted on by every capacity update.
     #[serde(
@@ -790,6 +902,7 @@ pub struct ServiceJobSpec {
         deserialize_with = "proto_json::or_default",
         skip_serializing_if = "ServiceJobProcesses::is_default"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub service_job_processes: ServiceJobProcesses,
 }
 
@@ -799,10 +912,13 @@ pub struct ServiceJobSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Capacity {
     #[serde(default, deserialize_with = "proto_json::u32")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub min: u32,
     #[serde(default, deserialize_with = "proto_json::u32")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub desired: u32,
     #[serde(default, deserialize_with = "proto_json::u32")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub max: u32,
 }
 
@@ -813,9 +929,11 @@ pub struct Capacity {
 pub struct ServiceJobProcesses {
     /// A capacity update that raises `desired` is refused.
     #[serde(default, deserialize_with = "proto_json::bool")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub disable_increase_desired: bool,
     /// A capacity update that lowers `desired` is refused.
     #[serde(default, deserialize_with = "proto_json::bool")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub disable_decrease_desired: bool,
 }
 
@@ -836,9 +954,19 @@ pub struct Empty {}
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MigrationPolicy {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub system_default: Option<Empty>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub self_managed: Option<Empty>,
 }
 
@@ -871,6 +999,9 @@ impl proto_json::ProtoEnum for NetworkMode {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NetworkConfiguration {
     #[serde(default, deserialize_with = "proto_json::enumeration")]
+    /// One of `UnknownNetworkMode`, `Ipv4Only`, `Ipv6AndIpv4`, `Ipv6AndIpv4Fallback`,
+    /// `Ipv6Only`, `HighScale`, or its number (0 to 5).
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub network_mode: NetworkMode,
 }
 
@@ -881,33 +1012,75 @@ pub struct NetworkConfiguration {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DisruptionBudget {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub self_managed: Option<SelfManagedBudget>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub availability_percentage_limit: Option<AvailabilityPercentageLimit>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub unhealthy_tasks_limit: Option<UnhealthyTasksLimit>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub relocation_limit: Option<RelocationLimit>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub rate_unlimited: Option<Empty>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub rate_percentage_per_hour: Option<RatePercentagePerHour>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub rate_per_interval: Option<RatePerInterval>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "proto_json::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub rate_percentage_per_interval: Option<RatePercentagePerInterval>,
     #[serde(
         default,
-        deserialize_with = "proto_json::or_default",
+        deserialize_with = "proto_json::messages",
         skip_serializing_if = "Vec::is_empty"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub time_windows: Vec<TimeWindow>,
     #[serde(
         default,
-        deserialize_with = "proto_json::or_default",
+        deserialize_with = "proto_json::messages",
         skip_serializing_if = "Vec::is_empty"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub container_health_providers: Vec<ContainerHealthProvider>,
 }
 
@@ -953,6 +1126,7 @@ impl DisruptionBudget {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SelfManagedBudget {
     #[serde(default, deserialize_with = "proto_json::u64")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub relocation_time_ms: u64,
 }
 
@@ -961,6 +1135,7 @@ pub struct SelfManagedBudget {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AvailabilityPercentageLimit {
     #[serde(default, deserialize_with = "proto_json::f64")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub percentage_of_healthy_containers: f64,
 }
 
@@ -969,6 +1144,7 @@ pub struct AvailabilityPercentageLimit {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UnhealthyTasksLimit {
     #[serde(default, deserialize_with = "proto_json::u32")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub limit_of_unhealthy_containers: u32,
 }
 
@@ -977,6 +1153,7 @@ pub struct UnhealthyTasksLimit {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RelocationLimit {
     #[serde(default, deserialize_with = "proto_json::u32")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub limit: u32,
 }
 
@@ -985,6 +1162,7 @@ pub struct RelocationLimit {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RatePercentagePerHour {
     #[serde(default, deserialize_with = "proto_json::f64")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub max_percentage_of_containers_relocated_in_hour: f64,
 }
 
@@ -993,8 +1171,10 @@ pub struct RatePercentagePerHour {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RatePerInterval {
     #[serde(default, deserialize_with = "proto_json::u64")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub interval_ms: u64,
     #[serde(default, deserialize_with = "proto_json::u32")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub limit_per_interval: u32,
 }
 
@@ -1003,8 +1183,10 @@ pub struct RatePerInterval {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RatePercentagePerInterval {
     #[serde(default, deserialize_with = "proto_json::u64")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub interval_ms: u64,
     #[serde(default, deserialize_with = "proto_json::f64")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub percentage_limit_per_interval: f64,
 }
 
@@ -1043,18 +1225,22 @@ pub struct TimeWindow {
         deserialize_with = "proto_json::enumerations",
         skip_serializing_if = "Vec::is_empty"
     )]
+    /// Days by name (`Monday` … `Sunday`) or number (0 for Monday).
+    #[cfg_attr(feature = "openapi", schema(nullable, value_type = Vec<Value>))]
     pub days: Vec<Day>,
     #[serde(
         default,
-        deserialize_with = "proto_json::or_default",
+        deserialize_with = "proto_json::messages",
         skip_serializing_if = "Vec::is_empty"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub hourly_time_windows: Vec<HourlyTimeWindow>,
     #[serde(
         default,
         deserialize_with = "proto_json::string",
         skip_serializing_if = "String::is_empty"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub time_zone: String,
 }
 
@@ -1063,8 +1249,10 @@ pub struct TimeWindow {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HourlyTimeWindow {
     #[serde(default, deserialize_with = "proto_json::u32")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub start_hour: u32,
     #[serde(default, deserialize_with = "proto_json::u32")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub end_hour: u32,
 }
 
@@ -1073,12 +1261,14 @@ pub struct HourlyTimeWindow {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerHealthProvider {
     #[serde(default, deserialize_with = "proto_json::string")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub name: String,
     #[serde(
         default,
         deserialize_with = "proto_json::string_map",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub attributes: BTreeMap<String, String>,
 }
 

@@ -201,13 +201,137 @@ pub fn non_empty_string<'de, D: Deserializer<'de>>(
     Ok(Option::<String>::deserialize(deserializer)?.filter(|text| !text.is_empty()))
 }
 
-/// A message or `repeated`/`map` field: `null` is its default.
+/// What a field's JSON must be: an object or a list (or `null`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Object,
+    List,
+}
+
+/// Reads an object or a list as `T`, or `null` as `None`; refuses the other kind (serde would
+/// read a struct from a list of its fields' values, which no proto3 parser does).
+struct KindVisitor<T> {
+    kind: Kind,
+    what: PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for KindVisitor<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.kind {
+            Kind::Object => "a JSON object (or null)",
+            Kind::List => "a JSON list (or null)",
+        })
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Option<T>, A::Error> {
+        if self.kind != Kind::Object {
+            return Err(de::Error::invalid_type(de::Unexpected::Map, &self));
+        }
+        T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Option<T>, A::Error> {
+        if self.kind != Kind::List {
+            return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
+        }
+        T::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(Some)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+}
+
+fn of_kind<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+    kind: Kind,
+) -> Result<Option<T>, D::Error> {
+    deserializer.deserialize_any(KindVisitor {
+        kind,
+        what: PhantomData,
+    })
+}
+
+/// A message field: a JSON object, or `null` for its default.
 pub fn or_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,
 {
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+    Ok(of_kind(deserializer, Kind::Object)?.unwrap_or_default())
+}
+
+/// A message field kept as "not set" when absent or `null`.
+pub fn optional<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    of_kind(deserializer, Kind::Object)
+}
+
+/// A `repeated` field: a JSON list, or `null` for none.
+pub fn list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(of_kind(deserializer, Kind::List)?.unwrap_or_default())
+}
+
+/// A `repeated` message field: a JSON list of objects, or `null` for none.
+pub fn messages<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Element<T>(T);
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Element<T> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            of_kind(deserializer, Kind::Object)?
+                .map(Element)
+                .ok_or_else(|| {
+                    de::Error::custom("a list's element is null, expected a JSON object")
+                })
+        }
+    }
+    let elements: Vec<Element<T>> = list(deserializer)?;
+    Ok(elements.into_iter().map(|Element(value)| value).collect())
+}
+
+/// An [`Unsupported`] `repeated` field: a list (or `null`).
+pub fn unsupported_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Unsupported, D::Error> {
+    let items: Vec<serde::de::IgnoredAny> = list(deserializer)?;
+    Ok(Unsupported {
+        set: !items.is_empty(),
+    })
+}
+
+/// An [`Unsupported`] message field: an object (or `null`).
+pub fn unsupported_message<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Unsupported, D::Error> {
+    let fields: Option<BTreeMap<String, serde::de::IgnoredAny>> = optional(deserializer)?;
+    Ok(Unsupported {
+        set: fields.is_some_and(|fields| !fields.is_empty()),
+    })
+}
+
+/// An [`Unsupported`] `string` field.
+pub fn unsupported_string<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Unsupported, D::Error> {
+    Ok(Unsupported {
+        set: !string(deserializer)?.is_empty(),
+    })
 }
 
 /// A `map<string, string>` field: `null` is empty, and so is a `null` value's entry's value.

@@ -286,3 +286,23 @@ fn a_disruption_budget_sets_at_most_one_policy_and_one_rate() {
         ]
     );
 }
+
+#[test]
+fn a_message_given_as_a_list_or_a_list_given_as_an_object_is_refused() {
+    // Found by schemathesis: serde reads a struct from a list of its fields' values.
+    for (field, value) in [
+        ("jobGroupInfo", json!([null, null])),
+        ("owner", json!(["team@example.com"])),
+        ("volumes", json!({})),
+        ("disruptionBudget", json!([])),
+    ] {
+        let mut descriptor = fixture("spinnaker-run-job");
+        descriptor[field] = value.clone();
+
+        let errors = problems(&descriptor);
+
+        // First the field that could not be read; then what validation finds without it.
+        assert_eq!(errors[0].field, field, "{errors:#?}");
+        assert!(errors[0].message.contains("expected a JSON"), "{errors:#?}");
+    }
+}
