@@ -110,6 +110,31 @@ pub async fn kill_task<P: Ports>(
     shrink: bool,
     now_ms: u64,
 ) -> Result<Task, ControlError> {
+    let options = KillOptions {
+        shrink,
+        prevent_min_size_update: true,
+    };
+    kill_task_with(cp, task_id, options, now_ms).await
+}
+
+/// How a task is killed, as Titus' `TaskKillRequest` says it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KillOptions {
+    /// Also lower the service job's desired capacity by one.
+    pub shrink: bool,
+    /// With `shrink`, refuse to go below the job's min; without it (Titus' default), a shrink
+    /// at min lowers min too.
+    pub prevent_min_size_update: bool,
+}
+
+/// [`kill_task`] with Titus' options.
+pub async fn kill_task_with<P: Ports>(
+    cp: &ControlPlane<P>,
+    task_id: &TaskId,
+    options: KillOptions,
+    now_ms: u64,
+) -> Result<Task, ControlError> {
+    let shrink = options.shrink;
     let store = cp.ports.jobs();
     let task = store
         .get_task(task_id)
@@ -146,7 +171,7 @@ pub async fn kill_task<P: Ports>(
                 )));
             }
         } else {
-            shrink_desired(cp, &job.id).await?;
+            shrink_desired(cp, &job.id, !options.prevent_min_size_update).await?;
         }
         TaskReason::ScaledDown
     } else {
@@ -190,21 +215,29 @@ fn undelivered_is_an_error(undelivered: usize) -> Result<(), ControlError> {
     ))))
 }
 
-/// Lowers a service job's desired capacity by one, refusing to go below min.
+/// Lowers a service job's desired capacity by one: below min only with `lower_min`, which
+/// lowers min with it.
 async fn shrink_desired<P: Ports>(
     cp: &ControlPlane<P>,
     job_id: &JobId,
+    lower_min: bool,
 ) -> Result<Job, ControlError> {
     change_job(cp, job_id, |job| {
         require_active(job)?;
-        let capacity = service_capacity(job)?;
-        let lowered = capacity.desired.checked_sub(1).filter(|d| *d >= capacity.min);
+        let mut capacity = service_capacity(job)?;
+        let lowered = capacity
+            .desired
+            .checked_sub(1)
+            .filter(|d| *d >= capacity.min || lower_min);
+        if let Some(desired) = lowered {
+            capacity.min = capacity.min.min(desired);
+        }
         check_processes(job, capacity.desired, lowered.unwrap_or(capacity.desired), "shrink")?;
         let Some(desired) = lowered else {
             return Err(ControlError::Conflict {
                 message: format!(
                     "shrinking job {job_id} would take its desired capacity from {} below its min {}; \
-                     expected desired > min, or a kill without shrink",
+                     expected desired > min, preventMinSizeUpdate=false, or a kill without shrink",
                     capacity.desired, capacity.min
                 ),
                 details: vec![field_error(

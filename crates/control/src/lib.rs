@@ -54,8 +54,8 @@ pub use admission::{admit, request_hash};
 pub(crate) use error::field_error;
 pub use error::ControlError;
 pub use jobs::{
-    create_job, delete_attributes, kill_job, kill_task, set_enabled, update_attributes,
-    update_capacity, CapacityUpdate,
+    create_job, delete_attributes, kill_job, kill_task, kill_task_with, set_enabled,
+    update_attributes, update_capacity, CapacityUpdate, KillOptions,
 };
 pub use policy::JobPolicy;
 pub use query::{list_tasks, TaskFilter};

@@ -12,8 +12,9 @@ use support::{descriptor, fresh_stage, service};
 use titus_aws::DynamoJobStore;
 use titus_control::materialize::materialize_jobs;
 use titus_control::{
-    create_job, delete_attributes, kill_job, kill_task, list_tasks, set_enabled, update_attributes,
-    update_capacity, Admission, CapacityUpdate, ControlError, ControlPlane, Settings, TaskFilter,
+    create_job, delete_attributes, kill_job, kill_task, kill_task_with, list_tasks, set_enabled,
+    update_attributes, update_capacity, Admission, CapacityUpdate, ControlError, ControlPlane,
+    KillOptions, Settings, TaskFilter,
 };
 use titus_core::messages::{AgentCommand, KillTask};
 use titus_core::ports::{CreateOutcome, IdempotencyKey, JobFilter, Page, PageRequest};
@@ -525,6 +526,43 @@ async fn growing_capacity_adds_tasks_in_new_slots_and_shrinking_kills_the_newest
         stage.drain(&queue_url).await,
         vec![kill_of(&newest, TaskReason::ScaledDown, 10)]
     );
+}
+
+#[tokio::test]
+async fn a_shrink_at_min_lowers_min_too_unless_the_kill_prevents_it_as_in_titus() {
+    let stage = fresh_stage().await;
+    let job = new_job(&stage.cp, service(2, 2, 4)).await;
+    let tasks = stage.tasks(&job.id).await;
+    let kill = |task: usize, prevent_min_size_update: bool| {
+        let (cp, id) = (&stage.cp, tasks[task].id.clone());
+        async move {
+            let options = KillOptions {
+                shrink: true,
+                prevent_min_size_update,
+            };
+            kill_task_with(cp, &id, options, NOW_MS).await
+        }
+    };
+
+    let prevented = kill(0, true).await;
+    let lowered = kill(0, false).await.unwrap();
+
+    assert!(
+        matches!(&prevented, Err(ControlError::Conflict { message, .. }) if message.contains("below its min")),
+        "{prevented:?}"
+    );
+    assert_eq!(lowered.status.reason_code, Some(TaskReason::ScaledDown));
+    let capacity = stage
+        .store
+        .get_job(&job.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .job_descriptor
+        .service
+        .unwrap()
+        .capacity;
+    assert_eq!((capacity.min, capacity.desired, capacity.max), (1, 1, 4));
 }
 
 #[tokio::test]

@@ -392,13 +392,18 @@ impl Query {
     }
 
     pub fn shrink(&mut self) -> bool {
-        match self.get("shrink") {
+        self.flag("shrink")
+    }
+
+    /// A boolean parameter, false when absent.
+    pub fn flag(&mut self, name: &str) -> bool {
+        match self.get(name) {
             None => false,
             Some(text) if text.eq_ignore_ascii_case("true") => true,
             Some(text) if text.eq_ignore_ascii_case("false") => false,
             Some(text) => {
                 let message = format!("must be true or false, got {}", quoted(text));
-                self.push("shrink", message);
+                self.push(name, message);
                 false
             }
         }

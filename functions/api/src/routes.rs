@@ -613,6 +613,7 @@ pub async fn get_task_logs<P: Ports>(
     params(
         ("id" = uuid::Uuid, Path, description = "The task's id"),
         ("shrink" = Option<bool>, Query, description = "Also lower the service job's desired capacity (default false)"),
+        ("preventMinSizeUpdate" = Option<bool>, Query, description = "With shrink: refuse to go below the job's min (409); by default, as in Titus, a shrink at min lowers min too"),
     ),
     responses(
         (status = 200, description = "The task, being killed (KillInitiated) or Finished", body = Task),
@@ -635,8 +636,11 @@ pub async fn kill_task<P: Ports>(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = params::task_id(&id)?;
-    let mut query = Query::parse(raw.as_deref(), &["shrink"]);
-    let shrink = query.shrink();
+    let mut query = Query::parse(raw.as_deref(), &["shrink", "preventMinSizeUpdate"]);
+    let options = titus_control::KillOptions {
+        shrink: query.shrink(),
+        prevent_min_size_update: query.flag("preventMinSizeUpdate"),
+    };
     query.finish()?;
     let task: Task = app
         .store()
@@ -650,7 +654,7 @@ pub async fn kill_task<P: Ports>(
         })
     })?;
     caller.authorize(&job)?;
-    let task = titus_control::kill_task(app.control(), &id, shrink, app.now_ms()).await?;
+    let task = titus_control::kill_task_with(app.control(), &id, options, app.now_ms()).await?;
     Ok(json(StatusCode::OK, &task))
 }
 

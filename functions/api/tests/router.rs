@@ -1013,7 +1013,7 @@ async fn tasks_are_listed_read_and_killed() {
         .await,
         api.delete(
             &format!(
-                "/api/v3/tasks/{}?shrink=true",
+                "/api/v3/tasks/{}?shrink=true&preventMinSizeUpdate=true",
                 web_tasks[2]["id"].as_str().unwrap()
             ),
             ALICE,
@@ -1057,7 +1057,8 @@ async fn tasks_are_listed_read_and_killed() {
     );
     assert_eq!(
         shrink_to_below_min[1].error(StatusCode::CONFLICT),
-        "conflict"
+        "conflict",
+        "at min, and the kill prevents lowering min"
     );
     assert_eq!(
         shrink_batch.error(StatusCode::BAD_REQUEST),
