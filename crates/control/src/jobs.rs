@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use titus_core::job::{Capacity, JobDescriptor};
+use titus_core::job::{Capacity, DisruptionBudget, JobDescriptor, ServiceJobProcesses};
 use titus_core::ports::{CreateOutcome, IdempotencyKey, QueueError};
 use titus_core::quota::{QuotaExceeded, UsageChange};
 use titus_core::{
@@ -505,6 +505,49 @@ where
         }
     }
     Err(ControlError::lost_race("job", job_id.as_str()))
+}
+
+/// Sets a service job's processes (Titus' `UpdateJobProcesses`): which way its desired size is
+/// frozen.
+pub async fn update_job_processes<P: Ports>(
+    cp: &ControlPlane<P>,
+    job_id: &JobId,
+    processes: ServiceJobProcesses,
+) -> Result<Job, ControlError> {
+    change_job(cp, job_id, |job| {
+        service_capacity(job)?;
+        require_active(job)?;
+        match job.job_descriptor.service.as_mut() {
+            Some(service) if service.service_job_processes != processes => {
+                service.service_job_processes = processes;
+                job.version += 1;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    })
+    .await
+}
+
+/// Replaces a job's disruption budget (Titus' `UpdateJobDisruptionBudget`). Kept for the
+/// eviction work to come; nothing enforces it yet.
+pub async fn update_disruption_budget<P: Ports>(
+    cp: &ControlPlane<P>,
+    job_id: &JobId,
+    budget: DisruptionBudget,
+) -> Result<Job, ControlError> {
+    titus_core::validation::validate_disruption_budget(&budget, &cp.settings.admission.limits)
+        .map_err(ControlError::Invalid)?;
+    change_job(cp, job_id, |job| {
+        require_active(job)?;
+        if job.job_descriptor.disruption_budget.as_deref() == Some(&budget) {
+            return Ok(false);
+        }
+        job.job_descriptor.disruption_budget = Some(Box::new(budget.clone()));
+        job.version += 1;
+        Ok(true)
+    })
+    .await
 }
 
 fn require_active(job: &Job) -> Result<(), ControlError> {

@@ -55,7 +55,8 @@ pub(crate) use error::field_error;
 pub use error::ControlError;
 pub use jobs::{
     create_job, delete_attributes, kill_job, kill_task, kill_task_with, set_enabled,
-    update_attributes, update_capacity, CapacityUpdate, KillOptions,
+    update_attributes, update_capacity, update_disruption_budget, update_job_processes,
+    CapacityUpdate, KillOptions,
 };
 pub use policy::JobPolicy;
 pub use query::{list_tasks, TaskFilter};

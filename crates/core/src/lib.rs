@@ -26,4 +26,4 @@ pub use job::{Job, JobDescriptor, JobState, JobStatus, JobType};
 pub use ports::{AgentStore, JobStore, Ports, StoreError};
 pub use state::{TaskReason, TaskState, TransitionError};
 pub use task::{Task, TaskStatus};
-pub use validation::{parse_descriptor, FieldError, Limits, ParseError};
+pub use validation::{parse_descriptor, parse_message, FieldError, Limits, ParseError};

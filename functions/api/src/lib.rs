@@ -155,6 +155,18 @@ pub fn router<P: Ports>(state: AppState<P>) -> Router {
             "/api/v3/jobs/{id}/instances",
             put(routes::update_capacity::<P>),
         )
+        .route(
+            "/api/v3/jobs/{id}/capacityAttributes",
+            put(routes::update_capacity_attributes::<P>),
+        )
+        .route(
+            "/api/v3/jobs/{id}/jobprocesses",
+            put(routes::update_job_processes::<P>),
+        )
+        .route(
+            "/api/v3/jobs/{id}/disruptionBudget",
+            put(routes::update_disruption_budget::<P>),
+        )
         .route("/api/v3/jobs/{id}/enable", post(routes::enable_job::<P>))
         .route("/api/v3/jobs/{id}/disable", post(routes::disable_job::<P>))
         .route(

@@ -289,6 +289,110 @@ pub async fn update_capacity<P: Ports>(
     Ok(json(StatusCode::OK, &job))
 }
 
+/// Changes a service job's capacity: Titus' route for `JobCapacityWithOptionalAttributes`, the
+/// same change as `PUT /api/v3/jobs/{id}/instances`.
+#[utoipa::path(
+    put, path = "/api/v3/jobs/{id}/capacityAttributes", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "The job's id")),
+    request_body(content = CapacityRequest, content_type = "application/json",
+        example = json!({"desired": 2})),
+    responses(
+        (status = 200, description = "The job with its new capacity", body = Job),
+        (status = 400, description = "The body or id is invalid, the capacity is over the platform's limit, or the job is a batch job", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 429, description = "The caller's rate limit (`/titus/{stage}/api/rate-limits`) is used up; retry after `Retry-After` seconds", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until the caller's window reopens"))),
+        (status = 403, description = "Only the job's creator or an admin may change it", body = ErrorBody),
+        (status = 404, description = "No job has this id", body = ErrorBody),
+        (status = 409, description = "Desired is outside min..max, the job's processes freeze it, the job is not active, or it kept changing", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not declared as application/json", body = ErrorBody),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store or an agent queue is unavailable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update_capacity_attributes<P: Ports>(
+    state: State<AppState<P>>,
+    id: IdParam,
+    caller: Caller,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    update_capacity(state, id, caller, body).await
+}
+
+/// Sets a service job's processes: which way its desired size is frozen.
+#[utoipa::path(
+    put, path = "/api/v3/jobs/{id}/jobprocesses", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "The job's id")),
+    request_body(content = titus_core::job::ServiceJobProcesses, content_type = "application/json",
+        example = json!({"disableIncreaseDesired": true, "disableDecreaseDesired": false})),
+    responses(
+        (status = 200, description = "The job with its processes", body = Job),
+        (status = 400, description = "The body or id is invalid, or the job is a batch job", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 429, description = "The caller's rate limit (`/titus/{stage}/api/rate-limits`) is used up; retry after `Retry-After` seconds", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until the caller's window reopens"))),
+        (status = 403, description = "Only the job's creator or an admin may change it", body = ErrorBody),
+        (status = 404, description = "No job has this id", body = ErrorBody),
+        (status = 409, description = "The job is not active, or it kept changing", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not declared as application/json", body = ErrorBody),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store is throttling or unreachable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update_job_processes<P: Ports>(
+    State(app): State<AppState<P>>,
+    IdParam(id): IdParam,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let id = params::job_id(&id)?;
+    let processes = titus_core::parse_message(&body, "a job's service processes")
+        .map_err(ApiError::from_parse)?;
+    caller.authorize(&load_job(app.store(), &id).await?)?;
+    let job = titus_control::update_job_processes(app.control(), &id, processes).await?;
+    Ok(json(StatusCode::OK, &job))
+}
+
+/// Replaces a job's disruption budget. It is stored; nothing evicts tasks yet.
+#[utoipa::path(
+    put, path = "/api/v3/jobs/{id}/disruptionBudget", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "The job's id")),
+    request_body(content = titus_core::job::DisruptionBudget, content_type = "application/json",
+        example = json!({"selfManaged": {"relocationTimeMs": "60000"}, "rateUnlimited": {}})),
+    responses(
+        (status = 200, description = "The job with its budget", body = Job),
+        (status = 400, description = "The body or id is invalid (every problem listed)", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 429, description = "The caller's rate limit (`/titus/{stage}/api/rate-limits`) is used up; retry after `Retry-After` seconds", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until the caller's window reopens"))),
+        (status = 403, description = "Only the job's creator or an admin may change it", body = ErrorBody),
+        (status = 404, description = "No job has this id", body = ErrorBody),
+        (status = 409, description = "The job is not active, or it kept changing", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not declared as application/json", body = ErrorBody),
+        (status = 500, description = "Internal error (logged with the request id)", body = ErrorBody),
+        (status = 503, description = "The store is throttling or unreachable; retry", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update_disruption_budget<P: Ports>(
+    State(app): State<AppState<P>>,
+    IdParam(id): IdParam,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let id = params::job_id(&id)?;
+    let budget =
+        titus_core::parse_message(&body, "a disruption budget").map_err(ApiError::from_parse)?;
+    caller.authorize(&load_job(app.store(), &id).await?)?;
+    let job = titus_control::update_disruption_budget(app.control(), &id, budget).await?;
+    Ok(json(StatusCode::OK, &job))
+}
+
 async fn set_enabled<P: Ports>(
     app: &AppState<P>,
     id: &str,

@@ -1704,3 +1704,76 @@ async fn a_titus_descriptor_with_many_problems_gets_400_naming_each_and_stores_n
     let jobs = api.get("/api/v3/jobs", ALICE).await;
     assert_eq!(jobs.json["items"], json!([]), "nothing stored");
 }
+
+#[tokio::test]
+async fn titus_job_routes_change_capacity_processes_and_the_disruption_budget() {
+    let api = Api::new().await;
+    let job = api.create(ALICE, &service(0, 1, 4)).await;
+    let id = id_of(&job);
+    let route = |suffix: &str| format!("/api/v3/jobs/{id}/{suffix}");
+
+    let capacity = api
+        .put_json(&route("capacityAttributes"), ALICE, &json!({"desired": 3}))
+        .await;
+    let frozen = api
+        .put_json(
+            &route("jobprocesses"),
+            ALICE,
+            &json!({"disableIncreaseDesired": true, "disableDecreaseDesired": "false"}),
+        )
+        .await;
+    let refused = api
+        .put_json(&route("capacityAttributes"), ALICE, &json!({"desired": 4}))
+        .await;
+    let budget = api
+        .put_json(
+            &route("disruptionBudget"),
+            ALICE,
+            &json!({"selfManaged": {"relocationTimeMs": "60000"}, "rateUnlimited": {}}),
+        )
+        .await;
+    let bad_budget = api
+        .put_json(
+            &route("disruptionBudget"),
+            ALICE,
+            &json!({"selfManaged": {}, "relocationLimit": {"limit": 1}, "rateUnlimited": [], "typo": 1}),
+        )
+        .await;
+    let not_yours = api.put_json(&route("jobprocesses"), BOB, &json!({})).await;
+
+    assert_eq!(capacity.status, StatusCode::OK, "{}", capacity.text);
+    assert_eq!(
+        capacity.json["jobDescriptor"]["service"]["capacity"]["desired"],
+        3
+    );
+    assert_eq!(frozen.status, StatusCode::OK, "{}", frozen.text);
+    assert_eq!(
+        frozen.json["jobDescriptor"]["service"]["serviceJobProcesses"],
+        json!({"disableIncreaseDesired": true, "disableDecreaseDesired": false})
+    );
+    assert_eq!(refused.error(StatusCode::CONFLICT), "conflict");
+    assert!(
+        refused.text.contains("disableIncreaseDesired"),
+        "{}",
+        refused.text
+    );
+    assert_eq!(budget.status, StatusCode::OK, "{}", budget.text);
+    assert_eq!(
+        budget.json["jobDescriptor"]["disruptionBudget"]["selfManaged"]["relocationTimeMs"],
+        60000
+    );
+    assert_eq!(bad_budget.error(StatusCode::BAD_REQUEST), "invalid_request");
+    let fields = bad_budget.fields();
+    assert!(fields.contains(&"rateUnlimited".to_owned()), "{fields:?}");
+    assert!(
+        fields.contains(&"(root)".to_owned()),
+        "the unknown field: {fields:?}"
+    );
+    assert_eq!(not_yours.error(StatusCode::FORBIDDEN), "forbidden");
+    let stored = api.get(&format!("/api/v3/jobs/{id}"), ALICE).await;
+    assert_eq!(
+        stored.json["jobDescriptor"]["service"]["capacity"]["desired"],
+        3
+    );
+    assert_eq!(stored.json["version"], budget.json["version"]);
+}

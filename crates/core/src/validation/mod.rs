@@ -19,7 +19,7 @@ use serde_path_to_error::Segment;
 use crate::job::JobDescriptor;
 use serde_errors::malformed;
 
-pub use rules::{validate, CAPABILITIES};
+pub use rules::{validate, validate_disruption_budget, CAPABILITIES};
 
 /// One problem with a descriptor: where (a dotted field path in the JSON's camelCase names, with
 /// `[i]` or `["key"]` for collections, e.g. `container.resources.cpu`, `container.env["FOO"]`,
@@ -222,32 +222,7 @@ pub fn parse_descriptor(json: &[u8], limits: &Limits) -> Result<JobDescriptor, P
             max_bytes: limits.descriptor_max_bytes,
         });
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(json);
-    let mut document = serde_json::Value::deserialize(&mut deserializer)
-        .map_err(|error| malformed(&[], &error))?;
-    // Trailing bytes after the document would otherwise be ignored.
-    deserializer.end().map_err(|error| malformed(&[], &error))?;
-    if !document.is_object() {
-        return Err(ParseError::Malformed {
-            field: ROOT_FIELD.to_owned(),
-            message: "expected a JSON object, a job descriptor".to_owned(),
-        });
-    }
-    let mut problems = Vec::new();
-    let descriptor = loop {
-        match serde_path_to_error::deserialize::<_, JobDescriptor>(&document) {
-            Ok(descriptor) => break Some(descriptor),
-            Err(error) => {
-                let segments: Vec<&Segment> = error.path().iter().collect();
-                let problem = malformed(&segments, error.inner());
-                let removed = remove_at(&mut document, &segments);
-                problems.extend(problem.field_errors());
-                if !removed || problems.len() >= MALFORMED_MAX_PROBLEMS {
-                    break None;
-                }
-            }
-        }
-    };
+    let (descriptor, mut problems) = read_message::<JobDescriptor>(json, "a job descriptor")?;
     let Some(mut descriptor) = descriptor else {
         return Err(malformed_or_invalid(problems));
     };
@@ -258,6 +233,52 @@ pub fn parse_descriptor(json: &[u8], limits: &Limits) -> Result<JobDescriptor, P
         Err(errors) => {
             problems.extend(errors);
             Err(ParseError::Invalid(problems))
+        }
+    }
+}
+
+/// Reads a proto3 JSON message other than a descriptor (a disruption budget, a job's processes)
+/// as [`parse_descriptor`] reads one: every unreadable or unknown field reported at once.
+pub fn parse_message<T: serde::de::DeserializeOwned>(
+    json: &[u8],
+    what: &str,
+) -> Result<T, ParseError> {
+    match read_message::<T>(json, what)? {
+        (Some(message), problems) if problems.is_empty() => Ok(message),
+        (_, problems) => Err(malformed_or_invalid(problems)),
+    }
+}
+
+/// The JSON object in `json` as `T`, and what could not be read: each field that failed is
+/// noted and taken out, and the rest read again. `None` when even that fails.
+fn read_message<T: serde::de::DeserializeOwned>(
+    json: &[u8],
+    what: &str,
+) -> Result<(Option<T>, Vec<FieldError>), ParseError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let mut document = serde_json::Value::deserialize(&mut deserializer)
+        .map_err(|error| malformed(&[], &error))?;
+    // Trailing bytes after the document would otherwise be ignored.
+    deserializer.end().map_err(|error| malformed(&[], &error))?;
+    if !document.is_object() {
+        return Err(ParseError::Malformed {
+            field: ROOT_FIELD.to_owned(),
+            message: format!("expected a JSON object, {what}"),
+        });
+    }
+    let mut problems = Vec::new();
+    loop {
+        match serde_path_to_error::deserialize::<_, T>(&document) {
+            Ok(message) => return Ok((Some(message), problems)),
+            Err(error) => {
+                let segments: Vec<&Segment> = error.path().iter().collect();
+                let problem = malformed(&segments, error.inner());
+                let removed = remove_at(&mut document, &segments);
+                problems.extend(problem.field_errors());
+                if !removed || problems.len() >= MALFORMED_MAX_PROBLEMS {
+                    return Ok((None, problems));
+                }
+            }
         }
     }
 }

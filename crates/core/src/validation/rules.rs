@@ -36,6 +36,23 @@ pub fn validate(descriptor: &JobDescriptor, limits: &Limits) -> Result<(), Vec<F
     }
 }
 
+/// Checks a disruption budget alone, as a change of a job's budget gives it.
+pub fn validate_disruption_budget(
+    budget: &DisruptionBudget,
+    limits: &Limits,
+) -> Result<(), Vec<FieldError>> {
+    let mut problems = Problems {
+        errors: Vec::new(),
+        limits,
+    };
+    problems.check_disruption_budget(budget);
+    if problems.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.errors)
+    }
+}
+
 struct Problems<'a> {
     errors: Vec<FieldError>,
     limits: &'a Limits,
