@@ -24,16 +24,7 @@ const RESERVED_ENV_PREFIX: &str = "TITUS_";
 
 /// Checks every rule and returns every problem at once, or `Ok`.
 pub fn validate(descriptor: &JobDescriptor, limits: &Limits) -> Result<(), Vec<FieldError>> {
-    let mut problems = Problems {
-        errors: Vec::new(),
-        limits,
-    };
-    problems.check_descriptor(descriptor);
-    if problems.errors.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.errors)
-    }
+    Problems::collect(limits, |problems| problems.check_descriptor(descriptor))
 }
 
 /// Checks a disruption budget alone, as a change of a job's budget gives it.
@@ -41,16 +32,7 @@ pub fn validate_disruption_budget(
     budget: &DisruptionBudget,
     limits: &Limits,
 ) -> Result<(), Vec<FieldError>> {
-    let mut problems = Problems {
-        errors: Vec::new(),
-        limits,
-    };
-    problems.check_disruption_budget(budget);
-    if problems.errors.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.errors)
-    }
+    Problems::collect(limits, |problems| problems.check_disruption_budget(budget))
 }
 
 struct Problems<'a> {
@@ -58,7 +40,21 @@ struct Problems<'a> {
     limits: &'a Limits,
 }
 
-impl Problems<'_> {
+impl<'a> Problems<'a> {
+    /// Runs `check` and returns what it found, or `Ok`.
+    fn collect(limits: &'a Limits, check: impl FnOnce(&mut Self)) -> Result<(), Vec<FieldError>> {
+        let mut problems = Problems {
+            errors: Vec::new(),
+            limits,
+        };
+        check(&mut problems);
+        if problems.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.errors)
+        }
+    }
+
     fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.errors.push(FieldError::new(field, message));
     }
