@@ -440,14 +440,6 @@ pub fn enumerations<'de, D: Deserializer<'de>, T: ProtoEnum>(
         .collect())
 }
 
-/// Serializes an enum by its proto name.
-pub fn enum_name<T: ProtoEnum + PartialEq>(value: T) -> &'static str {
-    T::VALUES
-        .iter()
-        .find(|(candidate, _)| *candidate == value)
-        .map_or("", |(_, name)| *name)
-}
-
 /// A Titus field the platform cannot act on and refuses when it is set: it keeps only whether
 /// the request set it to anything but its empty value (`null`, `[]`, `{}`, `""`, `false`, `0`),
 /// so validation can name it. It is never stored set, so it is never printed.
